@@ -1,0 +1,308 @@
+//! A zero-copy view of Kafka record batches (magic v2), as producers send them
+//! and as segments store them.
+//!
+//! Layout (big-endian): baseOffset i64 @0, batchLength i32 @8, partitionLeaderEpoch
+//! i32 @12, magic i8 @16, crc u32 @17 (CRC32C of bytes 21..end), attributes i16 @21,
+//! lastOffsetDelta i32 @23, baseTimestamp i64 @27, maxTimestamp i64 @35, producerId
+//! i64 @43, producerEpoch i16 @51, baseSequence i32 @53, recordCount i32 @57,
+//! records @61. Magic v0/v1 message sets keep the magic byte at the same place.
+
+/// Bytes before the records in a v2 batch.
+pub const HEADER_LEN: usize = 61;
+/// Bytes before `batchLength`'s payload starts (baseOffset + batchLength).
+pub const LOG_OVERHEAD: usize = 12;
+const MAGIC_AT: usize = 16;
+const CRC_AT: usize = 17;
+const CRC_FROM: usize = 21;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("record batch truncated: {have} of {need} bytes")]
+    Truncated { have: usize, need: usize },
+    #[error("record batch length {0} is invalid")]
+    BadLength(i32),
+    #[error("record format magic {0} is not supported (only v2)")]
+    UnsupportedMagic(i8),
+    #[error("record batch CRC mismatch: header {expected:#010x}, computed {actual:#010x}")]
+    CrcMismatch { expected: u32, actual: u32 },
+    #[error("record batch has {count} records but lastOffsetDelta {delta}")]
+    InconsistentCount { count: i32, delta: i32 },
+}
+
+/// Header fields of one v2 record batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+#[inline]
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+#[inline]
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+#[inline]
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(a)
+}
+
+impl BatchHeader {
+    /// Parses the header at the start of `buf`. Checks the magic and that the whole
+    /// batch is present, not the CRC (see [`verify_crc`]).
+    pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
+        if buf.len() < MAGIC_AT + 1 {
+            return Err(BatchError::Truncated { have: buf.len(), need: HEADER_LEN });
+        }
+        let magic = buf[MAGIC_AT] as i8;
+        if magic != 2 {
+            return Err(BatchError::UnsupportedMagic(magic));
+        }
+        if buf.len() < HEADER_LEN {
+            return Err(BatchError::Truncated { have: buf.len(), need: HEADER_LEN });
+        }
+        let batch_length = be_i32(buf, 8);
+        if batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
+            return Err(BatchError::BadLength(batch_length));
+        }
+        let h = BatchHeader {
+            base_offset: be_i64(buf, 0),
+            batch_length,
+            partition_leader_epoch: be_i32(buf, 12),
+            magic,
+            crc: u32::from_be_bytes([buf[17], buf[18], buf[19], buf[20]]),
+            attributes: be_i16(buf, 21),
+            last_offset_delta: be_i32(buf, 23),
+            base_timestamp: be_i64(buf, 27),
+            max_timestamp: be_i64(buf, 35),
+            producer_id: be_i64(buf, 43),
+            producer_epoch: be_i16(buf, 51),
+            base_sequence: be_i32(buf, 53),
+            record_count: be_i32(buf, 57),
+        };
+        if buf.len() < h.total_len() {
+            return Err(BatchError::Truncated { have: buf.len(), need: h.total_len() });
+        }
+        Ok(h)
+    }
+
+    /// Size of the whole batch in bytes, header included.
+    #[inline]
+    pub fn total_len(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length as usize
+    }
+
+    /// Offset of the batch's last record.
+    #[inline]
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + self.last_offset_delta as i64
+    }
+
+    /// Compression codec id from the attributes (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+    #[inline]
+    pub fn compression(&self) -> i16 {
+        self.attributes & 0x7
+    }
+
+    /// Control batches (transaction markers) carry no user records.
+    #[inline]
+    pub fn is_control(&self) -> bool {
+        self.attributes & 0x20 != 0
+    }
+
+    /// Checks what a producer's batch must satisfy before we assign offsets to it.
+    pub fn check_producer_batch(&self) -> Result<(), BatchError> {
+        if self.record_count <= 0 || self.last_offset_delta != self.record_count - 1 {
+            return Err(BatchError::InconsistentCount {
+                count: self.record_count,
+                delta: self.last_offset_delta,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Verifies the CRC32C of one complete batch (`batch` holds exactly that batch).
+pub fn verify_crc(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
+    let actual = crc32c::crc32c(&batch[CRC_FROM..header.total_len()]);
+    if actual != header.crc {
+        return Err(BatchError::CrcMismatch { expected: header.crc, actual });
+    }
+    Ok(())
+}
+
+/// Rewrites the offset and leader epoch of a batch in place. Neither field is
+/// covered by the batch CRC, so the producer's CRC stays valid.
+#[inline]
+pub fn patch_header(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
+    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// Iterates over the batches of a concatenated buffer: a produce request's
+/// `records` field or a segment body. Yields `(header, byte range)`; stops at the
+/// first error, which it yields once.
+pub struct Batches<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    failed: bool,
+}
+
+impl<'a> Batches<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Batches { buf, pos: 0, failed: false }
+    }
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<(BatchHeader, std::ops::Range<usize>), BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.pos >= self.buf.len() {
+            return None;
+        }
+        match BatchHeader::parse(&self.buf[self.pos..]) {
+            Ok(h) => {
+                let start = self.pos;
+                self.pos += h.total_len();
+                Some(Ok((h, start..self.pos)))
+            }
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Builds a valid uncompressed v2 batch of `values` (test and benchmark helper;
+/// the broker never builds batches itself).
+pub fn build_batch(base_offset: i64, timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    }
+    let mut records = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let mut r = Vec::new();
+        r.push(0); // attributes
+        varint(&mut r, 0); // timestamp delta
+        varint(&mut r, i as i64); // offset delta
+        varint(&mut r, -1); // null key
+        varint(&mut r, v.len() as i64);
+        r.extend_from_slice(v);
+        varint(&mut r, 0); // no headers
+        varint(&mut records, r.len() as i64);
+        records.extend_from_slice(&r);
+    }
+    let n = values.len() as i32;
+    let mut b = Vec::with_capacity(HEADER_LEN + records.len());
+    b.extend_from_slice(&base_offset.to_be_bytes());
+    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(n - 1).to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&n.to_be_bytes());
+    b.extend_from_slice(&records);
+    let crc = crc32c::crc32c(&b[CRC_FROM..]);
+    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_verifies_a_built_batch() {
+        let b = build_batch(0, 1_700_000_000_000, &[b"a", b"bb", b"ccc"]);
+        let h = BatchHeader::parse(&b).unwrap();
+        assert_eq!(h.total_len(), b.len());
+        assert_eq!(h.record_count, 3);
+        assert_eq!(h.last_offset_delta, 2);
+        assert_eq!(h.max_timestamp, 1_700_000_000_000);
+        verify_crc(&b, &h).unwrap();
+        h.check_producer_batch().unwrap();
+    }
+
+    #[test]
+    fn patching_offset_and_epoch_keeps_crc_valid() {
+        let mut b = build_batch(0, 5, &[b"x"]);
+        patch_header(&mut b, 4242, 7);
+        let h = BatchHeader::parse(&b).unwrap();
+        assert_eq!(h.base_offset, 4242);
+        assert_eq!(h.partition_leader_epoch, 7);
+        assert_eq!(h.last_offset(), 4242);
+        verify_crc(&b, &h).unwrap();
+    }
+
+    #[test]
+    fn detects_corruption_and_truncation() {
+        let mut b = build_batch(0, 5, &[b"hello"]);
+        let last = b.len() - 3;
+        b[last] ^= 0xff;
+        let h = BatchHeader::parse(&b).unwrap();
+        assert!(matches!(verify_crc(&b, &h), Err(BatchError::CrcMismatch { .. })));
+        assert!(matches!(
+            BatchHeader::parse(&b[..b.len() - 1]),
+            Err(BatchError::Truncated { .. })
+        ));
+        assert!(matches!(BatchHeader::parse(&b[..10]), Err(BatchError::Truncated { .. })));
+    }
+
+    #[test]
+    fn rejects_old_magic_and_bad_lengths() {
+        let mut b = build_batch(0, 5, &[b"x"]);
+        b[16] = 1;
+        assert_eq!(BatchHeader::parse(&b), Err(BatchError::UnsupportedMagic(1)));
+        let mut b = build_batch(0, 5, &[b"x"]);
+        b[8..12].copy_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(BatchHeader::parse(&b), Err(BatchError::BadLength(-1)));
+    }
+
+    #[test]
+    fn iterates_concatenated_batches_and_stops_on_error() {
+        let mut buf = build_batch(0, 1, &[b"a"]);
+        buf.extend(build_batch(1, 1, &[b"b", b"c"]));
+        let n1 = buf.len();
+        buf.extend_from_slice(&[0, 0, 0]);
+        let items: Vec<_> = Batches::new(&buf).collect();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[1].as_ref().unwrap().1.end, n1);
+        assert!(items[2].is_err());
+    }
+
+    #[test]
+    fn inconsistent_count_is_rejected_for_producers() {
+        let mut b = build_batch(0, 1, &[b"a", b"b"]);
+        b[57..61].copy_from_slice(&5i32.to_be_bytes());
+        let h = BatchHeader::parse(&b).unwrap();
+        assert!(h.check_producer_batch().is_err());
+    }
+}

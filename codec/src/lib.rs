@@ -1,0 +1,25 @@
+//! Kafka wire protocol for Kafscale: framing, request decoding, response encoding,
+//! the supported-version table and a zero-copy view of v2 record batches.
+//!
+//! Message structs come from the `kafka-protocol` crate (generated from Apache
+//! Kafka's JSON specs); this crate only adds what the generator does not give:
+//! safe framing, the version policy and the record-batch view. Nothing here does I/O.
+
+pub mod batch;
+pub mod frame;
+pub mod request;
+pub mod versions;
+
+pub use kafka_protocol;
+/// Kafka error codes, with their names and retriability, as generated upstream.
+pub use kafka_protocol::ResponseError as KafkaError;
+pub use kafka_protocol::messages::ApiKey;
+
+/// The error code field value for success.
+pub const NONE: i16 = 0;
+
+/// Shorthand for the numeric code of a Kafka error.
+#[inline]
+pub const fn code(e: KafkaError) -> i16 {
+    e.code()
+}

@@ -1,0 +1,75 @@
+//! The API versions this broker implements. ApiVersions advertises exactly this
+//! table, and requests outside it are refused before they are decoded.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+/// `(api, min, max)` for every implemented API. Minimums follow Apache Kafka 4.0
+/// (KIP-896 removed CreateTopics v0-1 and DeleteTopics v0), which is also what the
+/// generated message structs can decode.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 13),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+];
+
+/// The supported version range of an API, if it is implemented at all.
+pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, lo, hi)| (lo, hi))
+}
+
+/// Whether `version` of `key` is implemented.
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    matches!(supported(key), Some((lo, hi)) if (lo..=hi).contains(&version))
+}
+
+/// The ApiVersions answer. It carries no feature tags: old librdkafka (kcat 1.7)
+/// misparses tagged fields it does not know in a v3 response.
+pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
+    let mut r = ApiVersionsResponse::default();
+    r.error_code = error_code;
+    r.api_keys = SUPPORTED
+        .iter()
+        .map(|&(k, lo, hi)| {
+            let mut v = ApiVersion::default();
+            v.api_key = k as i16;
+            v.min_version = lo;
+            v.max_version = hi;
+            v
+        })
+        .collect();
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::Encodable;
+
+    #[test]
+    fn every_advertised_range_is_within_what_the_codec_can_decode() {
+        for &(k, lo, hi) in SUPPORTED {
+            let valid = k.valid_versions();
+            assert!(lo >= valid.min && hi <= valid.max, "{k:?} {lo}..{hi} vs {valid:?}");
+        }
+    }
+
+    #[test]
+    fn v3_response_has_no_tagged_fields() {
+        let r = api_versions_response(0);
+        let mut buf = bytes::BytesMut::new();
+        r.encode(&mut buf, 3).unwrap();
+        // error_code, compact array, throttle time, then the tag count: zero.
+        assert_eq!(*buf.last().unwrap(), 0);
+        assert!(is_supported(ApiKey::Fetch, 13));
+        assert!(!is_supported(ApiKey::Fetch, 3));
+        assert!(!is_supported(ApiKey::JoinGroup, 0));
+    }
+}

@@ -1,3 +1,5 @@
+// Kafscale: vendored code is linted upstream, not here (path dependencies are not lint-capped).
+#![allow(warnings, clippy::all)]
 //! Implementation of [the Kafka wire protocol](https://kafka.apache.org/protocol.html) in Rust.
 //!
 //! This library follows the approach of the Kafka project and generates the protocol through

@@ -1,0 +1,176 @@
+//! Every broker setting: a clap flag with a `KAFSCALE_*` environment variable.
+//! Names follow the Go Kafscale so that existing deployments carry over.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kafscale-broker",
+    version,
+    about = "Kafscale: a Kafka-protocol broker with S3 segment storage"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker (the default).
+    Run,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the Kafka listener binds to.
+    #[arg(long, env = "KAFSCALE_BROKER_ADDR", default_value = "127.0.0.1:9092")]
+    pub broker_addr: SocketAddr,
+    /// Host advertised to clients in Metadata (default: the listen host).
+    #[arg(long, env = "KAFSCALE_BROKER_HOST")]
+    pub broker_host: Option<String>,
+    /// Port advertised to clients in Metadata (default: the listen port).
+    #[arg(long, env = "KAFSCALE_BROKER_PORT")]
+    pub broker_port: Option<u16>,
+    /// Node id of this broker.
+    #[arg(long, env = "KAFSCALE_BROKER_ID", default_value_t = 0)]
+    pub broker_id: i32,
+    /// Directory for embedded metadata and, without S3, the segment objects.
+    #[arg(long, env = "KAFSCALE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Number of shards (pinned cores). Default: the CPUs this process may use.
+    #[arg(long, env = "KAFSCALE_SHARDS")]
+    pub shards: Option<usize>,
+    /// Seal and upload a partition's segment when its buffer reaches this size.
+    #[arg(long, env = "KAFSCALE_SEGMENT_BYTES", default_value_t = 8 << 20)]
+    pub segment_bytes: usize,
+    /// Seal and upload a partition's segment when its oldest byte is this old.
+    #[arg(long, env = "KAFSCALE_FLUSH_INTERVAL_MS", default_value_t = 100)]
+    pub flush_interval_ms: u64,
+    /// Bytes of segments read from the object store kept in memory (all shards together).
+    #[arg(long, env = "KAFSCALE_CACHE_BYTES", default_value_t = 256 << 20)]
+    pub cache_bytes: usize,
+    /// Segments fetched ahead of a consumer reading from the object store.
+    #[arg(long, env = "KAFSCALE_READAHEAD_SEGMENTS", default_value_t = 2)]
+    pub readahead_segments: usize,
+    /// Create unknown topics on Metadata and Produce requests.
+    #[arg(long, env = "KAFSCALE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+    /// Partition count of auto-created topics (and of CreateTopics asking for the default).
+    #[arg(long, env = "KAFSCALE_AUTO_CREATE_PARTITIONS", default_value_t = 1)]
+    pub auto_create_partitions: i32,
+    /// Largest request frame accepted; larger frames close the connection.
+    #[arg(long, env = "KAFSCALE_MAX_REQUEST_BYTES", default_value_t = 100 << 20)]
+    pub max_request_bytes: usize,
+    /// Unflushed bytes a shard may hold before producers get retriable errors.
+    #[arg(long, env = "KAFSCALE_MAX_BUFFERED_BYTES", default_value_t = 256 << 20)]
+    pub max_buffered_bytes: usize,
+    /// Concurrent segment uploads per shard.
+    #[arg(long, env = "KAFSCALE_UPLOAD_CONCURRENCY", default_value_t = 16)]
+    pub upload_concurrency: usize,
+    /// Worker threads of the I/O runtime (object store and metadata calls).
+    #[arg(long, env = "KAFSCALE_IO_THREADS", default_value_t = 1)]
+    pub io_threads: usize,
+    /// Log level filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, env = "KAFSCALE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format: text or json.
+    #[arg(long, env = "KAFSCALE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// Log one line per Kafka request (API, version, client, latency, error).
+    #[arg(long, env = "KAFSCALE_TRACE_KAFKA", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trace_kafka: bool,
+    /// Keep segments in memory instead of a directory or S3 (tests and demos).
+    #[arg(long, env = "KAFSCALE_USE_MEMORY_S3", default_value_t = false, value_parser = parse_flag)]
+    pub use_memory_s3: bool,
+    /// Object-store fault control file (testing): see docs/testing.md.
+    #[arg(long, env = "KAFSCALE_FAULTS_FILE", hide = true)]
+    pub faults_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct S3Args {
+    /// S3 bucket; when set, segments go to S3 instead of the data directory.
+    #[arg(long, env = "KAFSCALE_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    #[arg(long, env = "KAFSCALE_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Custom endpoint (MinIO, s3s, ...).
+    #[arg(long, env = "KAFSCALE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Path-style addressing (bucket in the path, not the host).
+    #[arg(long, env = "KAFSCALE_S3_PATH_STYLE", default_value_t = false, value_parser = parse_flag)]
+    pub s3_path_style: bool,
+    #[arg(long, env = "KAFSCALE_S3_ACCESS_KEY")]
+    pub s3_access_key: Option<String>,
+    #[arg(long, env = "KAFSCALE_S3_SECRET_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<String>,
+    #[arg(long, env = "KAFSCALE_S3_SESSION_TOKEN", hide_env_values = true)]
+    pub s3_session_token: Option<String>,
+    /// SSE-KMS key ARN for segment objects.
+    #[arg(long, env = "KAFSCALE_S3_KMS_ARN")]
+    pub s3_kms_arn: Option<String>,
+    /// Key prefix of this cluster's objects.
+    #[arg(long, env = "KAFSCALE_S3_NAMESPACE", default_value = "default")]
+    pub s3_namespace: String,
+    /// Read replica bucket (cross-region replication), tried first for reads.
+    #[arg(long, env = "KAFSCALE_S3_READ_BUCKET")]
+    pub s3_read_bucket: Option<String>,
+    #[arg(long, env = "KAFSCALE_S3_READ_REGION")]
+    pub s3_read_region: Option<String>,
+    #[arg(long, env = "KAFSCALE_S3_READ_ENDPOINT")]
+    pub s3_read_endpoint: Option<String>,
+}
+
+/// Accepts the spellings deployments use for booleans: 1/0, true/false, yes/no.
+fn parse_flag(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!("expected true or false, got {other:?}")),
+    }
+}
+
+impl Config {
+    pub fn advertised_host(&self) -> String {
+        self.broker_host
+            .clone()
+            .unwrap_or_else(|| self.broker_addr.ip().to_string())
+    }
+    pub fn advertised_port(&self) -> i32 {
+        self.broker_port.unwrap_or(self.broker_addr.port()) as i32
+    }
+
+    /// Checks values clap cannot, so that a bad setting fails at start-up with its name.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_bytes < 1024 {
+            return Err("KAFSCALE_SEGMENT_BYTES must be at least 1024".into());
+        }
+        if self.flush_interval_ms == 0 {
+            return Err("KAFSCALE_FLUSH_INTERVAL_MS must be positive".into());
+        }
+        if self.auto_create_partitions < 1 {
+            return Err("KAFSCALE_AUTO_CREATE_PARTITIONS must be at least 1".into());
+        }
+        if self.max_buffered_bytes < self.segment_bytes {
+            return Err(
+                "KAFSCALE_MAX_BUFFERED_BYTES must be at least KAFSCALE_SEGMENT_BYTES".into(),
+            );
+        }
+        if self.upload_concurrency == 0 || self.io_threads == 0 {
+            return Err(
+                "KAFSCALE_UPLOAD_CONCURRENCY and KAFSCALE_IO_THREADS must be positive".into(),
+            );
+        }
+        if matches!(self.shards, Some(0)) {
+            return Err("KAFSCALE_SHARDS must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,140 @@
+//! One client connection on the shard that accepted it. The reader splits
+//! frames and starts each request as its own task, so pipelined requests run
+//! concurrently (a produce waiting for durability does not hold up a metadata
+//! request behind it); the writer awaits those tasks in arrival order, because
+//! Kafka requires responses in request order on a connection.
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::channel::mpsc;
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::{SinkExt, StreamExt};
+use kafscale_codec::frame::{peek_frame_len, FrameError, SIZE_PREFIX};
+use tracing::{debug, warn};
+
+use crate::handlers::{handle_frame, Outcome};
+use crate::runtime::{spawn, Task, TcpStream};
+use crate::shard::Shard;
+
+/// Requests of one connection being handled at once; the reader stops reading
+/// when this many are waiting for their turn to answer.
+const MAX_IN_FLIGHT: usize = 256;
+const READ_CHUNK: usize = 64 << 10;
+
+/// Received bytes `[..filled]` followed by zeroed scratch space for the next read,
+/// so every byte is zero-filled once rather than on every read.
+struct ReadBuf {
+    buf: BytesMut,
+    filled: usize,
+}
+
+impl ReadBuf {
+    fn new() -> Self {
+        ReadBuf {
+            buf: BytesMut::new(),
+            filled: 0,
+        }
+    }
+
+    /// The next complete frame, zero-copy.
+    fn frame(&mut self, max: usize) -> Result<Option<Bytes>, FrameError> {
+        match peek_frame_len(&self.buf[..self.filled], max)? {
+            Some(len) if self.filled >= SIZE_PREFIX + len => {
+                self.buf.advance(SIZE_PREFIX);
+                self.filled -= SIZE_PREFIX + len;
+                Ok(Some(self.buf.split_to(len).freeze()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Space to read into: the rest of a pending frame, or a chunk.
+    fn spare(&mut self, max: usize) -> &mut [u8] {
+        let want = match peek_frame_len(&self.buf[..self.filled], max) {
+            Ok(Some(len)) => (SIZE_PREFIX + len)
+                .saturating_sub(self.filled)
+                .max(READ_CHUNK),
+            _ => READ_CHUNK,
+        };
+        if self.buf.len() - self.filled < want {
+            self.buf.resize(self.filled + want, 0);
+        }
+        &mut self.buf[self.filled..]
+    }
+}
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
+    let (mut rd, wr) = stream.split();
+    let (mut tx, rx) = mpsc::channel::<Task<Outcome>>(MAX_IN_FLIGHT);
+    let writer = spawn(write_loop(wr, rx, fd));
+    let max = shard.cfg.max_request_bytes;
+    let mut buf = ReadBuf::new();
+    'conn: loop {
+        loop {
+            match buf.frame(max) {
+                Ok(Some(frame)) => {
+                    let sh = shard.clone();
+                    let p = peer.clone();
+                    sh.in_flight_requests.set(sh.in_flight_requests.get() + 1);
+                    let task = spawn(async move {
+                        let out = handle_frame(&sh, frame, &p).await;
+                        sh.in_flight_requests.set(sh.in_flight_requests.get() - 1);
+                        out
+                    });
+                    if tx.send(task).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(peer, error = %e, "closing connection: bad frame");
+                    break 'conn;
+                }
+            }
+        }
+        let spare = buf.spare(max);
+        match rd.read(spare).await {
+            Ok(0) => break,
+            Ok(n) => buf.filled += n,
+            Err(e) => {
+                debug!(peer, error = %e, "connection read failed");
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+    debug!(peer, "connection closed");
+}
+
+async fn write_loop(
+    mut wr: futures::io::WriteHalf<TcpStream>,
+    mut rx: mpsc::Receiver<Task<Outcome>>,
+    fd: i32,
+) {
+    while let Some(task) = rx.next().await {
+        match task.await {
+            Outcome::Respond(bytes) => {
+                if wr.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            Outcome::Silent => {}
+            Outcome::Close => break,
+        }
+    }
+    let _ = wr.flush().await;
+    // Wakes the reader if it is blocked on a connection we decided to close.
+    // SAFETY: fd belongs to the stream, which is alive until both halves drop.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}

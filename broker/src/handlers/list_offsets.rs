@@ -1,0 +1,91 @@
+//! ListOffsets: earliest (-2) is the log start, latest (-1) the high watermark
+//! (also the last stable offset: there are no transactions). Lookups by
+//! timestamp are not implemented yet and answer INVALID_REQUEST.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::errors::{INVALID_REQUEST, NONE, NOT_LEADER_OR_FOLLOWER};
+use crate::partition;
+use crate::placement::partition_shard;
+use crate::router::scatter;
+use crate::shard::Shard;
+
+pub const EARLIEST: i64 = -2;
+pub const LATEST: i64 = -1;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
+    let mut items = Vec::new();
+    let mut shape = Vec::new();
+    for t in req.topics {
+        let topic: Arc<str> = Arc::from(t.name.0.as_str());
+        shape.push((
+            t.name,
+            t.partitions
+                .iter()
+                .map(|p| p.partition_index)
+                .collect::<Vec<_>>(),
+        ));
+        for p in t.partitions {
+            items.push((topic.clone(), p.partition_index, p.timestamp));
+        }
+    }
+    let count = shard.count;
+    let results = scatter(
+        shard,
+        items,
+        |(t, p, _)| partition_shard(t, *p, count),
+        || (NOT_LEADER_OR_FOLLOWER, -1),
+        |sh, items| async move {
+            let mut out = Vec::with_capacity(items.len());
+            for (topic, index, ts) in items {
+                let r = match partition::partition(&sh, &topic, index).await {
+                    Err(code) => (code, -1),
+                    Ok(p) => {
+                        let o = p.offsets();
+                        match ts {
+                            EARLIEST => (NONE, o.log_start),
+                            LATEST => (NONE, o.high_watermark),
+                            _ => (INVALID_REQUEST, -1),
+                        }
+                    }
+                };
+                out.push(r);
+            }
+            out
+        },
+    )
+    .await;
+    let mut resp = ListOffsetsResponse::default();
+    let mut it = results.into_iter();
+    for (name, indexes) in shape {
+        let mut t = ListOffsetsTopicResponse::default();
+        t.name = name;
+        for index in indexes {
+            let (error, offset) = it.next().unwrap_or((NOT_LEADER_OR_FOLLOWER, -1));
+            let mut p = ListOffsetsPartitionResponse::default();
+            p.partition_index = index;
+            p.error_code = error;
+            p.offset = offset;
+            p.timestamp = -1;
+            // The field exists from v4; the encoder refuses it set on older versions.
+            p.leader_epoch = if error == NONE && version >= 4 {
+                partition::LEADER_EPOCH
+            } else {
+                -1
+            };
+            t.partitions.push(p);
+        }
+        resp.topics.push(t);
+    }
+    resp
+}

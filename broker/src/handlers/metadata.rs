@@ -1,0 +1,92 @@
+//! Metadata: this broker leads every partition (storage is shared, so there are
+//! no replicas to report beyond the leader). Unknown topics are created when
+//! auto-creation is on and the client allows it.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::errors::{INVALID_TOPIC_EXCEPTION, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION};
+use crate::metadata::{valid_topic_name, TopicMeta};
+use crate::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> MetadataResponse {
+    // v0 has no null topic list: an empty list means all topics.
+    let requested: Option<Vec<_>> = match req.topics {
+        Some(t) if !(version == 0 && t.is_empty()) => Some(t),
+        _ => None,
+    };
+    let allow_auto = version < 4 || req.allow_auto_topic_creation;
+    if let (Some(topics), true) = (&requested, allow_auto && shard.cfg.auto_create_topics) {
+        let cluster = shard.cluster();
+        let missing: Vec<String> = topics
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .filter(|n| cluster.topic(n).is_none() && valid_topic_name(n))
+            .collect();
+        if !missing.is_empty() {
+            super::topics::auto_create(shard, missing).await;
+        }
+    }
+    let cluster = shard.cluster();
+    let mut resp = MetadataResponse::default();
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = BrokerId(cluster.broker_id);
+    broker.host = StrBytes::from_string(cluster.host.clone());
+    broker.port = cluster.port;
+    resp.brokers = vec![broker];
+    resp.cluster_id = Some(StrBytes::from_string(cluster.cluster_id.clone()));
+    resp.controller_id = BrokerId(cluster.broker_id);
+    let describe = |t: &TopicMeta| {
+        let mut out = MetadataResponseTopic::default();
+        out.name = Some(TopicName(StrBytes::from_string(t.name.clone())));
+        out.topic_id = t.id;
+        out.partitions = (0..t.partitions)
+            .map(|i| {
+                let mut p = MetadataResponsePartition::default();
+                p.partition_index = i;
+                p.leader_id = BrokerId(cluster.broker_id);
+                p.leader_epoch = crate::partition::LEADER_EPOCH;
+                p.replica_nodes = vec![BrokerId(cluster.broker_id)];
+                p.isr_nodes = vec![BrokerId(cluster.broker_id)];
+                p
+            })
+            .collect();
+        out
+    };
+    resp.topics = match requested {
+        None => {
+            let mut all: Vec<_> = cluster.topics.values().collect();
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            all.into_iter().map(|t| describe(t)).collect()
+        }
+        Some(topics) => topics
+            .into_iter()
+            .map(|t| {
+                let found = match &t.name {
+                    Some(n) => cluster.topic(&n.0),
+                    None => cluster.by_id.get(&t.topic_id),
+                };
+                match found {
+                    Some(meta) => describe(meta),
+                    None => {
+                        let mut out = MetadataResponseTopic::default();
+                        out.error_code = match &t.name {
+                            Some(n) if !valid_topic_name(&n.0) => INVALID_TOPIC_EXCEPTION,
+                            Some(_) => UNKNOWN_TOPIC_OR_PARTITION,
+                            None => UNKNOWN_TOPIC_ID,
+                        };
+                        out.name = t.name;
+                        out.topic_id = t.topic_id;
+                        out
+                    }
+                }
+            })
+            .collect(),
+    };
+    resp
+}

@@ -1,0 +1,102 @@
+//! One module per Kafka API family. Each handler has the same shape: take the
+//! decoded request on the connection's shard, send per-partition work to the
+//! owning shards, and assemble the response in request order.
+
+pub mod api_versions;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+pub mod topics;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+use kafscale_codec::request::{
+    api_versions_fallback, decode_request, encode_response, DecodeError,
+};
+use tracing::{info, warn};
+
+use crate::shard::Shard;
+
+/// What the connection does after a request.
+pub enum Outcome {
+    Respond(Bytes),
+    /// `acks=0` produce: Kafka sends nothing back.
+    Silent,
+    /// The request cannot be answered in its own format: close, as Kafka does.
+    Close,
+}
+
+/// Decodes, handles and encodes one request frame.
+pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcome {
+    let started = std::time::Instant::now();
+    let req = match decode_request(frame) {
+        Ok(r) => r,
+        Err(DecodeError::UnsupportedVersion {
+            api: kafka_protocol::messages::ApiKey::ApiVersions,
+            correlation_id,
+            version,
+        }) => {
+            info!(
+                peer,
+                version, "ApiVersions version not supported; answering with v0 and our ranges"
+            );
+            return Outcome::Respond(api_versions_fallback(correlation_id));
+        }
+        Err(e) => {
+            warn!(peer, error = %e, "closing connection: request cannot be handled");
+            return Outcome::Close;
+        }
+    };
+    let (api, version, correlation_id) = (req.api, req.version, req.correlation_id());
+    let client_id = req.header.client_id.clone();
+    let response = match req.body {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(shard, r, version).await)
+        }
+        RequestKind::Produce(r) => {
+            let acks = r.acks;
+            let resp = produce::handle(shard, r, version).await;
+            if acks == 0 {
+                return Outcome::Silent;
+            }
+            ResponseKind::Produce(resp)
+        }
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(shard, r, version).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(shard, r, version).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(topics::create(shard, r, version).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(topics::delete(shard, r, version).await)
+        }
+        _ => {
+            // decode_request only admits APIs from the version table, all handled above.
+            warn!(peer, ?api, "closing connection: no handler");
+            return Outcome::Close;
+        }
+    };
+    if shard.cfg.trace_kafka {
+        info!(
+            peer,
+            ?api,
+            version,
+            correlation_id,
+            client_id = client_id.as_deref().unwrap_or(""),
+            micros = started.elapsed().as_micros() as u64,
+            "kafka request"
+        );
+    }
+    match encode_response(api, version, correlation_id, &response) {
+        Ok(b) => Outcome::Respond(b),
+        Err(e) => {
+            warn!(peer, error = %e, "closing connection: response cannot be encoded");
+            Outcome::Close
+        }
+    }
+}

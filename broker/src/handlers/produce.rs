@@ -1,0 +1,178 @@
+//! Produce: batches go to the owning shards, which append them; `acks=-1`
+//! answers wait until the owning shard has made the batches durable.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use crate::errors::{
+    INVALID_RECORD, INVALID_REQUIRED_ACKS, NONE, NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT,
+    UNKNOWN_TOPIC_OR_PARTITION,
+};
+use crate::metadata::valid_topic_name;
+use crate::partition;
+use crate::placement::partition_shard;
+use crate::router::scatter;
+use crate::runtime::sleep;
+use crate::shard::Shard;
+
+struct Part {
+    topic: Arc<str>,
+    partition: i32,
+    records: Option<Bytes>,
+}
+
+#[derive(Clone, Copy)]
+struct PartResult {
+    error: i16,
+    base_offset: i64,
+    log_start: i64,
+}
+
+impl PartResult {
+    fn err(error: i16) -> Self {
+        PartResult {
+            error,
+            base_offset: -1,
+            log_start: -1,
+        }
+    }
+}
+
+pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, _version: i16) -> ProduceResponse {
+    let acks = req.acks;
+    if shard.cfg.auto_create_topics {
+        let cluster = shard.cluster();
+        let missing: Vec<String> = req
+            .topic_data
+            .iter()
+            .map(|t| t.name.0.to_string())
+            .filter(|n| cluster.topic(n).is_none() && valid_topic_name(n))
+            .collect();
+        if !missing.is_empty() {
+            super::topics::auto_create(shard, missing).await;
+        }
+    }
+    let mut parts = Vec::new();
+    let mut shape = Vec::with_capacity(req.topic_data.len());
+    for t in req.topic_data {
+        let topic: Arc<str> = Arc::from(t.name.0.as_str());
+        shape.push((
+            t.name,
+            t.partition_data.iter().map(|p| p.index).collect::<Vec<_>>(),
+        ));
+        for p in t.partition_data {
+            parts.push(Part {
+                topic: topic.clone(),
+                partition: p.index,
+                records: p.records,
+            });
+        }
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.clamp(1000, 300_000) as u64);
+    let count = shard.count;
+    let results = if !(-1..=1).contains(&acks) {
+        parts
+            .iter()
+            .map(|_| PartResult::err(INVALID_REQUIRED_ACKS))
+            .collect()
+    } else {
+        scatter(
+            shard,
+            parts,
+            |p| partition_shard(&p.topic, p.partition, count),
+            || PartResult::err(NOT_LEADER_OR_FOLLOWER),
+            move |sh, parts| produce_local(sh, parts, acks, timeout),
+        )
+        .await
+    };
+    let mut resp = ProduceResponse::default();
+    let mut it = results.into_iter();
+    for (name, indexes) in shape {
+        let mut t = TopicProduceResponse::default();
+        t.name = name;
+        for index in indexes {
+            let r = it
+                .next()
+                .unwrap_or(PartResult::err(UNKNOWN_TOPIC_OR_PARTITION));
+            let mut p = PartitionProduceResponse::default();
+            p.index = index;
+            p.error_code = r.error;
+            p.base_offset = r.base_offset;
+            p.log_append_time_ms = -1;
+            p.log_start_offset = r.log_start;
+            t.partition_responses.push(p);
+        }
+        resp.responses.push(t);
+    }
+    resp
+}
+
+/// Runs on the owning shard.
+async fn produce_local(
+    sh: Rc<Shard>,
+    parts: Vec<Part>,
+    acks: i16,
+    timeout: Duration,
+) -> Vec<PartResult> {
+    let deadline = Instant::now() + timeout;
+    let mut results = Vec::with_capacity(parts.len());
+    let mut waits = Vec::new();
+    for (i, part) in parts.into_iter().enumerate() {
+        if sh.shutting_down.get() {
+            results.push(PartResult::err(NOT_LEADER_OR_FOLLOWER));
+            continue;
+        }
+        let Some(records) = part.records else {
+            results.push(PartResult::err(INVALID_RECORD));
+            continue;
+        };
+        let p = match partition::partition(&sh, &part.topic, part.partition).await {
+            Ok(p) => p,
+            Err(code) => {
+                results.push(PartResult::err(code));
+                continue;
+            }
+        };
+        if !sh.reserve_space(records.len(), deadline).await {
+            results.push(PartResult::err(REQUEST_TIMED_OUT));
+            continue;
+        }
+        match partition::append(&sh, &p, &records, acks) {
+            Ok(o) => {
+                results.push(PartResult {
+                    error: NONE,
+                    base_offset: o.base_offset,
+                    log_start: o.log_start,
+                });
+                if let Some(rx) = o.durable {
+                    waits.push((i, rx));
+                }
+            }
+            Err(code) => results.push(PartResult::err(code)),
+        }
+    }
+    if !waits.is_empty() {
+        let settled = futures::future::join_all(waits.into_iter().map(|(i, rx)| async move {
+            let now = Instant::now();
+            let timer = sleep(deadline.saturating_duration_since(now));
+            futures::pin_mut!(timer);
+            match futures::future::select(rx, timer).await {
+                futures::future::Either::Left((Ok(code), _)) => (i, code),
+                futures::future::Either::Left((Err(_), _)) => (i, NOT_LEADER_OR_FOLLOWER),
+                futures::future::Either::Right(_) => (i, REQUEST_TIMED_OUT),
+            }
+        }))
+        .await;
+        for (i, code) in settled {
+            if code != NONE {
+                results[i] = PartResult::err(code);
+            }
+        }
+    }
+    results
+}

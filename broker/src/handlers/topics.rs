@@ -1,0 +1,303 @@
+//! CreateTopics and DeleteTopics, and auto-creation. Every change runs on the
+//! metadata shard, one at a time: persist to the metadata store, then install
+//! the new snapshot on every shard. Deletion first stops the topic on every shard
+//! (waiting out in-flight uploads), then deletes its objects, then its metadata,
+//! so a topic re-created under the same name never finds the old segments.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use tracing::{error, info};
+use uuid::Uuid;
+
+use crate::errors::*;
+use crate::metadata::{valid_topic_name, Cluster, MetaError, TopicMeta};
+use crate::placement::METADATA_SHARD;
+use crate::shard::Shard;
+
+/// Topic configs accepted at creation, with their validation. Retention is
+/// stored now and enforced by the retention work (see docs/protocol.md).
+fn check_config(name: &str, value: Option<&str>) -> Result<(), String> {
+    let int = |min: i64| -> Result<(), String> {
+        match value.and_then(|v| v.trim().parse::<i64>().ok()) {
+            Some(v) if v >= min => Ok(()),
+            _ => Err(format!("{name} must be an integer >= {min}")),
+        }
+    };
+    match name {
+        "retention.ms" | "retention.bytes" => int(-1),
+        "segment.bytes" => int(1),
+        "cleanup.policy" => match value {
+            Some("delete") => Ok(()),
+            _ => Err("cleanup.policy must be delete (compaction is not supported)".into()),
+        },
+        _ => Err(format!("config {name} is not supported")),
+    }
+}
+
+struct Outcome {
+    error: i16,
+    message: Option<String>,
+    topic: Option<TopicMeta>,
+}
+
+impl Outcome {
+    fn err(error: i16, message: impl Into<String>) -> Self {
+        Outcome {
+            error,
+            message: Some(message.into()),
+            topic: None,
+        }
+    }
+}
+
+/// Creates topics that a Metadata or Produce request named, with the default
+/// partition count. Errors are left for the caller's lookup to report.
+pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
+    let partitions = shard.cfg.auto_create_partitions;
+    let _ = shard
+        .on(METADATA_SHARD, move |sh| async move {
+            for name in names {
+                let o = create_one(&sh, name.clone(), partitions, BTreeMap::new(), false).await;
+                if o.error == NONE {
+                    info!(topic = %name, partitions, "topic auto-created");
+                }
+            }
+        })
+        .await;
+}
+
+/// Installs `next` on every shard.
+async fn publish(sh: &Rc<Shard>, next: Cluster) {
+    let next = Arc::new(next);
+    sh.on_all(move |s| {
+        let next = next.clone();
+        async move { s.apply_cluster(next).await }
+    })
+    .await;
+}
+
+async fn create_one(
+    sh: &Rc<Shard>,
+    name: String,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Outcome {
+    let _guard = sh.admin_lock.lock().await;
+    if !valid_topic_name(&name) {
+        return Outcome::err(
+            INVALID_TOPIC_EXCEPTION,
+            format!("invalid topic name {name:?}"),
+        );
+    }
+    if sh.cluster().topic(&name).is_some() {
+        return Outcome::err(TOPIC_ALREADY_EXISTS, format!("topic {name} already exists"));
+    }
+    if partitions < 1 {
+        return Outcome::err(
+            INVALID_PARTITIONS,
+            "number of partitions must be at least 1",
+        );
+    }
+    let topic = TopicMeta {
+        name: name.clone(),
+        id: Uuid::new_v4(),
+        partitions,
+        configs,
+    };
+    if validate_only {
+        return Outcome {
+            error: NONE,
+            message: None,
+            topic: Some(topic),
+        };
+    }
+    let meta = sh.meta.clone();
+    let t = topic.clone();
+    match sh.io.run(async move { meta.create_topic(t).await }).await {
+        Ok(Ok(())) => {}
+        Ok(Err(MetaError::TopicExists(_))) => {
+            return Outcome::err(TOPIC_ALREADY_EXISTS, format!("topic {name} already exists"))
+        }
+        Ok(Err(e)) => {
+            error!(topic = %name, error = %e, "creating topic failed");
+            return Outcome::err(KAFKA_STORAGE_ERROR, e.to_string());
+        }
+        Err(e) => return Outcome::err(KAFKA_STORAGE_ERROR, e.to_string()),
+    }
+    publish(sh, sh.cluster().with_topic(topic.clone())).await;
+    Outcome {
+        error: NONE,
+        message: None,
+        topic: Some(topic),
+    }
+}
+
+async fn delete_one(sh: &Rc<Shard>, name: String) -> i16 {
+    let _guard = sh.admin_lock.lock().await;
+    let before = sh.cluster();
+    if before.topic(&name).is_none() {
+        return UNKNOWN_TOPIC_OR_PARTITION;
+    }
+    publish(sh, before.without_topic(&name)).await;
+    let store = sh.store.clone();
+    let n = name.clone();
+    let deleted = sh.io.run(async move { store.delete_topic(&n).await }).await;
+    let count = match deleted {
+        Ok(Ok(count)) => count,
+        failure => {
+            let why = match failure {
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+                Ok(Ok(_)) => String::new(),
+            };
+            error!(topic = %name, error = %why, "deleting topic objects failed; topic kept");
+            publish(
+                sh,
+                Cluster::new(
+                    &before.state(),
+                    before.broker_id,
+                    before.host.clone(),
+                    before.port,
+                ),
+            )
+            .await;
+            return KAFKA_STORAGE_ERROR;
+        }
+    };
+    let meta = sh.meta.clone();
+    let n = name.clone();
+    match sh.io.run(async move { meta.delete_topic(&n).await }).await {
+        Ok(Ok(_)) | Ok(Err(MetaError::UnknownTopic(_))) => {
+            info!(topic = %name, objects = count, "topic deleted");
+            NONE
+        }
+        Ok(Err(e)) => {
+            error!(topic = %name, error = %e, "deleting topic metadata failed");
+            KAFKA_STORAGE_ERROR
+        }
+        Err(_) => KAFKA_STORAGE_ERROR,
+    }
+}
+
+pub async fn create(
+    shard: &Rc<Shard>,
+    req: CreateTopicsRequest,
+    _version: i16,
+) -> CreateTopicsResponse {
+    let default_partitions = shard.cfg.auto_create_partitions;
+    let validate_only = req.validate_only;
+    let mut resp = CreateTopicsResponse::default();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let partitions = if !t.assignments.is_empty() {
+            t.assignments.len() as i32
+        } else if t.num_partitions == -1 {
+            default_partitions
+        } else {
+            t.num_partitions
+        };
+        let mut configs = BTreeMap::new();
+        let mut bad = None;
+        for c in &t.configs {
+            let value = c.value.as_ref().map(|v| v.as_str());
+            if let Err(e) = check_config(&c.name, value) {
+                bad = Some(e);
+                break;
+            }
+            if let Some(v) = value {
+                configs.insert(c.name.to_string(), v.to_string());
+            }
+        }
+        let outcome = if t.replication_factor == 0 || t.replication_factor < -1 {
+            Outcome::err(
+                INVALID_REPLICATION_FACTOR,
+                "replication factor must be -1 or at least 1",
+            )
+        } else if let Some(e) = bad {
+            Outcome::err(INVALID_CONFIG, e)
+        } else {
+            shard
+                .on(METADATA_SHARD, move |sh| async move {
+                    create_one(&sh, name, partitions, configs, validate_only).await
+                })
+                .await
+                .unwrap_or_else(|e| Outcome::err(NOT_LEADER_OR_FOLLOWER, e.to_string()))
+        };
+        let mut r = CreatableTopicResult::default();
+        r.name = t.name;
+        r.error_code = outcome.error;
+        r.error_message = outcome.message.map(StrBytes::from_string);
+        if let Some(topic) = outcome.topic {
+            r.topic_id = topic.id;
+            r.num_partitions = topic.partitions;
+            r.replication_factor = 1;
+            r.configs = Some(Vec::new());
+        } else {
+            r.num_partitions = -1;
+            r.replication_factor = -1;
+        }
+        resp.topics.push(r);
+    }
+    resp
+}
+
+pub async fn delete(
+    shard: &Rc<Shard>,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let cluster = shard.cluster();
+    // v6 names topics by name or id; older versions by name only.
+    let wanted: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
+        req.topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .into_iter()
+            .map(|n| (Some(n), Uuid::nil()))
+            .collect()
+    };
+    let mut resp = DeleteTopicsResponse::default();
+    for (name, id) in wanted {
+        let resolved = match &name {
+            Some(n) => cluster.topic(&n.0).map(|t| (t.name.clone(), t.id)),
+            None => cluster.by_id.get(&id).map(|t| (t.name.clone(), t.id)),
+        };
+        let mut r = DeletableTopicResult::default();
+        r.name = name.clone();
+        r.topic_id = id;
+        match resolved {
+            None => {
+                r.error_code = if name.is_some() {
+                    UNKNOWN_TOPIC_OR_PARTITION
+                } else {
+                    UNKNOWN_TOPIC_ID
+                }
+            }
+            Some((n, tid)) => {
+                r.name = Some(TopicName(StrBytes::from_string(n.clone())));
+                r.topic_id = tid;
+                r.error_code = shard
+                    .on(
+                        METADATA_SHARD,
+                        move |sh| async move { delete_one(&sh, n).await },
+                    )
+                    .await
+                    .unwrap_or(NOT_LEADER_OR_FOLLOWER);
+            }
+        }
+        resp.responses.push(r);
+    }
+    resp
+}

@@ -1,0 +1,198 @@
+//! kafscale-broker: start-up and shutdown. See docs/architecture.md.
+
+mod config;
+mod connection;
+mod errors;
+mod handlers;
+mod io;
+mod metadata;
+mod partition;
+mod placement;
+mod router;
+mod runtime;
+mod server;
+mod shard;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use futures::channel::oneshot;
+use kafscale_segstore::{
+    build_object_store, FaultControl, FaultyStore, S3Config, SegmentStore, StoreConfig,
+};
+use tracing::{error, info};
+
+use crate::config::{Cli, Config};
+use crate::metadata::embedded::EmbeddedStore;
+use crate::metadata::{Cluster, MetadataStore};
+use crate::server::{shard_main, ShardBoot};
+use crate::shard::Shared;
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if cfg.log_format.eq_ignore_ascii_case("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn store_config(cfg: &Config) -> StoreConfig {
+    let s = &cfg.s3;
+    StoreConfig {
+        data_dir: cfg.data_dir.clone(),
+        use_memory: cfg.use_memory_s3,
+        s3: s.s3_bucket.clone().map(|bucket| S3Config {
+            bucket,
+            region: s.s3_region.clone(),
+            endpoint: s.s3_endpoint.clone(),
+            path_style: s.s3_path_style,
+            access_key: s.s3_access_key.clone(),
+            secret_key: s.s3_secret_key.clone(),
+            session_token: s.s3_session_token.clone(),
+            kms_arn: s.s3_kms_arn.clone(),
+            read_bucket: s.s3_read_bucket.clone(),
+            read_region: s.s3_read_region.clone(),
+            read_endpoint: s.s3_read_endpoint.clone(),
+        }),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = cli.config;
+    if let Err(e) = cfg.validate() {
+        eprintln!("kafscale-broker: {e}");
+        return ExitCode::from(2);
+    }
+    init_logging(&cfg);
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("kafscale-broker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cfg: Config) -> Result<(), String> {
+    let cpus = runtime::allowed_cpus();
+    let shards = cfg.shards.unwrap_or(cpus.len()).max(1);
+    if shards > cpus.len() {
+        tracing::warn!(
+            shards,
+            cpus = cpus.len(),
+            "more shards than CPUs: shards will share cores"
+        );
+    }
+    runtime::preflight(shards)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.io_threads)
+        .thread_name("kafscale-io")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the I/O runtime: {e}"))?;
+    let io = io::Io::new(rt.handle().clone());
+
+    let mut object_store =
+        build_object_store(&store_config(&cfg)).map_err(|e| format!("object store: {e}"))?;
+    if let Some(path) = &cfg.faults_file {
+        tracing::warn!(path = %path.display(), "object-store fault injection is enabled (testing only)");
+        object_store = Arc::new(FaultyStore::new(
+            object_store,
+            FaultControl::File(path.clone()),
+        ));
+    }
+    let store = SegmentStore::new(object_store, &cfg.s3.s3_namespace);
+    let meta: Arc<dyn MetadataStore> =
+        Arc::new(EmbeddedStore::open(&cfg.data_dir).map_err(|e| format!("metadata store: {e}"))?);
+    let m = meta.clone();
+    let state = rt
+        .block_on(async move { m.load().await })
+        .map_err(|e| format!("loading metadata: {e}"))?;
+    let cluster = Arc::new(Cluster::new(
+        &state,
+        cfg.broker_id,
+        cfg.advertised_host(),
+        cfg.advertised_port(),
+    ));
+    info!(cluster_id = %cluster.cluster_id, topics = cluster.topics.len(), "metadata loaded");
+
+    let cfg = Arc::new(cfg);
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        io,
+        store,
+        meta,
+    });
+    let mesh = runtime::mesh_builder::<shard::Shard>(shards);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut stops = Vec::new();
+    let mut boots = Vec::new();
+    for id in 0..shards {
+        let (tx, rx) = oneshot::channel();
+        stops.push(tx);
+        boots.push(std::sync::Mutex::new(Some(ShardBoot {
+            id,
+            count: shards,
+            addr: cfg.broker_addr,
+            shared: shared.clone(),
+            cluster: cluster.clone(),
+            mesh: mesh.clone(),
+            shutdown: rx,
+            ready: ready_tx.clone(),
+        })));
+    }
+    drop(ready_tx);
+    let boots = Arc::new(boots);
+    let shard_cpus: Vec<usize> = (0..shards).map(|i| cpus[i % cpus.len()]).collect();
+    let runner = std::thread::Builder::new()
+        .name("kafscale-shards".into())
+        .spawn(move || {
+            runtime::run_shards(shard_cpus, move |i| {
+                let boot = boots[i].lock().ok().and_then(|mut b| b.take());
+                async move {
+                    if let Some(boot) = boot {
+                        shard_main(boot).await;
+                    }
+                }
+            })
+        })
+        .map_err(|e| e.to_string())?;
+
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => break,
+        }
+    }
+    info!(addr = %cfg.broker_addr, shards, advertised = %format!("{}:{}", cfg.advertised_host(), cfg.advertised_port()), "listening");
+
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => info!("SIGTERM: shutting down"),
+        }
+    });
+    for s in stops {
+        let _ = s.send(());
+    }
+    match runner.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("a shard panicked".into()),
+    }
+    info!("all shards flushed; exiting");
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! The produce path on the owning shard: validate a producer's batches, assign
+//! offsets, copy them into the active segment buffer, and seal that buffer when it
+//! is full or its oldest byte is older than the flush interval.
+
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use kafscale_codec::batch::{verify_crc, BatchHeader, Batches};
+use kafscale_segstore::{SegmentBuilder, DEFAULT_INDEX_INTERVAL};
+
+use super::Partition;
+use crate::errors::{batch_error_code, INVALID_RECORD, UNKNOWN_TOPIC_OR_PARTITION};
+use crate::runtime::{sleep, spawn_detached};
+use crate::shard::Shard;
+
+/// Leader epoch written into every batch. Kafscale has one leader per partition
+/// and no replication, so the epoch never changes.
+pub const LEADER_EPOCH: i32 = 0;
+
+pub struct ProduceOutcome {
+    pub base_offset: i64,
+    pub log_start: i64,
+    /// For `acks=-1`: resolves with an error code once the batch is durable.
+    pub durable: Option<oneshot::Receiver<i16>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Validates every batch in `records` before any of them is appended: a request's
+/// batches for one partition are taken whole or not at all.
+fn validate(records: &[u8]) -> Result<Vec<(BatchHeader, std::ops::Range<usize>)>, i16> {
+    let mut out = Vec::with_capacity(1);
+    for item in Batches::new(records) {
+        let (h, range) = item.map_err(|e| batch_error_code(&e))?;
+        verify_crc(&records[range.clone()], &h).map_err(|e| batch_error_code(&e))?;
+        h.check_producer_batch().map_err(|e| batch_error_code(&e))?;
+        out.push((h, range));
+    }
+    if out.is_empty() {
+        return Err(INVALID_RECORD);
+    }
+    Ok(out)
+}
+
+/// Appends a producer's batches. The caller has reserved buffer space.
+pub fn append(
+    shard: &Rc<Shard>,
+    p: &Rc<Partition>,
+    records: &Bytes,
+    acks: i16,
+) -> Result<ProduceOutcome, i16> {
+    let batches = validate(records)?;
+    let segment_bytes = shard.cfg.segment_bytes;
+    let mut sealed = false;
+    let mut armed = None;
+    let outcome = {
+        let mut st = p.st.borrow_mut();
+        if st.deleted {
+            return Err(UNKNOWN_TOPIC_OR_PARTITION);
+        }
+        let mut first = None;
+        let mut last = 0;
+        for (h, range) in &batches {
+            if st.active.is_none() {
+                let hint = (st.last_sealed_bytes + st.last_sealed_bytes / 4 + (64 << 10))
+                    .min(segment_bytes + (1 << 20));
+                st.active = Some(SegmentBuilder::new(st.next_offset, now_ms(), hint));
+                st.active_gen += 1;
+                armed = Some(st.active_gen);
+            }
+            let Some(active) = st.active.as_mut() else {
+                return Err(UNKNOWN_TOPIC_OR_PARTITION);
+            };
+            let (b, l) = active.append(&records[range.clone()], h, LEADER_EPOCH);
+            let full = active.body_len() >= segment_bytes;
+            first.get_or_insert(b);
+            last = l;
+            st.next_offset = l + 1;
+            if full {
+                seal_locked(&mut st);
+                sealed = true;
+            }
+        }
+        let durable = (acks == -1).then(|| {
+            let (tx, rx) = oneshot::channel();
+            st.ack_waiters.push_back((last, tx));
+            rx
+        });
+        ProduceOutcome {
+            base_offset: first.unwrap_or(0),
+            log_start: st.log_start,
+            durable,
+        }
+    };
+    shard.add_buffered(records.len());
+    if let Some(gen) = armed {
+        arm_flush_timer(shard, p, gen);
+    }
+    if sealed {
+        super::upload::kick(shard, p);
+    }
+    Ok(outcome)
+}
+
+/// Moves the active buffer to the upload queue.
+fn seal_locked(st: &mut super::State) {
+    if let Some(active) = st.active.take() {
+        if active.is_empty() {
+            return;
+        }
+        let sealed = active.finish(DEFAULT_INDEX_INTERVAL);
+        st.last_sealed_bytes = sealed.segment.size();
+        st.pending.push_back(sealed);
+    }
+}
+
+/// Seals the active buffer now (flush timer, TriggerFlush, shutdown).
+pub fn seal(shard: &Rc<Shard>, p: &Rc<Partition>) {
+    let had = {
+        let mut st = p.st.borrow_mut();
+        let had = st.active.as_ref().is_some_and(|a| !a.is_empty());
+        seal_locked(&mut st);
+        had
+    };
+    if had {
+        super::upload::kick(shard, p);
+    }
+}
+
+/// The flush interval bounds how long an acknowledged-to-be byte waits in memory,
+/// even when no further produce arrives to notice it.
+fn arm_flush_timer(shard: &Rc<Shard>, p: &Rc<Partition>, gen: u64) {
+    let shard = shard.clone();
+    let p = p.clone();
+    let after = Duration::from_millis(shard.cfg.flush_interval_ms);
+    spawn_detached(async move {
+        sleep(after).await;
+        let same = p.st.borrow().active_gen == gen;
+        if same {
+            seal(&shard, &p);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafscale_codec::batch::build_batch;
+
+    #[test]
+    fn validation_takes_all_batches_or_none() {
+        let mut buf = build_batch(0, 1, &[b"a"]);
+        buf.extend(build_batch(0, 1, &[b"b", b"c"]));
+        assert_eq!(validate(&buf).unwrap().len(), 2);
+        let n = buf.len();
+        buf[n - 1] ^= 1;
+        assert_eq!(validate(&buf).unwrap_err(), crate::errors::CORRUPT_MESSAGE);
+        assert_eq!(validate(&[]).unwrap_err(), INVALID_RECORD);
+        let mut old = build_batch(0, 1, &[b"a"]);
+        old[16] = 1;
+        assert_eq!(
+            validate(&old).unwrap_err(),
+            crate::errors::UNSUPPORTED_FOR_MESSAGE_FORMAT
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! One partition's log, owned by one shard: the active segment buffer, sealed
+//! segments waiting for upload, the durable segment list, the offsets, and the
+//! producers and consumers waiting on them.
+//!
+//! Offsets: `next_offset` is the next one to assign; `high_watermark` is one past
+//! the last durable offset. Consumers never see data at or above the high
+//! watermark, and `acks=-1` producers are answered when it passes their batch.
+
+mod append;
+mod read;
+mod recovery;
+mod upload;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures::channel::oneshot;
+use kafscale_segstore::{SealedSegment, SegmentBuilder};
+use uuid::Uuid;
+
+pub use append::{append, seal, LEADER_EPOCH};
+pub use read::{read, wait_for_data};
+pub use recovery::partition;
+
+/// Record bytes of a segment: what the shard counts as buffered while unflushed.
+pub(crate) fn body_bytes(s: &kafscale_segstore::Segment) -> usize {
+    s.size() - kafscale_segstore::SEGMENT_HEADER_LEN - kafscale_segstore::SEGMENT_FOOTER_LEN
+}
+
+/// A durable segment of the log.
+#[derive(Debug, Clone, Copy)]
+pub struct SegRef {
+    pub base: i64,
+    pub last: i64,
+    pub size: u64,
+}
+
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub index: i32,
+    pub topic_id: Uuid,
+    pub(crate) st: RefCell<State>,
+}
+
+pub(crate) enum Load {
+    Loading(Vec<oneshot::Sender<Result<(), i16>>>),
+    Ready,
+}
+
+pub(crate) struct State {
+    pub load: Load,
+    pub deleted: bool,
+    pub log_start: i64,
+    pub next_offset: i64,
+    pub high_watermark: i64,
+    pub active: Option<SegmentBuilder>,
+    /// Distinguishes successive active segments, so a flush timer armed for one
+    /// does not seal the next.
+    pub active_gen: u64,
+    /// Size of the last sealed segment: sizes the next buffer, so busy partitions
+    /// get room for a full segment and quiet ones do not reserve megabytes.
+    pub last_sealed_bytes: usize,
+    pub pending: VecDeque<SealedSegment>,
+    pub uploading: bool,
+    pub idle_waiters: Vec<oneshot::Sender<()>>,
+    pub durable: Vec<SegRef>,
+    /// `acks=-1` producers: (last offset of their batch, reply).
+    pub ack_waiters: VecDeque<(i64, oneshot::Sender<i16>)>,
+    /// Long-polling fetches waiting for the high watermark to move.
+    pub hw_waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// Offsets a client can ask about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets {
+    pub log_start: i64,
+    pub high_watermark: i64,
+}
+
+impl Partition {
+    pub(crate) fn new(topic: Arc<str>, index: i32, topic_id: Uuid) -> Self {
+        Partition {
+            topic,
+            index,
+            topic_id,
+            st: RefCell::new(State {
+                load: Load::Loading(Vec::new()),
+                deleted: false,
+                log_start: 0,
+                next_offset: 0,
+                high_watermark: 0,
+                active: None,
+                active_gen: 0,
+                last_sealed_bytes: 0,
+                pending: VecDeque::new(),
+                uploading: false,
+                idle_waiters: Vec::new(),
+                durable: Vec::new(),
+                ack_waiters: VecDeque::new(),
+                hw_waiters: Vec::new(),
+            }),
+        }
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        let st = self.st.borrow();
+        Offsets {
+            log_start: st.log_start,
+            high_watermark: st.high_watermark,
+        }
+    }
+
+    /// Unflushed bytes: the active buffer and sealed segments not yet durable.
+    pub fn unflushed_bytes(&self) -> usize {
+        let st = self.st.borrow();
+        st.active.as_ref().map_or(0, |a| a.body_len())
+            + st.pending
+                .iter()
+                .map(|s| body_bytes(&s.segment))
+                .sum::<usize>()
+    }
+
+    /// The topic is gone: refuse further work, fail waiters, and hand back the
+    /// unflushed bytes so the shard can release them.
+    pub(crate) fn mark_deleted(&self) -> usize {
+        let released = self.unflushed_bytes();
+        let mut st = self.st.borrow_mut();
+        st.deleted = true;
+        st.active = None;
+        st.pending.clear();
+        for (_, w) in st.ack_waiters.drain(..) {
+            let _ = w.send(crate::errors::UNKNOWN_TOPIC_OR_PARTITION);
+        }
+        for w in st.hw_waiters.drain(..) {
+            let _ = w.send(());
+        }
+        if let Load::Loading(ws) = &mut st.load {
+            for w in ws.drain(..) {
+                let _ = w.send(Err(crate::errors::UNKNOWN_TOPIC_OR_PARTITION));
+            }
+        }
+        released
+    }
+
+    /// Resolves when no upload of this partition is running.
+    pub(crate) async fn uploads_idle(&self) {
+        let rx = {
+            let mut st = self.st.borrow_mut();
+            if !st.uploading {
+                return;
+            }
+            let (tx, rx) = oneshot::channel();
+            st.idle_waiters.push(tx);
+            rx
+        };
+        let _ = rx.await;
+    }
+
+    /// Whether everything appended so far is durable.
+    pub fn is_flushed(&self) -> bool {
+        let st = self.st.borrow();
+        st.high_watermark == st.next_offset
+    }
+}

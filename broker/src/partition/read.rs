@@ -1,0 +1,151 @@
+//! The fetch path on the owning shard. Only durable data is served (below the
+//! high watermark). Segments come from the shard's cache (which also holds the
+//! newest uploaded segments) or from the object store, with the CRC verified
+//! and the following segments read ahead.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use kafscale_segstore::{Segment, StoreError};
+use tracing::error;
+
+use super::{Offsets, Partition};
+use crate::errors::{
+    CORRUPT_MESSAGE, KAFKA_STORAGE_ERROR, OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION,
+};
+use crate::runtime::spawn_detached;
+use crate::shard::{SegKey, Shard};
+
+pub struct ReadOutcome {
+    pub records: Option<Bytes>,
+    pub offsets: Offsets,
+}
+
+/// Reads whole batches starting at the one holding `offset`, up to `max_bytes`
+/// (at least one batch). Errors are Kafka codes.
+pub async fn read(
+    shard: &Rc<Shard>,
+    p: &Rc<Partition>,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<ReadOutcome, i16> {
+    let (offsets, seg, following) = {
+        let st = p.st.borrow();
+        if st.deleted {
+            return Err(UNKNOWN_TOPIC_OR_PARTITION);
+        }
+        let offsets = Offsets {
+            log_start: st.log_start,
+            high_watermark: st.high_watermark,
+        };
+        if offset < st.log_start || offset > st.high_watermark {
+            return Err(OFFSET_OUT_OF_RANGE);
+        }
+        if offset == st.high_watermark {
+            return Ok(ReadOutcome {
+                records: None,
+                offsets,
+            });
+        }
+        let i = st.durable.partition_point(|s| s.base <= offset);
+        let Some(seg) = i.checked_sub(1).and_then(|i| st.durable.get(i)).copied() else {
+            return Err(OFFSET_OUT_OF_RANGE);
+        };
+        let n = shard.cfg.readahead_segments;
+        let following: Vec<i64> = st.durable[i..].iter().take(n).map(|s| s.base).collect();
+        (offsets, seg, following)
+    };
+    let key: SegKey = (p.topic.clone(), p.index, seg.base);
+    let segment = segment(shard, key).await?;
+    for base in following {
+        readahead(shard, (p.topic.clone(), p.index, base));
+    }
+    let records = segment.slice_from(offset, max_bytes.max(1));
+    Ok(ReadOutcome { records, offsets })
+}
+
+/// Registers for a wake-up when data at `offset` becomes readable; `None` if it
+/// already is (or the partition is gone).
+pub fn wait_for_data(p: &Partition, offset: i64) -> Option<oneshot::Receiver<()>> {
+    let mut st = p.st.borrow_mut();
+    if st.deleted || st.high_watermark > offset {
+        return None;
+    }
+    // Waiters whose fetch already answered (deadline passed) are dropped here, so
+    // an idle partition polled forever does not collect them.
+    st.hw_waiters.retain(|w| !w.is_canceled());
+    let (tx, rx) = oneshot::channel();
+    st.hw_waiters.push(tx);
+    Some(rx)
+}
+
+/// A segment from the cache, or read from the store with concurrent readers
+/// sharing one GET.
+async fn segment(shard: &Rc<Shard>, key: SegKey) -> Result<Segment, i16> {
+    if let Some(s) = shard.cache.borrow_mut().get(&key) {
+        return Ok(s);
+    }
+    let rx = {
+        let mut inflight = shard.reads_in_flight.borrow_mut();
+        if let Some(waiters) = inflight.get_mut(&key) {
+            let (tx, rx) = oneshot::channel();
+            waiters.push(tx);
+            Some(rx)
+        } else {
+            inflight.insert(key.clone(), Vec::new());
+            None
+        }
+    };
+    if let Some(rx) = rx {
+        return rx.await.unwrap_or(Err(KAFKA_STORAGE_ERROR));
+    }
+    let store = shard.store.clone();
+    let (topic, index, base) = (key.0.to_string(), key.1, key.2);
+    let res = shard
+        .io
+        .run(async move { store.read_segment(&topic, index, base).await })
+        .await;
+    let result = match res {
+        Ok(Ok(seg)) => {
+            shard.cache.borrow_mut().insert(key.clone(), seg.clone());
+            Ok(seg)
+        }
+        Ok(Err(StoreError::Corrupt {
+            key: object,
+            source,
+        })) => {
+            error!(object = %object, error = %source, "corrupt segment in the object store; not serving it");
+            Err(CORRUPT_MESSAGE)
+        }
+        Ok(Err(e)) => {
+            error!(topic = %key.0, partition = key.1, base_offset = key.2, error = %e, "segment read failed");
+            Err(KAFKA_STORAGE_ERROR)
+        }
+        Err(e) => {
+            error!(error = %e, "segment read task lost");
+            Err(KAFKA_STORAGE_ERROR)
+        }
+    };
+    let waiters = shard
+        .reads_in_flight
+        .borrow_mut()
+        .remove(&key)
+        .unwrap_or_default();
+    for w in waiters {
+        let _ = w.send(result.clone());
+    }
+    result
+}
+
+/// Starts loading a segment into the cache in the background.
+fn readahead(shard: &Rc<Shard>, key: SegKey) {
+    if shard.cache.borrow_mut().contains(&key) || shard.reads_in_flight.borrow().contains_key(&key)
+    {
+        return;
+    }
+    let shard = shard.clone();
+    spawn_detached(async move {
+        let _ = segment(&shard, key).await;
+    });
+}

@@ -1,0 +1,121 @@
+//! Uploading sealed segments. Each partition uploads its segments one at a time
+//! and in order (so the durable log never has a hole), partitions upload in
+//! parallel up to the shard's upload slots, and a failed PUT is retried with
+//! back-off until it succeeds or the topic is deleted. Only after a PUT succeeds
+//! does the high watermark move, `acks=-1` producers get their answer and
+//! long-polling consumers wake.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use tracing::{debug, warn};
+
+use super::{body_bytes, Partition, SegRef};
+use crate::errors::NONE;
+use crate::runtime::{sleep, spawn_detached};
+use crate::shard::Shard;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Starts the partition's upload loop unless it is already running.
+pub fn kick(shard: &Rc<Shard>, p: &Rc<Partition>) {
+    {
+        let mut st = p.st.borrow_mut();
+        if st.uploading || st.pending.is_empty() || st.deleted {
+            return;
+        }
+        st.uploading = true;
+    }
+    spawn_detached(upload_loop(shard.clone(), p.clone()));
+}
+
+async fn upload_loop(shard: Rc<Shard>, p: Rc<Partition>) {
+    loop {
+        let next = {
+            let st = p.st.borrow();
+            if st.deleted {
+                None
+            } else {
+                st.pending.front().cloned()
+            }
+        };
+        let Some(sealed) = next else { break };
+        let slot = shard.upload_slot().await;
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0u32;
+        let uploaded = loop {
+            if p.st.borrow().deleted {
+                break false;
+            }
+            attempt += 1;
+            let store = shard.store.clone();
+            let topic = p.topic.clone();
+            let index = p.index;
+            let seg = sealed.clone();
+            let res = shard
+                .io
+                .run(async move { store.put_segment(&topic, index, &seg).await })
+                .await;
+            match res {
+                Ok(Ok(())) => break true,
+                Ok(Err(e)) => {
+                    warn!(topic = %p.topic, partition = p.index, base_offset = sealed.segment.base_offset, attempt, error = %e, "segment upload failed; retrying")
+                }
+                Err(e) => {
+                    warn!(topic = %p.topic, partition = p.index, attempt, error = %e, "segment upload task lost; retrying")
+                }
+            }
+            sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        };
+        drop(slot);
+        if !uploaded {
+            break;
+        }
+        debug!(topic = %p.topic, partition = p.index, base_offset = sealed.segment.base_offset, last_offset = sealed.segment.last_offset, bytes = sealed.segment.size(), "segment durable");
+        let seg = sealed.segment;
+        let (acked, woken) = {
+            let mut st = p.st.borrow_mut();
+            st.pending.pop_front();
+            st.high_watermark = seg.last_offset + 1;
+            st.durable.push(SegRef {
+                base: seg.base_offset,
+                last: seg.last_offset,
+                size: seg.size() as u64,
+            });
+            let hw = st.high_watermark;
+            let mut acked = Vec::new();
+            while st.ack_waiters.front().is_some_and(|(last, _)| *last < hw) {
+                if let Some((_, w)) = st.ack_waiters.pop_front() {
+                    acked.push(w);
+                }
+            }
+            (acked, std::mem::take(&mut st.hw_waiters))
+        };
+        shard.release_buffered(body_bytes(&seg));
+        // Tailing consumers read the newest segments; keep them in the cache.
+        shard
+            .cache
+            .borrow_mut()
+            .insert((p.topic.clone(), p.index, seg.base_offset), seg);
+        for w in acked {
+            let _ = w.send(NONE);
+        }
+        for w in woken {
+            let _ = w.send(());
+        }
+    }
+    let idle = {
+        let mut st = p.st.borrow_mut();
+        st.uploading = false;
+        std::mem::take(&mut st.idle_waiters)
+    };
+    for w in idle {
+        let _ = w.send(());
+    }
+    // A segment sealed while the last PUT finished may be waiting.
+    if !p.st.borrow().pending.is_empty() {
+        kick(&shard, &p);
+    }
+}

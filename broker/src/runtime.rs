@@ -1,0 +1,201 @@
+//! Everything that knows glommio lives here: pinned executors, the shard-to-shard
+//! channel mesh, local tasks, timers and sockets. The data path uses only these
+//! wrappers and `futures` traits, so another thread-per-core runtime (monoio,
+//! compio) could replace glommio by rewriting this file alone.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use glommio::{LocalExecutorBuilder, Placement};
+
+pub use glommio::net::{TcpListener, TcpStream};
+pub use glommio::Task;
+
+/// A unit of work sent to another shard: runs there, with that shard's state.
+pub type Job<S> = Box<dyn FnOnce(Rc<S>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// Spawns a task on the current shard.
+pub fn spawn<T: 'static>(fut: impl Future<Output = T> + 'static) -> Task<T> {
+    glommio::spawn_local(fut)
+}
+
+/// Spawns a task on the current shard that runs to completion on its own.
+pub fn spawn_detached(fut: impl Future<Output = ()> + 'static) {
+    glommio::spawn_local(fut).detach();
+}
+
+/// Sleeps on the current shard's timer wheel.
+pub async fn sleep(d: Duration) {
+    glommio::timer::sleep(d).await;
+}
+
+/// Gives other tasks of this shard a chance to run during long loops.
+pub async fn yield_now() {
+    glommio::yield_if_needed().await;
+}
+
+/// Binds the Kafka port on the current shard. glommio sets `SO_REUSEPORT`, so
+/// every shard binds the same address and the kernel spreads connections.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Sending side of one shard's place in the full mesh.
+pub struct MeshTx<S: 'static> {
+    senders: Senders<Job<S>>,
+}
+
+/// Receiving side: jobs other shards send to this one.
+pub struct MeshRx<S: 'static> {
+    receivers: Receivers<Job<S>>,
+}
+
+/// Joins the full mesh; every shard calls this once at start.
+pub async fn join_mesh<S: 'static>(
+    builder: MeshBuilder<Job<S>, Full>,
+) -> io::Result<(MeshTx<S>, MeshRx<S>)> {
+    let (senders, receivers) = builder
+        .join()
+        .await
+        .map_err(|_| io::Error::other("joining the shard mesh failed"))?;
+    Ok((MeshTx { senders }, MeshRx { receivers }))
+}
+
+impl<S: 'static> MeshTx<S> {
+    /// Sends a job to shard `to` (never the current shard: call it directly).
+    pub async fn send(&self, to: usize, job: Job<S>) -> Result<(), ()> {
+        self.senders
+            .send_to(to, job)
+            .await
+            .map(|_| ())
+            .map_err(|_| ())
+    }
+
+    pub fn close(&self) {
+        self.senders.close();
+    }
+}
+
+impl<S: 'static> MeshRx<S> {
+    /// Runs every job that arrives from other shards as its own local task.
+    pub fn serve(mut self, state: Rc<S>) {
+        for (_peer, rx) in self.receivers.streams() {
+            let state = state.clone();
+            spawn_detached(async move {
+                while let Some(job) = rx.recv().await {
+                    spawn_detached(job(state.clone()));
+                }
+            });
+        }
+    }
+}
+
+/// The not-yet-joined mesh handed to every shard at start.
+pub type ShardMesh<S> = MeshBuilder<Job<S>, Full>;
+
+pub fn mesh_builder<S: 'static>(shards: usize) -> ShardMesh<S> {
+    MeshBuilder::full(shards, 1024)
+}
+
+/// io_uring memory glommio registers per executor. Shards do no file I/O through
+/// glommio, so the minimum is enough; the default (10 MiB) would exceed common
+/// `RLIMIT_MEMLOCK` settings (8 MiB) with a single shard.
+const IO_MEMORY: usize = 128 << 10;
+/// Locked memory one executor needs (rings and I/O memory), measured.
+pub const MEMLOCK_PER_SHARD: u64 = 512 << 10;
+
+/// Starts `cpus.len()` executors, shard `i` pinned to `cpus[i]`, each running
+/// `main(i)`. Returns when all have finished.
+pub fn run_shards<F, Fut>(cpus: Vec<usize>, main: F) -> io::Result<()>
+where
+    F: Fn(usize) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let mut handles = Vec::new();
+    for (i, cpu) in cpus.into_iter().enumerate() {
+        let main = main.clone();
+        let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{i}"))
+            .io_memory(IO_MEMORY)
+            .preempt_timer(Duration::from_millis(10))
+            .spawn(move || main(i))
+            .map_err(|e| io::Error::other(format!("starting shard {i} on CPU {cpu}: {e}")))?;
+        handles.push(h);
+    }
+    for h in handles {
+        h.join().map_err(|e| io::Error::other(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// CPUs this process may run on (respects cgroup cpusets and taskset).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect();
+            if !cpus.is_empty() {
+                return cpus;
+            }
+        }
+    }
+    (0..std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1))
+        .collect()
+}
+
+/// Checks what glommio needs before starting it, so that a missing permission is
+/// reported with what to change instead of an opaque executor error.
+pub fn preflight(shards: usize) -> Result<(), String> {
+    if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        if s.trim() != "0" {
+            return Err(format!(
+                "io_uring is disabled by the kernel (kernel.io_uring_disabled = {}); set it to 0 with `sysctl -w kernel.io_uring_disabled=0`",
+                s.trim()
+            ));
+        }
+    }
+    // SAFETY: io_uring_setup with a zeroed params struct and 2 entries only creates a
+    // ring fd, which we close at once; the struct is larger than the kernel's.
+    unsafe {
+        let mut params = [0u8; 256];
+        let fd = libc::syscall(libc::SYS_io_uring_setup, 2u32, params.as_mut_ptr());
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOSYS) => "io_uring is not available: Linux 5.8 or newer is required".into(),
+                Some(libc::EPERM) => "io_uring_setup is not permitted: the container's seccomp profile blocks io_uring_* syscalls; run with a profile that allows io_uring_setup, io_uring_enter and io_uring_register (the Helm chart ships one)".into(),
+                _ => format!("io_uring_setup failed: {e}"),
+            });
+        }
+        libc::close(fd as i32);
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0
+        && lim.rlim_cur != libc::RLIM_INFINITY
+    {
+        let need = MEMLOCK_PER_SHARD * shards as u64;
+        if lim.rlim_cur < need {
+            return Err(format!(
+                "RLIMIT_MEMLOCK is {} KiB but {shards} shard(s) need {} KiB: raise it (`ulimit -l {}`, or memlock in the pod's security settings) or lower KAFSCALE_SHARDS",
+                lim.rlim_cur >> 10,
+                need >> 10,
+                need >> 10
+            ));
+        }
+    }
+    Ok(())
+}

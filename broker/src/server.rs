@@ -1,0 +1,115 @@
+//! A shard's life: join the mesh, bind the Kafka port, accept connections,
+//! and on shutdown stop accepting, seal every buffer, and wait until all of it
+//! is durable and every waiting producer has been answered.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use tracing::{info, warn};
+
+use crate::metadata::Cluster;
+use crate::partition;
+use crate::runtime::{bind, join_mesh, sleep, spawn_detached, ShardMesh};
+use crate::shard::{Shard, Shared};
+
+pub struct ShardBoot {
+    pub id: usize,
+    pub count: usize,
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    pub cluster: Arc<Cluster>,
+    pub mesh: ShardMesh<Shard>,
+    pub shutdown: oneshot::Receiver<()>,
+    pub ready: std::sync::mpsc::Sender<Result<usize, String>>,
+}
+
+pub async fn shard_main(boot: ShardBoot) {
+    let ShardBoot {
+        id,
+        count,
+        addr,
+        shared,
+        cluster,
+        mesh,
+        shutdown,
+        ready,
+    } = boot;
+    let (tx, rx) = match join_mesh(mesh).await {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard::new(id, count, &shared, tx, cluster));
+    rx.serve(shard.clone());
+    let listener = match bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("binding {addr}: {e}")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(id));
+    let accept = async {
+        let listener = listener;
+        loop {
+            match listener.accept().await {
+                Ok(stream) => spawn_detached(crate::connection::serve(shard.clone(), stream)),
+                Err(e) => {
+                    warn!(shard = id, error = %e, "accept failed");
+                    sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    };
+    futures::pin_mut!(accept);
+    // Dropping the accept future closes the listener: no new connections.
+    let _ = futures::future::select(accept, shutdown).await;
+    drain(&shard).await;
+}
+
+/// Seals every partition and waits until everything is durable.
+async fn drain(shard: &Rc<Shard>) {
+    shard.shutting_down.set(true);
+    let parts: Vec<_> = shard
+        .partitions
+        .borrow()
+        .values()
+        .flat_map(|m| m.values().cloned())
+        .collect();
+    for p in &parts {
+        partition::seal(shard, p);
+    }
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    loop {
+        let unflushed: usize = parts.iter().map(|p| p.unflushed_bytes()).sum();
+        if unflushed == 0 {
+            break;
+        }
+        if last_log.elapsed() > Duration::from_secs(5) {
+            warn!(
+                shard = shard.id,
+                unflushed, "shutdown waiting for segment uploads"
+            );
+            last_log = Instant::now();
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    // Let connections write the answers that the last uploads released.
+    let until = Instant::now() + Duration::from_secs(5);
+    while shard.in_flight_requests.get() > 0 && Instant::now() < until {
+        sleep(Duration::from_millis(10)).await;
+    }
+    sleep(Duration::from_millis(20)).await;
+    info!(
+        shard = shard.id,
+        partitions = parts.len(),
+        millis = started.elapsed().as_millis() as u64,
+        "shard flushed and stopped"
+    );
+}

@@ -1,0 +1,237 @@
+//! A shard: one pinned core and everything it owns. No locks: the state is in
+//! `RefCell`/`Cell`, touched only from this shard's thread, and never borrowed
+//! across an `.await`. Other shards reach it only through jobs on the mesh.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::channel::oneshot;
+use kafscale_segstore::{Segment, SegmentCache, SegmentStore};
+
+use crate::config::Config;
+use crate::io::Io;
+use crate::metadata::{Cluster, MetadataStore};
+use crate::partition::Partition;
+use crate::runtime::{Job, MeshTx};
+
+/// Key of a segment in the shard's read cache.
+pub type SegKey = (Arc<str>, i32, i64);
+
+/// State shared by every shard, built once at start.
+pub struct Shared {
+    pub cfg: Arc<Config>,
+    pub io: Io,
+    pub store: SegmentStore,
+    pub meta: Arc<dyn MetadataStore>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("shard {0} is not reachable")]
+pub struct ShardGone(pub usize);
+
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub cfg: Arc<Config>,
+    pub io: Io,
+    pub store: SegmentStore,
+    pub meta: Arc<dyn MetadataStore>,
+    mesh: MeshTx<Shard>,
+    cluster: RefCell<Arc<Cluster>>,
+    pub(crate) partitions: RefCell<HashMap<Arc<str>, HashMap<i32, Rc<Partition>>>>,
+    pub(crate) cache: RefCell<SegmentCache<SegKey>>,
+    /// Segment reads from the store in flight, so concurrent readers share one GET.
+    pub(crate) reads_in_flight:
+        RefCell<HashMap<SegKey, Vec<oneshot::Sender<Result<Segment, i16>>>>>,
+    /// Unflushed bytes (active buffers and sealed segments not yet durable).
+    pub(crate) buffered: Cell<usize>,
+    pub(crate) space_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    pub(crate) upload_slots: Cell<usize>,
+    pub(crate) upload_waiters: RefCell<std::collections::VecDeque<oneshot::Sender<()>>>,
+    pub(crate) shutting_down: Cell<bool>,
+    pub(crate) in_flight_requests: Cell<usize>,
+    /// Serialises topic creation and deletion (used on the metadata shard only).
+    pub(crate) admin_lock: futures::lock::Mutex<()>,
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        count: usize,
+        shared: &Shared,
+        mesh: MeshTx<Shard>,
+        cluster: Arc<Cluster>,
+    ) -> Self {
+        let cache_bytes = shared.cfg.cache_bytes / count.max(1);
+        Shard {
+            id,
+            count,
+            cfg: shared.cfg.clone(),
+            io: shared.io.clone(),
+            store: shared.store.clone(),
+            meta: shared.meta.clone(),
+            mesh,
+            cluster: RefCell::new(cluster),
+            partitions: RefCell::new(HashMap::new()),
+            cache: RefCell::new(SegmentCache::new(cache_bytes)),
+            reads_in_flight: RefCell::new(HashMap::new()),
+            buffered: Cell::new(0),
+            space_waiters: RefCell::new(Vec::new()),
+            upload_slots: Cell::new(shared.cfg.upload_concurrency),
+            upload_waiters: RefCell::new(Default::default()),
+            shutting_down: Cell::new(false),
+            in_flight_requests: Cell::new(0),
+            admin_lock: futures::lock::Mutex::new(()),
+        }
+    }
+
+    /// This shard's current view of the cluster.
+    pub fn cluster(&self) -> Arc<Cluster> {
+        self.cluster.borrow().clone()
+    }
+
+    /// Runs `f` on shard `target` with that shard's state and returns its result.
+    /// This is the only way work crosses cores.
+    pub async fn on<R, F, Fut>(self: &Rc<Self>, target: usize, f: F) -> Result<R, ShardGone>
+    where
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: Send + 'static,
+    {
+        if target == self.id {
+            return Ok(f(self.clone()).await);
+        }
+        let (tx, rx) = oneshot::channel();
+        let job: Job<Shard> = Box::new(move |sh| {
+            Box::pin(async move {
+                let _ = tx.send(f(sh).await);
+            })
+        });
+        self.mesh
+            .send(target, job)
+            .await
+            .map_err(|_| ShardGone(target))?;
+        rx.await.map_err(|_| ShardGone(target))
+    }
+
+    /// Runs `f` on every shard (this one included) and collects the results in
+    /// shard order.
+    pub async fn on_all<R, F, Fut>(self: &Rc<Self>, f: F) -> Vec<Result<R, ShardGone>>
+    where
+        F: Fn(Rc<Shard>) -> Fut + Send + Clone + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: Send + 'static,
+    {
+        let calls = (0..self.count).map(|i| {
+            let f = f.clone();
+            async move { self.on(i, f).await }
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// Installs a new cluster snapshot on this shard and drops the partitions of
+    /// topics that no longer exist (or were re-created with a new id).
+    pub async fn apply_cluster(self: &Rc<Self>, next: Arc<Cluster>) {
+        let gone: Vec<Rc<Partition>> = {
+            let mut topics = self.partitions.borrow_mut();
+            let mut gone = Vec::new();
+            topics.retain(|name, parts| {
+                let keep = |p: &Rc<Partition>| match next.topic(name) {
+                    Some(t) => t.id == p.topic_id && p.index < t.partitions,
+                    None => false,
+                };
+                parts.retain(|_, p| {
+                    let k = keep(p);
+                    if !k {
+                        gone.push(p.clone());
+                    }
+                    k
+                });
+                !parts.is_empty()
+            });
+            gone
+        };
+        *self.cluster.borrow_mut() = next;
+        for p in &gone {
+            let released = p.mark_deleted();
+            self.release_buffered(released);
+            let topic = p.topic.clone();
+            let index = p.index;
+            self.cache
+                .borrow_mut()
+                .remove_where(|k| k.0 == topic && k.1 == index);
+        }
+        // Wait until no upload of a dropped partition is still writing objects, so
+        // that the caller can delete the topic's objects without racing a PUT.
+        for p in gone {
+            p.uploads_idle().await;
+        }
+    }
+
+    /// Adds to the shard's unflushed byte count.
+    pub(crate) fn add_buffered(&self, n: usize) {
+        self.buffered.set(self.buffered.get() + n);
+    }
+
+    pub(crate) fn release_buffered(&self, n: usize) {
+        self.buffered.set(self.buffered.get().saturating_sub(n));
+        if n > 0 {
+            for w in self.space_waiters.borrow_mut().drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    /// Waits until the shard has room for `n` more unflushed bytes, up to the
+    /// deadline. False means the store is not keeping up: the producer gets a
+    /// retriable error rather than the broker growing without bound.
+    pub(crate) async fn reserve_space(&self, n: usize, deadline: std::time::Instant) -> bool {
+        loop {
+            if self.buffered.get() + n <= self.cfg.max_buffered_bytes || self.buffered.get() == 0 {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let (tx, rx) = oneshot::channel();
+            self.space_waiters.borrow_mut().push(tx);
+            let timeout = crate::runtime::sleep(deadline - now);
+            futures::pin_mut!(timeout);
+            let _ = futures::future::select(rx, timeout).await;
+        }
+    }
+
+    /// Takes one of the shard's upload slots, waiting for one to free up.
+    pub(crate) async fn upload_slot(&self) -> UploadSlot<'_> {
+        loop {
+            let free = self.upload_slots.get();
+            if free > 0 {
+                self.upload_slots.set(free - 1);
+                return UploadSlot { shard: self };
+            }
+            let (tx, rx) = oneshot::channel();
+            self.upload_waiters.borrow_mut().push_back(tx);
+            let _ = rx.await;
+        }
+    }
+}
+
+/// A held upload slot; returned to the shard on drop.
+pub(crate) struct UploadSlot<'a> {
+    shard: &'a Shard,
+}
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        self.shard
+            .upload_slots
+            .set(self.shard.upload_slots.get() + 1);
+        if let Some(w) = self.shard.upload_waiters.borrow_mut().pop_front() {
+            let _ = w.send(());
+        }
+    }
+}

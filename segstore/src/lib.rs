@@ -1,0 +1,42 @@
+//! Kafscale segment storage: the `.kfs`/`.index` formats, the in-memory segment
+//! builder, the object store (local directory, memory, S3 with read replica) and
+//! the typed segment API over it, the per-shard read cache, and fault injection
+//! through the same object-store trait. No Kafka networking.
+
+pub mod cache;
+pub mod faults;
+pub mod format;
+pub mod keys;
+pub mod segment_store;
+pub mod store;
+
+pub use cache::SegmentCache;
+pub use faults::{Fault, FaultControl, FaultyStore};
+pub use format::index::{encode_index, parse_index, DEFAULT_INDEX_INTERVAL};
+pub use format::segment::{
+    parse_footer, parse_header, BatchPos, FormatError, SealedSegment, Segment, SegmentBuilder,
+    SegmentFooter, SegmentHeader, SEGMENT_FOOTER_LEN, SEGMENT_HEADER_LEN,
+};
+pub use segment_store::{SegmentMeta, SegmentStore};
+pub use store::{build_object_store, ReadReplicaStore, S3Config, StoreConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {0} not found")]
+    NotFound(String),
+    #[error("object {key} is corrupt: {source}")]
+    Corrupt { key: String, source: FormatError },
+    #[error("object store: {0}")]
+    Backend(#[from] object_store::Error),
+    #[error("object store configuration: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NotFound(_) | StoreError::Backend(object_store::Error::NotFound { .. })
+        )
+    }
+}

@@ -67,14 +67,20 @@ impl BatchHeader {
     /// batch is present, not the CRC (see [`verify_crc`]).
     pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
         if buf.len() < MAGIC_AT + 1 {
-            return Err(BatchError::Truncated { have: buf.len(), need: HEADER_LEN });
+            return Err(BatchError::Truncated {
+                have: buf.len(),
+                need: HEADER_LEN,
+            });
         }
         let magic = buf[MAGIC_AT] as i8;
         if magic != 2 {
             return Err(BatchError::UnsupportedMagic(magic));
         }
         if buf.len() < HEADER_LEN {
-            return Err(BatchError::Truncated { have: buf.len(), need: HEADER_LEN });
+            return Err(BatchError::Truncated {
+                have: buf.len(),
+                need: HEADER_LEN,
+            });
         }
         let batch_length = be_i32(buf, 8);
         if batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
@@ -96,7 +102,10 @@ impl BatchHeader {
             record_count: be_i32(buf, 57),
         };
         if buf.len() < h.total_len() {
-            return Err(BatchError::Truncated { have: buf.len(), need: h.total_len() });
+            return Err(BatchError::Truncated {
+                have: buf.len(),
+                need: h.total_len(),
+            });
         }
         Ok(h)
     }
@@ -141,7 +150,10 @@ impl BatchHeader {
 pub fn verify_crc(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
     let actual = crc32c::crc32c(&batch[CRC_FROM..header.total_len()]);
     if actual != header.crc {
-        return Err(BatchError::CrcMismatch { expected: header.crc, actual });
+        return Err(BatchError::CrcMismatch {
+            expected: header.crc,
+            actual,
+        });
     }
     Ok(())
 }
@@ -165,7 +177,11 @@ pub struct Batches<'a> {
 
 impl<'a> Batches<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        Batches { buf, pos: 0, failed: false }
+        Batches {
+            buf,
+            pos: 0,
+            failed: false,
+        }
     }
 }
 
@@ -268,12 +284,18 @@ mod tests {
         let last = b.len() - 3;
         b[last] ^= 0xff;
         let h = BatchHeader::parse(&b).unwrap();
-        assert!(matches!(verify_crc(&b, &h), Err(BatchError::CrcMismatch { .. })));
+        assert!(matches!(
+            verify_crc(&b, &h),
+            Err(BatchError::CrcMismatch { .. })
+        ));
         assert!(matches!(
             BatchHeader::parse(&b[..b.len() - 1]),
             Err(BatchError::Truncated { .. })
         ));
-        assert!(matches!(BatchHeader::parse(&b[..10]), Err(BatchError::Truncated { .. })));
+        assert!(matches!(
+            BatchHeader::parse(&b[..10]),
+            Err(BatchError::Truncated { .. })
+        ));
     }
 
     #[test]

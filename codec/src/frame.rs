@@ -84,10 +84,16 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&framed(b"0123456789"));
         buf.extend_from_slice(&framed(b"abcdefgh")[..6]);
-        assert_eq!(split_frame(&mut buf, 100).unwrap().unwrap(), &b"0123456789"[..]);
+        assert_eq!(
+            split_frame(&mut buf, 100).unwrap().unwrap(),
+            &b"0123456789"[..]
+        );
         assert_eq!(split_frame(&mut buf, 100).unwrap(), None);
         buf.extend_from_slice(&framed(b"abcdefgh")[6..]);
-        assert_eq!(split_frame(&mut buf, 100).unwrap().unwrap(), &b"abcdefgh"[..]);
+        assert_eq!(
+            split_frame(&mut buf, 100).unwrap().unwrap(),
+            &b"abcdefgh"[..]
+        );
         assert!(buf.is_empty());
     }
 
@@ -96,7 +102,10 @@ mod tests {
         let mut buf = BytesMut::from(&0x7fff_fff0i32.to_be_bytes()[..]);
         assert_eq!(
             split_frame(&mut buf, 1 << 20),
-            Err(FrameError::TooLarge { len: 0x7fff_fff0, max: 1 << 20 })
+            Err(FrameError::TooLarge {
+                len: 0x7fff_fff0,
+                max: 1 << 20
+            })
         );
         let mut buf = BytesMut::from(&(-5i32).to_be_bytes()[..]);
         assert_eq!(split_frame(&mut buf, 100), Err(FrameError::Negative(-5)));
@@ -107,7 +116,14 @@ mod tests {
     #[test]
     fn reads_header_prefix() {
         let p = header_prefix(&[0, 18, 0, 3, 0, 0, 1, 2, 9]).unwrap();
-        assert_eq!(p, HeaderPrefix { api_key: 18, api_version: 3, correlation_id: 258 });
+        assert_eq!(
+            p,
+            HeaderPrefix {
+                api_key: 18,
+                api_version: 3,
+                correlation_id: 258
+            }
+        );
         assert!(header_prefix(&[0, 1]).is_err());
     }
 }

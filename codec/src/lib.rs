@@ -11,9 +11,9 @@ pub mod request;
 pub mod versions;
 
 pub use kafka_protocol;
+pub use kafka_protocol::messages::ApiKey;
 /// Kafka error codes, with their names and retriability, as generated upstream.
 pub use kafka_protocol::ResponseError as KafkaError;
-pub use kafka_protocol::messages::ApiKey;
 
 /// The error code field value for success.
 pub const NONE: i16 = 0;

@@ -16,9 +16,18 @@ pub enum DecodeError {
     #[error("unknown API key {0}")]
     UnknownApiKey(i16),
     #[error("{api:?} v{version} is not supported")]
-    UnsupportedVersion { api: ApiKey, version: i16, correlation_id: i32 },
+    UnsupportedVersion {
+        api: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    },
     #[error("malformed {api:?} v{version} request: {reason}")]
-    Malformed { api: ApiKey, version: i16, correlation_id: i32, reason: String },
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +56,18 @@ impl Request {
 /// Decodes one frame (without its size prefix). Byte fields of the body (record
 /// batches) stay zero-copy slices of `frame`.
 pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
-    let HeaderPrefix { api_key, api_version, correlation_id } = header_prefix(&frame)?;
+    let HeaderPrefix {
+        api_key,
+        api_version,
+        correlation_id,
+    } = header_prefix(&frame)?;
     let api = ApiKey::try_from(api_key).map_err(|_| DecodeError::UnknownApiKey(api_key))?;
     if !versions::is_supported(api, api_version) {
-        return Err(DecodeError::UnsupportedVersion { api, version: api_version, correlation_id });
+        return Err(DecodeError::UnsupportedVersion {
+            api,
+            version: api_version,
+            correlation_id,
+        });
     }
     let malformed = |e: anyhow_like::E| DecodeError::Malformed {
         api,
@@ -60,8 +77,14 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
     };
     let header = RequestHeader::decode(&mut frame, api.request_header_version(api_version))
         .map_err(|e| malformed(e.into()))?;
-    let body = RequestKind::decode(api, &mut frame, api_version).map_err(|e| malformed(e.into()))?;
-    Ok(Request { api, version: api_version, header, body })
+    let body =
+        RequestKind::decode(api, &mut frame, api_version).map_err(|e| malformed(e.into()))?;
+    Ok(Request {
+        api,
+        version: api_version,
+        header,
+        body,
+    })
 }
 
 // kafka-protocol reports errors as `anyhow::Error`; keep only their text so this
@@ -82,7 +105,11 @@ pub fn encode_response(
     correlation_id: i32,
     body: &ResponseKind,
 ) -> Result<Bytes, EncodeError> {
-    let err = |reason: String| EncodeError { api, version, reason };
+    let err = |reason: String| EncodeError {
+        api,
+        version,
+        reason,
+    };
     let mut buf = BytesMut::with_capacity(128);
     buf.put_i32(0);
     let mut header = ResponseHeader::default();
@@ -90,7 +117,8 @@ pub fn encode_response(
     header
         .encode(&mut buf, api.response_header_version(version))
         .map_err(|e| err(e.to_string()))?;
-    body.encode(&mut buf, version).map_err(|e| err(e.to_string()))?;
+    body.encode(&mut buf, version)
+        .map_err(|e| err(e.to_string()))?;
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())
@@ -100,11 +128,15 @@ pub fn encode_response(
 /// replies in v0 format with UNSUPPORTED_VERSION and its own ranges, so that the
 /// client can retry with a version both sides know.
 pub fn api_versions_fallback(correlation_id: i32) -> Bytes {
-    let r: ApiVersionsResponse = versions::api_versions_response(
-        kafka_protocol::ResponseError::UnsupportedVersion.code(),
-    );
+    let r: ApiVersionsResponse =
+        versions::api_versions_response(kafka_protocol::ResponseError::UnsupportedVersion.code());
     // v0 of ApiVersions always encodes; the table is static.
-    match encode_response(ApiKey::ApiVersions, 0, correlation_id, &ResponseKind::ApiVersions(r)) {
+    match encode_response(
+        ApiKey::ApiVersions,
+        0,
+        correlation_id,
+        &ResponseKind::ApiVersions(r),
+    ) {
         Ok(b) => b,
         Err(_) => Bytes::new(),
     }
@@ -122,7 +154,8 @@ mod tests {
         h.correlation_id = 77;
         h.client_id = Some(kafka_protocol::protocol::StrBytes::from_static_str("t"));
         let mut buf = BytesMut::new();
-        h.encode(&mut buf, api.request_header_version(version)).unwrap();
+        h.encode(&mut buf, api.request_header_version(version))
+            .unwrap();
         body.encode(&mut buf, version).unwrap();
         buf.freeze()
     }
@@ -130,35 +163,60 @@ mod tests {
     #[test]
     fn decodes_a_metadata_request_at_every_supported_version() {
         for v in 0..=12 {
-            let f = frame_of(ApiKey::Metadata, v, &RequestKind::Metadata(MetadataRequest::default()));
+            let f = frame_of(
+                ApiKey::Metadata,
+                v,
+                &RequestKind::Metadata(MetadataRequest::default()),
+            );
             let r = decode_request(f).unwrap();
-            assert_eq!((r.api, r.version, r.correlation_id()), (ApiKey::Metadata, v, 77));
+            assert_eq!(
+                (r.api, r.version, r.correlation_id()),
+                (ApiKey::Metadata, v, 77)
+            );
         }
     }
 
     #[test]
     fn refuses_unknown_keys_unsupported_versions_and_garbage() {
         let f = Bytes::from_static(&[0x03, 0xe7, 0, 0, 0, 0, 0, 1]);
-        assert!(matches!(decode_request(f), Err(DecodeError::UnknownApiKey(999))));
-        let f = frame_of(ApiKey::Metadata, 12, &RequestKind::Metadata(MetadataRequest::default()));
+        assert!(matches!(
+            decode_request(f),
+            Err(DecodeError::UnknownApiKey(999))
+        ));
+        let f = frame_of(
+            ApiKey::Metadata,
+            12,
+            &RequestKind::Metadata(MetadataRequest::default()),
+        );
         let mut v = f.to_vec();
         v[3] = 13;
         assert!(matches!(
             decode_request(Bytes::from(v)),
-            Err(DecodeError::UnsupportedVersion { correlation_id: 77, .. })
+            Err(DecodeError::UnsupportedVersion {
+                correlation_id: 77,
+                ..
+            })
         ));
         let mut v = f.to_vec();
         v.truncate(12);
-        assert!(matches!(decode_request(Bytes::from(v)), Err(DecodeError::Malformed { .. })));
+        assert!(matches!(
+            decode_request(Bytes::from(v)),
+            Err(DecodeError::Malformed { .. })
+        ));
     }
 
     #[test]
     fn a_forged_array_count_is_an_error_not_an_abort() {
         // Produce v3: header v1 (key, version, correlation, client id null),
         // transactional id null, acks, timeout, then a topic array claiming 2^31-1 entries.
-        let mut v = vec![0, 0, 0, 3, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 1];
+        let mut v = vec![
+            0, 0, 0, 3, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 1,
+        ];
         v.extend_from_slice(&[0, 0, 0x75, 0x30, 0x7f, 0xff, 0xff, 0xff]);
-        assert!(matches!(decode_request(Bytes::from(v)), Err(DecodeError::Malformed { .. })));
+        assert!(matches!(
+            decode_request(Bytes::from(v)),
+            Err(DecodeError::Malformed { .. })
+        ));
     }
 
     #[test]

@@ -57,7 +57,10 @@ mod tests {
     fn every_advertised_range_is_within_what_the_codec_can_decode() {
         for &(k, lo, hi) in SUPPORTED {
             let valid = k.valid_versions();
-            assert!(lo >= valid.min && hi <= valid.max, "{k:?} {lo}..{hi} vs {valid:?}");
+            assert!(
+                lo >= valid.min && hi <= valid.max,
+                "{k:?} {lo}..{hi} vs {valid:?}"
+            );
         }
     }
 

@@ -4,11 +4,12 @@
 //! request behind it); the writer awaits those tasks in arrival order, because
 //! Kafka requires responses in request order on a connection.
 
+use std::cell::{Cell, RefCell};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures::channel::mpsc;
+use futures::channel::{mpsc, oneshot};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::{SinkExt, StreamExt};
 use kafscale_codec::frame::{peek_frame_len, FrameError, SIZE_PREFIX};
@@ -21,7 +22,55 @@ use crate::shard::Shard;
 /// Requests of one connection being handled at once; the reader stops reading
 /// when this many are waiting for their turn to answer.
 const MAX_IN_FLIGHT: usize = 256;
+/// Request bytes of one connection held at once (one request may exceed it
+/// alone). Clients pipeline deeply (librdkafka allows a million requests in
+/// flight), so a count alone would not bound memory.
+const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 const READ_CHUNK: usize = 64 << 10;
+
+/// Bytes of requests read but not yet answered, and the reader waiting for room.
+#[derive(Default)]
+struct Budget {
+    bytes: Cell<usize>,
+    waiter: RefCell<Option<oneshot::Sender<()>>>,
+}
+
+impl Budget {
+    async fn take(&self, n: usize) {
+        while self.bytes.get() > 0 && self.bytes.get() + n > MAX_IN_FLIGHT_BYTES {
+            let (tx, rx) = oneshot::channel();
+            *self.waiter.borrow_mut() = Some(tx);
+            if rx.await.is_err() {
+                break;
+            }
+        }
+        self.bytes.set(self.bytes.get() + n);
+    }
+
+    fn give(&self, n: usize) {
+        self.bytes.set(self.bytes.get().saturating_sub(n));
+        if let Some(w) = self.waiter.borrow_mut().take() {
+            let _ = w.send(());
+        }
+    }
+}
+
+/// Counts a request as in flight on its shard until it is answered or dropped
+/// (a closed connection drops the tasks it has not answered yet).
+struct InFlight(Rc<Shard>);
+
+impl InFlight {
+    fn new(shard: &Rc<Shard>) -> Self {
+        shard.in_flight_requests.set(shard.in_flight_requests.get() + 1);
+        InFlight(shard.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight_requests.set(self.0.in_flight_requests.get().saturating_sub(1));
+    }
+}
 
 /// Received bytes `[..filled]` followed by zeroed scratch space for the next read,
 /// so every byte is zero-filled once rather than on every read.
@@ -73,23 +122,25 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     let (mut rd, wr) = stream.split();
-    let (mut tx, rx) = mpsc::channel::<Task<Outcome>>(MAX_IN_FLIGHT);
-    let writer = spawn(write_loop(wr, rx, fd));
+    let (mut tx, rx) = mpsc::channel::<(usize, Task<Outcome>)>(MAX_IN_FLIGHT);
+    let budget = Rc::new(Budget::default());
+    let writer = spawn(write_loop(wr, rx, fd, budget.clone()));
     let max = shard.cfg.max_request_bytes;
     let mut buf = ReadBuf::new();
     'conn: loop {
         loop {
             match buf.frame(max) {
                 Ok(Some(frame)) => {
+                    let size = frame.len();
+                    budget.take(size).await;
                     let sh = shard.clone();
                     let p = peer.clone();
-                    sh.in_flight_requests.set(sh.in_flight_requests.get() + 1);
+                    let guard = InFlight::new(&sh);
                     let task = spawn(async move {
-                        let out = handle_frame(&sh, frame, &p).await;
-                        sh.in_flight_requests.set(sh.in_flight_requests.get() - 1);
-                        out
+                        let _guard = guard;
+                        handle_frame(&sh, frame, &p).await
                     });
-                    if tx.send(task).await.is_err() {
+                    if tx.send((size, task)).await.is_err() {
                         break 'conn;
                     }
                 }
@@ -117,11 +168,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 
 async fn write_loop(
     mut wr: futures::io::WriteHalf<TcpStream>,
-    mut rx: mpsc::Receiver<Task<Outcome>>,
+    mut rx: mpsc::Receiver<(usize, Task<Outcome>)>,
     fd: i32,
+    budget: Rc<Budget>,
 ) {
-    while let Some(task) = rx.next().await {
-        match task.await {
+    while let Some((size, task)) = rx.next().await {
+        let outcome = task.await;
+        budget.give(size);
+        match outcome {
             Outcome::Respond(bytes) => {
                 if wr.write_all(&bytes).await.is_err() {
                     break;

@@ -1,0 +1,44 @@
+# Kafscale: `make run` starts one broker, `make test` runs every test.
+CARGO_TARGET_DIR ?= target
+export CARGO_TARGET_DIR
+BROKER := $(CARGO_TARGET_DIR)/release/kafscale-broker
+PY := .venv/bin/python
+
+.PHONY: help build run test test-unit test-e2e tools lint fmt bench fuzz clean-data
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## Build the release broker
+	cargo build --release -p kafscale-broker
+
+run: build ## Start one broker on 127.0.0.1:9092 (data in ./data)
+	KAFSCALE_BROKER_ADDR=$${KAFSCALE_BROKER_ADDR:-127.0.0.1:9092} KAFSCALE_DATA_DIR=$${KAFSCALE_DATA_DIR:-./data} $(BROKER)
+
+tools: ## Install the test tools into .venv/ and .tools/ (and kcat)
+	./scripts/install-test-tools.sh
+
+test: tools test-unit test-e2e ## Everything: unit tests, then end-to-end tests with real clients
+
+test-unit: ## Rust unit and crate tests
+	@if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-tests=pass; else cargo test --workspace; fi
+
+test-e2e: build ## End-to-end tests against the release broker (make tools first)
+	KAFSCALE_BROKER_BIN=$(BROKER) $(PY) -m pytest -q tests
+
+lint: ## rustfmt and clippy, warnings are errors
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+bench: ## Run the benchmark suite and rewrite docs/benchmarks.md
+	./scripts/bench.sh
+
+fuzz: ## Fuzz the frame and record-batch parsers for 60 s each (needs cargo-fuzz)
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run frame -- -max_total_time=60
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run record_batch -- -max_total_time=60
+
+clean-data: ## Remove ./data (the default broker's storage)
+	rm -rf ./data

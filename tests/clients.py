@@ -1,0 +1,64 @@
+"""Small helpers over the real clients, so tests read as what they check."""
+import time
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def create_topic(bootstrap, name, partitions=1, config=None):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    fut = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=10)
+    fut[name].result(timeout=15)
+
+
+def produce(bootstrap, topic, messages, acks="all", extra=None):
+    """messages: iterable of (key, value, headers-or-None, partition-or-None).
+    Returns the list of delivered (partition, offset, key, value) and the errors."""
+    conf = {"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 5, "message.timeout.ms": 30000}
+    conf.update(extra or {})
+    p = Producer(conf)
+    delivered, errors = [], []
+
+    def cb(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            delivered.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
+
+    for key, value, headers, partition in messages:
+        kw = {"key": key, "value": value, "on_delivery": cb}
+        if headers:
+            kw["headers"] = headers
+        if partition is not None:
+            kw["partition"] = partition
+        while True:
+            try:
+                p.produce(topic, **kw)
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    remaining = p.flush(60)
+    assert remaining == 0, f"{remaining} messages still in the producer queue"
+    return delivered, errors
+
+
+def consume_all(bootstrap, topic, partitions, expected, timeout=60, extra=None):
+    """Reads partitions from offset 0 with manual assignment until `expected`
+    messages arrived. Returns messages as (partition, offset, key, value, headers)."""
+    conf = {"bootstrap.servers": bootstrap, "group.id": "kafscale-tests-unused", "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100}
+    conf.update(extra or {})
+    c = Consumer(conf)
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out = []
+    deadline = time.time() + timeout
+    try:
+        while len(out) < expected and time.time() < deadline:
+            for m in c.consume(1000, 0.5):
+                if m.error():
+                    raise KafkaException(m.error())
+                out.append((m.partition(), m.offset(), m.key(), m.value(), m.headers()))
+    finally:
+        c.close()
+    return out

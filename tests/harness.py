@@ -1,0 +1,164 @@
+"""Start and stop real brokers and a real S3 server for the end-to-end tests."""
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def broker_bin():
+    b = os.environ.get("KAFSCALE_BROKER_BIN")
+    if b:
+        return b
+    target = os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target"))
+    return str(Path(target) / "release" / "kafscale-broker")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc=None, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} not listening after {timeout}s")
+
+
+class Broker:
+    """One kafscale-broker process; restartable on the same data directory."""
+
+    def __init__(self, tmp: Path, env=None, shards=2):
+        self.data_dir = tmp / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.env = {
+            "KAFSCALE_BROKER_ADDR": f"127.0.0.1:{self.port}",
+            "KAFSCALE_DATA_DIR": str(self.data_dir),
+            "KAFSCALE_SHARDS": str(shards),
+            "KAFSCALE_FLUSH_INTERVAL_MS": "20",
+            "KAFSCALE_LOG_LEVEL": "info",
+        }
+        self.env.update(env or {})
+        self.log_path = tmp / "broker.log"
+        self.proc = None
+        self.runs = 0
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def objects(self):
+        return self.data_dir / "objects"
+
+    def start(self):
+        self.runs += 1
+        env = dict(os.environ)
+        env.update(self.env)
+        log = open(self.log_path, "a")
+        log.write(f"\n===== start #{self.runs} =====\n")
+        log.flush()
+        self.proc = subprocess.Popen([broker_bin()], env=env, stdout=log, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc)
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Stops the broker; returns its exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill9(self):
+        return self.stop(signal.SIGKILL)
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def rss_kib(self):
+        for line in open(f"/proc/{self.proc.pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+
+class S3Server:
+    """s3s-fs on a free port, files in a temporary directory."""
+
+    ACCESS, SECRET, BUCKET = "kafscale-test", "kafscale-test-secret", "kafscale"
+
+    def __init__(self, tmp: Path):
+        self.root = tmp / "s3"
+        (self.root / self.BUCKET).mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        exe = ROOT / ".tools" / "bin" / "s3s-fs"
+        self.log = open(self.root.parent / "s3s.log", "a")
+        self.proc = subprocess.Popen(
+            [str(exe), "--host", "127.0.0.1", "--port", str(self.port), "--access-key", self.ACCESS,
+             "--secret-key", self.SECRET, str(self.root)],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def broker_env(self):
+        return {
+            "KAFSCALE_S3_BUCKET": self.BUCKET,
+            "KAFSCALE_S3_ENDPOINT": f"http://127.0.0.1:{self.port}",
+            "KAFSCALE_S3_PATH_STYLE": "true",
+            "KAFSCALE_S3_REGION": "us-east-1",
+            "KAFSCALE_S3_ACCESS_KEY": self.ACCESS,
+            "KAFSCALE_S3_SECRET_KEY": self.SECRET,
+        }
+
+    def objects(self):
+        return self.root / self.BUCKET
+
+
+def stored_batches(kfs_path):
+    """(base offset, attributes, record count) of every batch in a .kfs segment."""
+    import struct
+    data = Path(kfs_path).read_bytes()
+    assert data[:4] == b"KAFS" and data[-4:] == b"END!"
+    body = data[32:-16]
+    out, pos = [], 0
+    while pos < len(body):
+        base, length = struct.unpack(">qi", body[pos:pos + 12])
+        attributes, = struct.unpack(">h", body[pos + 21:pos + 23])
+        count, = struct.unpack(">i", body[pos + 57:pos + 61])
+        out.append((base, attributes, count))
+        pos += 12 + length
+    assert pos == len(body)
+    return out

@@ -61,14 +61,18 @@ struct InFlight(Rc<Shard>);
 
 impl InFlight {
     fn new(shard: &Rc<Shard>) -> Self {
-        shard.in_flight_requests.set(shard.in_flight_requests.get() + 1);
+        shard
+            .in_flight_requests
+            .set(shard.in_flight_requests.get() + 1);
         InFlight(shard.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight_requests.set(self.0.in_flight_requests.get().saturating_sub(1));
+        self.0
+            .in_flight_requests
+            .set(self.0.in_flight_requests.get().saturating_sub(1));
     }
 }
 

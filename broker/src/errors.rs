@@ -9,7 +9,6 @@ pub const CORRUPT_MESSAGE: i16 = K::CorruptMessage.code();
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = K::UnknownTopicOrPartition.code();
 pub const NOT_LEADER_OR_FOLLOWER: i16 = K::NotLeaderOrFollower.code();
 pub const REQUEST_TIMED_OUT: i16 = K::RequestTimedOut.code();
-pub const MESSAGE_TOO_LARGE: i16 = K::MessageTooLarge.code();
 pub const INVALID_TOPIC_EXCEPTION: i16 = K::InvalidTopicException.code();
 pub const TOPIC_ALREADY_EXISTS: i16 = K::TopicAlreadyExists.code();
 pub const INVALID_PARTITIONS: i16 = K::InvalidPartitions.code();
@@ -20,7 +19,6 @@ pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = K::UnsupportedForMessageFormat.c
 pub const KAFKA_STORAGE_ERROR: i16 = K::KafkaStorageError.code();
 pub const INVALID_RECORD: i16 = K::InvalidRecord.code();
 pub const UNKNOWN_TOPIC_ID: i16 = K::UnknownTopicId.code();
-pub const UNKNOWN_SERVER_ERROR: i16 = K::UnknownServerError.code();
 pub const INVALID_REQUIRED_ACKS: i16 = K::InvalidRequiredAcks.code();
 
 /// The code a producer gets for a batch we refuse.

@@ -30,8 +30,4 @@ impl Io {
             .await
             .map_err(|e| IoGone(e.to_string()))
     }
-
-    pub fn handle(&self) -> &tokio::runtime::Handle {
-        &self.handle
-    }
 }

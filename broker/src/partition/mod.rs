@@ -33,7 +33,6 @@ pub(crate) fn body_bytes(s: &kafscale_segstore::Segment) -> usize {
 pub struct SegRef {
     pub base: i64,
     pub last: i64,
-    pub size: u64,
 }
 
 pub struct Partition {
@@ -155,11 +154,5 @@ impl Partition {
             rx
         };
         let _ = rx.await;
-    }
-
-    /// Whether everything appended so far is durable.
-    pub fn is_flushed(&self) -> bool {
-        let st = self.st.borrow();
-        st.high_watermark == st.next_offset
     }
 }

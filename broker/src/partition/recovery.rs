@@ -81,7 +81,6 @@ fn restore(segs: &[SegmentMeta], last_offset: Option<i64>) -> Result<(Vec<SegRef
         out.push(SegRef {
             base: s.base_offset,
             last,
-            size: s.size,
         });
     }
     let next = out.last().map_or(0, |s| s.last + 1);

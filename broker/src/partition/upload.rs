@@ -82,7 +82,6 @@ async fn upload_loop(shard: Rc<Shard>, p: Rc<Partition>) {
             st.durable.push(SegRef {
                 base: seg.base_offset,
                 last: seg.last_offset,
-                size: seg.size() as u64,
             });
             let hw = st.high_watermark;
             let mut acked = Vec::new();

@@ -72,7 +72,7 @@ def test_compressed_batches_pass_through(broker, codec):
     values = [(f"{codec}-{i}-" * 40).encode() for i in range(2000)]
     # kafka-python compresses with every codec.
     kp = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", compression_type=codec,
-                       enable_idempotence=False, linger_ms=5)
+                       linger_ms=5)
     metas = [f.get(timeout=30) for f in [kp.send(topic, key=b"kp", value=v) for v in values[:1000]]]
     kp.close()
     delivered = [(m.partition, m.offset, b"kp", v) for m, v in zip(metas, values[:1000])]
@@ -96,8 +96,7 @@ def test_compressed_batches_pass_through(broker, codec):
 def test_kafka_python_round_trip(broker):
     topic = "kpy"
     create_topic(broker.bootstrap, topic, partitions=3)
-    # kafka-python 3 enables idempotence by default; InitProducerId is not implemented yet.
-    p = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5, enable_idempotence=False)
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5)
     futures = [p.send(topic, key=f"k{i % 5}".encode(), value=f"v{i}".encode()) for i in range(600)]
     metas = [f.get(timeout=30) for f in futures]
     p.close()

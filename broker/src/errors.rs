@@ -30,3 +30,6 @@ pub fn batch_error_code(e: &kafscale_codec::batch::BatchError) -> i16 {
         B::CrcMismatch { .. } | B::Truncated { .. } | B::BadLength(_) => CORRUPT_MESSAGE,
     }
 }
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = K::OutOfOrderSequenceNumber.code();
+pub const INVALID_PRODUCER_EPOCH: i16 = K::InvalidProducerEpoch.code();
+pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = K::TransactionalIdAuthorizationFailed.code();

@@ -4,6 +4,7 @@
 
 pub mod api_versions;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -54,6 +55,7 @@ pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcom
     let client_id = req.header.client_id.clone();
     let response = match req.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id::handle(r)),
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(metadata::handle(shard, r, version).await)
         }

@@ -10,6 +10,7 @@ use futures::channel::oneshot;
 use kafscale_codec::batch::{verify_crc, BatchHeader, Batches};
 use kafscale_segstore::{SegmentBuilder, DEFAULT_INDEX_INTERVAL};
 
+use super::producers::SeqCheck;
 use super::Partition;
 use crate::errors::{batch_error_code, INVALID_RECORD, UNKNOWN_TOPIC_OR_PARTITION};
 use crate::runtime::{sleep, spawn_detached};
@@ -59,6 +60,8 @@ pub fn append(
     let segment_bytes = shard.cfg.segment_bytes;
     let mut sealed = false;
     let mut armed = None;
+    let mut added = 0;
+    let mut rejected = None;
     let outcome = {
         let mut st = p.st.borrow_mut();
         if st.deleted {
@@ -67,6 +70,22 @@ pub fn append(
         let mut first = None;
         let mut last = 0;
         for (h, range) in &batches {
+            match st.producers.check(h) {
+                SeqCheck::Append => {}
+                SeqCheck::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => {
+                    // A retry of a batch we already have: answer with its offsets.
+                    first.get_or_insert(base_offset);
+                    last = last.max(last_offset);
+                    continue;
+                }
+                SeqCheck::Reject(code) => {
+                    rejected = Some(code);
+                    break;
+                }
+            }
             if st.active.is_none() {
                 let hint = (st.last_sealed_bytes + st.last_sealed_bytes / 4 + (64 << 10))
                     .min(segment_bytes + (1 << 20));
@@ -79,33 +98,43 @@ pub fn append(
             };
             let (b, l) = active.append(&records[range.clone()], h, LEADER_EPOCH);
             let full = active.body_len() >= segment_bytes;
+            added += range.len();
             first.get_or_insert(b);
             last = l;
             st.next_offset = l + 1;
+            st.producers.record(h, b, l);
             if full {
                 seal_locked(&mut st);
                 sealed = true;
             }
         }
-        let durable = (acks == -1).then(|| {
+        let durable = (acks == -1 && first.is_some()).then(|| {
             let (tx, rx) = oneshot::channel();
-            st.ack_waiters.push_back((last, tx));
+            if last < st.high_watermark {
+                // Only duplicates of durable batches: nothing to wait for.
+                let _ = tx.send(crate::errors::NONE);
+            } else {
+                st.ack_waiters.push_back((last, tx));
+            }
             rx
         });
         ProduceOutcome {
-            base_offset: first.unwrap_or(0),
+            base_offset: first.unwrap_or(-1),
             log_start: st.log_start,
             durable,
         }
     };
-    shard.add_buffered(records.len());
+    shard.add_buffered(added);
     if let Some(gen) = armed {
         arm_flush_timer(shard, p, gen);
     }
     if sealed {
         super::upload::kick(shard, p);
     }
-    Ok(outcome)
+    match rejected {
+        Some(code) => Err(code),
+        None => Ok(outcome),
+    }
 }
 
 /// Moves the active buffer to the upload queue.

@@ -7,6 +7,7 @@
 //! watermark, and `acks=-1` producers are answered when it passes their batch.
 
 mod append;
+mod producers;
 mod read;
 mod recovery;
 mod upload;
@@ -68,6 +69,8 @@ pub(crate) struct State {
     pub ack_waiters: VecDeque<(i64, oneshot::Sender<i16>)>,
     /// Long-polling fetches waiting for the high watermark to move.
     pub hw_waiters: Vec<oneshot::Sender<()>>,
+    /// Sequence state of idempotent producers.
+    pub producers: producers::Producers,
 }
 
 /// Offsets a client can ask about.
@@ -98,6 +101,7 @@ impl Partition {
                 durable: Vec::new(),
                 ack_waiters: VecDeque::new(),
                 hw_waiters: Vec::new(),
+                producers: Default::default(),
             }),
         }
     }

@@ -1,0 +1,184 @@
+//! Idempotent producers: per partition, the last sequence number and the last
+//! five batches of every producer id, so that a retried batch is answered with
+//! its original offsets instead of being written twice, and a gap in sequence
+//! numbers is refused (`OUT_OF_ORDER_SEQUENCE_NUMBER`) as Kafka does.
+//!
+//! The state lives in memory and is not rebuilt from the log after a restart: a
+//! producer the partition does not know is accepted at any sequence. Across a
+//! broker crash a retried batch can therefore be written twice (at-least-once),
+//! which is also what a non-idempotent producer gets.
+
+use std::collections::{HashMap, VecDeque};
+
+use kafscale_codec::batch::BatchHeader;
+
+use crate::errors::{INVALID_PRODUCER_EPOCH, OUT_OF_ORDER_SEQUENCE_NUMBER};
+
+/// Batches remembered per producer: Kafka clients keep at most five in flight.
+const RECENT: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Recent {
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: i64,
+    last_offset: i64,
+}
+
+#[derive(Debug)]
+struct ProducerState {
+    epoch: i16,
+    last_seq: i32,
+    recent: VecDeque<Recent>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqCheck {
+    /// Not idempotent, or the next batch in sequence: append it.
+    Append,
+    /// Already appended: answer with these offsets.
+    Duplicate { base_offset: i64, last_offset: i64 },
+    /// Refuse the batch with this error code.
+    Reject(i16),
+}
+
+#[derive(Debug, Default)]
+pub struct Producers {
+    by_id: HashMap<i64, ProducerState>,
+}
+
+/// Sequence numbers wrap from `i32::MAX` to 0.
+fn seq_add(seq: i32, n: i32) -> i32 {
+    ((seq as i64 + n as i64) % (i32::MAX as i64 + 1)) as i32
+}
+
+impl Producers {
+    pub fn check(&self, h: &BatchHeader) -> SeqCheck {
+        if h.producer_id < 0 {
+            return SeqCheck::Append;
+        }
+        let first = h.base_sequence;
+        let last = seq_add(first, h.last_offset_delta);
+        match self.by_id.get(&h.producer_id) {
+            None => SeqCheck::Append,
+            Some(s) if h.producer_epoch < s.epoch => SeqCheck::Reject(INVALID_PRODUCER_EPOCH),
+            Some(s) if h.producer_epoch > s.epoch => SeqCheck::Append,
+            Some(s) => {
+                if let Some(r) = s
+                    .recent
+                    .iter()
+                    .find(|r| r.first_seq == first && r.last_seq == last)
+                {
+                    SeqCheck::Duplicate {
+                        base_offset: r.base_offset,
+                        last_offset: r.last_offset,
+                    }
+                } else if first == seq_add(s.last_seq, 1) {
+                    SeqCheck::Append
+                } else {
+                    SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
+                }
+            }
+        }
+    }
+
+    /// Records an appended batch.
+    pub fn record(&mut self, h: &BatchHeader, base_offset: i64, last_offset: i64) {
+        if h.producer_id < 0 {
+            return;
+        }
+        let last_seq = seq_add(h.base_sequence, h.last_offset_delta);
+        let s = self.by_id.entry(h.producer_id).or_insert(ProducerState {
+            epoch: h.producer_epoch,
+            last_seq,
+            recent: VecDeque::with_capacity(RECENT),
+        });
+        if h.producer_epoch != s.epoch {
+            s.epoch = h.producer_epoch;
+            s.recent.clear();
+        }
+        s.last_seq = last_seq;
+        if s.recent.len() == RECENT {
+            s.recent.pop_front();
+        }
+        s.recent.push_back(Recent {
+            first_seq: h.base_sequence,
+            last_seq,
+            base_offset,
+            last_offset,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafscale_codec::batch::build_batch;
+
+    fn header(pid: i64, epoch: i16, seq: i32, n: usize) -> BatchHeader {
+        let values: Vec<&[u8]> = (0..n).map(|_| &b"v"[..]).collect();
+        let mut h = BatchHeader::parse(&build_batch(0, 0, &values)).unwrap();
+        h.producer_id = pid;
+        h.producer_epoch = epoch;
+        h.base_sequence = seq;
+        h
+    }
+
+    #[test]
+    fn in_sequence_duplicates_and_gaps() {
+        let mut p = Producers::default();
+        let a = header(7, 0, 0, 3);
+        assert_eq!(p.check(&a), SeqCheck::Append);
+        p.record(&a, 100, 102);
+        assert_eq!(
+            p.check(&a),
+            SeqCheck::Duplicate {
+                base_offset: 100,
+                last_offset: 102
+            }
+        );
+        let b = header(7, 0, 3, 2);
+        assert_eq!(p.check(&b), SeqCheck::Append);
+        p.record(&b, 103, 104);
+        assert_eq!(
+            p.check(&header(7, 0, 9, 1)),
+            SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
+        );
+        assert_eq!(
+            p.check(&header(7, -1, 5, 1)),
+            SeqCheck::Reject(INVALID_PRODUCER_EPOCH)
+        );
+        assert_eq!(p.check(&header(7, 1, 0, 1)), SeqCheck::Append);
+        assert_eq!(p.check(&header(-1, -1, -1, 1)), SeqCheck::Append);
+        assert_eq!(
+            p.check(&header(8, 0, 55, 1)),
+            SeqCheck::Append,
+            "unknown producers are accepted"
+        );
+    }
+
+    #[test]
+    fn only_the_last_five_batches_are_remembered_and_sequences_wrap() {
+        let mut p = Producers::default();
+        for i in 0..6 {
+            let h = header(1, 0, i, 1);
+            p.record(&h, i as i64, i as i64);
+        }
+        assert_eq!(
+            p.check(&header(1, 0, 0, 1)),
+            SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
+        );
+        assert!(matches!(
+            p.check(&header(1, 0, 1, 1)),
+            SeqCheck::Duplicate { .. }
+        ));
+        assert_eq!(seq_add(i32::MAX, 1), 0);
+        let mut q = Producers::default();
+        q.record(&header(2, 0, i32::MAX - 1, 2), 0, 1);
+        assert_eq!(q.check(&header(2, 0, 0, 1)), SeqCheck::Append);
+        assert_eq!(
+            q.check(&header(2, 0, 1, 1)),
+            SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
+        );
+    }
+}

@@ -72,6 +72,16 @@ class Broker:
         log.write(f"\n===== start #{self.runs} =====\n")
         log.flush()
         self.proc = subprocess.Popen([broker_bin()], env=env, stdout=log, stderr=subprocess.STDOUT)
+        # The port alone is not proof: a broker killed a moment ago can still hold
+        # its listener while the kernel tears down its io_uring.
+        marker = f"===== start #{self.runs} ====="
+        deadline = time.time() + 20
+        while " listening " not in self.log().split(marker)[-1]:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"broker exited with {self.proc.returncode} before listening\n{self.log()[-2000:]}")
+            if time.time() > deadline:
+                raise TimeoutError("broker did not log 'listening' within 20 s")
+            time.sleep(0.02)
         wait_port(self.port, self.proc)
         return self
 

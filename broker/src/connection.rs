@@ -20,13 +20,20 @@ use crate::runtime::{spawn, Task, TcpStream};
 use crate::shard::Shard;
 
 /// Requests of one connection being handled at once; the reader stops reading
-/// when this many are waiting for their turn to answer.
-const MAX_IN_FLIGHT: usize = 256;
+/// when this many wait for their turn to answer. `acks=all` answers wait for a
+/// flush (up to the flush interval), so a producer without linger can have
+/// thousands in flight; the byte budget below is what bounds memory.
+const MAX_IN_FLIGHT: usize = 8192;
 /// Request bytes of one connection held at once (one request may exceed it
 /// alone). Clients pipeline deeply (librdkafka allows a million requests in
 /// flight), so a count alone would not bound memory.
 const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 const READ_CHUNK: usize = 64 << 10;
+/// Bytes of complete responses gathered into one write.
+const WRITE_COALESCE: usize = 256 << 10;
+/// Responses at least this large are written on their own rather than copied
+/// into the gathering buffer.
+const COPY_LIMIT: usize = 16 << 10;
 
 /// Bytes of requests read but not yet answered, and the reader waiting for room.
 #[derive(Default)]
@@ -158,7 +165,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let spare = buf.spare(max);
         match rd.read(spare).await {
             Ok(0) => break,
-            Ok(n) => buf.filled += n,
+            Ok(n) => {
+                buf.filled += n;
+                quick_ack(fd);
+            }
             Err(e) => {
                 debug!(peer, error = %e, "connection read failed");
                 break;
@@ -170,23 +180,89 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     debug!(peer, "connection closed");
 }
 
+/// Acknowledges received segments at once instead of after Linux's delayed-ACK
+/// timer (up to 40 ms). An `acks=all` answer waits for a flush, so no response
+/// carries the ACK early, and a client with Nagle's algorithm on (librdkafka's
+/// default) holds its next request until that ACK arrives. The kernel clears the
+/// flag as it goes, so it is set again after every read.
+fn quick_ack(fd: i32) {
+    let one: libc::c_int = 1;
+    // SAFETY: fd is the connection's open socket; the option value is a c_int.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 async fn write_loop(
     mut wr: futures::io::WriteHalf<TcpStream>,
     mut rx: mpsc::Receiver<(usize, Task<Outcome>)>,
     fd: i32,
     budget: Rc<Budget>,
 ) {
-    while let Some((size, task)) = rx.next().await {
-        let outcome = task.await;
+    // Answers that are already complete go out in one write: `acks=all`
+    // responses finish together at a flush tick, and a syscall per response
+    // would cost more than the response.
+    let mut out: Vec<u8> = Vec::new();
+    let mut next: Option<(usize, Task<Outcome>)> = None;
+    'conn: loop {
+        let (size, task) = match next.take() {
+            Some(x) => x,
+            None => match rx.next().await {
+                Some(x) => x,
+                None => break,
+            },
+        };
+        let mut outcome = task.await;
         budget.give(size);
-        match outcome {
-            Outcome::Respond(bytes) => {
-                if wr.write_all(&bytes).await.is_err() {
+        loop {
+            match outcome {
+                Outcome::Respond(bytes) if bytes.len() >= COPY_LIMIT => {
+                    // Fetch answers carry record data: written as they are, not copied.
+                    if !out.is_empty() {
+                        if wr.write_all(&out).await.is_err() {
+                            break 'conn;
+                        }
+                        out.clear();
+                    }
+                    if wr.write_all(&bytes).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                Outcome::Respond(bytes) => out.extend_from_slice(&bytes),
+                Outcome::Silent => {}
+                Outcome::Close => {
+                    let _ = wr.write_all(&out).await;
+                    break 'conn;
+                }
+            }
+            if out.len() >= WRITE_COALESCE {
+                break;
+            }
+            let Ok((size, mut task)) = rx.try_recv() else {
+                break;
+            };
+            match futures::poll!(&mut task) {
+                std::task::Poll::Ready(o) => {
+                    budget.give(size);
+                    outcome = o;
+                }
+                std::task::Poll::Pending => {
+                    next = Some((size, task));
                     break;
                 }
             }
-            Outcome::Silent => {}
-            Outcome::Close => break,
+        }
+        if !out.is_empty() {
+            if wr.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
         }
     }
     let _ = wr.flush().await;

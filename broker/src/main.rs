@@ -83,6 +83,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Shards bind with SO_REUSEPORT, which would let a second broker on the same
+/// address bind too and take half the connections. A plain bind first fails if
+/// anything already listens there. A broker killed a moment ago can still hold
+/// its listener for a few milliseconds (the kernel tears down its io_uring, which
+/// owns a pending accept, after the process is gone), so the check retries
+/// briefly before giving up.
+fn check_port_free(addr: std::net::SocketAddr) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(format!("binding {addr}: {e}")),
+        }
+    }
+}
+
 fn run(cfg: Config) -> Result<(), String> {
     let cpus = runtime::allowed_cpus();
     let shards = cfg.shards.unwrap_or(cpus.len()).max(1);
@@ -94,6 +116,7 @@ fn run(cfg: Config) -> Result<(), String> {
         );
     }
     runtime::preflight(shards)?;
+    check_port_free(cfg.broker_addr)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.io_threads)

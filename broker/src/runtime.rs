@@ -36,8 +36,20 @@ pub async fn sleep(d: Duration) {
 
 /// Binds the Kafka port on the current shard. glommio sets `SO_REUSEPORT`, so
 /// every shard binds the same address and the kernel spreads connections.
+///
+/// `SO_REUSEADDR` as well: connections a killed broker left behind (TIME_WAIT,
+/// FIN_WAIT) inherit it, so they do not block the restarted broker's start-up
+/// check in `main`, which binds without `SO_REUSEPORT` to find a live listener.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).map_err(|e| io::Error::other(e.to_string()))
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
+    sk.set_reuse_port(true)?;
+    sk.bind(&addr.into())?;
+    sk.listen(1024)?;
+    // SAFETY: the fd is a bound, listening TCP socket whose ownership moves here.
+    Ok(unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) })
 }
 
 /// Sending side of one shard's place in the full mesh.

@@ -46,6 +46,7 @@ pub async fn shard_main(boot: ShardBoot) {
     };
     let shard = Rc::new(Shard::new(id, count, &shared, tx, cluster));
     rx.serve(shard.clone());
+    spawn_detached(partition::flush_ticker(shard.clone()));
     let listener = match bind(addr) {
         Ok(l) => l,
         Err(e) => {

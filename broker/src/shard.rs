@@ -54,6 +54,8 @@ pub struct Shard {
     pub(crate) space_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     pub(crate) upload_slots: Cell<usize>,
     pub(crate) upload_waiters: RefCell<std::collections::VecDeque<oneshot::Sender<()>>>,
+    /// Partitions with unflushed data, sealed at the next flush tick.
+    pub(crate) dirty: RefCell<Vec<Rc<Partition>>>,
     pub(crate) shutting_down: Cell<bool>,
     pub(crate) in_flight_requests: Cell<usize>,
     /// Serialises topic creation and deletion (used on the metadata shard only).
@@ -85,6 +87,7 @@ impl Shard {
             space_waiters: RefCell::new(Vec::new()),
             upload_slots: Cell::new(shared.cfg.upload_concurrency),
             upload_waiters: RefCell::new(Default::default()),
+            dirty: RefCell::new(Vec::new()),
             shutting_down: Cell::new(false),
             in_flight_requests: Cell::new(0),
             admin_lock: futures::lock::Mutex::new(()),

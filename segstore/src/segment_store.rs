@@ -38,8 +38,8 @@ impl SegmentStore {
         &self.store
     }
 
-    /// Stores the `.kfs`, then the `.index`: the data object is the truth, so it
-    /// must exist before anything points at it.
+    /// Stores the `.kfs` and its `.index` concurrently; both must succeed before the
+    /// segment counts as durable (a retry overwrites both, which is idempotent).
     pub async fn put_segment(
         &self,
         topic: &str,
@@ -47,18 +47,14 @@ impl SegmentStore {
         sealed: &SealedSegment,
     ) -> Result<(), StoreError> {
         let base = sealed.segment.base_offset;
-        self.store
-            .put(
-                &segment_path(&self.namespace, topic, partition, base),
-                PutPayload::from_bytes(sealed.segment.data.clone()),
-            )
-            .await?;
-        self.store
-            .put(
-                &index_path(&self.namespace, topic, partition, base),
-                PutPayload::from_bytes(sealed.index.clone()),
-            )
-            .await?;
+        let data = segment_path(&self.namespace, topic, partition, base);
+        let index = index_path(&self.namespace, topic, partition, base);
+        futures::try_join!(
+            self.store
+                .put(&data, PutPayload::from_bytes(sealed.segment.data.clone())),
+            self.store
+                .put(&index, PutPayload::from_bytes(sealed.index.clone())),
+        )?;
         Ok(())
     }
 

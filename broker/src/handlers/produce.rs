@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::Either;
+use futures::stream::{FuturesUnordered, StreamExt};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
@@ -157,20 +159,28 @@ async fn produce_local(
         }
     }
     if !waits.is_empty() {
-        let settled = futures::future::join_all(waits.into_iter().map(|(i, rx)| async move {
-            let now = Instant::now();
-            let timer = sleep(deadline.saturating_duration_since(now));
-            futures::pin_mut!(timer);
-            match futures::future::select(rx, timer).await {
-                futures::future::Either::Left((Ok(code), _)) => (i, code),
-                futures::future::Either::Left((Err(_), _)) => (i, NOT_LEADER_OR_FOLLOWER),
-                futures::future::Either::Right(_) => (i, REQUEST_TIMED_OUT),
-            }
-        }))
-        .await;
-        for (i, code) in settled {
+        // One timer for the whole request, not one per partition; partitions not
+        // durable by the deadline answer REQUEST_TIMED_OUT.
+        let mut settled = vec![false; results.len()];
+        let waited: Vec<usize> = waits.iter().map(|(i, _)| *i).collect();
+        let mut pending: FuturesUnordered<_> = waits
+            .into_iter()
+            .map(|(i, rx)| async move { (i, rx.await) })
+            .collect();
+        let timer = sleep(deadline.saturating_duration_since(Instant::now()));
+        futures::pin_mut!(timer);
+        while let Either::Left((Some((i, r)), _)) =
+            futures::future::select(pending.next(), &mut timer).await
+        {
+            settled[i] = true;
+            let code = r.unwrap_or(NOT_LEADER_OR_FOLLOWER);
             if code != NONE {
                 results[i] = PartResult::err(code);
+            }
+        }
+        for i in waited {
+            if !settled[i] {
+                results[i] = PartResult::err(REQUEST_TIMED_OUT);
             }
         }
     }

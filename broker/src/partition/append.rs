@@ -13,7 +13,7 @@ use kafscale_segstore::{SegmentBuilder, DEFAULT_INDEX_INTERVAL};
 use super::producers::SeqCheck;
 use super::Partition;
 use crate::errors::{batch_error_code, INVALID_RECORD, UNKNOWN_TOPIC_OR_PARTITION};
-use crate::runtime::{sleep, spawn_detached};
+use crate::runtime::sleep;
 use crate::shard::Shard;
 
 /// Leader epoch written into every batch. Kafscale has one leader per partition
@@ -59,7 +59,7 @@ pub fn append(
     let batches = validate(records)?;
     let segment_bytes = shard.cfg.segment_bytes;
     let mut sealed = false;
-    let mut armed = None;
+    let mut armed = false;
     let mut added = 0;
     let mut rejected = None;
     let outcome = {
@@ -90,8 +90,10 @@ pub fn append(
                 let hint = (st.last_sealed_bytes + st.last_sealed_bytes / 4 + (64 << 10))
                     .min(segment_bytes + (1 << 20));
                 st.active = Some(SegmentBuilder::new(st.next_offset, now_ms(), hint));
-                st.active_gen += 1;
-                armed = Some(st.active_gen);
+                if !st.flush_queued {
+                    st.flush_queued = true;
+                    armed = true;
+                }
             }
             let Some(active) = st.active.as_mut() else {
                 return Err(UNKNOWN_TOPIC_OR_PARTITION);
@@ -125,8 +127,8 @@ pub fn append(
         }
     };
     shard.add_buffered(added);
-    if let Some(gen) = armed {
-        arm_flush_timer(shard, p, gen);
+    if armed {
+        shard.dirty.borrow_mut().push(p.clone());
     }
     if sealed {
         super::upload::kick(shard, p);
@@ -162,19 +164,26 @@ pub fn seal(shard: &Rc<Shard>, p: &Rc<Partition>) {
     }
 }
 
-/// The flush interval bounds how long an acknowledged-to-be byte waits in memory,
-/// even when no further produce arrives to notice it.
-fn arm_flush_timer(shard: &Rc<Shard>, p: &Rc<Partition>, gen: u64) {
-    let shard = shard.clone();
-    let p = p.clone();
-    let after = Duration::from_millis(shard.cfg.flush_interval_ms);
-    spawn_detached(async move {
-        sleep(after).await;
-        let same = p.st.borrow().active_gen == gen;
-        if same {
+/// Seals every partition of the shard that holds unflushed data, at wall-clock
+/// multiples of the flush interval. One clock for all partitions and shards: a
+/// produce request spanning many partitions waits for one flush, not for the
+/// latest of many independently phased timers, and no byte waits longer than
+/// the interval.
+pub async fn flush_ticker(shard: Rc<Shard>) {
+    let interval = shard.cfg.flush_interval_ms.max(1) as i64;
+    loop {
+        let now = now_ms();
+        let next = (now / interval + 1) * interval;
+        sleep(Duration::from_millis((next - now) as u64)).await;
+        if shard.shutting_down.get() {
+            return;
+        }
+        let dirty = std::mem::take(&mut *shard.dirty.borrow_mut());
+        for p in dirty {
+            p.st.borrow_mut().flush_queued = false;
             seal(&shard, &p);
         }
-    });
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use futures::channel::oneshot;
 use kafscale_segstore::{SealedSegment, SegmentBuilder};
 use uuid::Uuid;
 
-pub use append::{append, seal, LEADER_EPOCH};
+pub use append::{append, flush_ticker, seal, LEADER_EPOCH};
 pub use read::{read, wait_for_data};
 pub use recovery::partition;
 
@@ -55,9 +55,8 @@ pub(crate) struct State {
     pub next_offset: i64,
     pub high_watermark: i64,
     pub active: Option<SegmentBuilder>,
-    /// Distinguishes successive active segments, so a flush timer armed for one
-    /// does not seal the next.
-    pub active_gen: u64,
+    /// Whether the partition is on its shard's list for the next flush tick.
+    pub flush_queued: bool,
     /// Size of the last sealed segment: sizes the next buffer, so busy partitions
     /// get room for a full segment and quiet ones do not reserve megabytes.
     pub last_sealed_bytes: usize,
@@ -93,7 +92,7 @@ impl Partition {
                 next_offset: 0,
                 high_watermark: 0,
                 active: None,
-                active_gen: 0,
+                flush_queued: false,
                 last_sealed_bytes: 0,
                 pending: VecDeque::new(),
                 uploading: false,

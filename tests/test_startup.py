@@ -1,0 +1,42 @@
+"""Start-up checks say exactly what is wrong, and bad settings are refused."""
+import os
+import resource
+import subprocess
+
+from harness import broker_bin, free_port
+
+
+def run_broker(tmp_path, env, preexec=None):
+    e = dict(os.environ)
+    e.update({"KAFSCALE_BROKER_ADDR": f"127.0.0.1:{free_port()}", "KAFSCALE_DATA_DIR": str(tmp_path)})
+    e.update(env)
+    return subprocess.run([broker_bin()], env=e, capture_output=True, text=True, timeout=30, preexec_fn=preexec)
+
+
+def test_too_little_locked_memory_is_reported(tmp_path):
+    def limit():
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (64 * 1024, 64 * 1024))
+
+    r = run_broker(tmp_path, {"KAFSCALE_SHARDS": "2"}, preexec=limit)
+    assert r.returncode == 1
+    assert "RLIMIT_MEMLOCK is 64 KiB but 2 shard(s) need 1024 KiB" in r.stderr
+
+
+def test_invalid_settings_are_refused_with_their_name(tmp_path):
+    r = run_broker(tmp_path, {"KAFSCALE_SEGMENT_BYTES": "10"})
+    assert r.returncode == 2 and "KAFSCALE_SEGMENT_BYTES" in r.stderr
+    r = run_broker(tmp_path, {"KAFSCALE_AUTO_CREATE_TOPICS": "maybe"})
+    assert r.returncode == 2 and "maybe" in r.stderr
+    r = run_broker(tmp_path, {"KAFSCALE_SHARDS": "0"})
+    assert r.returncode == 2 and "KAFSCALE_SHARDS" in r.stderr
+
+
+def test_port_in_use_is_reported(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = run_broker(tmp_path, {"KAFSCALE_BROKER_ADDR": f"127.0.0.1:{port}", "KAFSCALE_SHARDS": "1"})
+    assert r.returncode == 1
+    assert f"binding 127.0.0.1:{port}" in r.stderr

@@ -67,6 +67,10 @@ print("""
   the next flush tick (uniform over the interval), then for its segment's PUT. At
   saturation the latency is the producer's own queue (`queue.buffering.max.kbytes`
   128 MiB) filling up, not the broker.
+- **S3 rows** run against s3s-fs on the same machine, over plain HTTP with
+  `KAFSCALE_S3_UNSIGNED_PAYLOAD=true` (what the broker does by default over HTTPS,
+  i.e. against AWS). s3s-fs itself needs several CPU seconds per GB (it hashes and
+  writes every object), which it takes from the same two cores.
 - **Objects per GB**: each `.kfs` comes with one `.index`, so object PUTs per GB are
   twice the column. At saturation segments are sealed by the flush tick before they
   reach `KAFSCALE_SEGMENT_BYTES`.

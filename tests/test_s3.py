@@ -1,11 +1,17 @@
 """The same guarantees on a real S3-compatible server (s3s-fs)."""
 import time
 
+import pytest
+
 from clients import consume_all, create_topic, produce
 
 
-def test_produce_consume_and_layout_on_s3(make_broker, s3):
-    b = make_broker(env=s3.broker_env())
+@pytest.mark.parametrize("unsigned", [None, "true"], ids=["signed-payload", "unsigned-payload"])
+def test_produce_consume_and_layout_on_s3(make_broker, s3, unsigned):
+    env = s3.broker_env()
+    if unsigned:
+        env["KAFSCALE_S3_UNSIGNED_PAYLOAD"] = unsigned
+    b = make_broker(env=env)
     create_topic(b.bootstrap, "s3topic", partitions=6)
     msgs = [(f"k{i % 20}".encode(), f"value-{i}".encode() * 10, None, None) for i in range(3000)]
     delivered, errors = produce(b.bootstrap, "s3topic", msgs)

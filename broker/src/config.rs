@@ -126,6 +126,10 @@ pub struct S3Args {
     pub s3_read_region: Option<String>,
     #[arg(long, env = "KAFSCALE_S3_READ_ENDPOINT")]
     pub s3_read_endpoint: Option<String>,
+    /// Send object bodies with UNSIGNED-PAYLOAD instead of a SHA-256 in the
+    /// signature (default: unsigned over HTTPS, signed over plain HTTP).
+    #[arg(long, env = "KAFSCALE_S3_UNSIGNED_PAYLOAD", value_parser = parse_flag)]
+    pub s3_unsigned_payload: Option<bool>,
 }
 
 /// Accepts the spellings deployments use for booleans: 1/0, true/false, yes/no.

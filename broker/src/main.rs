@@ -61,6 +61,7 @@ fn store_config(cfg: &Config) -> StoreConfig {
             read_bucket: s.s3_read_bucket.clone(),
             read_region: s.s3_read_region.clone(),
             read_endpoint: s.s3_read_endpoint.clone(),
+            unsigned_payload: s.s3_unsigned_payload,
         }),
     }
 }

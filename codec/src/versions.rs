@@ -16,6 +16,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
 ];
 
 /// The supported version range of an API, if it is implemented at all.
@@ -74,6 +81,8 @@ mod tests {
         assert_eq!(*buf.last().unwrap(), 0);
         assert!(is_supported(ApiKey::Fetch, 13));
         assert!(!is_supported(ApiKey::Fetch, 3));
-        assert!(!is_supported(ApiKey::JoinGroup, 0));
+        assert!(is_supported(ApiKey::JoinGroup, 0));
+        assert!(!is_supported(ApiKey::OffsetCommit, 9));
+        assert!(!is_supported(ApiKey::DescribeGroups, 0));
     }
 }

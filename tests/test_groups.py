@@ -432,5 +432,32 @@ def test_raw_error_codes(make_broker):
         # Gone from the group: its heartbeat is refused, and a non-member may commit again.
         assert hb(gen, me) == 25
         assert commit(-1, "") == 0
+
+        # Static membership: a second process with the same group.instance.id takes
+        # over, and the first one is fenced.
+        def join_static(member_id):
+            return raw.call(kgroup.JoinGroupRequest[5](
+                group_id="g-static-raw", session_timeout_ms=6000, rebalance_timeout_ms=10000,
+                member_id=member_id, group_instance_id="inst-1", protocol_type="consumer",
+                protocols=[("range", b"sub")]), kgroup.JoinGroupResponse[5])
+
+        s1 = join_static("")
+        assert s1.error_code == 0  # no MEMBER_ID_REQUIRED round for static members
+        sg = raw.call(kgroup.SyncGroupRequest[3](
+            group_id="g-static-raw", generation_id=s1.generation_id, member_id=s1.member_id,
+            group_instance_id="inst-1", assignments=[(s1.member_id, b"mine")]), kgroup.SyncGroupResponse[3])
+        assert (sg.error_code, sg.assignment) == (0, b"mine")
+        s2 = join_static("")
+        assert s2.error_code == 0 and s2.member_id != s1.member_id
+        assert s2.generation_id == s1.generation_id  # no rebalance
+        sg = raw.call(kgroup.SyncGroupRequest[3](
+            group_id="g-static-raw", generation_id=s2.generation_id, member_id=s2.member_id,
+            group_instance_id="inst-1", assignments=[]), kgroup.SyncGroupResponse[3])
+        assert (sg.error_code, sg.assignment) == (0, b"mine")  # the assignment it had
+        hb3 = lambda m: raw.call(kgroup.HeartbeatRequest[3](
+            group_id="g-static-raw", generation_id=s1.generation_id, member_id=m, group_instance_id="inst-1"),
+            kgroup.HeartbeatResponse[3]).error_code
+        assert hb3(s1.member_id) == 82  # FENCED_INSTANCE_ID
+        assert join_static(s1.member_id).error_code == 82
     finally:
         raw.close()

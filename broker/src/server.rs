@@ -81,6 +81,7 @@ pub async fn shard_main(boot: ShardBoot) {
 /// Seals every partition and waits until everything is durable.
 async fn drain(shard: &Rc<Shard>) {
     shard.shutting_down.set(true);
+    crate::groups::release_all(shard);
     let parts: Vec<_> = shard
         .partitions
         .borrow()

@@ -891,6 +891,19 @@ impl Group {
         }
     }
 
+    /// Answers every waiting JoinGroup and SyncGroup with `err`, so that clients go
+    /// and find the coordinator again instead of waiting on a broker that stops.
+    pub fn release_waiters(&mut self, err: GroupError) {
+        for m in self.members.values_mut() {
+            if let Some(tx) = m.awaiting_join.take() {
+                let _ = tx.send(Err(err.clone()));
+            }
+            if let Some(tx) = m.awaiting_sync.take() {
+                let _ = tx.send(Err(err.clone()));
+            }
+        }
+    }
+
     /// Acts on every deadline that has passed: expired sessions, pending member
     /// ids never used, the end of the initial delay or of the rebalance timeout.
     pub fn expire(&mut self, now: Instant) {

@@ -24,6 +24,9 @@ pub enum GroupError {
     InconsistentGroupProtocol,
     #[error("the group's coordinator cannot be reached")]
     CoordinatorNotAvailable,
+    /// This broker stopped coordinating the group (it is shutting down).
+    #[error("this broker no longer coordinates the group")]
+    NotCoordinator,
     #[error("no such topic or partition")]
     UnknownTopicOrPartition,
     #[error("the offset metadata is too long")]
@@ -42,6 +45,7 @@ impl GroupError {
             GroupError::InvalidSessionTimeout => K::InvalidSessionTimeout,
             GroupError::InconsistentGroupProtocol => K::InconsistentGroupProtocol,
             GroupError::CoordinatorNotAvailable => K::CoordinatorNotAvailable,
+            GroupError::NotCoordinator => K::NotCoordinator,
             GroupError::UnknownTopicOrPartition => K::UnknownTopicOrPartition,
             GroupError::OffsetMetadataTooLarge => K::OffsetMetadataTooLarge,
         };

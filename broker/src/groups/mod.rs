@@ -116,6 +116,17 @@ impl Groups {
     }
 }
 
+/// At shutdown: members waiting on a rebalance are told to look for the
+/// coordinator again (NOT_COORDINATOR) rather than held until the process exits.
+pub fn release_all(shard: &Shard) {
+    let slots: Vec<Rc<GroupSlot>> = shard.groups.slots.borrow().values().cloned().collect();
+    for slot in slots {
+        slot.group
+            .borrow_mut()
+            .release_waiters(GroupError::NotCoordinator);
+    }
+}
+
 pub fn config(shard: &Shard) -> GroupConfig {
     GroupConfig {
         initial_rebalance_delay: Duration::from_millis(shard.cfg.group_initial_rebalance_delay_ms),

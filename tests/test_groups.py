@@ -461,3 +461,118 @@ def test_raw_error_codes(make_broker):
         assert join_static(s1.member_id).error_code == 82
     finally:
         raw.close()
+
+
+def call(raw, api, version, **fields):
+    """A request of any version through kafka-python's schema-driven messages."""
+    req = api[0][version](**fields)
+    raw.cid += 1
+    req.with_header(correlation_id=raw.cid, client_id="raw")
+    frame = raw.conn.call(req.encode(header=True, framed=True))
+    return api[1][version].decode(frame, header=True, framed=True)
+
+
+def test_raw_newest_versions_and_static_member_across_restart(make_broker):
+    from kafka.protocol.consumer import group as g
+    from kafka.protocol.metadata import find_coordinator as f
+    FIND = (f.FindCoordinatorRequest, f.FindCoordinatorResponse)
+    JOIN = (g.JoinGroupRequest, g.JoinGroupResponse)
+    SYNC = (g.SyncGroupRequest, g.SyncGroupResponse)
+    HB = (g.HeartbeatRequest, g.HeartbeatResponse)
+    LEAVE = (g.LeaveGroupRequest, g.LeaveGroupResponse)
+    COMMIT = (g.OffsetCommitRequest, g.OffsetCommitResponse)
+    FETCH = (g.OffsetFetchRequest, g.OffsetFetchResponse)
+    JP = g.JoinGroupRequest.JoinGroupRequestProtocol
+    SA = g.SyncGroupRequest.SyncGroupRequestAssignment
+    MI = g.LeaveGroupRequest.MemberIdentity
+    CT = g.OffsetCommitRequest.OffsetCommitRequestTopic
+    CP = CT.OffsetCommitRequestPartition
+    FG = g.OffsetFetchRequest.OffsetFetchRequestGroup
+    FT = FG.OffsetFetchRequestTopics
+
+    b = make_broker(env=GROUP_ENV)
+    create_topic(b.bootstrap, "nv", 2)
+    raw = Raw(b.bootstrap)
+    try:
+        r = call(raw, FIND, 4, key_type=0, coordinator_keys=["g1", "g2", ""])
+        assert [(c.key, c.error_code, c.port) for c in r.coordinators] == [
+            ("g1", 0, b.port), ("g2", 0, b.port), ("", 42, -1)]  # INVALID_REQUEST for an empty key
+
+        def join(member_id, instance, version=9, protocols=(("range", b"sub-v9"),)):
+            return call(raw, JOIN, version, group_id="g-v9", session_timeout_ms=6000, rebalance_timeout_ms=10000,
+                        member_id=member_id, group_instance_id=instance, protocol_type="consumer",
+                        protocols=[JP(name=n, metadata=m) for n, m in protocols], reason=None)
+
+        j = join("", "static-1")
+        assert (j.error_code, j.protocol_type, j.protocol_name, j.leader) == (0, "consumer", "range", j.member_id)
+        assert j.skip_assignment is False
+        me, gen = j.member_id, j.generation_id
+
+        def sync(member, instance, assignments, ptype="consumer", pname="range"):
+            return call(raw, SYNC, 5, group_id="g-v9", generation_id=gen, member_id=member, group_instance_id=instance,
+                        protocol_type=ptype, protocol_name=pname,
+                        assignments=[SA(member_id=m, assignment=a) for m, a in assignments])
+
+        assert sync(me, "static-1", [], pname="roundrobin").error_code == 23  # INCONSISTENT_GROUP_PROTOCOL
+        s = sync(me, "static-1", [(me, b"assigned-v5")])
+        assert (s.error_code, s.protocol_type, s.protocol_name, s.assignment) == (0, "consumer", "range",
+                                                                                  b"assigned-v5")
+
+        def commit(group, member, generation, offset, metadata):
+            r = call(raw, COMMIT, 8, group_id=group, generation_id_or_member_epoch=generation, member_id=member,
+                     group_instance_id=None, topics=[CT(name="nv", partitions=[
+                         CP(partition_index=1, committed_offset=offset, committed_leader_epoch=0,
+                              committed_metadata=metadata)])])
+            return r.topics[0].partitions[0].error_code
+
+        assert commit("g-v9", me, gen, 42, "v8 meta") == 0
+        assert commit("g-other", "", -1, 7, None) == 0
+
+        def fetch_v8():
+            r = call(raw, FETCH, 8, require_stable=False, groups=[
+                FG(group_id="g-v9", topics=None),
+                FG(group_id="g-other", topics=[FT(name="nv", partition_indexes=[0, 1])]),
+                FG(group_id="g-none", topics=[FT(name="nv", partition_indexes=[0])])])
+            return [(grp.group_id, grp.error_code,
+                     [(t.name, [(p.partition_index, p.committed_offset, p.committed_leader_epoch, p.metadata,
+                                 p.error_code) for p in t.partitions]) for t in grp.topics]) for grp in r.groups]
+
+        expected = [
+            ("g-v9", 0, [("nv", [(1, 42, -1, "v8 meta", 0)])]),
+            ("g-other", 0, [("nv", [(0, -1, -1, "", 0), (1, 7, -1, "", 0)])]),
+            ("g-none", 0, [("nv", [(0, -1, -1, "", 0)])]),
+        ]
+        assert fetch_v8() == expected
+
+        # The static leader restarts its process: same generation, the current
+        # assignment, and skip_assignment so that it does not compute a new one.
+        j2 = join("", "static-1")
+        assert j2.error_code == 0 and j2.member_id != me and j2.generation_id == gen
+        assert j2.leader == j2.member_id and j2.skip_assignment is True
+        assert [m.member_id for m in j2.members] == [j2.member_id]
+        assert sync(j2.member_id, "static-1", []).assignment == b"assigned-v5"
+        hb = lambda m, i: call(raw, HB, 4, group_id="g-v9", generation_id=gen, member_id=m,
+                               group_instance_id=i).error_code
+        assert hb(me, "static-1") == 82  # the old process is fenced
+
+        # The broker restarts: offsets are back, and so is the static member, which
+        # carries on with its member id, generation and assignment.
+        raw.close()
+        assert b.stop() == 0
+        b.start()
+        raw = Raw(b.bootstrap)
+        assert fetch_v8() == expected
+        assert hb(j2.member_id, "static-1") == 0
+        j3 = join("", "static-1")
+        assert (j3.error_code, j3.generation_id) == (0, gen)
+        assert sync(j3.member_id, "static-1", []).assignment == b"assigned-v5"
+
+        # LeaveGroup v5 by instance id alone.
+        lv = call(raw, LEAVE, 5, group_id="g-v9",
+                  members=[MI(member_id="", group_instance_id="static-1", reason="test"),
+                           MI(member_id="", group_instance_id="nobody", reason=None)])
+        assert lv.error_code == 0
+        assert [(m.group_instance_id, m.error_code) for m in lv.members] == [("static-1", 0), ("nobody", 25)]
+        assert hb(j3.member_id, "static-1") == 25
+    finally:
+        raw.close()

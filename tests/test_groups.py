@@ -214,12 +214,26 @@ def test_killed_member_is_expired_and_its_partitions_reassigned(make_broker):
         wait_for(lambda: proc_owned() and survivor.snapshot() and proc_owned() | survivor.snapshot() == ALL6
                  and not proc_owned() & survivor.snapshot(), what="a split between the two processes")
         victim = proc_owned()
+
+        def victim_read():
+            return {(m["msg"][0], m["msg"][1], m["msg"][2].encode()) for m in list(lines) if "msg" in m}
+
+        before = produce_round(b.bootstrap, "kill", "before")
+        wait_for(lambda: victim_read() | set(survivor.records) >= before, what="both members reading")
+        last_victim = {}
+        for p, off, _ in victim_read():
+            last_victim[p] = max(off, last_victim.get(p, -1))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        sent = produce_round(b.bootstrap, "kill", "after")
+        after = produce_round(b.bootstrap, "kill", "after")
         wait_for(lambda: survivor.snapshot() == ALL6, what="the session timeout to hand over the partitions")
-        wait_for(lambda: set(survivor.records) >= sent, what="the survivor reading everything")
-        assert {p for p, _, _ in survivor.records} >= victim
+        wait_for(lambda: set(survivor.records) >= after, what="the survivor reading everything")
+        assert {p for p, _, _ in victim_read()} == victim
+        assert victim_read() | set(survivor.records) == before | after, "no message left unread"
+        # The new owner resumed from the victim's commits: of the victim's messages it
+        # re-read at most the last one per partition (read, but killed before its commit).
+        reread = {(p, off) for p, off, v in survivor.records if p in victim and v.startswith(b"before")}
+        assert reread <= {(p, last_victim[p]) for p in victim}
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -590,3 +590,26 @@ def test_raw_newest_versions_and_static_member_across_restart(make_broker):
         assert hb(j3.member_id, "static-1") == 25
     finally:
         raw.close()
+
+
+def test_deleting_a_topic_drops_its_committed_offsets(make_broker):
+    from confluent_kafka.admin import AdminClient
+    b = make_broker(env=GROUP_ENV)
+    create_topic(b.bootstrap, "dt", 2)
+    create_topic(b.bootstrap, "kept", 1)
+    produce(b.bootstrap, "dt", [(None, b"x", None, p) for p in range(2) for _ in range(5)])
+    produce(b.bootstrap, "kept", [(None, b"y", None, 0)] * 5)
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "g-dt"})
+    c.commit(offsets=[TopicPartition("dt", 0, 3), TopicPartition("dt", 1, 4), TopicPartition("kept", 0, 2)],
+             asynchronous=False)
+    c.close()
+    assert committed(b.bootstrap, "g-dt", "dt", 2) == {0: (3, None), 1: (4, None)}
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    admin.delete_topics(["dt"], operation_timeout=10)["dt"].result(timeout=15)
+    create_topic(b.bootstrap, "dt", 2)
+    no_offset = -1001  # librdkafka's OFFSET_INVALID: nothing committed
+    assert committed(b.bootstrap, "g-dt", "dt", 2) == {0: (no_offset, None), 1: (no_offset, None)}
+    assert b.stop() == 0
+    b.start()
+    assert committed(b.bootstrap, "g-dt", "dt", 2) == {0: (no_offset, None), 1: (no_offset, None)}
+    assert committed(b.bootstrap, "g-dt", "kept", 1) == {0: (2, None)}

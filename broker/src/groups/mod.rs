@@ -229,6 +229,34 @@ async fn write_meta(shard: Rc<Shard>, slot: Rc<GroupSlot>) {
         .set(shard.groups.writes_in_flight.get().saturating_sub(1));
 }
 
+/// Drops every group's committed offsets of a deleted topic on this shard, so
+/// that a topic re-created under the same name starts without them (as in Kafka).
+pub async fn forget_topic(shard: Rc<Shard>, topic: String) {
+    let slots: Vec<Rc<GroupSlot>> = shard.groups.slots.borrow().values().cloned().collect();
+    for slot in slots {
+        let has = slot.offsets.borrow().keys().any(|(t, _)| *t == topic);
+        if !has {
+            continue;
+        }
+        let _w = slot.write_lock.lock().await;
+        let store = shard.meta.clone();
+        let (g, t) = (slot.id.clone(), topic.clone());
+        match shard
+            .io
+            .run(async move { store.delete_topic_offsets(&g, &t).await })
+            .await
+        {
+            Ok(Ok(())) => slot.offsets.borrow_mut().retain(|(t, _), _| *t != topic),
+            Ok(Err(e)) => {
+                warn!(group = %slot.id, topic, error = %e, "removing offsets of a deleted topic failed")
+            }
+            Err(e) => {
+                warn!(group = %slot.id, topic, error = %e, "removing offsets of a deleted topic failed")
+            }
+        }
+    }
+}
+
 /// A non-empty group id, as JoinGroup, SyncGroup, Heartbeat and LeaveGroup require.
 pub fn check_group_id(id: &str) -> Result<(), GroupError> {
     if id.is_empty() {

@@ -152,6 +152,47 @@ impl EmbeddedStore {
         }
     }
 
+    /// Applies `change` to a group's offsets and rewrites its offsets file; the
+    /// cache follows the file, also when the write fails.
+    async fn update_offsets(
+        &self,
+        group: &str,
+        change: impl FnOnce(&mut BTreeMap<(String, i32), OffsetMeta>),
+    ) -> Result<(), MetaError> {
+        let slot = self.group_slot(group);
+        let mut cached = slot.lock().await;
+        let path = self.group_path(group, OFFSETS_SUFFIX);
+        let file = match cached.take() {
+            Some(f) => f,
+            None => {
+                let (p, g) = (path.clone(), group.to_string());
+                blocking(move || Self::read_offsets(&p, &g)).await?
+            }
+        };
+        let before = file.clone();
+        let mut all: BTreeMap<(String, i32), OffsetMeta> = file
+            .offsets
+            .into_iter()
+            .map(|o| ((o.topic, o.partition), o.meta))
+            .collect();
+        change(&mut all);
+        let next = OffsetsFile {
+            group_id: file.group_id,
+            offsets: all
+                .into_iter()
+                .map(|((topic, partition), meta)| StoredOffset {
+                    topic,
+                    partition,
+                    meta,
+                })
+                .collect(),
+        };
+        let body = serde_json::to_vec(&next).map_err(|e| corrupt(&path, e))?;
+        let res = blocking(move || Ok(write_atomic(&path, &body)?)).await;
+        *cached = Some(if res.is_ok() { next } else { before });
+        res
+    }
+
     fn load_groups_blocking(dir: &Path) -> Result<Vec<StoredGroup>, MetaError> {
         let mut groups: BTreeMap<String, StoredGroup> = BTreeMap::new();
         for entry in std::fs::read_dir(dir)? {
@@ -276,53 +317,18 @@ impl MetadataStore for EmbeddedStore {
         group: &str,
         offsets: Vec<(String, i32, OffsetMeta)>,
     ) -> Result<(), MetaError> {
-        let slot = self.group_slot(group);
-        let mut cached = slot.lock().await;
-        let path = self.group_path(group, OFFSETS_SUFFIX);
-        let mut file = match cached.take() {
-            Some(f) => f,
-            None => {
-                let (p, g) = (path.clone(), group.to_string());
-                blocking(move || Self::read_offsets(&p, &g)).await?
+        self.update_offsets(group, move |all| {
+            for (topic, partition, meta) in offsets {
+                all.insert((topic, partition), meta);
             }
-        };
-        let mut merged: BTreeMap<(String, i32), OffsetMeta> = file
-            .offsets
-            .drain(..)
-            .map(|o| ((o.topic, o.partition), o.meta))
-            .collect();
-        let before = merged.clone();
-        for (topic, partition, meta) in offsets {
-            merged.insert((topic, partition), meta);
-        }
-        file.offsets = merged
-            .into_iter()
-            .map(|((topic, partition), meta)| StoredOffset {
-                topic,
-                partition,
-                meta,
-            })
-            .collect();
-        let body = serde_json::to_vec(&file).map_err(|e| corrupt(&path, e))?;
-        match blocking(move || Ok(write_atomic(&path, &body)?)).await {
-            Ok(()) => {
-                *cached = Some(file);
-                Ok(())
-            }
-            Err(e) => {
-                // The file still holds the previous commits; so must the cache.
-                file.offsets = before
-                    .into_iter()
-                    .map(|((topic, partition), meta)| StoredOffset {
-                        topic,
-                        partition,
-                        meta,
-                    })
-                    .collect();
-                *cached = Some(file);
-                Err(e)
-            }
-        }
+        })
+        .await
+    }
+
+    async fn delete_topic_offsets(&self, group: &str, topic: &str) -> Result<(), MetaError> {
+        let topic = topic.to_string();
+        self.update_offsets(group, move |all| all.retain(|(t, _), _| *t != topic))
+            .await
     }
 
     async fn delete_group(&self, group: &str) -> Result<(), MetaError> {

@@ -169,6 +169,8 @@ pub trait MetadataStore: Send + Sync + 'static {
         group: &str,
         offsets: Vec<(String, i32, OffsetMeta)>,
     ) -> Result<(), MetaError>;
+    /// Removes a group's committed offsets of one topic (the topic was deleted).
+    async fn delete_topic_offsets(&self, group: &str, topic: &str) -> Result<(), MetaError>;
     /// Removes a group: its metadata and all its offsets.
     async fn delete_group(&self, group: &str) -> Result<(), MetaError>;
 }

@@ -5,8 +5,10 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
 /// `(api, min, max)` for every implemented API. Minimums follow Apache Kafka 4.0
-/// (KIP-896 removed CreateTopics v0-1 and DeleteTopics v0), which is also what the
-/// generated message structs can decode.
+/// (KIP-896 removed CreateTopics v0-1, DeleteTopics v0, OffsetCommit v0-1 and
+/// OffsetFetch v0), which is also what the generated message structs can decode.
+/// The group APIs stop at the last classic-protocol versions (KIP-848's are not
+/// implemented).
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 13),

@@ -53,6 +53,12 @@ pub async fn handle(
                 .group
                 .borrow_mut()
                 .join(params, Instant::now(), &config(&sh));
+            if sh.shutting_down.get() {
+                // Nobody waits on a broker that is stopping: find the coordinator again.
+                slot.group
+                    .borrow_mut()
+                    .release_waiters(GroupError::NotCoordinator);
+            }
             settle(&sh, &slot);
             let r = reply.wait().await;
             // Completing the rebalance changed the group (and woke this join).

@@ -36,6 +36,12 @@ pub async fn handle(shard: &Rc<Shard>, req: SyncGroupRequest, version: i16) -> S
                     .collect(),
                 Instant::now(),
             );
+            if sh.shutting_down.get() {
+                // Nobody waits on a broker that is stopping: find the coordinator again.
+                slot.group
+                    .borrow_mut()
+                    .release_waiters(GroupError::NotCoordinator);
+            }
             settle(&sh, &slot);
             reply.wait().await
         })

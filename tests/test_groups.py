@@ -613,3 +613,31 @@ def test_deleting_a_topic_drops_its_committed_offsets(make_broker):
     b.start()
     assert committed(b.bootstrap, "g-dt", "dt", 2) == {0: (no_offset, None), 1: (no_offset, None)}
     assert committed(b.bootstrap, "g-dt", "kept", 1) == {0: (2, None)}
+
+
+def test_running_consumers_rejoin_after_broker_restart(make_broker):
+    """Dynamic members are forgotten by a restart: they rejoin on their own and go on
+    from their committed offsets."""
+    b = make_broker(env=GROUP_ENV)
+    create_topic(b.bootstrap, "rr", 6)
+    members = [CK(b.bootstrap, "g-rr", "rr", commit=True) for _ in range(2)]
+    for m in members:
+        m.start()
+    try:
+        wait_for(lambda: split_complete(members))
+        before = produce_round(b.bootstrap, "rr", "before")
+        wait_for(lambda: {r for m in members for r in m.records} >= before)
+        wait_for(lambda: committed(b.bootstrap, "g-rr", "rr", 6) == {p: (20, None) for p in range(6)},
+                 what="the last commits")
+        assert b.stop() == 0
+        b.start()
+        after = produce_round(b.bootstrap, "rr", "after")
+        wait_for(lambda: {r for m in members for r in m.records} >= after, what="reading after the restart")
+        wait_for(lambda: split_complete(members), what="the group formed again")
+        records = [r for m in members for r in m.records]
+        assert set(records) == before | after
+        # Everything read before the restart was committed: nothing is read twice.
+        assert len(records) == len(before | after)
+    finally:
+        for m in members:
+            m.stop()

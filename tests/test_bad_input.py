@@ -51,7 +51,7 @@ def test_frame_claiming_2gb_is_refused(broker):
 def test_unknown_api_key_and_unsupported_version(broker):
     assert send_raw(broker.bootstrap, request(999, 0, 7)) == b""
     assert send_raw(broker.bootstrap, request(3, 99, 8)) == b""  # Metadata v99
-    assert send_raw(broker.bootstrap, request(11, 0, 9)) == b""  # JoinGroup: not implemented
+    assert send_raw(broker.bootstrap, request(15, 0, 9)) == b""  # DescribeGroups: not implemented
     still_serving(broker, "after-unknown")
 
 
@@ -68,7 +68,8 @@ def test_api_versions_above_max_gets_v0_answer_with_our_ranges(broker):
     assert ranges[18] == (0, 3)
     assert ranges[0] == (3, 9)
     assert ranges[1] == (4, 13)
-    assert 11 not in ranges  # JoinGroup is not advertised
+    assert ranges[11] == (0, 9)  # JoinGroup
+    assert 15 not in ranges  # DescribeGroups is not advertised
 
 
 def test_malformed_body_closes_only_that_connection(broker):

@@ -84,6 +84,35 @@ pub struct Config {
     /// Log one line per Kafka request (API, version, client, latency, error).
     #[arg(long, env = "KAFSCALE_TRACE_KAFKA", default_value_t = false, action = clap::ArgAction::Set)]
     pub trace_kafka: bool,
+    /// How long a consumer group that was empty waits for more members before its first
+    /// rebalance completes (Kafka's group.initial.rebalance.delay.ms).
+    #[arg(
+        long,
+        env = "KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3000
+    )]
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Smallest session timeout a group member may ask for (Kafka's group.min.session.timeout.ms).
+    #[arg(
+        long,
+        env = "KAFSCALE_GROUP_MIN_SESSION_TIMEOUT_MS",
+        default_value_t = 6000
+    )]
+    pub group_min_session_timeout_ms: i32,
+    /// Largest session timeout a group member may ask for (Kafka's group.max.session.timeout.ms).
+    #[arg(
+        long,
+        env = "KAFSCALE_GROUP_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 1_800_000
+    )]
+    pub group_max_session_timeout_ms: i32,
+    /// Longest metadata string accepted with a committed offset (Kafka's offset.metadata.max.bytes).
+    #[arg(
+        long,
+        env = "KAFSCALE_OFFSET_METADATA_MAX_BYTES",
+        default_value_t = 4096
+    )]
+    pub offset_metadata_max_bytes: usize,
     /// Keep segments in memory instead of a directory or S3 (tests and demos).
     #[arg(long, env = "KAFSCALE_USE_MEMORY_S3", default_value_t = false, value_parser = parse_flag)]
     pub use_memory_s3: bool,
@@ -171,6 +200,11 @@ impl Config {
             return Err(
                 "KAFSCALE_UPLOAD_CONCURRENCY and KAFSCALE_IO_THREADS must be positive".into(),
             );
+        }
+        if self.group_min_session_timeout_ms <= 0
+            || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms
+        {
+            return Err("KAFSCALE_GROUP_MIN_SESSION_TIMEOUT_MS must be positive and at most KAFSCALE_GROUP_MAX_SESSION_TIMEOUT_MS".into());
         }
         if matches!(self.shards, Some(0)) {
             return Err("KAFSCALE_SHARDS must be positive".into());

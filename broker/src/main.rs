@@ -3,6 +3,7 @@
 mod config;
 mod connection;
 mod errors;
+mod groups;
 mod handlers;
 mod io;
 mod metadata;
@@ -149,7 +150,16 @@ fn run(cfg: Config) -> Result<(), String> {
         cfg.advertised_host(),
         cfg.advertised_port(),
     ));
-    info!(cluster_id = %cluster.cluster_id, topics = cluster.topics.len(), "metadata loaded");
+    let m = meta.clone();
+    let stored_groups = rt
+        .block_on(async move { m.load_groups().await })
+        .map_err(|e| format!("loading consumer groups: {e}"))?;
+    info!(cluster_id = %cluster.cluster_id, topics = cluster.topics.len(), groups = stored_groups.len(), "metadata loaded");
+    let mut groups_by_shard: Vec<Vec<metadata::StoredGroup>> =
+        (0..shards).map(|_| Vec::new()).collect();
+    for g in stored_groups {
+        groups_by_shard[placement::group_shard(&g.group_id, shards)].push(g);
+    }
 
     let cfg = Arc::new(cfg);
     let shared = Arc::new(Shared {
@@ -162,7 +172,7 @@ fn run(cfg: Config) -> Result<(), String> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut stops = Vec::new();
     let mut boots = Vec::new();
-    for id in 0..shards {
+    for (id, groups) in groups_by_shard.into_iter().enumerate() {
         let (tx, rx) = oneshot::channel();
         stops.push(tx);
         boots.push(std::sync::Mutex::new(Some(ShardBoot {
@@ -171,6 +181,7 @@ fn run(cfg: Config) -> Result<(), String> {
             addr: cfg.broker_addr,
             shared: shared.clone(),
             cluster: cluster.clone(),
+            groups,
             mesh: mesh.clone(),
             shutdown: rx,
             ready: ready_tx.clone(),

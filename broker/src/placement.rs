@@ -8,6 +8,11 @@ pub fn partition_shard(topic: &str, partition: i32, shards: usize) -> usize {
     (h as usize) % shards.max(1)
 }
 
+/// Shard that owns consumer group `group` (its members, timers and offsets).
+pub fn group_shard(group: &str, shards: usize) -> usize {
+    (crc32c::crc32c(group.as_bytes()) as usize) % shards.max(1)
+}
+
 /// Shard that serialises cluster-metadata changes (topic creation and deletion).
 pub const METADATA_SHARD: usize = 0;
 
@@ -21,6 +26,16 @@ mod tests {
         let got: Vec<usize> = (0..8).map(|p| partition_shard("orders", p, 4)).collect();
         assert_eq!(got, vec![3, 0, 0, 3, 0, 3, 3, 0]);
         assert_eq!(partition_shard("orders", 0, 1), 0);
+    }
+
+    #[test]
+    fn group_placement_is_stable() {
+        // Pinned values: changing the hash moves groups (and their offsets) between shards.
+        let got: Vec<usize> = (0..8)
+            .map(|i| group_shard(&format!("group-{i}"), 4))
+            .collect();
+        assert_eq!(got, vec![1, 2, 2, 1, 2, 1, 1, 2]);
+        assert_eq!(group_shard("g", 1), 0);
     }
 
     #[test]

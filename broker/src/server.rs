@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use futures::channel::oneshot;
 use tracing::{info, warn};
 
-use crate::metadata::Cluster;
+use crate::groups::Groups;
+use crate::metadata::{Cluster, StoredGroup};
 use crate::partition;
 use crate::runtime::{bind, join_mesh, sleep, spawn_detached, ShardMesh};
 use crate::shard::{Shard, Shared};
@@ -21,6 +22,8 @@ pub struct ShardBoot {
     pub addr: SocketAddr,
     pub shared: Arc<Shared>,
     pub cluster: Arc<Cluster>,
+    /// This shard's share of the stored consumer groups.
+    pub groups: Vec<StoredGroup>,
     pub mesh: ShardMesh<Shard>,
     pub shutdown: oneshot::Receiver<()>,
     pub ready: std::sync::mpsc::Sender<Result<usize, String>>,
@@ -33,6 +36,7 @@ pub async fn shard_main(boot: ShardBoot) {
         addr,
         shared,
         cluster,
+        groups,
         mesh,
         shutdown,
         ready,
@@ -44,9 +48,11 @@ pub async fn shard_main(boot: ShardBoot) {
             return;
         }
     };
-    let shard = Rc::new(Shard::new(id, count, &shared, tx, cluster));
+    let groups = Groups::restore(groups, Instant::now());
+    let shard = Rc::new(Shard::new(id, count, &shared, tx, cluster, groups));
     rx.serve(shard.clone());
     spawn_detached(partition::flush_ticker(shard.clone()));
+    Groups::start(&shard);
     let listener = match bind(addr) {
         Ok(l) => l,
         Err(e) => {
@@ -76,6 +82,7 @@ pub async fn shard_main(boot: ShardBoot) {
 /// Seals every partition and waits until everything is durable.
 async fn drain(shard: &Rc<Shard>) {
     shard.shutting_down.set(true);
+    crate::groups::release_all(shard);
     let parts: Vec<_> = shard
         .partitions
         .borrow()
@@ -100,6 +107,11 @@ async fn drain(shard: &Rc<Shard>) {
             last_log = Instant::now();
         }
         sleep(Duration::from_millis(20)).await;
+    }
+    // Group metadata written in the background (offset commits are answered only
+    // when durable, so they are covered by the in-flight request wait below).
+    while shard.groups.writes_in_flight.get() > 0 && started.elapsed() < Duration::from_secs(10) {
+        sleep(Duration::from_millis(10)).await;
     }
     // Let connections write the answers that the last uploads released.
     let until = Instant::now() + Duration::from_secs(5);

@@ -12,6 +12,7 @@ use futures::channel::oneshot;
 use kafscale_segstore::{Segment, SegmentCache, SegmentStore};
 
 use crate::config::Config;
+use crate::groups::Groups;
 use crate::io::Io;
 use crate::metadata::{Cluster, MetadataStore};
 use crate::partition::Partition;
@@ -60,6 +61,8 @@ pub struct Shard {
     pub(crate) in_flight_requests: Cell<usize>,
     /// Serialises topic creation and deletion (used on the metadata shard only).
     pub(crate) admin_lock: futures::lock::Mutex<()>,
+    /// The consumer groups hashed to this shard.
+    pub(crate) groups: Groups,
 }
 
 impl Shard {
@@ -69,6 +72,7 @@ impl Shard {
         shared: &Shared,
         mesh: MeshTx<Shard>,
         cluster: Arc<Cluster>,
+        groups: Groups,
     ) -> Self {
         let cache_bytes = shared.cfg.cache_bytes / count.max(1);
         Shard {
@@ -91,6 +95,7 @@ impl Shard {
             shutting_down: Cell::new(false),
             in_flight_requests: Cell::new(0),
             admin_lock: futures::lock::Mutex::new(()),
+            groups,
         }
     }
 

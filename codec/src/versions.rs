@@ -5,8 +5,10 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
 /// `(api, min, max)` for every implemented API. Minimums follow Apache Kafka 4.0
-/// (KIP-896 removed CreateTopics v0-1 and DeleteTopics v0), which is also what the
-/// generated message structs can decode.
+/// (KIP-896 removed CreateTopics v0-1, DeleteTopics v0, OffsetCommit v0-1 and
+/// OffsetFetch v0), which is also what the generated message structs can decode.
+/// The group APIs stop at the last classic-protocol versions (KIP-848's are not
+/// implemented).
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 13),
@@ -16,6 +18,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
 ];
 
 /// The supported version range of an API, if it is implemented at all.
@@ -74,6 +83,8 @@ mod tests {
         assert_eq!(*buf.last().unwrap(), 0);
         assert!(is_supported(ApiKey::Fetch, 13));
         assert!(!is_supported(ApiKey::Fetch, 3));
-        assert!(!is_supported(ApiKey::JoinGroup, 0));
+        assert!(is_supported(ApiKey::JoinGroup, 0));
+        assert!(!is_supported(ApiKey::OffsetCommit, 9));
+        assert!(!is_supported(ApiKey::DescribeGroups, 0));
     }
 }

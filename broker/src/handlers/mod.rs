@@ -19,6 +19,7 @@ use kafscale_codec::request::{
 };
 use tracing::{info, warn};
 
+use crate::groups;
 use crate::shard::Shard;
 
 /// What the connection does after a request.
@@ -53,6 +54,12 @@ pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcom
     };
     let (api, version, correlation_id) = (req.api, req.version, req.correlation_id());
     let client_id = req.header.client_id.clone();
+    let client = || {
+        client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default()
+    };
     let response = match req.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id::handle(r)),
@@ -76,6 +83,27 @@ pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcom
         }
         RequestKind::DeleteTopics(r) => {
             ResponseKind::DeleteTopics(topics::delete(shard, r, version).await)
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator::handle(shard, r, version))
+        }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(
+            groups::join::handle(shard, r, version, client(), format!("/{peer}")).await,
+        ),
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(groups::sync::handle(shard, r, version).await)
+        }
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(groups::heartbeat::handle(shard, r).await)
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(groups::leave::handle(shard, r, version).await)
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(groups::offset_commit::handle(shard, r, version).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(groups::offset_fetch::handle(shard, r, version).await)
         }
         _ => {
             // decode_request only admits APIs from the version table, all handled above.

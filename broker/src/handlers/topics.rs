@@ -178,6 +178,9 @@ async fn delete_one(sh: &Rc<Shard>, name: String) -> i16 {
     match sh.io.run(async move { meta.delete_topic(&n).await }).await {
         Ok(Ok(_)) | Ok(Err(MetaError::UnknownTopic(_))) => {
             info!(topic = %name, objects = count, "topic deleted");
+            let n = name.clone();
+            sh.on_all(move |s| crate::groups::forget_topic(s, n.clone()))
+                .await;
             NONE
         }
         Ok(Err(e)) => {

@@ -1,26 +1,228 @@
-//! The embedded metadata store: one JSON document in the data directory, replaced
-//! atomically (write, fsync, rename, fsync the directory) on every change. It is
-//! for a single broker; clusters use etcd.
+//! The embedded metadata store, for a single broker (clusters use etcd).
+//!
+//! Topics: one JSON document, `metadata.json`, replaced atomically (write, fsync,
+//! rename, fsync the directory) on every change.
+//!
+//! Groups: two small files per group under `groups/`, `{name}.meta.json` (members,
+//! generation, assignment) and `{name}.offsets.json` (every committed offset of the
+//! group), each replaced atomically the same way. A commit rewrites only its own
+//! group's offsets, so the cost of a commit grows with the group's partitions, not
+//! with the number of groups. Writes of one group are serialised; different groups
+//! write in parallel.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::{ClusterState, MetaError, MetadataStore, TopicMeta};
+use super::{
+    ClusterState, GroupMeta, MetaError, MetadataStore, OffsetMeta, StoredGroup, TopicMeta,
+};
 
 pub struct EmbeddedStore {
     path: PathBuf,
+    groups_dir: PathBuf,
     // Serialises read-modify-write cycles of the file; only metadata changes take it.
     lock: Mutex<()>,
+    /// Per group: its committed offsets as on disk (filled on first use), behind a
+    /// lock that serialises that group's file writes.
+    groups: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<OffsetsFile>>>>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct OffsetsFile {
+    group_id: String,
+    offsets: Vec<StoredOffset>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredOffset {
+    topic: String,
+    partition: i32,
+    #[serde(flatten)]
+    meta: OffsetMeta,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MetaFile {
+    group_id: String,
+    meta: GroupMeta,
+}
+
+const META_SUFFIX: &str = ".meta.json";
+const OFFSETS_SUFFIX: &str = ".offsets.json";
+
+/// A file-name-safe, unique stem for a group id: safe bytes kept, others as `%XX`,
+/// and long ids shortened with a hash. The files also hold the real id, so the name
+/// never has to be decoded.
+fn file_stem(group: &str) -> String {
+    let mut s = String::new();
+    for b in group.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if s.len() > 160 {
+        let h1 = crc32c::crc32c(group.as_bytes());
+        let h2 = crc32c::crc32c_append(0x9e37_79b9, group.as_bytes());
+        s.truncate(120);
+        s.push_str(&format!("~{h1:08x}{h2:08x}"));
+    }
+    // A leading '%' or '-' is fine for the file system; an empty id needs a name.
+    format!("g{s}")
+}
+
+/// Writes `body` to `path` atomically and durably: a crash leaves the old or the new
+/// content, never a mix, and the new content is on disk when this returns.
+fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    sync_parent(path)
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+fn remove_if_exists(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn corrupt(path: &Path, e: impl std::fmt::Display) -> MetaError {
+    MetaError::Corrupt(format!("{}: {e}", path.display()))
+}
+
+/// Runs blocking file work off the I/O runtime's async threads, so an fsync does not
+/// hold up object-store calls.
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, MetaError> + Send + 'static,
+) -> Result<R, MetaError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| MetaError::Io(std::io::Error::other(e.to_string())))?
 }
 
 impl EmbeddedStore {
     pub fn open(dir: &Path) -> Result<Self, MetaError> {
         std::fs::create_dir_all(dir)?;
+        let groups_dir = dir.join("groups");
+        std::fs::create_dir_all(&groups_dir)?;
         Ok(EmbeddedStore {
             path: dir.join("metadata.json"),
+            groups_dir,
             lock: Mutex::new(()),
+            groups: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    fn group_slot(&self, group: &str) -> Arc<Mutex<Option<OffsetsFile>>> {
+        let mut g = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        g.entry(group.to_string()).or_default().clone()
+    }
+
+    fn group_path(&self, group: &str, suffix: &str) -> PathBuf {
+        self.groups_dir
+            .join(format!("{}{suffix}", file_stem(group)))
+    }
+
+    fn read_offsets(path: &Path, group: &str) -> Result<OffsetsFile, MetaError> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| corrupt(path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(OffsetsFile {
+                group_id: group.to_string(),
+                offsets: Vec::new(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Applies `change` to a group's offsets and rewrites its offsets file; the
+    /// cache follows the file, also when the write fails.
+    async fn update_offsets(
+        &self,
+        group: &str,
+        change: impl FnOnce(&mut BTreeMap<(String, i32), OffsetMeta>),
+    ) -> Result<(), MetaError> {
+        let slot = self.group_slot(group);
+        let mut cached = slot.lock().await;
+        let path = self.group_path(group, OFFSETS_SUFFIX);
+        let file = match cached.take() {
+            Some(f) => f,
+            None => {
+                let (p, g) = (path.clone(), group.to_string());
+                blocking(move || Self::read_offsets(&p, &g)).await?
+            }
+        };
+        let before = file.clone();
+        let mut all: BTreeMap<(String, i32), OffsetMeta> = file
+            .offsets
+            .into_iter()
+            .map(|o| ((o.topic, o.partition), o.meta))
+            .collect();
+        change(&mut all);
+        let next = OffsetsFile {
+            group_id: file.group_id,
+            offsets: all
+                .into_iter()
+                .map(|((topic, partition), meta)| StoredOffset {
+                    topic,
+                    partition,
+                    meta,
+                })
+                .collect(),
+        };
+        let body = serde_json::to_vec(&next).map_err(|e| corrupt(&path, e))?;
+        let res = blocking(move || Ok(write_atomic(&path, &body)?)).await;
+        *cached = Some(if res.is_ok() { next } else { before });
+        res
+    }
+
+    fn load_groups_blocking(dir: &Path) -> Result<Vec<StoredGroup>, MetaError> {
+        let mut groups: BTreeMap<String, StoredGroup> = BTreeMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.ends_with(".tmp") {
+                // A write the process did not finish: the previous file is intact.
+                remove_if_exists(&path)?;
+            } else if name.ends_with(META_SUFFIX) {
+                let f: MetaFile = serde_json::from_slice(&std::fs::read(&path)?)
+                    .map_err(|e| corrupt(&path, e))?;
+                let g = groups.entry(f.group_id.clone()).or_default();
+                g.group_id = f.group_id;
+                g.meta = Some(f.meta);
+            } else if name.ends_with(OFFSETS_SUFFIX) {
+                let f: OffsetsFile = serde_json::from_slice(&std::fs::read(&path)?)
+                    .map_err(|e| corrupt(&path, e))?;
+                let g = groups.entry(f.group_id.clone()).or_default();
+                g.group_id = f.group_id;
+                g.offsets = f
+                    .offsets
+                    .into_iter()
+                    .map(|o| (o.topic, o.partition, o.meta))
+                    .collect();
+            }
+        }
+        Ok(groups.into_values().collect())
     }
 
     fn read(&self) -> Result<ClusterState, MetaError> {
@@ -92,6 +294,57 @@ impl MetadataStore for EmbeddedStore {
         )
         .await
     }
+
+    async fn load_groups(&self) -> Result<Vec<StoredGroup>, MetaError> {
+        let dir = self.groups_dir.clone();
+        blocking(move || Self::load_groups_blocking(&dir)).await
+    }
+
+    async fn put_group(&self, group: &str, meta: GroupMeta) -> Result<(), MetaError> {
+        let slot = self.group_slot(group);
+        let _g = slot.lock().await;
+        let path = self.group_path(group, META_SUFFIX);
+        let body = serde_json::to_vec(&MetaFile {
+            group_id: group.to_string(),
+            meta,
+        })
+        .map_err(|e| corrupt(&path, e))?;
+        blocking(move || Ok(write_atomic(&path, &body)?)).await
+    }
+
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<(String, i32, OffsetMeta)>,
+    ) -> Result<(), MetaError> {
+        self.update_offsets(group, move |all| {
+            for (topic, partition, meta) in offsets {
+                all.insert((topic, partition), meta);
+            }
+        })
+        .await
+    }
+
+    async fn delete_topic_offsets(&self, group: &str, topic: &str) -> Result<(), MetaError> {
+        let topic = topic.to_string();
+        self.update_offsets(group, move |all| all.retain(|(t, _), _| *t != topic))
+            .await
+    }
+
+    async fn delete_group(&self, group: &str) -> Result<(), MetaError> {
+        let slot = self.group_slot(group);
+        let mut cached = slot.lock().await;
+        let meta = self.group_path(group, META_SUFFIX);
+        let offsets = self.group_path(group, OFFSETS_SUFFIX);
+        blocking(move || {
+            remove_if_exists(&meta)?;
+            remove_if_exists(&offsets)?;
+            Ok(sync_parent(&meta)?)
+        })
+        .await?;
+        *cached = None;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -127,5 +380,88 @@ mod tests {
             .topics
             .is_empty());
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    fn om(offset: i64, metadata: &str) -> OffsetMeta {
+        OffsetMeta {
+            offset,
+            leader_epoch: -1,
+            metadata: Some(metadata.into()),
+            commit_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn groups_and_offsets_survive_reopen() {
+        let dir = std::env::temp_dir().join(format!("kafscale-meta-{}", uuid::Uuid::new_v4()));
+        let s = EmbeddedStore::open(&dir).unwrap();
+        let odd = "a/b..c d";
+        s.commit_offsets(
+            odd,
+            vec![("t".into(), 0, om(5, "m0")), ("t".into(), 1, om(7, ""))],
+        )
+        .await
+        .unwrap();
+        s.commit_offsets(odd, vec![("t".into(), 0, om(9, "m1"))])
+            .await
+            .unwrap();
+        let meta = GroupMeta {
+            protocol_type: "consumer".into(),
+            protocol: Some("range".into()),
+            generation: 3,
+            leader: Some("m-1".into()),
+            members: vec![crate::metadata::StoredMember {
+                member_id: "m-1".into(),
+                instance_id: Some("i1".into()),
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                session_timeout_ms: 6000,
+                rebalance_timeout_ms: 6000,
+                subscription: vec![0, 1, 2],
+                assignment: vec![3, 4, 255],
+            }],
+        };
+        s.put_group("g2", meta.clone()).await.unwrap();
+        s.commit_offsets("gone", vec![("t".into(), 0, om(1, ""))])
+            .await
+            .unwrap();
+        s.delete_group("gone").await.unwrap();
+        let long = "x".repeat(300);
+        s.commit_offsets(&long, vec![("t".into(), 0, om(2, ""))])
+            .await
+            .unwrap();
+
+        let s2 = EmbeddedStore::open(&dir).unwrap();
+        let groups = s2.load_groups().await.unwrap();
+        let by: HashMap<_, _> = groups.iter().map(|g| (g.group_id.as_str(), g)).collect();
+        assert_eq!(by.len(), 3, "{groups:?}");
+        assert_eq!(
+            by[odd].offsets,
+            vec![("t".into(), 0, om(9, "m1")), ("t".into(), 1, om(7, ""))]
+        );
+        assert_eq!(by["g2"].meta.as_ref(), Some(&meta));
+        assert_eq!(by[long.as_str()].offsets.len(), 1);
+        // A commit after reopening merges with what is on disk.
+        s2.commit_offsets(odd, vec![("u".into(), 0, om(1, ""))])
+            .await
+            .unwrap();
+        let again = EmbeddedStore::open(&dir)
+            .unwrap()
+            .load_groups()
+            .await
+            .unwrap();
+        let g = again.iter().find(|g| g.group_id == odd).unwrap();
+        assert_eq!(g.offsets.len(), 3);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn file_stems_are_safe_and_distinct() {
+        assert_eq!(file_stem(""), "g");
+        assert_eq!(file_stem("a/b"), "ga%2Fb");
+        assert_ne!(file_stem("a.b"), file_stem("a%2Eb"));
+        let a = file_stem(&format!("{}a", "x".repeat(300)));
+        let b = file_stem(&format!("{}b", "x".repeat(300)));
+        assert!(a.len() < 200 && a != b);
     }
 }

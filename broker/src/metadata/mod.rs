@@ -1,4 +1,5 @@
-//! Cluster metadata: topics, their ids, partition counts and configs.
+//! Cluster metadata: topics, their ids, partition counts and configs; consumer
+//! groups and their committed offsets.
 //!
 //! `MetadataStore` is the durable home of that state; `Cluster` is the immutable
 //! snapshot each shard reads without locks (swapped as a whole on change).
@@ -27,6 +28,114 @@ pub struct ClusterState {
     pub topics: Vec<TopicMeta>,
 }
 
+/// A committed offset as stored (etcd: `/kafscale/consumers/{group}/offsets/{topic}/{partition}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OffsetMeta {
+    pub offset: i64,
+    /// The leader epoch the client sent with the commit (-1 when none).
+    #[serde(default = "minus_one")]
+    pub leader_epoch: i32,
+    #[serde(default)]
+    pub metadata: Option<String>,
+    /// Milliseconds since the epoch when the commit was stored.
+    #[serde(default)]
+    pub commit_ms: i64,
+}
+
+fn minus_one() -> i32 {
+    -1
+}
+
+/// One member of a group as stored, so that static members survive a restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredMember {
+    pub member_id: String,
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default)]
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    /// The member's subscription for the selected protocol (opaque to the broker).
+    #[serde(default, with = "b64")]
+    pub subscription: Vec<u8>,
+    /// The leader's assignment for this member, handed out verbatim.
+    #[serde(default, with = "b64")]
+    pub assignment: Vec<u8>,
+}
+
+/// Group metadata as stored (etcd: `/kafscale/consumers/{group}/metadata`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GroupMeta {
+    pub protocol_type: String,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    pub generation: i32,
+    #[serde(default)]
+    pub leader: Option<String>,
+    #[serde(default)]
+    pub members: Vec<StoredMember>,
+}
+
+/// Everything stored about one group.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredGroup {
+    pub group_id: String,
+    pub meta: Option<GroupMeta>,
+    pub offsets: Vec<(String, i32, OffsetMeta)>,
+}
+
+/// Byte strings as base64 in JSON documents, so they stay small and readable.
+mod b64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    pub fn encode(b: &[u8]) -> String {
+        let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+        for chunk in b.chunks(3) {
+            let n = (chunk[0] as u32) << 16
+                | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+                | *chunk.get(2).unwrap_or(&0) as u32;
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    pub fn decode(s: &str) -> Option<Vec<u8>> {
+        let s = s.trim_end_matches('=');
+        let mut out = Vec::with_capacity(s.len() * 3 / 4);
+        let (mut acc, mut bits) = (0u32, 0u32);
+        for c in s.bytes() {
+            let v = ALPHABET.iter().position(|&a| a == c)? as u32;
+            acc = acc << 6 | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits & 0xff) as u8);
+            }
+        }
+        Some(out)
+    }
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        decode(&s).ok_or_else(|| serde::de::Error::custom("invalid base64"))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     #[error("topic {0} already exists")]
@@ -40,12 +149,30 @@ pub enum MetaError {
 }
 
 /// Durable metadata. Implementations: the embedded file store (single broker) and,
-/// later, etcd. Calls run on the I/O runtime, so futures are `Send`.
+/// later, etcd. Calls run on the I/O runtime, so futures are `Send`. Every method
+/// returns only once its change is durable.
+///
+/// The group methods are coarse on purpose: one call per Kafka request, so that an
+/// etcd implementation can make each one a single transaction.
 #[async_trait::async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     async fn load(&self) -> Result<ClusterState, MetaError>;
     async fn create_topic(&self, topic: TopicMeta) -> Result<(), MetaError>;
     async fn delete_topic(&self, name: &str) -> Result<TopicMeta, MetaError>;
+    /// Every stored group with its metadata and committed offsets.
+    async fn load_groups(&self) -> Result<Vec<StoredGroup>, MetaError>;
+    /// Replaces a group's metadata (members, generation, assignment).
+    async fn put_group(&self, group: &str, meta: GroupMeta) -> Result<(), MetaError>;
+    /// Stores committed offsets of a group, replacing earlier commits of the same partitions.
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<(String, i32, OffsetMeta)>,
+    ) -> Result<(), MetaError>;
+    /// Removes a group's committed offsets of one topic (the topic was deleted).
+    async fn delete_topic_offsets(&self, group: &str, topic: &str) -> Result<(), MetaError>;
+    /// Removes a group: its metadata and all its offsets.
+    async fn delete_group(&self, group: &str) -> Result<(), MetaError>;
 }
 
 /// Immutable view of the cluster, shared by `Arc` and replaced as a whole.
@@ -128,6 +255,17 @@ mod tests {
         assert!(!valid_topic_name(".."));
         assert!(!valid_topic_name("a/b"));
         assert!(!valid_topic_name(&"x".repeat(250)));
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        for n in 0..10u8 {
+            let b: Vec<u8> = (0..n).map(|i| i.wrapping_mul(97)).collect();
+            assert_eq!(b64::decode(&b64::encode(&b)).as_deref(), Some(&b[..]));
+        }
+        assert_eq!(b64::encode(b"Man"), "TWFu");
+        assert_eq!(b64::encode(b"Ma"), "TWE=");
+        assert!(b64::decode("T!").is_none());
     }
 
     #[test]

@@ -1,0 +1,55 @@
+//! FindCoordinator: this broker coordinates every group (one broker; its shards
+//! split the groups among themselves internally). v4 looks up a batch of keys.
+//! Transactions are a non-goal, so a transaction key gets the same refusal as
+//! InitProducerId with a transactional id.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::errors::{INVALID_REQUEST, NONE, TRANSACTIONAL_ID_AUTHORIZATION_FAILED};
+use crate::shard::Shard;
+
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+pub fn handle(
+    shard: &Rc<Shard>,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let cluster = shard.cluster();
+    let answer = |key: &StrBytes| -> Coordinator {
+        let mut c = Coordinator::default();
+        c.key = key.clone();
+        let error = match req.key_type {
+            KEY_TYPE_GROUP if key.is_empty() => INVALID_REQUEST,
+            KEY_TYPE_GROUP => NONE,
+            KEY_TYPE_TRANSACTION => TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            _ => INVALID_REQUEST,
+        };
+        c.error_code = error;
+        if error == NONE {
+            c.node_id = BrokerId(cluster.broker_id);
+            c.host = StrBytes::from_string(cluster.host.clone());
+            c.port = cluster.port;
+        } else {
+            c.node_id = BrokerId(-1);
+            c.port = -1;
+        }
+        c
+    };
+    let mut resp = FindCoordinatorResponse::default();
+    if version >= 4 {
+        resp.coordinators = req.coordinator_keys.iter().map(answer).collect();
+    } else {
+        let c = answer(&req.key);
+        resp.error_code = c.error_code;
+        resp.node_id = c.node_id;
+        resp.host = c.host;
+        resp.port = c.port;
+    }
+    resp
+}

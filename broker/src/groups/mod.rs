@@ -1,0 +1,267 @@
+//! Consumer groups (classic protocol) and committed offsets.
+//!
+//! Each group lives on one shard, `placement::group_shard(group)`. The connection's
+//! shard decodes a request and forwards it there with `Shard::on`; the owner runs the
+//! state machine (`coordinator.rs`) on its own `RefCell` state, with no locks, and
+//! never holds a borrow across an `.await`. One file per API: `find_coordinator.rs`,
+//! `join.rs`, `sync.rs`, `heartbeat.rs`, `leave.rs`, `offset_commit.rs`,
+//! `offset_fetch.rs`.
+//!
+//! Timers: a group arms one timer task on its shard for its earliest deadline
+//! (`Group::next_deadline`: a session, a pending member id, the initial delay or
+//! the rebalance timeout) and re-arms it after every change; nothing polls.
+//!
+//! Persistence: group metadata is written in the background after each change
+//! (latest state wins, one write at a time per group); committed offsets are
+//! answered only once the store has them durably.
+
+pub mod coordinator;
+pub mod error;
+pub mod find_coordinator;
+pub mod heartbeat;
+pub mod join;
+pub mod leave;
+pub mod offset_commit;
+pub mod offset_fetch;
+pub mod sync;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use crate::metadata::{OffsetMeta, StoredGroup};
+use crate::placement::group_shard;
+use crate::runtime::{sleep, spawn_detached};
+use crate::shard::Shard;
+use coordinator::{Group, GroupConfig};
+use error::GroupError;
+
+/// One group on its owning shard.
+pub struct GroupSlot {
+    pub id: String,
+    pub group: RefCell<Group>,
+    pub offsets: RefCell<HashMap<(String, i32), OffsetMeta>>,
+    /// Serialises the group's store writes (offset commits and metadata), so that a
+    /// commit is never overtaken by an older write of the same group.
+    pub(crate) write_lock: futures::lock::Mutex<()>,
+    timer_at: Cell<Option<Instant>>,
+    writer_running: Cell<bool>,
+    meta_dirty: Cell<bool>,
+}
+
+impl GroupSlot {
+    fn new(group: Group) -> Self {
+        GroupSlot {
+            id: group.id.clone(),
+            group: RefCell::new(group),
+            offsets: RefCell::new(HashMap::new()),
+            write_lock: futures::lock::Mutex::new(()),
+            timer_at: Cell::new(None),
+            writer_running: Cell::new(false),
+            meta_dirty: Cell::new(false),
+        }
+    }
+}
+
+/// The groups a shard owns.
+#[derive(Default)]
+pub struct Groups {
+    slots: RefCell<HashMap<String, Rc<GroupSlot>>>,
+    /// Background metadata writes in flight, waited for at shutdown.
+    pub(crate) writes_in_flight: Cell<usize>,
+}
+
+impl Groups {
+    /// The shard's share of the stored groups.
+    pub fn restore(stored: Vec<StoredGroup>, now: Instant) -> Self {
+        let groups = Groups::default();
+        for sg in stored {
+            let group = match sg.meta {
+                Some(meta) => Group::from_stored(&sg.group_id, meta, now),
+                None => Group::new(&sg.group_id),
+            };
+            let slot = GroupSlot::new(group);
+            *slot.offsets.borrow_mut() = sg
+                .offsets
+                .into_iter()
+                .map(|(t, p, o)| ((t, p), o))
+                .collect();
+            groups.slots.borrow_mut().insert(sg.group_id, Rc::new(slot));
+        }
+        groups
+    }
+
+    pub fn get(&self, id: &str) -> Option<Rc<GroupSlot>> {
+        self.slots.borrow().get(id).cloned()
+    }
+
+    pub fn get_or_create(&self, id: &str) -> Rc<GroupSlot> {
+        self.slots
+            .borrow_mut()
+            .entry(id.to_string())
+            .or_insert_with(|| Rc::new(GroupSlot::new(Group::new(id))))
+            .clone()
+    }
+
+    /// Starts the timers of restored groups (their static members' sessions).
+    pub fn start(shard: &Rc<Shard>) {
+        let slots: Vec<Rc<GroupSlot>> = shard.groups.slots.borrow().values().cloned().collect();
+        for slot in slots {
+            settle(shard, &slot);
+        }
+    }
+}
+
+/// At shutdown: members waiting on a rebalance are told to look for the
+/// coordinator again (NOT_COORDINATOR) rather than held until the process exits.
+pub fn release_all(shard: &Shard) {
+    let slots: Vec<Rc<GroupSlot>> = shard.groups.slots.borrow().values().cloned().collect();
+    for slot in slots {
+        slot.group
+            .borrow_mut()
+            .release_waiters(GroupError::NotCoordinator);
+    }
+}
+
+pub fn config(shard: &Shard) -> GroupConfig {
+    GroupConfig {
+        initial_rebalance_delay: Duration::from_millis(shard.cfg.group_initial_rebalance_delay_ms),
+        min_session_timeout_ms: shard.cfg.group_min_session_timeout_ms,
+        max_session_timeout_ms: shard.cfg.group_max_session_timeout_ms,
+    }
+}
+
+/// Runs `f` on the shard that owns `group`.
+pub async fn on_owner<R, F, Fut>(shard: &Rc<Shard>, group: &str, f: F) -> Result<R, GroupError>
+where
+    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+    R: Send + 'static,
+{
+    shard
+        .on(group_shard(group, shard.count), f)
+        .await
+        .map_err(|_| GroupError::CoordinatorNotAvailable)
+}
+
+/// After any change to a group: persist it if its stored form changed, and make
+/// sure a timer is armed for its next deadline.
+pub fn settle(shard: &Rc<Shard>, slot: &Rc<GroupSlot>) {
+    if slot.group.borrow_mut().take_dirty() {
+        slot.meta_dirty.set(true);
+        if !slot.writer_running.get() {
+            slot.writer_running.set(true);
+            shard
+                .groups
+                .writes_in_flight
+                .set(shard.groups.writes_in_flight.get() + 1);
+            spawn_detached(write_meta(shard.clone(), slot.clone()));
+        }
+    }
+    let Some(deadline) = slot.group.borrow().next_deadline() else {
+        return;
+    };
+    if slot.timer_at.get().is_some_and(|t| t <= deadline) {
+        return;
+    }
+    slot.timer_at.set(Some(deadline));
+    let (shard, slot) = (shard.clone(), slot.clone());
+    spawn_detached(async move {
+        sleep(deadline.saturating_duration_since(Instant::now())).await;
+        // A later change armed an earlier timer, which has taken over.
+        if slot.timer_at.get() != Some(deadline) {
+            return;
+        }
+        slot.timer_at.set(None);
+        slot.group.borrow_mut().expire(Instant::now());
+        settle(&shard, &slot);
+    });
+}
+
+/// Writes the group's metadata until the stored form is the latest one. Every write
+/// takes the state at that moment, so a burst of changes costs one or two writes.
+async fn write_meta(shard: Rc<Shard>, slot: Rc<GroupSlot>) {
+    let mut backoff = Duration::from_millis(50);
+    while slot.meta_dirty.replace(false) {
+        let _w = slot.write_lock.lock().await;
+        let (meta, forget) = {
+            let g = slot.group.borrow();
+            (
+                g.to_meta(),
+                g.is_empty() && slot.offsets.borrow().is_empty(),
+            )
+        };
+        let store = shard.meta.clone();
+        let id = slot.id.clone();
+        let res = shard
+            .io
+            .run(async move {
+                if forget {
+                    // No members and no offsets: nothing worth keeping on disk.
+                    store.delete_group(&id).await
+                } else {
+                    store.put_group(&id, meta).await
+                }
+            })
+            .await;
+        match res {
+            Ok(Ok(())) => backoff = Duration::from_millis(50),
+            Ok(Err(e)) => {
+                warn!(group = %slot.id, error = %e, "storing group metadata failed; retrying");
+                slot.meta_dirty.set(true);
+                sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                warn!(group = %slot.id, error = %e, "storing group metadata failed");
+                break;
+            }
+        }
+    }
+    slot.writer_running.set(false);
+    shard
+        .groups
+        .writes_in_flight
+        .set(shard.groups.writes_in_flight.get().saturating_sub(1));
+}
+
+/// Drops every group's committed offsets of a deleted topic on this shard, so
+/// that a topic re-created under the same name starts without them (as in Kafka).
+pub async fn forget_topic(shard: Rc<Shard>, topic: String) {
+    let slots: Vec<Rc<GroupSlot>> = shard.groups.slots.borrow().values().cloned().collect();
+    for slot in slots {
+        let has = slot.offsets.borrow().keys().any(|(t, _)| *t == topic);
+        if !has {
+            continue;
+        }
+        let _w = slot.write_lock.lock().await;
+        let store = shard.meta.clone();
+        let (g, t) = (slot.id.clone(), topic.clone());
+        match shard
+            .io
+            .run(async move { store.delete_topic_offsets(&g, &t).await })
+            .await
+        {
+            Ok(Ok(())) => slot.offsets.borrow_mut().retain(|(t, _), _| *t != topic),
+            Ok(Err(e)) => {
+                warn!(group = %slot.id, topic, error = %e, "removing offsets of a deleted topic failed")
+            }
+            Err(e) => {
+                warn!(group = %slot.id, topic, error = %e, "removing offsets of a deleted topic failed")
+            }
+        }
+    }
+}
+
+/// A non-empty group id, as JoinGroup, SyncGroup, Heartbeat and LeaveGroup require.
+pub fn check_group_id(id: &str) -> Result<(), GroupError> {
+    if id.is_empty() {
+        Err(GroupError::InvalidGroupId)
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,186 @@
+//! OffsetCommit v2-v8: validated against the group on its shard (member, generation,
+//! fencing), written to the metadata store, and answered only once durable.
+
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, TopicName};
+use tracing::warn;
+
+use super::error::GroupError;
+use super::{on_owner, settle};
+use crate::metadata::OffsetMeta;
+use crate::shard::Shard;
+
+/// One partition's commit as it crosses to the group's shard.
+struct Item {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<String>,
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
+    let group = req.group_id.0.to_string();
+    let member_id = req.member_id.to_string();
+    let instance = req
+        .group_instance_id
+        .as_ref()
+        .map(|s| s.to_string())
+        .filter(|s| !s.is_empty());
+    let generation = req.generation_id_or_member_epoch;
+    let mut shape: Vec<(TopicName, Vec<i32>)> = Vec::new();
+    let mut items = Vec::new();
+    for t in req.topics {
+        shape.push((
+            t.name.clone(),
+            t.partitions.iter().map(|p| p.partition_index).collect(),
+        ));
+        for p in t.partitions {
+            items.push(Item {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata: p.committed_metadata.map(|m| m.to_string()),
+            });
+        }
+    }
+    let n = items.len();
+    let results = on_owner(shard, &group.clone(), move |sh| async move {
+        commit(
+            &sh,
+            &group,
+            &member_id,
+            instance.as_deref(),
+            generation,
+            items,
+        )
+        .await
+    })
+    .await
+    .unwrap_or_else(|e| vec![Err(e); n]);
+    let mut resp = OffsetCommitResponse::default();
+    let mut it = results.into_iter();
+    for (name, partitions) in shape {
+        let mut t = OffsetCommitResponseTopic::default();
+        t.name = name;
+        t.partitions = partitions
+            .into_iter()
+            .map(|index| {
+                let mut p = OffsetCommitResponsePartition::default();
+                p.partition_index = index;
+                p.error_code = match it.next() {
+                    Some(Ok(())) => 0,
+                    Some(Err(e)) => e.code(),
+                    None => GroupError::CoordinatorNotAvailable.code(),
+                };
+                p
+            })
+            .collect();
+        resp.topics.push(t);
+    }
+    resp
+}
+
+/// Runs on the group's shard. One result per item, in order.
+async fn commit(
+    shard: &Rc<Shard>,
+    group: &str,
+    member_id: &str,
+    instance: Option<&str>,
+    generation: i32,
+    items: Vec<Item>,
+) -> Vec<Result<(), GroupError>> {
+    let n = items.len();
+    let slot = match shard.groups.get(group) {
+        Some(s) => s,
+        // A consumer that assigns partitions itself commits to a group nobody joined.
+        None if generation < 0 && member_id.is_empty() && instance.is_none() => {
+            shard.groups.get_or_create(group)
+        }
+        // A member of a generation this coordinator does not know.
+        None => return vec![Err(GroupError::IllegalGeneration); n],
+    };
+    let _w = slot.write_lock.lock().await;
+    let checked =
+        slot.group
+            .borrow_mut()
+            .validate_commit(member_id, instance, generation, Instant::now());
+    settle(shard, &slot);
+    if let Err(e) = checked {
+        return vec![Err(e); n];
+    }
+    let cluster = shard.cluster();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let max_meta = shard.cfg.offset_metadata_max_bytes;
+    let mut results = Vec::with_capacity(n);
+    let mut accepted = Vec::new();
+    for it in items {
+        let known = cluster
+            .topic(&it.topic)
+            .is_some_and(|t| it.partition >= 0 && it.partition < t.partitions);
+        if !known {
+            results.push(Err(GroupError::UnknownTopicOrPartition));
+        } else if it.metadata.as_ref().is_some_and(|m| m.len() > max_meta) {
+            results.push(Err(GroupError::OffsetMetadataTooLarge));
+        } else {
+            results.push(Ok(()));
+            accepted.push((
+                it.topic,
+                it.partition,
+                OffsetMeta {
+                    offset: it.offset,
+                    leader_epoch: it.leader_epoch,
+                    metadata: it.metadata,
+                    commit_ms: now_ms,
+                },
+            ));
+        }
+    }
+    if accepted.is_empty() {
+        return results;
+    }
+    let store = shard.meta.clone();
+    let (g, batch) = (group.to_string(), accepted.clone());
+    let stored = shard
+        .io
+        .run(async move { store.commit_offsets(&g, batch).await })
+        .await;
+    match stored {
+        Ok(Ok(())) => {
+            let mut offsets = slot.offsets.borrow_mut();
+            for (t, p, o) in accepted {
+                offsets.insert((t, p), o);
+            }
+            results
+        }
+        failed => {
+            let reason = match failed {
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+                Ok(Ok(())) => String::new(),
+            };
+            warn!(group, error = %reason, "storing committed offsets failed");
+            results
+                .into_iter()
+                .map(|r| r.and(Err(GroupError::CoordinatorNotAvailable)))
+                .collect()
+        }
+    }
+}

@@ -20,8 +20,10 @@ tools: ## Install the test tools into .venv/ and .tools/ (and kcat)
 
 test: tools test-unit test-e2e ## Everything: unit tests, then end-to-end tests with real clients
 
+# Release profile: the tests then reuse the dependencies `make build` compiled (a cold
+# machine compiles them once, not twice) and exercise the code as it ships.
 test-unit: ## Rust unit and crate tests
-	@if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-tests=pass; else cargo test --workspace; fi
+	@if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --release --workspace --no-tests=pass; else cargo test --release --workspace; fi
 
 test-e2e: build ## End-to-end tests against the release broker (make tools first)
 	KAFSCALE_BROKER_BIN=$(BROKER) $(PY) -m pytest -q tests

@@ -52,6 +52,9 @@ pub async fn shard_main(boot: ShardBoot) {
     let shard = Rc::new(Shard::new(id, count, &shared, tx, cluster, groups));
     rx.serve(shard.clone());
     Groups::start(&shard);
+    if id == crate::placement::METADATA_SHARD {
+        crate::handlers::topics::follow_store(&shard);
+    }
     let listener = match bind(addr) {
         Ok(l) => l,
         Err(e) => {

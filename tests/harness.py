@@ -235,6 +235,11 @@ class EtcdServer:
     def get(self, key):
         return self.get_prefix(key).get(key)
 
+    def put(self, key, value: bytes):
+        """Writes a binary value (etcdctl reads it from standard input)."""
+        subprocess.run([str(self.bin / "etcdctl"), "--endpoints", self.endpoint, "--command-timeout=5s",
+                        "put", key], input=value, capture_output=True, check=True)
+
     def broker_env(self):
         return {"KAFSCALE_ETCD_ENDPOINTS": self.endpoint, "KAFSCALE_ETCD_TIMEOUT_MS": "2000"}
 
@@ -277,3 +282,30 @@ def pb_fields(data):
             raise ValueError(f"wire type {wire}")
         out.setdefault(num, []).append(v)
     return out
+
+
+def pb_encode(fields):
+    """The inverse of pb_fields for varints and length-delimited values:
+    {field number: [int or bytes, ...]} to protobuf bytes (what an operator
+    tool would write)."""
+    out = bytearray()
+
+    def varint(v):
+        v &= (1 << 64) - 1
+        while True:
+            b = v & 0x7F
+            v >>= 7
+            out.append(b | (0x80 if v else 0))
+            if not v:
+                return
+
+    for num in sorted(fields):
+        for v in fields[num]:
+            if isinstance(v, int):
+                varint(num << 3)
+                varint(v)
+            else:
+                varint(num << 3 | 2)
+                varint(len(v))
+                out.extend(v)
+    return bytes(out)

@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from clients import consume_all, create_topic, produce
-from harness import pb_fields
+from harness import pb_encode, pb_fields
 
 GROUP_ENV = {"KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS": "300"}
 CK_CONF = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 100,
@@ -126,6 +126,21 @@ def test_two_brokers_see_each_others_topics_without_restart(make_broker, etcd):
     delivered, errors = produce(b2.bootstrap, "shared", [(None, f"x{i}".encode(), None, i % 4) for i in range(40)])
     assert not errors and len(delivered) == 40
     assert len(consume_all(b2.bootstrap, "shared", 4, 40)) == 40
+
+    # An operator raises the partition count in the snapshot: both brokers follow.
+    snap = pb_fields(etcd.get("/kafscale/metadata/snapshot"))
+    topics = []
+    for raw in snap[3]:
+        t = pb_fields(raw)
+        if t[1][0] == b"shared":
+            t[3] = [6]
+        topics.append(pb_encode(t))
+    snap[3] = topics
+    etcd.put("/kafscale/metadata/snapshot", pb_encode(snap))
+    for b in (b1, b2):
+        wait_for(lambda: topic_names(b.bootstrap).get("shared") == 6, what="the new partition count")
+    delivered, errors = produce(b1.bootstrap, "shared", [(None, b"in-5", None, 5)])
+    assert not errors and delivered[0][:2] == (5, 0)
 
     # Creating it again on b2 is refused: the store decides, not the local view.
     create_topic(b2.bootstrap, "second", 2)

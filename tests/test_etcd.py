@@ -305,3 +305,39 @@ def test_acks_all_produce_waits_out_an_etcd_outage(make_broker, etcd):
     assert [v for _p, _o, _k, v, _h in got] == [f"a{i}".encode() for i in range(50)] + [f"b{i}".encode() for i in range(50)]
     assert [o for _p, o, *_ in got] == list(range(100))
     assert partition_next_offsets(etcd, "hw") == {0: 100}
+
+
+def test_auth_with_username_and_password(make_broker, etcd):
+    etcd.ctl("user", "add", "root:rootpw")
+    etcd.ctl("user", "add", "kafscale:s3cr3t")
+    etcd.ctl("role", "add", "kafscale")
+    etcd.ctl("role", "grant-permission", "kafscale", "--prefix=true", "readwrite", "/kafscale/")
+    etcd.ctl("user", "grant-role", "kafscale", "kafscale")
+    etcd.ctl("auth", "enable")
+    env = {**etcd.broker_env(), "KAFSCALE_ETCD_USERNAME": "kafscale", "KAFSCALE_ETCD_PASSWORD": "s3cr3t"}
+    b = make_broker(env=env, shards=1)
+    create_topic(b.bootstrap, "authed", 2)
+    delivered, errors = produce(b.bootstrap, "authed", [(None, b"x", None, 1)])
+    assert not errors and delivered[0][:2] == (1, 0)
+    out = etcd.ctl("--user", "root:rootpw", "get", "/kafscale/topics/authed/partitions/1", "--print-value-only")
+    assert pb_fields(out.rstrip(b"\n"))[2] == [1]
+    # A wrong password stops the broker at start-up with an error, not a hang.
+    bad = make_broker(env={**env, "KAFSCALE_ETCD_PASSWORD": "wrong"}, shards=1, start=False)
+    try:
+        bad.start()
+    except RuntimeError:
+        pass
+    assert not bad.alive()
+    assert "etcd" in bad.log() and "authentication" in bad.log().lower()
+
+
+def test_broker_without_etcd_exits_with_an_error(make_broker, etcd):
+    etcd.stop()
+    b = make_broker(env=etcd.broker_env(), shards=1, start=False)
+    try:
+        b.start()
+    except RuntimeError:
+        pass
+    assert b.proc.wait(timeout=30) != 0
+    log = b.log()
+    assert "loading metadata: metadata store unavailable: etcd" in log or "connecting to etcd" in log, log

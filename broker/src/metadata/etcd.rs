@@ -61,6 +61,8 @@ pub struct BrokerInfo {
 
 pub struct EtcdStore {
     client: Client,
+    /// This broker's id, recorded with its partition-state commits.
+    broker_id: i32,
     timeout: Duration,
     lease_ttl_secs: i64,
     /// Stops the registration task, which then revokes its lease.
@@ -235,6 +237,7 @@ impl EtcdStore {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let store = Arc::new(EtcdStore {
             client,
+            broker_id: broker.id,
             timeout: cfg.timeout,
             lease_ttl_secs: cfg.lease_ttl_secs.max(2),
             stop,
@@ -583,7 +586,7 @@ impl MetadataStore for EtcdHandle {
         let st = pb::PartitionState {
             topic_id: topic_id.as_bytes().to_vec(),
             next_offset,
-            broker_id: 0,
+            broker_id: self.0.broker_id,
             updated_ms: now_ms(),
         };
         let mut c = self.0.client.clone();

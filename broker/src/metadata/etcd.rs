@@ -67,6 +67,8 @@ pub struct EtcdStore {
     lease_ttl_secs: i64,
     /// Stops the registration task, which then revokes its lease.
     stop: tokio::sync::watch::Sender<bool>,
+    /// The registration task, awaited (with the deadline) at shutdown.
+    registration: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 fn now_ms() -> i64 {
@@ -241,8 +243,10 @@ impl EtcdStore {
             timeout: cfg.timeout,
             lease_ttl_secs: cfg.lease_ttl_secs.max(2),
             stop,
+            registration: std::sync::Mutex::new(None),
         });
-        tokio::spawn(store.clone().register(broker, stopped));
+        let task = tokio::spawn(store.clone().register(broker, stopped));
+        *store.registration.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(store)
     }
 
@@ -401,8 +405,15 @@ impl EtcdStore {
     /// Stops the registration and revokes its lease (graceful shutdown).
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        // Give the task a moment to revoke; the lease expires by itself otherwise.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let task = self
+            .registration
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            // Bounded: with etcd away the lease simply expires after its TTL.
+            let _ = tokio::time::timeout(self.timeout * 2, task).await;
+        }
     }
 
     /// Sends every snapshot change after `from` to `tx` until the receiver is gone,

@@ -12,6 +12,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from clients import consume_all, create_topic, produce
 from harness import pb_encode, pb_fields
+from rawkafka import Conn, parse_produce_v3, produce_v3, record_batch
+
+REQUEST_TIMED_OUT = 7
 
 GROUP_ENV = {"KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS": "300"}
 CK_CONF = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 100,
@@ -296,6 +299,20 @@ def test_acks_all_produce_waits_out_an_etcd_outage(make_broker, etcd):
     first, errors = produce(b.bootstrap, "hw", [(None, f"a{i}".encode(), None, 0) for i in range(50)])
     assert not errors
     etcd.stop()
+    # acks=all cannot be answered until the next offset is in etcd: the producer
+    # gets the retriable REQUEST_TIMED_OUT at its timeout (its record stays in the
+    # log and becomes readable once etcd is back, as Kafka's timeouts allow).
+    conn = Conn(b.bootstrap)
+    err, _ = parse_produce_v3(conn.call(produce_v3("hw", 0, record_batch([b"raw"]), timeout_ms=1000)))
+    conn.close()
+    assert err == REQUEST_TIMED_OUT
+    # Admin calls that need etcd fail the same retriable way.
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    try:
+        admin.create_topics([NewTopic("during", 1, 1)])["during"].result(timeout=30)
+        raise AssertionError("created a topic without etcd")
+    except KafkaException as e:
+        assert e.args[0].name() == "REQUEST_TIMED_OUT", e
     result = {}
 
     def run():
@@ -312,10 +329,12 @@ def test_acks_all_produce_waits_out_an_etcd_outage(make_broker, etcd):
     t.join(150)
     second, errors = result["r"]
     assert not errors and len(second) == 50
-    got = consume_all(b.bootstrap, "hw", 1, 100)
-    assert [v for _p, _o, _k, v, _h in got] == [f"a{i}".encode() for i in range(50)] + [f"b{i}".encode() for i in range(50)]
-    assert [o for _p, o, *_ in got] == list(range(100))
-    assert partition_next_offsets(etcd, "hw") == {0: 100}
+    got = consume_all(b.bootstrap, "hw", 1, 101)
+    assert [v for _p, _o, _k, v, _h in got] == ([f"a{i}".encode() for i in range(50)] + [b"raw"]
+                                                 + [f"b{i}".encode() for i in range(50)])
+    assert [o for _p, o, *_ in got] == list(range(101))
+    assert partition_next_offsets(etcd, "hw") == {0: 101}
+    create_topic(b.bootstrap, "during", 1)  # the admin retry succeeds
 
 
 def test_auth_with_username_and_password(make_broker, etcd):

@@ -4,15 +4,18 @@ export CARGO_TARGET_DIR
 BROKER := $(CARGO_TARGET_DIR)/release/kafscale-broker
 PY := .venv/bin/python
 
-.PHONY: help build run test test-unit test-e2e tools lint fmt bench fuzz clean-data
+.PHONY: help build build-deps run test test-unit test-e2e tools lint fmt bench fuzz clean-data
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## Build the release broker
+build-deps: ## Install what the build needs beyond Rust (protoc for the etcd-client crate)
+	./scripts/install-build-deps.sh
+
+build: build-deps ## Build the release broker
 	cargo build --release -p kafscale-broker
 
-run: build ## Start one broker on 127.0.0.1:9092 (data in ./data)
+run: build ## Start one broker on 127.0.0.1:9092 (data in ./data; metadata in etcd when KAFSCALE_ETCD_ENDPOINTS is set)
 	KAFSCALE_BROKER_ADDR=$${KAFSCALE_BROKER_ADDR:-127.0.0.1:9092} KAFSCALE_DATA_DIR=$${KAFSCALE_DATA_DIR:-./data} $(BROKER)
 
 tools: ## Install the test tools into .venv/ and .tools/ (and kcat)
@@ -22,20 +25,20 @@ test: tools test-unit test-e2e ## Everything: unit tests, then end-to-end tests 
 
 # Release profile: the tests then reuse the dependencies `make build` compiled (a cold
 # machine compiles them once, not twice) and exercise the code as it ships.
-test-unit: ## Rust unit and crate tests
+test-unit: build-deps ## Rust unit and crate tests
 	@if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --release --workspace --no-tests=pass; else cargo test --release --workspace; fi
 
 test-e2e: build ## End-to-end tests against the release broker (make tools first)
 	KAFSCALE_BROKER_BIN=$(BROKER) $(PY) -m pytest -q tests
 
-lint: ## rustfmt and clippy, warnings are errors
+lint: build-deps ## rustfmt and clippy, warnings are errors
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 fmt:
 	cargo fmt --all
 
-bench: ## Run the benchmark suite and rewrite docs/benchmarks.md
+bench: build-deps ## Run the benchmark suite and rewrite docs/benchmarks.md
 	./scripts/bench.sh
 
 fuzz: ## Fuzz the frame and record-batch parsers for 60 s each (needs cargo-fuzz)

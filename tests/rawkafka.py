@@ -39,9 +39,9 @@ def record_batch(values, producer_id=-1, epoch=-1, base_sequence=-1, timestamp=1
     return head + after_crc
 
 
-def produce_v3(topic, partition, records, acks=-1, correlation=1):
+def produce_v3(topic, partition, records, acks=-1, correlation=1, timeout_ms=30000):
     name = topic.encode()
-    body = struct.pack(">hhi", -1, acks, 30000)
+    body = struct.pack(">hhi", -1, acks, timeout_ms)
     body += struct.pack(">ih", 1, len(name)) + name
     body += struct.pack(">iii", 1, partition, len(records)) + records
     header = struct.pack(">hhih", 0, 3, correlation, 4) + b"test"

@@ -121,6 +121,39 @@ pub struct Config {
     pub faults_file: Option<PathBuf>,
     #[command(flatten)]
     pub s3: S3Args,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EtcdArgs {
+    /// etcd endpoints, comma-separated (e.g. http://etcd-0:2379,http://etcd-1:2379).
+    /// When set, metadata, offsets and groups live in etcd instead of the data directory.
+    #[arg(long, env = "KAFSCALE_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// etcd user (with auth enabled).
+    #[arg(long, env = "KAFSCALE_ETCD_USERNAME")]
+    pub etcd_username: Option<String>,
+    #[arg(long, env = "KAFSCALE_ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<String>,
+    /// Deadline of every etcd call; requests that need etcd fail with a retriable
+    /// error after it while etcd is unreachable.
+    #[arg(long, env = "KAFSCALE_ETCD_TIMEOUT_MS", default_value_t = 5000)]
+    pub etcd_timeout_ms: u64,
+    /// TTL of this broker's registration lease under /kafscale/brokers/.
+    #[arg(long, env = "KAFSCALE_ETCD_LEASE_TTL_SEC", default_value_t = 10)]
+    pub etcd_lease_ttl_sec: i64,
+}
+
+impl EtcdArgs {
+    /// The endpoints given, without blanks (an empty variable means "no etcd").
+    pub fn endpoints(&self) -> Vec<String> {
+        self.etcd_endpoints
+            .iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -208,6 +241,12 @@ impl Config {
         }
         if matches!(self.shards, Some(0)) {
             return Err("KAFSCALE_SHARDS must be positive".into());
+        }
+        if self.etcd.etcd_timeout_ms < 100 {
+            return Err("KAFSCALE_ETCD_TIMEOUT_MS must be at least 100".into());
+        }
+        if self.etcd.etcd_lease_ttl_sec < 2 {
+            return Err("KAFSCALE_ETCD_LEASE_TTL_SEC must be at least 2".into());
         }
         Ok(())
     }

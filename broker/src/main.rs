@@ -26,6 +26,7 @@ use tracing::{error, info};
 
 use crate::config::{Cli, Config};
 use crate::metadata::embedded::EmbeddedStore;
+use crate::metadata::etcd::{BrokerInfo as EtcdBroker, EtcdConfig, EtcdHandle, EtcdStore};
 use crate::metadata::{Cluster, MetadataStore};
 use crate::server::{shard_main, ShardBoot};
 use crate::shard::Shared;
@@ -138,8 +139,30 @@ fn run(cfg: Config) -> Result<(), String> {
         ));
     }
     let store = SegmentStore::new(object_store, &cfg.s3.s3_namespace);
-    let meta: Arc<dyn MetadataStore> =
-        Arc::new(EmbeddedStore::open(&cfg.data_dir).map_err(|e| format!("metadata store: {e}"))?);
+    let endpoints = cfg.etcd.endpoints();
+    let mut etcd = None;
+    let meta: Arc<dyn MetadataStore> = if endpoints.is_empty() {
+        Arc::new(EmbeddedStore::open(&cfg.data_dir).map_err(|e| format!("metadata store: {e}"))?)
+    } else {
+        let ecfg = EtcdConfig {
+            endpoints: endpoints.clone(),
+            username: cfg.etcd.etcd_username.clone(),
+            password: cfg.etcd.etcd_password.clone(),
+            timeout: std::time::Duration::from_millis(cfg.etcd.etcd_timeout_ms),
+            lease_ttl_secs: cfg.etcd.etcd_lease_ttl_sec,
+        };
+        let me = EtcdBroker {
+            id: cfg.broker_id,
+            host: cfg.advertised_host(),
+            port: cfg.advertised_port(),
+        };
+        let store = rt
+            .block_on(EtcdStore::connect(ecfg, me))
+            .map_err(|e| format!("connecting to etcd at {}: {e}", endpoints.join(",")))?;
+        info!(endpoints = %endpoints.join(","), "metadata in etcd");
+        etcd = Some(store.clone());
+        Arc::new(EtcdHandle(store))
+    };
     let m = meta.clone();
     let state = rt
         .block_on(async move { m.load().await })
@@ -227,6 +250,9 @@ fn run(cfg: Config) -> Result<(), String> {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e.to_string()),
         Err(_) => return Err("a shard panicked".into()),
+    }
+    if let Some(etcd) = etcd {
+        rt.block_on(etcd.shutdown());
     }
     info!("all shards flushed; exiting");
     Ok(())

@@ -53,6 +53,9 @@ pub async fn shard_main(boot: ShardBoot) {
     rx.serve(shard.clone());
     spawn_detached(partition::flush_ticker(shard.clone()));
     Groups::start(&shard);
+    if id == crate::placement::METADATA_SHARD {
+        crate::handlers::topics::follow_store(&shard);
+    }
     let listener = match bind(addr) {
         Ok(l) => l,
         Err(e) => {

@@ -3,22 +3,28 @@
 //! the new snapshot on every shard. Deletion first stops the topic on every shard
 //! (waiting out in-flight uploads), then deletes its objects, then its metadata,
 //! so a topic re-created under the same name never finds the old segments.
+//!
+//! Changes made elsewhere (another broker sharing etcd, the operator) arrive
+//! through the store's snapshot watch (`follow_store`) and are installed the same
+//! way. Every installed snapshot carries the store revision it was read at, and a
+//! shard only ever moves forward: an older snapshot arriving late is ignored.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::errors::*;
-use crate::metadata::{valid_topic_name, Cluster, MetaError, TopicMeta};
+use crate::metadata::{valid_topic_name, Cluster, ClusterState, MetaError, TopicMeta};
 use crate::placement::METADATA_SHARD;
 use crate::shard::Shard;
 
@@ -84,6 +90,84 @@ async fn publish(sh: &Rc<Shard>, next: Cluster) {
     .await;
 }
 
+/// Installs a stored state on every shard if it is newer than the one in use;
+/// the caller holds the admin lock. Topics that disappeared also lose their
+/// groups' committed offsets, as when they are deleted here.
+async fn install(sh: &Rc<Shard>, state: ClusterState) {
+    let cur = sh.cluster();
+    if state.revision <= cur.revision {
+        return;
+    }
+    let gone: Vec<String> = cur
+        .topics
+        .values()
+        .filter(|t| {
+            !state
+                .topics
+                .iter()
+                .any(|n| n.name == t.name && n.id == t.id)
+        })
+        .map(|t| t.name.clone())
+        .collect();
+    publish(
+        sh,
+        Cluster::new(&state, cur.broker_id, cur.host.clone(), cur.port),
+    )
+    .await;
+    for name in gone {
+        sh.on_all(move |s| crate::groups::forget_topic(s, name.clone()))
+            .await;
+    }
+}
+
+/// The Kafka code for a failed metadata-store call: retriable when the store is
+/// only unreachable for now.
+fn store_error_code(e: &MetaError) -> i16 {
+    if e.is_retriable() {
+        REQUEST_TIMED_OUT
+    } else {
+        KAFKA_STORAGE_ERROR
+    }
+}
+
+/// Follows the store's snapshot watch on the metadata shard for as long as the
+/// broker runs, so topics created, deleted or grown elsewhere show up here
+/// without a restart.
+pub fn follow_store(shard: &Rc<Shard>) {
+    let sh = shard.clone();
+    crate::runtime::spawn_detached(async move {
+        let meta = sh.meta.clone();
+        let from = sh.cluster().revision;
+        let mut stream = match sh.io.run(async move { meta.watch(from).await }).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                error!(error = %e, "cannot watch the metadata store; topic changes made elsewhere need a restart");
+                return;
+            }
+            Err(e) => {
+                error!(error = %e, "cannot watch the metadata store");
+                return;
+            }
+        };
+        while let Some(state) = stream.next().await {
+            if sh.shutting_down.get() {
+                break;
+            }
+            let _guard = sh.admin_lock.lock().await;
+            let (before, revision) = (sh.cluster().topics.len(), state.revision);
+            if revision > sh.cluster().revision {
+                install(&sh, state).await;
+                info!(
+                    revision,
+                    topics_before = before,
+                    topics = sh.cluster().topics.len(),
+                    "metadata snapshot changed in the store; installed"
+                );
+            }
+        }
+    });
+}
+
 async fn create_one(
     sh: &Rc<Shard>,
     name: String,
@@ -123,17 +207,27 @@ async fn create_one(
     let meta = sh.meta.clone();
     let t = topic.clone();
     match sh.io.run(async move { meta.create_topic(t).await }).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(state)) => install(sh, state).await,
         Ok(Err(MetaError::TopicExists(_))) => {
-            return Outcome::err(TOPIC_ALREADY_EXISTS, format!("topic {name} already exists"))
+            // Created elsewhere and not seen here yet: take the store's state now
+            // rather than wait for the watch, so the caller can use the topic.
+            let meta = sh.meta.clone();
+            if let Ok(Ok(state)) = sh.io.run(async move { meta.load().await }).await {
+                install(sh, state).await;
+            }
+            return Outcome::err(TOPIC_ALREADY_EXISTS, format!("topic {name} already exists"));
         }
         Ok(Err(e)) => {
             error!(topic = %name, error = %e, "creating topic failed");
-            return Outcome::err(KAFKA_STORAGE_ERROR, e.to_string());
+            return Outcome::err(store_error_code(&e), e.to_string());
         }
         Err(e) => return Outcome::err(KAFKA_STORAGE_ERROR, e.to_string()),
     }
-    publish(sh, sh.cluster().with_topic(topic.clone())).await;
+    if sh.cluster().topic(&name).is_none_or(|t| t.id != topic.id) {
+        // Cannot happen while the admin lock is held (nothing newer can have been
+        // installed); said loudly because clients would see the topic missing.
+        warn!(topic = %name, "created topic is not in the installed snapshot");
+    }
     Outcome {
         error: NONE,
         message: None,
@@ -175,19 +269,40 @@ async fn delete_one(sh: &Rc<Shard>, name: String) -> i16 {
     };
     let meta = sh.meta.clone();
     let n = name.clone();
-    match sh.io.run(async move { meta.delete_topic(&n).await }).await {
+    let outcome = sh.io.run(async move { meta.delete_topic(&n).await }).await;
+    match outcome {
         Ok(Ok(_)) | Ok(Err(MetaError::UnknownTopic(_))) => {
+            if let Ok(Ok(state)) = outcome {
+                install(sh, state).await;
+            }
             info!(topic = %name, objects = count, "topic deleted");
             let n = name.clone();
             sh.on_all(move |s| crate::groups::forget_topic(s, n.clone()))
                 .await;
             NONE
         }
-        Ok(Err(e)) => {
-            error!(topic = %name, error = %e, "deleting topic metadata failed");
-            KAFKA_STORAGE_ERROR
+        failure => {
+            let code = match &failure {
+                Ok(Err(e)) => {
+                    error!(topic = %name, error = %e, "deleting topic metadata failed; topic kept");
+                    store_error_code(e)
+                }
+                _ => KAFKA_STORAGE_ERROR,
+            };
+            // The store still has the topic (its objects are gone): show it again,
+            // so that the client's retry of the delete finds it.
+            publish(
+                sh,
+                Cluster::new(
+                    &before.state(),
+                    before.broker_id,
+                    before.host.clone(),
+                    before.port,
+                ),
+            )
+            .await;
+            code
         }
-        Err(_) => KAFKA_STORAGE_ERROR,
     }
 }
 

@@ -256,6 +256,7 @@ impl EmbeddedStore {
         let _g = self.lock.lock().await;
         let mut state = self.read()?;
         let r = f(&mut state)?;
+        state.revision += 1;
         self.write(&state)?;
         Ok(r)
     }
@@ -273,26 +274,69 @@ impl MetadataStore for EmbeddedStore {
         Ok(state)
     }
 
-    async fn create_topic(&self, topic: TopicMeta) -> Result<(), MetaError> {
-        self.update(move |s| {
-            if s.topics.iter().any(|t| t.name == topic.name) {
-                return Err(MetaError::TopicExists(topic.name));
-            }
-            s.topics.push(topic);
-            Ok(())
-        })
-        .await
+    async fn create_topic(&self, topic: TopicMeta) -> Result<ClusterState, MetaError> {
+        let mut state = self
+            .update(move |s| {
+                if s.topics.iter().any(|t| t.name == topic.name) {
+                    return Err(MetaError::TopicExists(topic.name));
+                }
+                s.topics.push(topic);
+                Ok(s.clone())
+            })
+            .await?;
+        // The clone was taken before `update` counted the change.
+        state.revision += 1;
+        Ok(state)
     }
 
-    async fn delete_topic(&self, name: &str) -> Result<TopicMeta, MetaError> {
+    async fn delete_topic(&self, name: &str) -> Result<ClusterState, MetaError> {
         let name = name.to_string();
-        self.update(
-            move |s| match s.topics.iter().position(|t| t.name == name) {
-                Some(i) => Ok(s.topics.remove(i)),
-                None => Err(MetaError::UnknownTopic(name)),
-            },
-        )
-        .await
+        let mut state = self
+            .update(
+                move |s| match s.topics.iter().position(|t| t.name == name) {
+                    Some(i) => {
+                        s.topics.remove(i);
+                        Ok(s.clone())
+                    }
+                    None => Err(MetaError::UnknownTopic(name)),
+                },
+            )
+            .await?;
+        state.revision += 1;
+        Ok(state)
+    }
+
+    /// Only this broker writes the file, and it publishes its own changes, so
+    /// there is never anything to watch.
+    async fn watch(&self, _revision: i64) -> Result<super::SnapshotStream, MetaError> {
+        use futures::StreamExt;
+        Ok(futures::stream::pending().boxed())
+    }
+
+    fn tracks_partition_state(&self) -> bool {
+        false
+    }
+
+    /// Not kept: a single broker recovers next offsets from the segment footers.
+    async fn partition_next_offset(
+        &self,
+        _topic: &str,
+        _topic_id: uuid::Uuid,
+        _partition: i32,
+    ) -> Result<Option<i64>, MetaError> {
+        Ok(None)
+    }
+
+    /// Not kept (see `partition_next_offset`); the upload path does not call it
+    /// because `tracks_partition_state` is false.
+    async fn commit_partition(
+        &self,
+        _topic: &str,
+        _topic_id: uuid::Uuid,
+        _partition: i32,
+        _next_offset: i64,
+    ) -> Result<(), MetaError> {
+        Ok(())
     }
 
     async fn load_groups(&self) -> Result<Vec<StoredGroup>, MetaError> {

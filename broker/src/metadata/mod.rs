@@ -5,6 +5,8 @@
 //! snapshot each shard reads without locks (swapped as a whole on change).
 
 pub mod embedded;
+pub mod etcd;
+pub mod keys;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,11 +23,16 @@ pub struct TopicMeta {
     pub configs: BTreeMap<String, String>,
 }
 
-/// Everything the store keeps.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Everything the store keeps about topics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ClusterState {
     pub cluster_id: String,
     pub topics: Vec<TopicMeta>,
+    /// Grows with every change of the stored topics (etcd: the snapshot key's mod
+    /// revision), so that a broker applies a snapshot only if it is newer than the
+    /// one it has, whichever way (its own write or the watch) it arrived first.
+    #[serde(default)]
+    pub revision: i64,
 }
 
 /// A committed offset as stored (etcd: `/kafscale/consumers/{group}/offsets/{topic}/{partition}`).
@@ -146,19 +153,61 @@ pub enum MetaError {
     Io(#[from] std::io::Error),
     #[error("metadata store content is invalid: {0}")]
     Corrupt(String),
+    /// The store did not answer in time or cannot be reached: retriable.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+    /// The store refused the request (permissions, limits): not retriable as is.
+    #[error("metadata store refused the request: {0}")]
+    Refused(String),
 }
 
-/// Durable metadata. Implementations: the embedded file store (single broker) and,
-/// later, etcd. Calls run on the I/O runtime, so futures are `Send`. Every method
-/// returns only once its change is durable.
+impl MetaError {
+    /// True when the same request may succeed later without any change.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, MetaError::Unavailable(_) | MetaError::Io(_))
+    }
+}
+
+/// Snapshots of the stored topics as they change, newest last.
+pub type SnapshotStream = futures::stream::BoxStream<'static, ClusterState>;
+
+/// Durable metadata. Implementations: the embedded file store (single broker) and
+/// etcd (`KAFSCALE_ETCD_ENDPOINTS`). Calls run on the I/O runtime, so futures are
+/// `Send`. Every method returns only once its change is durable, and within a
+/// bounded time (etcd calls time out with `MetaError::Unavailable`).
 ///
 /// The group methods are coarse on purpose: one call per Kafka request, so that an
 /// etcd implementation can make each one a single transaction.
 #[async_trait::async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     async fn load(&self) -> Result<ClusterState, MetaError>;
-    async fn create_topic(&self, topic: TopicMeta) -> Result<(), MetaError>;
-    async fn delete_topic(&self, name: &str) -> Result<TopicMeta, MetaError>;
+    /// Adds a topic; returns the stored state with it (and its new revision).
+    async fn create_topic(&self, topic: TopicMeta) -> Result<ClusterState, MetaError>;
+    /// Removes a topic and its partition state; returns the stored state without it.
+    async fn delete_topic(&self, name: &str) -> Result<ClusterState, MetaError>;
+    /// Every later change of the stored topics (made by this broker, another one or
+    /// an operator), starting after `revision`. The stream outlives store outages:
+    /// it resumes by itself and never ends while the store exists.
+    async fn watch(&self, revision: i64) -> Result<SnapshotStream, MetaError>;
+    /// Whether partitions' next offsets are committed to this store after every
+    /// segment upload. False for the embedded store, whose broker recovers them
+    /// from the segments alone (nothing else writes them).
+    fn tracks_partition_state(&self) -> bool;
+    /// The next offset committed for a partition of the topic with this id, if any.
+    async fn partition_next_offset(
+        &self,
+        topic: &str,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Option<i64>, MetaError>;
+    /// Records that everything below `next_offset` of the partition is durable.
+    async fn commit_partition(
+        &self,
+        topic: &str,
+        topic_id: Uuid,
+        partition: i32,
+        next_offset: i64,
+    ) -> Result<(), MetaError>;
     /// Every stored group with its metadata and committed offsets.
     async fn load_groups(&self) -> Result<Vec<StoredGroup>, MetaError>;
     /// Replaces a group's metadata (members, generation, assignment).
@@ -179,6 +228,8 @@ pub trait MetadataStore: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct Cluster {
     pub cluster_id: String,
+    /// The revision of the stored state this view was built from.
+    pub revision: i64,
     pub broker_id: i32,
     pub host: String,
     pub port: i32,
@@ -197,6 +248,7 @@ impl Cluster {
         }
         Cluster {
             cluster_id: state.cluster_id.clone(),
+            revision: state.revision,
             broker_id,
             host,
             port,
@@ -216,9 +268,11 @@ impl Cluster {
         ClusterState {
             cluster_id: self.cluster_id.clone(),
             topics,
+            revision: self.revision,
         }
     }
 
+    #[cfg(test)]
     pub fn with_topic(&self, t: TopicMeta) -> Self {
         let mut s = self.state();
         s.topics.retain(|x| x.name != t.name);

@@ -2,12 +2,17 @@
 //! store the first time it is touched after start: list the segments, read the
 //! last one's footer, and continue after its last offset. Recovery is lazy, so a
 //! broker with many partitions starts at once and loads only what is used.
+//!
+//! With a store that tracks partition state (etcd), the committed next offset
+//! counts too: the partition continues at the larger of the two, so an offset
+//! that was ever acknowledged is never handed out again, even if the listing
+//! lags behind or a segment went missing.
 
 use std::rc::Rc;
 
 use futures::channel::oneshot;
 use kafscale_segstore::SegmentMeta;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::{Load, Partition, SegRef};
 use crate::errors::{KAFKA_STORAGE_ERROR, UNKNOWN_TOPIC_OR_PARTITION};
@@ -87,31 +92,67 @@ fn restore(segs: &[SegmentMeta], last_offset: Option<i64>) -> Result<(Vec<SegRef
     Ok((out, next))
 }
 
+/// The next offset from the segments, raised to the committed one if that is
+/// larger (the difference is logged: it means acknowledged offsets that are not
+/// in the object store's listing).
+fn with_committed(durable: Vec<SegRef>, next: i64, committed: Option<i64>) -> (Vec<SegRef>, i64) {
+    match committed {
+        Some(c) if c > next => {
+            warn!(
+                from_segments = next,
+                committed = c,
+                "committed next offset is ahead of the segments; continuing after it"
+            );
+            (durable, c)
+        }
+        _ => (durable, next),
+    }
+}
+
 async fn load(shard: Rc<Shard>, p: Rc<Partition>) {
     let store = shard.store.clone();
     let topic = p.topic.to_string();
     let index = p.index;
+    let (meta, topic_id) = (shard.meta.clone(), p.topic_id);
+    let tracked = meta.tracks_partition_state();
     let res = shard
         .io
         .run(async move {
-            let segs = store.list_segments(&topic, index).await?;
+            let committed = if tracked {
+                meta.partition_next_offset(&topic, topic_id, index)
+                    .await
+                    .map_err(|e| e.to_string())?
+            } else {
+                None
+            };
+            let segs = store
+                .list_segments(&topic, index)
+                .await
+                .map_err(|e| e.to_string())?;
             let footer = match segs.last() {
-                Some(last) => Some(store.read_footer(&topic, index, last).await?),
+                Some(last) => Some(
+                    store
+                        .read_footer(&topic, index, last)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                ),
                 None => None,
             };
-            Ok::<_, kafscale_segstore::StoreError>((segs, footer))
+            Ok::<_, String>((segs, footer, committed))
         })
         .await;
     let outcome = match res {
-        Ok(Ok((segs, footer))) => restore(&segs, footer.map(|f| f.last_offset)),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok((segs, footer, committed))) => restore(&segs, footer.map(|f| f.last_offset))
+            .map(|(durable, next)| with_committed(durable, next, committed)),
+        Ok(Err(e)) => Err(e),
         Err(e) => Err(e.to_string()),
     };
     let waiters = {
         let mut st = p.st.borrow_mut();
         let result = match outcome {
             Ok((durable, next)) => {
-                st.log_start = durable.first().map_or(0, |s| s.base);
+                // No segments left (or none yet): the log starts where it goes on.
+                st.log_start = durable.first().map_or(next, |s| s.base);
                 st.next_offset = next;
                 st.high_watermark = next;
                 if !durable.is_empty() {
@@ -170,5 +211,14 @@ mod tests {
         );
         assert_eq!(restore(&[], None).unwrap().1, 0);
         assert!(restore(&segs, Some(3)).is_err());
+    }
+
+    #[test]
+    fn committed_next_offset_wins_only_when_ahead() {
+        let segs = vec![SegRef { base: 0, last: 9 }];
+        assert_eq!(with_committed(segs.clone(), 10, None).1, 10);
+        assert_eq!(with_committed(segs.clone(), 10, Some(7)).1, 10);
+        assert_eq!(with_committed(segs, 10, Some(12)).1, 12);
+        assert_eq!(with_committed(Vec::new(), 0, Some(5)).1, 5);
     }
 }

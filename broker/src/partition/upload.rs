@@ -4,6 +4,12 @@
 //! back-off until it succeeds or the topic is deleted. Only after a PUT succeeds
 //! does the high watermark move, `acks=-1` producers get their answer and
 //! long-polling consumers wake.
+//!
+//! With a store that tracks partition state (etcd), the partition's next offset
+//! is committed there between the PUT and the high-watermark move: one put per
+//! segment, retried with the same back-off while etcd is away. Producers waiting
+//! meanwhile get their request timeout (retriable); nothing is acknowledged that
+//! recovery could lose, and recovery never hands out an offset twice.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -17,6 +23,36 @@ use crate::shard::Shard;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Commits `next_offset` of the partition to the metadata store, retrying until
+/// it is stored; false if the topic was deleted meanwhile.
+async fn commit_next_offset(shard: &Rc<Shard>, p: &Rc<Partition>, next_offset: i64) -> bool {
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 0u32;
+    loop {
+        if p.st.borrow().deleted {
+            return false;
+        }
+        attempt += 1;
+        let meta = shard.meta.clone();
+        let (topic, id, index) = (p.topic.clone(), p.topic_id, p.index);
+        let res = shard
+            .io
+            .run(async move { meta.commit_partition(&topic, id, index, next_offset).await })
+            .await;
+        match res {
+            Ok(Ok(())) => return true,
+            Ok(Err(e)) => {
+                warn!(topic = %p.topic, partition = p.index, next_offset, attempt, error = %e, "committing the next offset failed; retrying")
+            }
+            Err(e) => {
+                warn!(topic = %p.topic, partition = p.index, attempt, error = %e, "next-offset commit task lost; retrying")
+            }
+        }
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
 
 /// Starts the partition's upload loop unless it is already running.
 pub fn kick(shard: &Rc<Shard>, p: &Rc<Partition>) {
@@ -71,6 +107,11 @@ async fn upload_loop(shard: Rc<Shard>, p: Rc<Partition>) {
         };
         drop(slot);
         if !uploaded {
+            break;
+        }
+        if shard.meta.tracks_partition_state()
+            && !commit_next_offset(&shard, &p, sealed.segment.last_offset + 1).await
+        {
             break;
         }
         debug!(topic = %p.topic, partition = p.index, base_offset = sealed.segment.base_offset, last_offset = sealed.segment.last_offset, bytes = sealed.segment.size(), "segment durable");

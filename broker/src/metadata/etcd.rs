@@ -1,0 +1,798 @@
+//! The etcd metadata store, for clusters (`KAFSCALE_ETCD_ENDPOINTS`). Keys are in
+//! `keys.rs`, values are the protobuf messages of `kafscale-proto`, and
+//! docs/metadata.md describes both.
+//!
+//! - Topics live in one snapshot document that every broker watches. Create and
+//!   delete are read-modify-write transactions that compare the snapshot's mod
+//!   revision, so two brokers (or a broker and the operator) never lose each
+//!   other's changes: the loser re-reads and tries again.
+//! - Every call has a deadline (`KAFSCALE_ETCD_TIMEOUT_MS`): while etcd is away,
+//!   callers get `MetaError::Unavailable` quickly instead of hanging, and retry.
+//! - The snapshot watch and the broker registration run as tasks on the I/O
+//!   runtime that re-establish themselves after errors.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
+    Txn, TxnOp, WatchOptions,
+};
+use futures::channel::mpsc;
+use futures::StreamExt;
+use kafscale_proto::metadata as pb;
+use kafscale_proto::Message;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::keys;
+use super::{
+    ClusterState, GroupMeta, MetaError, MetadataStore, OffsetMeta, SnapshotStream, StoredGroup,
+    StoredMember, TopicMeta,
+};
+
+/// etcd refuses transactions with more operations than `--max-txn-ops` (128 by
+/// default); offset commits are split into transactions of at most this many puts.
+const MAX_TXN_OPS: usize = 64;
+/// Attempts of a snapshot read-modify-write that keeps losing the compare.
+const MAX_CAS_ATTEMPTS: usize = 32;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Deadline of every unary etcd call.
+    pub timeout: Duration,
+    /// TTL of the broker registration's lease.
+    pub lease_ttl_secs: i64,
+}
+
+/// This broker, as registered under `/kafscale/brokers/{id}`.
+#[derive(Debug, Clone)]
+pub struct BrokerInfo {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+pub struct EtcdStore {
+    client: Client,
+    /// This broker's id, recorded with its partition-state commits.
+    broker_id: i32,
+    timeout: Duration,
+    lease_ttl_secs: i64,
+    /// Stops the registration task, which then revokes its lease.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// The registration task, awaited (with the deadline) at shutdown.
+    registration: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Sorts etcd errors into retriable (the cluster is unreachable or busy) and not.
+fn classify(what: &str, e: etcd_client::Error) -> MetaError {
+    use etcd_client::Error as E;
+    use tonic::Code;
+    let retriable = match &e {
+        E::GRpcStatus(s) => matches!(
+            s.code(),
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Cancelled
+                | Code::Aborted
+                | Code::ResourceExhausted
+                | Code::Unknown
+                | Code::Internal
+        ),
+        E::TransportError(_) | E::IoError(_) | E::WatchError(_) | E::LeaseKeepAliveError(_) => true,
+        _ => false,
+    };
+    if retriable {
+        MetaError::Unavailable(format!("etcd {what}: {e}"))
+    } else {
+        MetaError::Refused(format!("etcd {what}: {e}"))
+    }
+}
+
+fn corrupt(key: &str, e: impl std::fmt::Display) -> MetaError {
+    MetaError::Corrupt(format!("etcd key {key}: {e}"))
+}
+
+fn uuid_from(key: &str, b: &[u8]) -> Result<Uuid, MetaError> {
+    Uuid::from_slice(b).map_err(|e| corrupt(key, e))
+}
+
+fn topic_to_pb(t: &TopicMeta) -> pb::TopicConfig {
+    pb::TopicConfig {
+        name: t.name.clone(),
+        topic_id: t.id.as_bytes().to_vec(),
+        partitions: t.partitions,
+        configs: t.configs.clone().into_iter().collect(),
+        created_ms: 0,
+    }
+}
+
+fn topic_from_pb(t: &pb::TopicConfig) -> Result<TopicMeta, MetaError> {
+    Ok(TopicMeta {
+        name: t.name.clone(),
+        id: uuid_from(keys::SNAPSHOT, &t.topic_id)?,
+        partitions: t.partitions,
+        configs: t.configs.clone().into_iter().collect(),
+    })
+}
+
+fn state_from_pb(s: &pb::ClusterSnapshot, revision: i64) -> Result<ClusterState, MetaError> {
+    Ok(ClusterState {
+        cluster_id: s.cluster_id.clone(),
+        topics: s
+            .topics
+            .iter()
+            .map(topic_from_pb)
+            .collect::<Result<_, _>>()?,
+        revision,
+    })
+}
+
+pub(crate) fn group_to_pb(group: &str, g: &GroupMeta) -> pb::GroupMetadata {
+    pb::GroupMetadata {
+        group_id: group.to_string(),
+        protocol_type: g.protocol_type.clone(),
+        protocol: g.protocol.clone(),
+        generation: g.generation,
+        leader: g.leader.clone(),
+        members: g
+            .members
+            .iter()
+            .map(|m| pb::GroupMember {
+                member_id: m.member_id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                subscription: m.subscription.clone(),
+                assignment: m.assignment.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn group_from_pb(g: pb::GroupMetadata) -> GroupMeta {
+    GroupMeta {
+        protocol_type: g.protocol_type,
+        protocol: g.protocol,
+        generation: g.generation,
+        leader: g.leader,
+        members: g
+            .members
+            .into_iter()
+            .map(|m| StoredMember {
+                member_id: m.member_id,
+                instance_id: m.instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                subscription: m.subscription,
+                assignment: m.assignment,
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn offset_to_pb(o: &OffsetMeta) -> pb::CommittedOffset {
+    pb::CommittedOffset {
+        offset: o.offset,
+        leader_epoch: o.leader_epoch,
+        metadata: o.metadata.clone(),
+        commit_ms: o.commit_ms,
+    }
+}
+
+pub(crate) fn offset_from_pb(o: pb::CommittedOffset) -> OffsetMeta {
+    OffsetMeta {
+        offset: o.offset,
+        leader_epoch: o.leader_epoch,
+        metadata: o.metadata,
+        commit_ms: o.commit_ms,
+    }
+}
+
+impl EtcdStore {
+    /// Connects (and authenticates, with a username) within the call deadline, and
+    /// registers this broker under a lease that a background task keeps alive.
+    pub async fn connect(cfg: EtcdConfig, broker: BrokerInfo) -> Result<Arc<Self>, MetaError> {
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(cfg.timeout)
+            // HTTP/2 pings notice a dead etcd (or network) while the watch is idle.
+            .with_keep_alive(Duration::from_secs(5), cfg.timeout)
+            .with_keep_alive_while_idle(true)
+            // Auth tokens expire (etcd's --auth-token-ttl); fetch a new one then.
+            .with_auto_token_refresh(true);
+        if let Some(user) = &cfg.username {
+            opts = opts.with_user(user.clone(), cfg.password.clone().unwrap_or_default());
+        }
+        let client = match tokio::time::timeout(
+            cfg.timeout,
+            Client::connect(cfg.endpoints.clone(), Some(opts)),
+        )
+        .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(classify("connect", e)),
+            Err(_) => {
+                return Err(MetaError::Unavailable(format!(
+                    "etcd connect: no answer from {:?} within {:?}",
+                    cfg.endpoints, cfg.timeout
+                )))
+            }
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let store = Arc::new(EtcdStore {
+            client,
+            broker_id: broker.id,
+            timeout: cfg.timeout,
+            lease_ttl_secs: cfg.lease_ttl_secs.max(2),
+            stop,
+            registration: std::sync::Mutex::new(None),
+        });
+        let task = tokio::spawn(store.clone().register(broker, stopped));
+        *store.registration.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        Ok(store)
+    }
+
+    /// Runs an etcd call with the deadline.
+    async fn timed<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, MetaError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(classify(what, e)),
+            Err(_) => Err(MetaError::Unavailable(format!(
+                "etcd {what}: no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// The snapshot and its mod revision (0 when the key does not exist).
+    async fn read_snapshot(&self) -> Result<(pb::ClusterSnapshot, i64), MetaError> {
+        let mut c = self.client.clone();
+        let resp = self
+            .timed("get snapshot", c.get(keys::SNAPSHOT, None))
+            .await?;
+        match resp.kvs().first() {
+            Some(kv) => {
+                let snap = pb::ClusterSnapshot::decode(kv.value())
+                    .map_err(|e| corrupt(keys::SNAPSHOT, e))?;
+                Ok((snap, kv.mod_revision()))
+            }
+            None => Ok((pb::ClusterSnapshot::default(), 0)),
+        }
+    }
+
+    /// Read-modify-write of the snapshot: `change` edits it and names the other
+    /// operations of the same transaction; it is applied again to a fresh copy
+    /// whenever another writer got in between. Returns the stored state.
+    async fn update_snapshot(
+        &self,
+        what: &str,
+        change: impl Fn(&mut pb::ClusterSnapshot) -> Result<Vec<TxnOp>, MetaError>,
+    ) -> Result<ClusterState, MetaError> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (mut snap, rev) = self.read_snapshot().await?;
+            if snap.cluster_id.is_empty() {
+                snap.cluster_id = format!("kafscale-{}", Uuid::new_v4().simple());
+            }
+            let mut ops = change(&mut snap)?;
+            ops.insert(0, TxnOp::put(keys::SNAPSHOT, snap.encode_to_vec(), None));
+            // mod_revision 0 compares equal for a key that does not exist yet.
+            let txn = Txn::new()
+                .when([Compare::mod_revision(keys::SNAPSHOT, CompareOp::Equal, rev)])
+                .and_then(ops);
+            let mut c = self.client.clone();
+            let resp = self.timed(what, c.txn(txn)).await?;
+            if resp.succeeded() {
+                let revision = resp.header().map_or(0, |h| h.revision());
+                return state_from_pb(&snap, revision);
+            }
+        }
+        Err(MetaError::Unavailable(format!(
+            "etcd {what}: the snapshot kept changing under {MAX_CAS_ATTEMPTS} attempts"
+        )))
+    }
+
+    /// Keeps `/kafscale/brokers/{id}` alive under a lease until `stop`; after any
+    /// failure (etcd away, lease expired) grants a new lease and registers again.
+    async fn register(
+        self: Arc<Self>,
+        broker: BrokerInfo,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let started_ms = now_ms();
+        let key = keys::broker(broker.id);
+        let value = pb::BrokerRegistration {
+            node_id: broker.id,
+            host: broker.host.clone(),
+            port: broker.port,
+            started_ms,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+        .encode_to_vec();
+        let mut backoff = FIRST_BACKOFF;
+        let mut lease_id: Option<i64> = None;
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            match self
+                .register_once(&key, &value, &mut lease_id, &mut stop)
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(broker = broker.id, error = %e, "broker registration in etcd lost; registering again");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        if let Some(id) = lease_id {
+            let mut c = self.client.clone();
+            // Best effort: the key goes now instead of after the TTL.
+            let _ = self.timed("lease revoke", c.lease_revoke(id)).await;
+        }
+    }
+
+    /// One registration: grant, put, keep alive. Ok only when asked to stop.
+    async fn register_once(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease_id: &mut Option<i64>,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), MetaError> {
+        let mut c = self.client.clone();
+        let lease = self
+            .timed("lease grant", c.lease_grant(self.lease_ttl_secs, None))
+            .await?;
+        *lease_id = Some(lease.id());
+        let put = PutOptions::new().with_lease(lease.id());
+        self.timed("register broker", c.put(key, value.to_vec(), Some(put)))
+            .await?;
+        info!(
+            key,
+            lease = lease.id(),
+            ttl_secs = self.lease_ttl_secs,
+            "registered in etcd"
+        );
+        let (mut keeper, mut stream) = self
+            .timed("lease keep-alive", c.lease_keep_alive(lease.id()))
+            .await?;
+        let every = Duration::from_secs((self.lease_ttl_secs / 3).max(1) as u64);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            self.timed("lease keep-alive", keeper.keep_alive()).await?;
+            match self.timed("lease keep-alive", stream.message()).await? {
+                Some(r) if r.ttl() > 0 => {}
+                _ => {
+                    return Err(MetaError::Unavailable(format!(
+                        "lease {} expired",
+                        lease.id()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Stops the registration and revokes its lease (graceful shutdown).
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let task = self
+            .registration
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            // Bounded: with etcd away the lease simply expires after its TTL.
+            let _ = tokio::time::timeout(self.timeout * 2, task).await;
+        }
+    }
+
+    /// Sends every snapshot change after `from` to `tx` until the receiver is gone,
+    /// re-establishing the watch after errors from the last revision seen.
+    async fn watch_loop(self: Arc<Self>, from: i64, tx: mpsc::UnboundedSender<ClusterState>) {
+        let mut next = from + 1;
+        let mut backoff = FIRST_BACKOFF;
+        while !tx.is_closed() {
+            let mut c = self.client.clone();
+            let opts = WatchOptions::new()
+                .with_start_revision(next)
+                .with_progress_notify();
+            match self
+                .timed("watch", c.watch(keys::SNAPSHOT, Some(opts)))
+                .await
+            {
+                Ok(mut stream) => {
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(resp)) => {
+                                backoff = FIRST_BACKOFF;
+                                if resp.compact_revision() > 0 || resp.canceled() {
+                                    // History up to `next` is gone: read the current
+                                    // snapshot instead, then watch on from there.
+                                    warn!(
+                                        compact_revision = resp.compact_revision(),
+                                        reason = resp.cancel_reason(),
+                                        "snapshot watch cancelled; resynchronising"
+                                    );
+                                    match self.read_snapshot().await {
+                                        Ok((snap, rev)) if rev >= next => {
+                                            match state_from_pb(&snap, rev) {
+                                                Ok(s) => {
+                                                    let _ = tx.unbounded_send(s);
+                                                }
+                                                Err(e) => warn!(error = %e, "snapshot unreadable"),
+                                            }
+                                            next = rev + 1;
+                                        }
+                                        Ok(_) => {}
+                                        Err(e) => warn!(error = %e, "snapshot resync failed"),
+                                    }
+                                    break;
+                                }
+                                for ev in resp.events() {
+                                    let Some(kv) = ev.kv() else { continue };
+                                    next = next.max(kv.mod_revision() + 1);
+                                    if ev.event_type() != EventType::Put {
+                                        warn!("the metadata snapshot was deleted; keeping the last one");
+                                        continue;
+                                    }
+                                    let state = pb::ClusterSnapshot::decode(kv.value())
+                                        .map_err(|e| corrupt(keys::SNAPSHOT, e))
+                                        .and_then(|s| state_from_pb(&s, kv.mod_revision()));
+                                    match state {
+                                        Ok(s) => {
+                                            if tx.unbounded_send(s).is_err() {
+                                                return;
+                                            }
+                                        }
+                                        Err(e) => {
+                                            warn!(error = %e, "ignoring an unreadable snapshot")
+                                        }
+                                    }
+                                }
+                            }
+                            Ok(None) => {
+                                warn!("snapshot watch ended; re-establishing");
+                                break;
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "snapshot watch failed; re-establishing");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "starting the snapshot watch failed; retrying"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// The store as the trait object the broker uses, sharing the connection.
+pub struct EtcdHandle(pub Arc<EtcdStore>);
+
+#[async_trait::async_trait]
+impl MetadataStore for EtcdHandle {
+    async fn load(&self) -> Result<ClusterState, MetaError> {
+        let (snap, rev) = self.0.read_snapshot().await?;
+        if rev != 0 && !snap.cluster_id.is_empty() {
+            return state_from_pb(&snap, rev);
+        }
+        // First broker of a new cluster: store the snapshot with a cluster id.
+        self.0
+            .update_snapshot("init snapshot", |_| Ok(Vec::new()))
+            .await
+    }
+
+    async fn create_topic(&self, topic: TopicMeta) -> Result<ClusterState, MetaError> {
+        let mut stored = topic_to_pb(&topic);
+        stored.created_ms = now_ms();
+        let config = stored.encode_to_vec();
+        self.0
+            .update_snapshot("create topic", |snap| {
+                if snap.topics.iter().any(|t| t.name == topic.name) {
+                    return Err(MetaError::TopicExists(topic.name.clone()));
+                }
+                snap.topics.push(stored.clone());
+                snap.topics.sort_by(|a, b| a.name.cmp(&b.name));
+                // Partition state of an earlier topic of this name was deleted with
+                // it, and carries that topic's id, so none is seeded here (etcd
+                // also refuses a delete and a put of the same key in one txn).
+                Ok(vec![TxnOp::put(
+                    keys::topic_config(&topic.name),
+                    config.clone(),
+                    None,
+                )])
+            })
+            .await
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<ClusterState, MetaError> {
+        self.0
+            .update_snapshot("delete topic", |snap| {
+                let before = snap.topics.len();
+                snap.topics.retain(|t| t.name != name);
+                if snap.topics.len() == before {
+                    return Err(MetaError::UnknownTopic(name.to_string()));
+                }
+                Ok(vec![TxnOp::delete(
+                    keys::topic_prefix(name),
+                    Some(DeleteOptions::new().with_prefix()),
+                )])
+            })
+            .await
+    }
+
+    async fn watch(&self, revision: i64) -> Result<SnapshotStream, MetaError> {
+        let (tx, rx) = mpsc::unbounded();
+        tokio::spawn(self.0.clone().watch_loop(revision, tx));
+        Ok(rx.boxed())
+    }
+
+    fn tracks_partition_state(&self) -> bool {
+        true
+    }
+
+    async fn partition_next_offset(
+        &self,
+        topic: &str,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Option<i64>, MetaError> {
+        let key = keys::partition(topic, partition);
+        let mut c = self.0.client.clone();
+        let resp = self
+            .0
+            .timed("get partition state", c.get(key.as_str(), None))
+            .await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(None);
+        };
+        let st = pb::PartitionState::decode(kv.value()).map_err(|e| corrupt(&key, e))?;
+        // State of an earlier topic with the same name says nothing about this one.
+        if st.topic_id != topic_id.as_bytes() {
+            return Ok(None);
+        }
+        Ok(Some(st.next_offset))
+    }
+
+    async fn commit_partition(
+        &self,
+        topic: &str,
+        topic_id: Uuid,
+        partition: i32,
+        next_offset: i64,
+    ) -> Result<(), MetaError> {
+        let st = pb::PartitionState {
+            topic_id: topic_id.as_bytes().to_vec(),
+            next_offset,
+            broker_id: self.0.broker_id,
+            updated_ms: now_ms(),
+        };
+        let mut c = self.0.client.clone();
+        self.0
+            .timed(
+                "commit partition state",
+                c.put(keys::partition(topic, partition), st.encode_to_vec(), None),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn load_groups(&self) -> Result<Vec<StoredGroup>, MetaError> {
+        let mut c = self.0.client.clone();
+        let resp = self
+            .0
+            .timed(
+                "load groups",
+                c.get(keys::CONSUMERS, Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+        let mut groups: std::collections::BTreeMap<String, StoredGroup> = Default::default();
+        for kv in resp.kvs() {
+            let Ok(key) = kv.key_str() else { continue };
+            match keys::parse_consumer_key(key) {
+                Some(keys::ConsumerKey::Meta { group }) => {
+                    let m = pb::GroupMetadata::decode(kv.value()).map_err(|e| corrupt(key, e))?;
+                    let g = groups.entry(group.clone()).or_default();
+                    g.group_id = group;
+                    g.meta = Some(group_from_pb(m));
+                }
+                Some(keys::ConsumerKey::Offset {
+                    group,
+                    topic,
+                    partition,
+                }) => {
+                    let o = pb::CommittedOffset::decode(kv.value()).map_err(|e| corrupt(key, e))?;
+                    let g = groups.entry(group.clone()).or_default();
+                    g.group_id = group;
+                    g.offsets.push((topic, partition, offset_from_pb(o)));
+                }
+                None => warn!(key, "skipping an unknown key under /kafscale/consumers/"),
+            }
+        }
+        Ok(groups.into_values().collect())
+    }
+
+    async fn put_group(&self, group: &str, meta: GroupMeta) -> Result<(), MetaError> {
+        let mut c = self.0.client.clone();
+        let value = group_to_pb(group, &meta).encode_to_vec();
+        self.0
+            .timed("put group", c.put(keys::group_meta(group), value, None))
+            .await?;
+        Ok(())
+    }
+
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<(String, i32, OffsetMeta)>,
+    ) -> Result<(), MetaError> {
+        // One transaction per chunk: a commit of many partitions stays within
+        // etcd's operation limit; each chunk is atomic.
+        for chunk in offsets.chunks(MAX_TXN_OPS) {
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|(t, p, o)| {
+                    TxnOp::put(
+                        keys::offset(group, t, *p),
+                        offset_to_pb(o).encode_to_vec(),
+                        None,
+                    )
+                })
+                .collect();
+            let mut c = self.0.client.clone();
+            self.0
+                .timed("commit offsets", c.txn(Txn::new().and_then(ops)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_topic_offsets(&self, group: &str, topic: &str) -> Result<(), MetaError> {
+        let mut c = self.0.client.clone();
+        self.0
+            .timed(
+                "delete offsets",
+                c.delete(
+                    keys::group_topic_offsets(group, topic),
+                    Some(DeleteOptions::new().with_prefix()),
+                ),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_group(&self, group: &str) -> Result<(), MetaError> {
+        let mut c = self.0.client.clone();
+        self.0
+            .timed(
+                "delete group",
+                c.delete(
+                    keys::group_prefix(group),
+                    Some(DeleteOptions::new().with_prefix()),
+                ),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_round_trip_through_the_snapshot() {
+        let t = TopicMeta {
+            name: "orders".into(),
+            id: Uuid::new_v4(),
+            partitions: 6,
+            configs: [("retention.ms".to_string(), "60000".to_string())].into(),
+        };
+        let snap = pb::ClusterSnapshot {
+            cluster_id: "c".into(),
+            brokers: Vec::new(),
+            topics: vec![topic_to_pb(&t)],
+        };
+        let back = pb::ClusterSnapshot::decode(&snap.encode_to_vec()[..]).unwrap();
+        let st = state_from_pb(&back, 17).unwrap();
+        assert_eq!((st.cluster_id.as_str(), st.revision), ("c", 17));
+        assert_eq!(st.topics, vec![t]);
+    }
+
+    #[test]
+    fn a_bad_topic_id_is_corruption_not_a_panic() {
+        let snap = pb::ClusterSnapshot {
+            cluster_id: "c".into(),
+            brokers: Vec::new(),
+            topics: vec![pb::TopicConfig {
+                name: "t".into(),
+                topic_id: vec![1, 2, 3],
+                ..Default::default()
+            }],
+        };
+        assert!(matches!(
+            state_from_pb(&snap, 1),
+            Err(MetaError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn groups_and_offsets_round_trip() {
+        let meta = GroupMeta {
+            protocol_type: "consumer".into(),
+            protocol: Some("range".into()),
+            generation: 4,
+            leader: Some("m1".into()),
+            members: vec![StoredMember {
+                member_id: "m1".into(),
+                instance_id: Some("i1".into()),
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                session_timeout_ms: 10_000,
+                rebalance_timeout_ms: 20_000,
+                subscription: vec![0, 1, 255],
+                assignment: vec![9, 8],
+            }],
+        };
+        let b = group_to_pb("g", &meta).encode_to_vec();
+        let back = pb::GroupMetadata::decode(&b[..]).unwrap();
+        assert_eq!(back.group_id, "g");
+        assert_eq!(group_from_pb(back), meta);
+        let empty = GroupMeta {
+            protocol_type: "consumer".into(),
+            ..Default::default()
+        };
+        let b = group_to_pb("g", &empty).encode_to_vec();
+        assert_eq!(
+            group_from_pb(pb::GroupMetadata::decode(&b[..]).unwrap()),
+            empty
+        );
+
+        for metadata in [None, Some(String::new()), Some("m".into())] {
+            let o = OffsetMeta {
+                offset: 42,
+                leader_epoch: -1,
+                metadata,
+                commit_ms: 7,
+            };
+            let b = offset_to_pb(&o).encode_to_vec();
+            assert_eq!(
+                offset_from_pb(pb::CommittedOffset::decode(&b[..]).unwrap()),
+                o
+            );
+        }
+    }
+}

@@ -69,7 +69,8 @@ def test_api_versions_above_max_gets_v0_answer_with_our_ranges(broker):
     assert ranges[0] == (3, 9)
     assert ranges[1] == (4, 13)
     assert ranges[11] == (0, 9)  # JoinGroup
-    assert 15 not in ranges  # DescribeGroups is not advertised
+    assert ranges[15] == (0, 5)  # DescribeGroups
+    assert 21 not in ranges  # DeleteRecords is not advertised
 
 
 def test_malformed_body_closes_only_that_connection(broker):

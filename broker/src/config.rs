@@ -57,6 +57,14 @@ pub struct Config {
     /// Segments fetched ahead of a consumer reading from the object store.
     #[arg(long, env = "KAFSCALE_READAHEAD_SEGMENTS", default_value_t = 2)]
     pub readahead_segments: usize,
+    /// How often each shard enforces topic retention (retention.ms, retention.bytes)
+    /// on its partitions, deleting whole expired segments from the object store.
+    #[arg(
+        long,
+        env = "KAFSCALE_RETENTION_CHECK_INTERVAL_MS",
+        default_value_t = 30_000
+    )]
+    pub retention_check_interval_ms: u64,
     /// Create unknown topics on Metadata and Produce requests.
     #[arg(long, env = "KAFSCALE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,

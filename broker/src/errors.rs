@@ -20,6 +20,8 @@ pub const KAFKA_STORAGE_ERROR: i16 = K::KafkaStorageError.code();
 pub const INVALID_RECORD: i16 = K::InvalidRecord.code();
 pub const UNKNOWN_TOPIC_ID: i16 = K::UnknownTopicId.code();
 pub const INVALID_REQUIRED_ACKS: i16 = K::InvalidRequiredAcks.code();
+pub const INVALID_REPLICA_ASSIGNMENT: i16 = K::InvalidReplicaAssignment.code();
+pub const UNKNOWN_LEADER_EPOCH: i16 = K::UnknownLeaderEpoch.code();
 
 /// The code a producer gets for a batch we refuse.
 pub fn batch_error_code(e: &kafscale_codec::batch::BatchError) -> i16 {

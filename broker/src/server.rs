@@ -52,6 +52,7 @@ pub async fn shard_main(boot: ShardBoot) {
     let shard = Rc::new(Shard::new(id, count, &shared, tx, cluster, groups));
     rx.serve(shard.clone());
     spawn_detached(partition::flush_ticker(shard.clone()));
+    spawn_detached(partition::retention_ticker(shard.clone()));
     Groups::start(&shard);
     if id == crate::placement::METADATA_SHARD {
         crate::handlers::topics::follow_store(&shard);

@@ -165,6 +165,16 @@ impl Shard {
             });
             gone
         };
+        // Partitions that stay pick up their topic's current configs (segment.bytes,
+        // retention), so an AlterConfigs applies without a restart.
+        for (name, parts) in self.partitions.borrow().iter() {
+            if let Some(t) = next.topic(name) {
+                let settings = t.settings(self.cfg.segment_bytes);
+                for p in parts.values() {
+                    p.settings.set(settings);
+                }
+            }
+        }
         *self.cluster.borrow_mut() = next;
         for p in &gone {
             let released = p.mark_deleted();

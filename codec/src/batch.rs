@@ -251,6 +251,58 @@ pub fn build_batch(base_offset: i64, timestamp: i64, values: &[&[u8]]) -> Vec<u8
     b
 }
 
+/// Attribute bits: compression codec (0 = none) and the timestamp type.
+const COMPRESSION_MASK: i16 = 0x07;
+const LOG_APPEND_TIME: i16 = 0x08;
+
+/// Reads a zigzag varint (Kafka's record encoding) at `*pos`, advancing it.
+fn read_varlong(b: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut z: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        z |= ((byte & 0x7f) as u64) << shift;
+        if byte & 0x80 == 0 {
+            return Some((z >> 1) as i64 ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
+/// `(offset, timestamp)` of every record of one v2 batch, in order. `None` for a
+/// compressed batch (its records cannot be read without decompressing them) or a
+/// malformed record section. Records of a LogAppendTime batch all carry the
+/// batch's max timestamp, as in Kafka.
+pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
+    let h = BatchHeader::parse(batch).ok()?;
+    if h.attributes & COMPRESSION_MASK != 0 {
+        return None;
+    }
+    let end = h.total_len().min(batch.len());
+    let body = &batch[..end];
+    let mut pos = HEADER_LEN;
+    let count = usize::try_from(h.record_count).ok()?;
+    let mut out = Vec::with_capacity(count.min(body.len()));
+    for _ in 0..count {
+        let len = usize::try_from(read_varlong(body, &mut pos)?).ok()?;
+        let record_end = pos.checked_add(len)?;
+        if record_end > body.len() {
+            return None;
+        }
+        let mut at = pos + 1; // record attributes (unused)
+        let ts_delta = read_varlong(body, &mut at)?;
+        let offset_delta = read_varlong(body, &mut at)?;
+        let ts = if h.attributes & LOG_APPEND_TIME != 0 {
+            h.max_timestamp
+        } else {
+            h.base_timestamp.saturating_add(ts_delta)
+        };
+        out.push((h.base_offset.saturating_add(offset_delta), ts));
+        pos = record_end;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +378,23 @@ mod tests {
         b[57..61].copy_from_slice(&5i32.to_be_bytes());
         let h = BatchHeader::parse(&b).unwrap();
         assert!(h.check_producer_batch().is_err());
+    }
+
+    #[test]
+    fn record_timestamps_of_plain_and_compressed_batches() {
+        let b = build_batch(10, 1_000, &[b"a", b"b", b"c"]);
+        assert_eq!(
+            record_timestamps(&b),
+            Some(vec![(10, 1_000), (11, 1_000), (12, 1_000)])
+        );
+        let mut gz = b.clone();
+        gz[22] |= 1;
+        assert_eq!(record_timestamps(&gz), None);
+        let mut cut = b.clone();
+        cut.truncate(b.len() - 2);
+        assert_eq!(record_timestamps(&cut), None);
+        let mut pos = 0;
+        assert_eq!(read_varlong(&[0x03], &mut pos), Some(-2));
+        assert_eq!(read_varlong(&[0xff; 11], &mut 0), None);
     }
 }

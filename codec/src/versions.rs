@@ -8,7 +8,10 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 /// (KIP-896 removed CreateTopics v0-1, DeleteTopics v0, OffsetCommit v0-1 and
 /// OffsetFetch v0), which is also what the generated message structs can decode.
 /// The group APIs stop at the last classic-protocol versions (KIP-848's are not
-/// implemented).
+/// implemented). The admin APIs follow the ops API (docs/protocol.md); the
+/// generated structs start DescribeConfigs at v1 and OffsetForLeaderEpoch at v2
+/// (KIP-896), so those are the minimums here. APIs not in this table are absent
+/// from ApiVersions, which every client reads as unsupported.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 13),
@@ -25,6 +28,14 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
 ];
 
 /// The supported version range of an API, if it is implemented at all.
@@ -85,6 +96,9 @@ mod tests {
         assert!(!is_supported(ApiKey::Fetch, 3));
         assert!(is_supported(ApiKey::JoinGroup, 0));
         assert!(!is_supported(ApiKey::OffsetCommit, 9));
-        assert!(!is_supported(ApiKey::DescribeGroups, 0));
+        assert!(is_supported(ApiKey::DescribeGroups, 0));
+        assert!(!is_supported(ApiKey::DescribeGroups, 6));
+        assert!(!is_supported(ApiKey::DescribeConfigs, 0));
+        assert!(!is_supported(ApiKey::DeleteRecords, 0));
     }
 }

@@ -31,6 +31,18 @@ pub enum GroupState {
     Stable,
 }
 
+impl GroupState {
+    /// The state's name as DescribeGroups and ListGroups report it.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
     pub initial_rebalance_delay: Duration,
@@ -117,7 +129,7 @@ pub struct Member {
 }
 
 impl Member {
-    fn metadata_for(&self, protocol: &str) -> Bytes {
+    pub(crate) fn metadata_for(&self, protocol: &str) -> Bytes {
         self.protocols
             .iter()
             .find(|(n, _)| n == protocol)

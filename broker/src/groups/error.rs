@@ -31,6 +31,12 @@ pub enum GroupError {
     UnknownTopicOrPartition,
     #[error("the offset metadata is too long")]
     OffsetMetadataTooLarge,
+    #[error("the group does not exist")]
+    GroupIdNotFound,
+    #[error("the group has active members")]
+    NonEmptyGroup,
+    #[error("the group's metadata could not be changed in the store")]
+    Storage,
 }
 
 impl GroupError {
@@ -48,6 +54,9 @@ impl GroupError {
             GroupError::NotCoordinator => K::NotCoordinator,
             GroupError::UnknownTopicOrPartition => K::UnknownTopicOrPartition,
             GroupError::OffsetMetadataTooLarge => K::OffsetMetadataTooLarge,
+            GroupError::GroupIdNotFound => K::GroupIdNotFound,
+            GroupError::NonEmptyGroup => K::NonEmptyGroup,
+            GroupError::Storage => K::KafkaStorageError,
         };
         k.code()
     }

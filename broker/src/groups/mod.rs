@@ -16,11 +16,14 @@
 //! answered only once the store has them durably.
 
 pub mod coordinator;
+pub mod delete;
+pub mod describe;
 pub mod error;
 pub mod find_coordinator;
 pub mod heartbeat;
 pub mod join;
 pub mod leave;
+pub mod list;
 pub mod offset_commit;
 pub mod offset_fetch;
 pub mod sync;
@@ -97,6 +100,16 @@ impl Groups {
 
     pub fn get(&self, id: &str) -> Option<Rc<GroupSlot>> {
         self.slots.borrow().get(id).cloned()
+    }
+
+    /// Every group slot of the shard.
+    pub fn all(&self) -> Vec<Rc<GroupSlot>> {
+        self.slots.borrow().values().cloned().collect()
+    }
+
+    /// Forgets a group (DeleteGroups).
+    pub fn remove(&self, id: &str) -> Option<Rc<GroupSlot>> {
+        self.slots.borrow_mut().remove(id)
     }
 
     pub fn get_or_create(&self, id: &str) -> Rc<GroupSlot> {
@@ -254,6 +267,15 @@ pub async fn forget_topic(shard: Rc<Shard>, topic: String) {
                 warn!(group = %slot.id, topic, error = %e, "removing offsets of a deleted topic failed")
             }
         }
+    }
+}
+
+impl GroupSlot {
+    /// Whether the group exists for the admin APIs: it has members (or members
+    /// joining) or committed offsets. A slot left behind by, say, an OffsetFetch
+    /// of an unknown group does not count, as in Kafka (such a group is Dead).
+    pub fn exists(&self) -> bool {
+        !self.group.borrow().is_empty() || !self.offsets.borrow().is_empty()
     }
 }
 

@@ -1,6 +1,8 @@
 //! ListOffsets: earliest (-2) is the log start, latest (-1) the high watermark
-//! (also the last stable offset: there are no transactions). Lookups by
-//! timestamp are not implemented yet and answer INVALID_REQUEST.
+//! (also the last stable offset: there are no transactions), a timestamp >= 0 the
+//! first offset whose record timestamp is at or after it (offset -1 when there
+//! is none), and -3 (v7) the offset of the record with the largest timestamp.
+//! Other negative timestamps answer INVALID_REQUEST.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -11,13 +13,14 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::errors::{INVALID_REQUEST, NONE, NOT_LEADER_OR_FOLLOWER};
-use crate::partition;
+use crate::partition::{self, TimeLookup};
 use crate::placement::partition_shard;
 use crate::router::scatter;
 use crate::shard::Shard;
 
 pub const EARLIEST: i64 = -2;
 pub const LATEST: i64 = -1;
+pub const MAX_TIMESTAMP: i64 = -3;
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -44,18 +47,28 @@ pub async fn handle(
         shard,
         items,
         |(t, p, _)| partition_shard(t, *p, count),
-        || (NOT_LEADER_OR_FOLLOWER, -1),
-        |sh, items| async move {
+        || (NOT_LEADER_OR_FOLLOWER, -1, -1),
+        move |sh, items| async move {
             let mut out = Vec::with_capacity(items.len());
             for (topic, index, ts) in items {
                 let r = match partition::partition(&sh, &topic, index).await {
-                    Err(code) => (code, -1),
+                    Err(code) => (code, -1, -1),
                     Ok(p) => {
                         let o = p.offsets();
-                        match ts {
-                            EARLIEST => (NONE, o.log_start),
-                            LATEST => (NONE, o.high_watermark),
-                            _ => (INVALID_REQUEST, -1),
+                        let lookup = match ts {
+                            EARLIEST => Err((NONE, o.log_start, -1)),
+                            LATEST => Err((NONE, o.high_watermark, -1)),
+                            MAX_TIMESTAMP if version >= 7 => Ok(TimeLookup::MaxTimestamp),
+                            t if t >= 0 => Ok(TimeLookup::AtOrAfter(t)),
+                            _ => Err((INVALID_REQUEST, -1, -1)),
+                        };
+                        match lookup {
+                            Err(answer) => answer,
+                            Ok(q) => match partition::offset_for_time(&sh, &p, q).await {
+                                Ok(Some((offset, timestamp))) => (NONE, offset, timestamp),
+                                Ok(None) => (NONE, -1, -1),
+                                Err(code) => (code, -1, -1),
+                            },
                         }
                     }
                 };
@@ -71,14 +84,14 @@ pub async fn handle(
         let mut t = ListOffsetsTopicResponse::default();
         t.name = name;
         for index in indexes {
-            let (error, offset) = it.next().unwrap_or((NOT_LEADER_OR_FOLLOWER, -1));
+            let (error, offset, timestamp) = it.next().unwrap_or((NOT_LEADER_OR_FOLLOWER, -1, -1));
             let mut p = ListOffsetsPartitionResponse::default();
             p.partition_index = index;
             p.error_code = error;
             p.offset = offset;
-            p.timestamp = -1;
+            p.timestamp = timestamp;
             // The field exists from v4; the encoder refuses it set on older versions.
-            p.leader_epoch = if error == NONE && version >= 4 {
+            p.leader_epoch = if error == NONE && offset >= 0 && version >= 4 {
                 partition::LEADER_EPOCH
             } else {
                 -1

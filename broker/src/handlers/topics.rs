@@ -1,4 +1,5 @@
-//! CreateTopics and DeleteTopics, and auto-creation. Every change runs on the
+//! CreateTopics and DeleteTopics, auto-creation, and the shared path of every
+//! change to an existing topic (configs, partition count). Every change runs on the
 //! metadata shard, one at a time: persist to the metadata store, then install
 //! the new snapshot on every shard. Deletion first stops the topic on every shard
 //! (waiting out in-flight uploads), then deletes its objects, then its metadata,
@@ -27,26 +28,6 @@ use crate::errors::*;
 use crate::metadata::{valid_topic_name, Cluster, ClusterState, MetaError, TopicMeta};
 use crate::placement::METADATA_SHARD;
 use crate::shard::Shard;
-
-/// Topic configs accepted at creation, with their validation. Retention is
-/// stored now and enforced by the retention work (see docs/protocol.md).
-fn check_config(name: &str, value: Option<&str>) -> Result<(), String> {
-    let int = |min: i64| -> Result<(), String> {
-        match value.and_then(|v| v.trim().parse::<i64>().ok()) {
-            Some(v) if v >= min => Ok(()),
-            _ => Err(format!("{name} must be an integer >= {min}")),
-        }
-    };
-    match name {
-        "retention.ms" | "retention.bytes" => int(-1),
-        "segment.bytes" => int(1),
-        "cleanup.policy" => match value {
-            Some("delete") => Ok(()),
-            _ => Err("cleanup.policy must be delete (compaction is not supported)".into()),
-        },
-        _ => Err(format!("config {name} is not supported")),
-    }
-}
 
 struct Outcome {
     error: i16,
@@ -166,6 +147,59 @@ pub fn follow_store(shard: &Rc<Shard>) {
             }
         }
     });
+}
+
+/// Changes an existing topic on the metadata shard, one change at a time:
+/// `change` computes the new metadata from the current one (or refuses with a
+/// Kafka code and message); the result is persisted with
+/// `MetadataStore::update_topic` and installed on every shard, unless
+/// `validate_only`. The topic's name and id cannot change.
+pub(crate) async fn update_topic<F>(
+    shard: &Rc<Shard>,
+    name: String,
+    validate_only: bool,
+    change: F,
+) -> Result<(), (i16, String)>
+where
+    F: FnOnce(&TopicMeta) -> Result<TopicMeta, (i16, String)> + Send + 'static,
+{
+    shard
+        .on(METADATA_SHARD, move |sh| async move {
+            let _guard = sh.admin_lock.lock().await;
+            let Some(current) = sh.cluster().topic(&name).cloned() else {
+                return Err((
+                    UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("topic {name} does not exist"),
+                ));
+            };
+            let mut next = change(&current)?;
+            next.name = current.name.clone();
+            next.id = current.id;
+            if validate_only || next == *current {
+                return Ok(());
+            }
+            let meta = sh.meta.clone();
+            let t = next.clone();
+            let state = match sh.io.run(async move { meta.update_topic(t).await }).await {
+                Ok(Ok(state)) => state,
+                Ok(Err(MetaError::UnknownTopic(_))) => {
+                    return Err((
+                        UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("topic {name} does not exist"),
+                    ))
+                }
+                Ok(Err(e)) => {
+                    error!(topic = %name, error = %e, "updating topic failed");
+                    return Err((store_error_code(&e), e.to_string()));
+                }
+                Err(e) => return Err((KAFKA_STORAGE_ERROR, e.to_string())),
+            };
+            info!(topic = %name, partitions = next.partitions, configs = ?next.configs, "topic updated");
+            install(&sh, state).await;
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err((NOT_LEADER_OR_FOLLOWER, e.to_string())))
 }
 
 async fn create_one(
@@ -327,7 +361,7 @@ pub async fn create(
         let mut bad = None;
         for c in &t.configs {
             let value = c.value.as_ref().map(|v| v.as_str());
-            if let Err(e) = check_config(&c.name, value) {
+            if let Err(e) = super::configs::check_topic_config(&c.name, value) {
                 bad = Some(e);
                 break;
             }

@@ -289,6 +289,23 @@ impl MetadataStore for EmbeddedStore {
         Ok(state)
     }
 
+    async fn update_topic(&self, topic: TopicMeta) -> Result<ClusterState, MetaError> {
+        let mut state = self
+            .update(
+                move |s| match s.topics.iter_mut().find(|t| t.name == topic.name) {
+                    Some(t) => {
+                        *t = topic;
+                        Ok(s.clone())
+                    }
+                    None => Err(MetaError::UnknownTopic(topic.name)),
+                },
+            )
+            .await?;
+        // The clone was taken before `update` counted the change.
+        state.revision += 1;
+        Ok(state)
+    }
+
     async fn delete_topic(&self, name: &str) -> Result<ClusterState, MetaError> {
         let name = name.to_string();
         let mut state = self
@@ -410,6 +427,16 @@ mod tests {
         assert!(matches!(
             s.create_topic(t.clone()).await,
             Err(MetaError::TopicExists(_))
+        ));
+        let mut t = t;
+        t.partitions = 6;
+        t.configs.insert("retention.ms".into(), "1000".into());
+        s.update_topic(t.clone()).await.unwrap();
+        let mut ghost = t.clone();
+        ghost.name = "ghost".into();
+        assert!(matches!(
+            s.update_topic(ghost).await,
+            Err(MetaError::UnknownTopic(_))
         ));
         let s2 = EmbeddedStore::open(&dir).unwrap();
         let st = s2.load().await.unwrap();

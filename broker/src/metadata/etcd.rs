@@ -554,6 +554,24 @@ impl MetadataStore for EtcdHandle {
             .await
     }
 
+    async fn update_topic(&self, topic: TopicMeta) -> Result<ClusterState, MetaError> {
+        self.0
+            .update_snapshot("update topic", |snap| {
+                let Some(t) = snap.topics.iter_mut().find(|t| t.name == topic.name) else {
+                    return Err(MetaError::UnknownTopic(topic.name.clone()));
+                };
+                let mut stored = topic_to_pb(&topic);
+                stored.created_ms = t.created_ms;
+                *t = stored.clone();
+                Ok(vec![TxnOp::put(
+                    keys::topic_config(&topic.name),
+                    stored.encode_to_vec(),
+                    None,
+                )])
+            })
+            .await
+    }
+
     async fn watch(&self, revision: i64) -> Result<SnapshotStream, MetaError> {
         let (tx, rx) = mpsc::unbounded();
         tokio::spawn(self.0.clone().watch_loop(revision, tx));

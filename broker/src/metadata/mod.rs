@@ -23,6 +23,49 @@ pub struct TopicMeta {
     pub configs: BTreeMap<String, String>,
 }
 
+/// Defaults of the topic configs a topic does not set: Kafscale keeps data until
+/// told otherwise (unlike Kafka's 7-day default), and segments roll at the
+/// broker's `KAFSCALE_SEGMENT_BYTES`.
+pub const DEFAULT_RETENTION_MS: i64 = -1;
+pub const DEFAULT_RETENTION_BYTES: i64 = -1;
+
+/// A topic's configs as the owning shards apply them, parsed once per snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// -1: no time limit.
+    pub retention_ms: i64,
+    /// -1: no size limit.
+    pub retention_bytes: i64,
+    pub segment_bytes: usize,
+}
+
+impl TopicSettings {
+    pub fn has_retention(&self) -> bool {
+        self.retention_ms >= 0 || self.retention_bytes >= 0
+    }
+}
+
+impl TopicMeta {
+    /// The effective settings: the topic's own configs over the broker defaults.
+    /// Stored values were validated when they were set; anything unparsable
+    /// (a hand-edited store) falls back to the default rather than failing.
+    pub fn settings(&self, default_segment_bytes: usize) -> TopicSettings {
+        let int = |k: &str| {
+            self.configs
+                .get(k)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+        };
+        TopicSettings {
+            retention_ms: int("retention.ms").unwrap_or(DEFAULT_RETENTION_MS),
+            retention_bytes: int("retention.bytes").unwrap_or(DEFAULT_RETENTION_BYTES),
+            segment_bytes: int("segment.bytes")
+                .filter(|v| *v > 0)
+                .and_then(|v| usize::try_from(v).ok())
+                .unwrap_or(default_segment_bytes),
+        }
+    }
+}
+
 /// Everything the store keeps about topics.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ClusterState {
@@ -208,6 +251,10 @@ pub trait MetadataStore: Send + Sync + 'static {
         partition: i32,
         next_offset: i64,
     ) -> Result<(), MetaError>;
+    /// Replaces an existing topic's partition count and configs (AlterConfigs,
+    /// IncrementalAlterConfigs, CreatePartitions); returns the stored state with
+    /// it. The name and id stay the same; `UnknownTopic` if the topic is gone.
+    async fn update_topic(&self, topic: TopicMeta) -> Result<ClusterState, MetaError>;
     /// Every stored group with its metadata and committed offsets.
     async fn load_groups(&self) -> Result<Vec<StoredGroup>, MetaError>;
     /// Replaces a group's metadata (members, generation, assignment).
@@ -334,6 +381,16 @@ mod tests {
         let c2 = c.with_topic(t.clone());
         assert_eq!(c2.topic("a").map(|t| t.partitions), Some(3));
         assert!(c2.by_id.contains_key(&t.id));
+        let mut t2 = t.clone();
+        t2.configs.insert("segment.bytes".into(), "4096".into());
+        t2.configs.insert("retention.ms".into(), "2000".into());
+        let s = t2.settings(1 << 20);
+        assert_eq!(
+            (s.segment_bytes, s.retention_ms, s.retention_bytes),
+            (4096, 2000, -1)
+        );
+        assert_eq!(t.settings(1 << 20).segment_bytes, 1 << 20);
+        assert!(s.has_retention() && !t.settings(1).has_retention());
         let c3 = c2.without_topic("a");
         assert!(c3.topic("a").is_none() && c3.by_id.is_empty());
     }

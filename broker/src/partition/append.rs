@@ -57,7 +57,8 @@ pub fn append(
     acks: i16,
 ) -> Result<ProduceOutcome, i16> {
     let batches = validate(records)?;
-    let segment_bytes = shard.cfg.segment_bytes;
+    // The topic's segment.bytes when it sets one, else the broker's.
+    let segment_bytes = p.settings.get().segment_bytes;
     let mut sealed = false;
     let mut armed = false;
     let mut added = 0;

@@ -10,9 +10,11 @@ mod append;
 mod producers;
 mod read;
 mod recovery;
+mod retention;
+mod timeindex;
 mod upload;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -23,6 +25,10 @@ use uuid::Uuid;
 pub use append::{append, flush_ticker, seal, LEADER_EPOCH};
 pub use read::{read, wait_for_data};
 pub use recovery::partition;
+pub use retention::retention_ticker;
+pub use timeindex::{offset_for_time, TimeLookup};
+
+use crate::metadata::TopicSettings;
 
 /// Record bytes of a segment: what the shard counts as buffered while unflushed.
 pub(crate) fn body_bytes(s: &kafscale_segstore::Segment) -> usize {
@@ -34,12 +40,22 @@ pub(crate) fn body_bytes(s: &kafscale_segstore::Segment) -> usize {
 pub struct SegRef {
     pub base: i64,
     pub last: i64,
+    /// Size of the `.kfs` object (retention.bytes counts these).
+    pub bytes: u64,
+    /// The largest batch max timestamp in the segment: known from the batch
+    /// headers for segments uploaded by this process, and learned by reading the
+    /// segment for recovered ones (the `.kfs` format has no place for it; see
+    /// docs/storage.md, "Time bounds").
+    pub max_ts: Option<i64>,
 }
 
 pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
     pub topic_id: Uuid,
+    /// The topic's configs as they apply now; replaced when a new cluster
+    /// snapshot changes them (AlterConfigs), read on every append and retention pass.
+    pub(crate) settings: Cell<TopicSettings>,
     pub(crate) st: RefCell<State>,
 }
 
@@ -66,6 +82,9 @@ pub(crate) struct State {
     pub durable: Vec<SegRef>,
     /// `acks=-1` producers: (last offset of their batch, reply).
     pub ack_waiters: VecDeque<(i64, oneshot::Sender<i16>)>,
+    /// Segments retention has removed from the log whose objects could not be
+    /// deleted yet; retried on the next pass.
+    pub doomed: Vec<i64>,
     /// Long-polling fetches waiting for the high watermark to move.
     pub hw_waiters: Vec<oneshot::Sender<()>>,
     /// Sequence state of idempotent producers.
@@ -80,11 +99,17 @@ pub struct Offsets {
 }
 
 impl Partition {
-    pub(crate) fn new(topic: Arc<str>, index: i32, topic_id: Uuid) -> Self {
+    pub(crate) fn new(
+        topic: Arc<str>,
+        index: i32,
+        topic_id: Uuid,
+        settings: TopicSettings,
+    ) -> Self {
         Partition {
             topic,
             index,
             topic_id,
+            settings: Cell::new(settings),
             st: RefCell::new(State {
                 load: Load::Loading(Vec::new()),
                 deleted: false,
@@ -99,6 +124,7 @@ impl Partition {
                 idle_waiters: Vec::new(),
                 durable: Vec::new(),
                 ack_waiters: VecDeque::new(),
+                doomed: Vec::new(),
                 hw_waiters: Vec::new(),
                 producers: Default::default(),
             }),

@@ -57,7 +57,14 @@ pub async fn read(
         (offsets, seg, following)
     };
     let key: SegKey = (p.topic.clone(), p.index, seg.base);
-    let segment = segment(shard, key).await?;
+    let segment = match segment(shard, key).await {
+        Ok(s) => s,
+        // Retention removed the segment while it was being read: the offset is
+        // now below the log start, which is what the client is told.
+        Err(_) if p.st.borrow().log_start > seg.base => return Err(OFFSET_OUT_OF_RANGE),
+        Err(code) => return Err(code),
+    };
+    note_max_ts(p, &segment);
     for base in following {
         readahead(shard, (p.topic.clone(), p.index, base));
     }
@@ -80,9 +87,23 @@ pub fn wait_for_data(p: &Partition, offset: i64) -> Option<oneshot::Receiver<()>
     Some(rx)
 }
 
+/// Records a recovered segment's max timestamp once it has been read anyway, so
+/// that timestamp lookups and retention need not read it again.
+pub(crate) fn note_max_ts(p: &Partition, segment: &Segment) -> Option<i64> {
+    let max = segment.batches.iter().map(|b| b.max_timestamp).max();
+    let mut st = p.st.borrow_mut();
+    let i = st.durable.partition_point(|s| s.base < segment.base_offset);
+    if let Some(s) = st.durable.get_mut(i) {
+        if s.base == segment.base_offset && s.max_ts.is_none() {
+            s.max_ts = max;
+        }
+    }
+    max
+}
+
 /// A segment from the cache, or read from the store with concurrent readers
 /// sharing one GET.
-async fn segment(shard: &Rc<Shard>, key: SegKey) -> Result<Segment, i16> {
+pub(crate) async fn segment(shard: &Rc<Shard>, key: SegKey) -> Result<Segment, i16> {
     if let Some(s) = shard.cache.borrow_mut().get(&key) {
         return Ok(s);
     }

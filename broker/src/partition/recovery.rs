@@ -36,7 +36,8 @@ pub async fn partition(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<
                 return Err(UNKNOWN_TOPIC_OR_PARTITION);
             }
             let name: std::sync::Arc<str> = t.name.as_str().into();
-            let p = Rc::new(Partition::new(name.clone(), index, t.id));
+            let settings = t.settings(shard.cfg.segment_bytes);
+            let p = Rc::new(Partition::new(name.clone(), index, t.id, settings));
             shard
                 .partitions
                 .borrow_mut()
@@ -86,6 +87,8 @@ fn restore(segs: &[SegmentMeta], last_offset: Option<i64>) -> Result<(Vec<SegRef
         out.push(SegRef {
             base: s.base_offset,
             last,
+            bytes: s.size,
+            max_ts: None,
         });
     }
     let next = out.last().map_or(0, |s| s.last + 1);

@@ -123,6 +123,8 @@ async fn upload_loop(shard: Rc<Shard>, p: Rc<Partition>) {
             st.durable.push(SegRef {
                 base: seg.base_offset,
                 last: seg.last_offset,
+                bytes: seg.size() as u64,
+                max_ts: seg.batches.iter().map(|b| b.max_timestamp).max(),
             });
             let hw = st.high_watermark;
             let mut acked = Vec::new();

@@ -1,0 +1,473 @@
+//! DescribeConfigs v1-v4, AlterConfigs v0-v2 and IncrementalAlterConfigs v0-v1.
+//!
+//! Topics expose exactly the whitelist of the ops API: retention.ms,
+//! retention.bytes, segment.bytes (all alterable) and cleanup.policy (only
+//! `delete`: compaction is not supported). A change is persisted through
+//! `MetadataStore::update_topic` and published to every shard as a new cluster
+//! snapshot; the owning shards apply it at once (segment.bytes to the next
+//! segment, retention on the next pass). Brokers expose read-only configs under
+//! the `kafscale.*` names; altering them answers INVALID_CONFIG, as does any
+//! unknown key or invalid value.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResult;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::topics::update_topic;
+use crate::errors::*;
+use crate::metadata::{DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_MS};
+use crate::shard::Shard;
+
+/// Kafka's ConfigResource types.
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+
+/// Kafka's config sources (DescribeConfigs v1+).
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// Kafka's config types (DescribeConfigs v3+).
+const TYPE_STRING: i8 = 2;
+const TYPE_INT: i8 = 3;
+const TYPE_LONG: i8 = 5;
+const TYPE_LIST: i8 = 7;
+
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+
+/// The topic config whitelist: name, type, documentation.
+const TOPIC_KEYS: &[(&str, i8, &str)] = &[
+    (
+        "cleanup.policy",
+        TYPE_LIST,
+        "Only \"delete\": old segments are deleted by retention. Compaction is not supported.",
+    ),
+    (
+        "retention.bytes",
+        TYPE_LONG,
+        "Largest size a partition's log may keep before its oldest segments are deleted; -1 for no limit.",
+    ),
+    (
+        "retention.ms",
+        TYPE_LONG,
+        "Longest time a segment is kept after its newest record's timestamp; -1 for no limit.",
+    ),
+    (
+        "segment.bytes",
+        TYPE_INT,
+        "Size at which a partition's active segment is sealed and uploaded; the broker's kafscale.segment.bytes when unset.",
+    ),
+];
+
+/// Validates one topic config against the whitelist (CreateTopics, AlterConfigs,
+/// IncrementalAlterConfigs). The message is for the client.
+pub fn check_topic_config(name: &str, value: Option<&str>) -> Result<(), String> {
+    let int = |min: i64, max: i64| -> Result<(), String> {
+        match value.and_then(|v| v.trim().parse::<i64>().ok()) {
+            Some(v) if (min..=max).contains(&v) => Ok(()),
+            _ => Err(format!("{name} must be an integer in {min}..={max}")),
+        }
+    };
+    match name {
+        "retention.ms" | "retention.bytes" => int(-1, i64::MAX),
+        // The broker's buffers are usize and Kafka's segment.bytes is an int.
+        "segment.bytes" => int(1, i32::MAX as i64),
+        "cleanup.policy" => match value.map(str::trim) {
+            Some("delete") => Ok(()),
+            _ => Err("cleanup.policy must be delete (compaction is not supported)".into()),
+        },
+        _ => Err(format!("config {name} is not supported")),
+    }
+}
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+struct Entry {
+    name: &'static str,
+    value: Option<String>,
+    read_only: bool,
+    source: i8,
+    ty: i8,
+    doc: &'static str,
+    /// (name, value, source), most specific first, as Kafka orders synonyms.
+    synonyms: Vec<(String, Option<String>, i8)>,
+}
+
+fn encode_entry(e: Entry, synonyms: bool, docs: bool) -> DescribeConfigsResourceResult {
+    let mut r = DescribeConfigsResourceResult::default();
+    r.name = StrBytes::from_static_str(e.name);
+    r.value = e.value.map(s);
+    r.read_only = e.read_only;
+    r.config_source = e.source;
+    r.is_sensitive = false;
+    r.config_type = e.ty;
+    if docs {
+        r.documentation = Some(StrBytes::from_static_str(e.doc));
+    }
+    if synonyms {
+        r.synonyms = e
+            .synonyms
+            .into_iter()
+            .map(|(name, value, source)| {
+                let mut y = DescribeConfigsSynonym::default();
+                y.name = s(name);
+                y.value = value.map(s);
+                y.source = source;
+                y
+            })
+            .collect();
+    }
+    r
+}
+
+fn topic_entries(shard: &Shard, configs: &BTreeMap<String, String>) -> Vec<Entry> {
+    TOPIC_KEYS
+        .iter()
+        .map(|&(name, ty, doc)| {
+            // The default and where it comes from.
+            let (default, default_name, default_source) = match name {
+                "retention.ms" => (DEFAULT_RETENTION_MS.to_string(), name, SOURCE_DEFAULT),
+                "retention.bytes" => (DEFAULT_RETENTION_BYTES.to_string(), name, SOURCE_DEFAULT),
+                "segment.bytes" => (
+                    shard.cfg.segment_bytes.to_string(),
+                    "kafscale.segment.bytes",
+                    SOURCE_STATIC_BROKER,
+                ),
+                _ => ("delete".to_string(), name, SOURCE_DEFAULT),
+            };
+            let mut synonyms = Vec::new();
+            let (value, source) = match configs.get(name) {
+                Some(v) => {
+                    synonyms.push((name.to_string(), Some(v.clone()), SOURCE_DYNAMIC_TOPIC));
+                    (v.clone(), SOURCE_DYNAMIC_TOPIC)
+                }
+                None => (default.clone(), default_source),
+            };
+            synonyms.push((default_name.to_string(), Some(default), default_source));
+            Entry {
+                name,
+                value: Some(value),
+                read_only: false,
+                source,
+                ty,
+                doc,
+                synonyms,
+            }
+        })
+        .collect()
+}
+
+fn broker_entries(shard: &Shard) -> Vec<Entry> {
+    let cfg = &shard.cfg;
+    let cluster = shard.cluster();
+    let ro = |name: &'static str, value: Option<String>, ty: i8, doc: &'static str| Entry {
+        name,
+        synonyms: vec![(name.to_string(), value.clone(), SOURCE_STATIC_BROKER)],
+        value,
+        read_only: true,
+        source: SOURCE_STATIC_BROKER,
+        ty,
+        doc,
+    };
+    vec![
+        ro(
+            "broker.id",
+            Some(cfg.broker_id.to_string()),
+            TYPE_INT,
+            "KAFSCALE_BROKER_ID",
+        ),
+        ro(
+            "advertised.listeners",
+            Some(format!("PLAINTEXT://{}:{}", cluster.host, cluster.port)),
+            TYPE_LIST,
+            "KAFSCALE_BROKER_HOST and KAFSCALE_BROKER_PORT",
+        ),
+        ro(
+            "kafscale.s3.bucket",
+            cfg.s3.s3_bucket.clone(),
+            TYPE_STRING,
+            "KAFSCALE_S3_BUCKET",
+        ),
+        ro(
+            "kafscale.s3.region",
+            Some(cfg.s3.s3_region.clone()),
+            TYPE_STRING,
+            "KAFSCALE_S3_REGION",
+        ),
+        ro(
+            "kafscale.s3.endpoint",
+            cfg.s3.s3_endpoint.clone(),
+            TYPE_STRING,
+            "KAFSCALE_S3_ENDPOINT",
+        ),
+        ro(
+            "kafscale.cache.bytes",
+            Some(cfg.cache_bytes.to_string()),
+            TYPE_LONG,
+            "KAFSCALE_CACHE_BYTES",
+        ),
+        ro(
+            "kafscale.readahead.segments",
+            Some(cfg.readahead_segments.to_string()),
+            TYPE_INT,
+            "KAFSCALE_READAHEAD_SEGMENTS",
+        ),
+        ro(
+            "kafscale.segment.bytes",
+            Some(cfg.segment_bytes.to_string()),
+            TYPE_INT,
+            "KAFSCALE_SEGMENT_BYTES",
+        ),
+        ro(
+            "kafscale.flush.interval.ms",
+            Some(cfg.flush_interval_ms.to_string()),
+            TYPE_LONG,
+            "KAFSCALE_FLUSH_INTERVAL_MS",
+        ),
+    ]
+}
+
+/// Whether a broker resource name means this broker ("" is the cluster default,
+/// which for read-only configs is the same thing).
+fn is_this_broker(shard: &Shard, name: &str) -> bool {
+    name.is_empty() || name.trim().parse::<i32>().ok() == Some(shard.cfg.broker_id)
+}
+
+pub fn describe(
+    shard: &Rc<Shard>,
+    req: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
+    let cluster = shard.cluster();
+    let docs = req.include_documentation && version >= 3;
+    let mut resp = DescribeConfigsResponse::default();
+    for r in req.resources {
+        let mut out = DescribeConfigsResult::default();
+        out.resource_type = r.resource_type;
+        out.resource_name = r.resource_name.clone();
+        let entries = match r.resource_type {
+            RESOURCE_TOPIC => match cluster.topic(&r.resource_name) {
+                Some(t) => Ok(topic_entries(shard, &t.configs)),
+                None => Err((
+                    UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("topic {} does not exist", &*r.resource_name),
+                )),
+            },
+            RESOURCE_BROKER if is_this_broker(shard, &r.resource_name) => Ok(broker_entries(shard)),
+            RESOURCE_BROKER => Err((
+                INVALID_REQUEST,
+                format!("broker {} is not this broker", &*r.resource_name),
+            )),
+            other => Err((
+                INVALID_REQUEST,
+                format!("resource type {other} is not supported"),
+            )),
+        };
+        match entries {
+            Ok(entries) => {
+                // Keys outside the whitelist are ignored; a null key list means all
+                // of them (an empty one, none: Kafka's protocol).
+                let wanted = |name: &str| match &r.configuration_keys {
+                    Some(keys) => keys.iter().any(|k| &**k == name),
+                    None => true,
+                };
+                out.configs = entries
+                    .into_iter()
+                    .filter(|e| wanted(e.name))
+                    .map(|e| encode_entry(e, req.include_synonyms, docs))
+                    .collect();
+            }
+            Err((code, message)) => {
+                out.error_code = code;
+                out.error_message = Some(s(message));
+            }
+        }
+        resp.results.push(out);
+    }
+    resp
+}
+
+/// A requested change of a topic's configs, validated on the connection's shard
+/// and merged with the current configs on the metadata shard.
+enum Change {
+    /// AlterConfigs: the new complete set (unset keys revert to their defaults).
+    Replace(BTreeMap<String, String>),
+    /// IncrementalAlterConfigs: set (Some) or delete (None) single keys.
+    Incremental(Vec<(String, Option<String>)>),
+}
+
+type Failure = (i16, String);
+
+/// Checks the resource itself: only topics can be altered.
+fn check_resource(ty: i8, name: &str) -> Result<(), Failure> {
+    match ty {
+        RESOURCE_TOPIC => Ok(()),
+        RESOURCE_BROKER => Err((
+            INVALID_CONFIG,
+            format!("broker {name} configs are read-only"),
+        )),
+        other => Err((
+            INVALID_REQUEST,
+            format!("resource type {other} is not supported"),
+        )),
+    }
+}
+
+async fn apply(
+    shard: &Rc<Shard>,
+    topic: String,
+    change: Change,
+    validate_only: bool,
+) -> Result<(), Failure> {
+    update_topic(shard, topic, validate_only, move |t| {
+        let mut next = t.clone();
+        match change {
+            Change::Replace(configs) => next.configs = configs,
+            Change::Incremental(ops) => {
+                for (k, v) in ops {
+                    match v {
+                        Some(v) => {
+                            next.configs.insert(k, v);
+                        }
+                        None => {
+                            next.configs.remove(&k);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(next)
+    })
+    .await
+}
+
+fn failure_parts(r: Result<(), Failure>) -> (i16, Option<StrBytes>) {
+    match r {
+        Ok(()) => (NONE, None),
+        Err((code, message)) => (code, Some(s(message))),
+    }
+}
+
+pub async fn alter(
+    shard: &Rc<Shard>,
+    req: AlterConfigsRequest,
+    _version: i16,
+) -> AlterConfigsResponse {
+    let mut resp = AlterConfigsResponse::default();
+    for r in req.resources {
+        let name = r.resource_name.to_string();
+        let result = match check_resource(r.resource_type, &name) {
+            Err(f) => Err(f),
+            Ok(()) => {
+                let mut configs = BTreeMap::new();
+                let mut bad = None;
+                for c in &r.configs {
+                    let value = c.value.as_deref();
+                    if let Err(e) = check_topic_config(&c.name, value) {
+                        bad = Some((INVALID_CONFIG, e));
+                        break;
+                    }
+                    if let Some(v) = value {
+                        configs.insert(c.name.to_string(), v.trim().to_string());
+                    }
+                }
+                match bad {
+                    Some(f) => Err(f),
+                    None => apply(shard, name, Change::Replace(configs), req.validate_only).await,
+                }
+            }
+        };
+        let (code, message) = failure_parts(result);
+        let mut out = AlterConfigsResourceResponse::default();
+        out.error_code = code;
+        out.error_message = message;
+        out.resource_type = r.resource_type;
+        out.resource_name = r.resource_name;
+        resp.responses.push(out);
+    }
+    resp
+}
+
+pub async fn incremental_alter(
+    shard: &Rc<Shard>,
+    req: IncrementalAlterConfigsRequest,
+    _version: i16,
+) -> IncrementalAlterConfigsResponse {
+    let mut resp = IncrementalAlterConfigsResponse::default();
+    for r in req.resources {
+        let name = r.resource_name.to_string();
+        let result = match check_resource(r.resource_type, &name) {
+            Err(f) => Err(f),
+            Ok(()) => {
+                let mut ops = Vec::new();
+                let mut bad = None;
+                for c in &r.configs {
+                    let value = c.value.as_deref();
+                    let checked = match c.config_operation {
+                        OP_SET => check_topic_config(&c.name, value)
+                            .map(|()| Some(value.unwrap_or_default().trim().to_string())),
+                        // Deleting an unknown key is as invalid as setting one.
+                        OP_DELETE if TOPIC_KEYS.iter().any(|(k, _, _)| **k == *c.name) => Ok(None),
+                        OP_DELETE => Err(format!("config {} is not supported", &*c.name)),
+                        // APPEND/SUBTRACT apply to list configs; the only one,
+                        // cleanup.policy, has a single allowed value.
+                        op => Err(format!("operation {op} is not supported for {}", &*c.name)),
+                    };
+                    match checked {
+                        Ok(v) => ops.push((c.name.to_string(), v)),
+                        Err(e) => {
+                            bad = Some((INVALID_CONFIG, e));
+                            break;
+                        }
+                    }
+                }
+                match bad {
+                    Some(f) => Err(f),
+                    None => apply(shard, name, Change::Incremental(ops), req.validate_only).await,
+                }
+            }
+        };
+        let (code, message) = failure_parts(result);
+        let mut out = IncrementalResult::default();
+        out.error_code = code;
+        out.error_message = message;
+        out.resource_type = r.resource_type;
+        out.resource_name = r.resource_name;
+        resp.responses.push(out);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whitelist_validation() {
+        assert!(check_topic_config("retention.ms", Some("-1")).is_ok());
+        assert!(check_topic_config("retention.ms", Some("0")).is_ok());
+        assert!(check_topic_config("retention.ms", Some("-2")).is_err());
+        assert!(check_topic_config("retention.bytes", Some("abc")).is_err());
+        assert!(check_topic_config("segment.bytes", Some("0")).is_err());
+        assert!(check_topic_config("segment.bytes", Some("1048576")).is_ok());
+        assert!(check_topic_config("segment.bytes", Some("4294967296")).is_err());
+        assert!(check_topic_config("cleanup.policy", Some("delete")).is_ok());
+        assert!(check_topic_config("cleanup.policy", Some("compact")).is_err());
+        assert!(check_topic_config("max.message.bytes", Some("1")).is_err());
+        assert!(check_topic_config("retention.ms", None).is_err());
+    }
+}

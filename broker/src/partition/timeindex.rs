@@ -1,0 +1,135 @@
+//! ListOffsets by timestamp. The `.kfs` format records no times, so time bounds
+//! come from the batch headers: each durable segment's max timestamp is kept in
+//! memory (`SegRef::max_ts`, learned by reading a recovered segment once), and a
+//! lookup reads the first segment whose max timestamp reaches the target, then
+//! its batches, then (for uncompressed batches) the records' own timestamps.
+
+use std::rc::Rc;
+
+use kafscale_codec::batch::record_timestamps;
+
+use super::read::{note_max_ts, segment};
+use super::{Partition, SegRef};
+use crate::errors::UNKNOWN_TOPIC_OR_PARTITION;
+use crate::shard::{SegKey, Shard};
+
+/// What a timestamp query asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeLookup {
+    /// The first offset whose timestamp is at or after this time (ms).
+    AtOrAfter(i64),
+    /// The offset of the record with the largest timestamp (ListOffsets v7, -3).
+    MaxTimestamp,
+}
+
+/// `(offset, timestamp)` answering `q`, or `None` when no record qualifies (Kafka
+/// then answers offset -1, timestamp -1). Errors are Kafka codes.
+pub async fn offset_for_time(
+    shard: &Rc<Shard>,
+    p: &Rc<Partition>,
+    q: TimeLookup,
+) -> Result<Option<(i64, i64)>, i16> {
+    match q {
+        TimeLookup::AtOrAfter(t) => at_or_after(shard, p, t).await,
+        TimeLookup::MaxTimestamp => max_timestamp(shard, p).await,
+    }
+}
+
+/// The durable segment that starts at or after `from`, if any.
+fn next_segment(p: &Partition, from: i64) -> Result<Option<SegRef>, i16> {
+    let st = p.st.borrow();
+    if st.deleted {
+        return Err(UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    let i = st.durable.partition_point(|s| s.last < from);
+    Ok(st.durable.get(i).copied())
+}
+
+/// The segment's max timestamp, reading the segment if it is not known yet.
+pub(crate) async fn max_ts_of(
+    shard: &Rc<Shard>,
+    p: &Rc<Partition>,
+    seg: &SegRef,
+) -> Result<i64, i16> {
+    if let Some(t) = seg.max_ts {
+        return Ok(t);
+    }
+    let s = segment(shard, key(p, seg.base)).await?;
+    Ok(note_max_ts(p, &s).unwrap_or(-1))
+}
+
+fn key(p: &Partition, base: i64) -> SegKey {
+    (p.topic.clone(), p.index, base)
+}
+
+async fn at_or_after(
+    shard: &Rc<Shard>,
+    p: &Rc<Partition>,
+    t: i64,
+) -> Result<Option<(i64, i64)>, i16> {
+    let mut from = p.st.borrow().log_start;
+    while let Some(seg) = next_segment(p, from)? {
+        from = seg.last + 1;
+        let max = match max_ts_of(shard, p, &seg).await {
+            Ok(m) => m,
+            // Deleted by retention meanwhile: go on with what is left.
+            Err(_) if p.st.borrow().log_start > seg.base => continue,
+            Err(code) => return Err(code),
+        };
+        if max < t {
+            continue;
+        }
+        let s = match segment(shard, key(p, seg.base)).await {
+            Ok(s) => s,
+            Err(_) if p.st.borrow().log_start > seg.base => continue,
+            Err(code) => return Err(code),
+        };
+        let log_start = p.st.borrow().log_start;
+        for b in s.batches.iter().filter(|b| b.max_timestamp >= t) {
+            if b.last_offset < log_start {
+                continue;
+            }
+            let raw = &s.data[b.pos as usize..(b.pos + b.len) as usize];
+            match record_timestamps(raw) {
+                Some(records) => {
+                    if let Some(&hit) = records.iter().find(|(o, ts)| *o >= log_start && *ts >= t) {
+                        return Ok(Some(hit));
+                    }
+                }
+                // Compressed: batch precision (documented in docs/protocol.md).
+                None => return Ok(Some((b.base_offset.max(log_start), b.max_timestamp))),
+            }
+        }
+    }
+    Ok(None)
+}
+
+async fn max_timestamp(shard: &Rc<Shard>, p: &Rc<Partition>) -> Result<Option<(i64, i64)>, i16> {
+    // The segment with the largest max timestamp (the first one on a tie, as Kafka).
+    let mut best: Option<(i64, SegRef)> = None;
+    let mut from = p.st.borrow().log_start;
+    while let Some(seg) = next_segment(p, from)? {
+        from = seg.last + 1;
+        let max = match max_ts_of(shard, p, &seg).await {
+            Ok(m) => m,
+            Err(_) if p.st.borrow().log_start > seg.base => continue,
+            Err(code) => return Err(code),
+        };
+        if best.as_ref().is_none_or(|(m, _)| max > *m) {
+            best = Some((max, seg));
+        }
+    }
+    let Some((max, seg)) = best else {
+        return Ok(None);
+    };
+    let s = segment(shard, key(p, seg.base)).await?;
+    let Some(b) = s.batches.iter().find(|b| b.max_timestamp == max) else {
+        return Ok(None);
+    };
+    let raw = &s.data[b.pos as usize..(b.pos + b.len) as usize];
+    let hit = record_timestamps(raw)
+        .and_then(|records| records.into_iter().find(|(_, ts)| *ts == max))
+        // Compressed: the batch's last offset, as Kafka answered before KIP-734's fix.
+        .unwrap_or((b.last_offset, max));
+    Ok(Some(hit))
+}

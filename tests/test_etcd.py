@@ -371,3 +371,31 @@ def test_broker_without_etcd_exits_with_an_error(make_broker, etcd):
     assert b.proc.wait(timeout=30) != 0
     log = b.log()
     assert "loading metadata: metadata store unavailable: etcd" in log or "connecting to etcd" in log, log
+
+
+def test_config_changes_and_new_partitions_go_through_etcd(make_broker, etcd):
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions
+    b1 = make_broker(env={**etcd.broker_env(), "KAFSCALE_BROKER_ID": "1"}, shards=1)
+    b2 = make_broker(env={**etcd.broker_env(), "KAFSCALE_BROKER_ID": "2"}, shards=1)
+    create_topic(b1.bootstrap, "altered", 2)
+    admin = AdminClient({"bootstrap.servers": b1.bootstrap})
+    res = ConfigResource("topic", "altered", incremental_configs=[
+        ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([res])[res].result(timeout=15)
+    admin.create_partitions([NewPartitions("altered", 5)])["altered"].result(timeout=15)
+
+    _, topics = snapshot_topics(etcd)
+    assert topics["altered"][0] == 5 and topics["altered"][1].get("retention.ms") == "3600000"
+    config = pb_fields(etcd.get("/kafscale/topics/altered/config"))
+    assert config.get(3, [0])[0] == 5
+    # The other broker learns both changes from the watch, without a restart.
+    wait_for(lambda: topic_names(b2.bootstrap).get("altered") == 5, what="b2 seeing 5 partitions")
+
+    admin2 = AdminClient({"bootstrap.servers": b2.bootstrap})
+
+    def b2_retention():
+        r = ConfigResource("topic", "altered")
+        return admin2.describe_configs([r])[r].result(timeout=15)["retention.ms"].value
+    wait_for(lambda: b2_retention() == "3600000", what="b2 seeing the new retention.ms")
+    delivered, errors = produce(b2.bootstrap, "altered", [(None, b"p4", None, 4)])
+    assert not errors and delivered[0][:2] == (4, 0)

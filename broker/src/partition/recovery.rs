@@ -218,7 +218,12 @@ mod tests {
 
     #[test]
     fn committed_next_offset_wins_only_when_ahead() {
-        let segs = vec![SegRef { base: 0, last: 9 }];
+        let segs = vec![SegRef {
+            base: 0,
+            last: 9,
+            bytes: 100,
+            max_ts: None,
+        }];
         assert_eq!(with_committed(segs.clone(), 10, None).1, 10);
         assert_eq!(with_committed(segs.clone(), 10, Some(7)).1, 10);
         assert_eq!(with_committed(segs, 10, Some(12)).1, 12);

@@ -44,8 +44,10 @@ class Broker:
         self.data_dir = tmp / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.metrics_port = free_port()
         self.env = {
             "KAFSCALE_BROKER_ADDR": f"127.0.0.1:{self.port}",
+            "KAFSCALE_METRICS_ADDR": f"127.0.0.1:{self.metrics_port}",
             "KAFSCALE_DATA_DIR": str(self.data_dir),
             "KAFSCALE_SHARDS": str(shards),
             "KAFSCALE_FLUSH_INTERVAL_MS": "20",
@@ -97,6 +99,22 @@ class Broker:
             self.proc.wait()
             raise
 
+    def http_get(self, path, timeout=5):
+        """(status, body text) of GET http://metrics-addr/path."""
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=timeout) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def metrics(self):
+        """Scrapes /metrics: {(name, ((label, value), ...)): float}."""
+        status, body = self.http_get("/metrics")
+        assert status == 200, body
+        return parse_metrics(body)
+
     def kill9(self):
         return self.stop(signal.SIGKILL)
 
@@ -115,6 +133,20 @@ class Broker:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         return 0
+
+
+def parse_metrics(text):
+    """Prometheus text format (as the broker writes it) to {(name, labels): value}."""
+    import re
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)', line)
+        assert m, f"bad exposition line: {line!r}"
+        labels = tuple(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
 
 
 class S3Server:

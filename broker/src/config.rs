@@ -121,6 +121,12 @@ pub struct Config {
         default_value_t = 4096
     )]
     pub offset_metadata_max_bytes: usize,
+    /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "KAFSCALE_METRICS_ADDR", default_value = "127.0.0.1:9093")]
+    pub metrics_addr: SocketAddr,
+    /// Window of the kafscale_produce_rps and kafscale_fetch_rps gauges, in seconds.
+    #[arg(long, env = "KAFSCALE_THROUGHPUT_WINDOW_SEC", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub throughput_window_sec: u64,
     /// Keep segments in memory instead of a directory or S3 (tests and demos).
     #[arg(long, env = "KAFSCALE_USE_MEMORY_S3", default_value_t = false, value_parser = parse_flag)]
     pub use_memory_s3: bool,

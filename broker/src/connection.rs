@@ -125,7 +125,26 @@ impl ReadBuf {
     }
 }
 
+/// Counts a connection as open for as long as it is served, whichever way it ends.
+struct OpenConnection(Rc<Shard>);
+
+impl OpenConnection {
+    fn new(shard: &Rc<Shard>) -> Self {
+        let c = &shard.metrics.open_connections;
+        c.set(c.get() + 1);
+        OpenConnection(shard.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let c = &self.0.metrics.open_connections;
+        c.set(c.get().saturating_sub(1));
+    }
+}
+
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let _open = OpenConnection::new(&shard);
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())

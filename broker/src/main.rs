@@ -5,6 +5,7 @@ mod connection;
 mod errors;
 mod groups;
 mod handlers;
+mod http;
 mod io;
 mod metadata;
 mod partition;
@@ -20,7 +21,8 @@ use std::sync::Arc;
 use clap::Parser;
 use futures::channel::oneshot;
 use kafscale_segstore::{
-    build_object_store, FaultControl, FaultyStore, S3Config, SegmentStore, StoreConfig,
+    build_object_store, FaultControl, FaultyStore, InstrumentedStore, S3Config, SegmentStore,
+    StoreConfig, StoreStats,
 };
 use tracing::{error, info};
 
@@ -138,7 +140,16 @@ fn run(cfg: Config) -> Result<(), String> {
             FaultControl::File(path.clone()),
         ));
     }
+    // Outermost, so that injected faults count as the errors they simulate.
+    let store_stats = Arc::new(StoreStats::default());
+    let object_store = Arc::new(InstrumentedStore::new(object_store, store_stats.clone()));
     let store = SegmentStore::new(object_store, &cfg.s3.s3_namespace);
+    // The endpoint starts before metadata loads so that /healthz answers during
+    // start-up and /readyz says what it is waiting for.
+    let endpoint = http::Endpoint::new(store_stats, store.clone());
+    let metrics_listener = http::server::bind(cfg.metrics_addr)?;
+    rt.spawn(http::server::serve(metrics_listener, endpoint.clone()));
+    rt.spawn(http::health::probe_store(endpoint.clone()));
     let endpoints = cfg.etcd.endpoints();
     let mut etcd = None;
     let meta: Arc<dyn MetadataStore> = if endpoints.is_empty() {
@@ -177,6 +188,7 @@ fn run(cfg: Config) -> Result<(), String> {
     let stored_groups = rt
         .block_on(async move { m.load_groups().await })
         .map_err(|e| format!("loading consumer groups: {e}"))?;
+    endpoint.set_metadata_loaded();
     info!(cluster_id = %cluster.cluster_id, topics = cluster.topics.len(), groups = stored_groups.len(), "metadata loaded");
     let mut groups_by_shard: Vec<Vec<metadata::StoredGroup>> =
         (0..shards).map(|_| Vec::new()).collect();
@@ -195,6 +207,8 @@ fn run(cfg: Config) -> Result<(), String> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut stops = Vec::new();
     let mut boots = Vec::new();
+    let (foreign_tx, foreign_rx) = runtime::foreign_channel::<shard::Shard>();
+    let mut foreign_rx = Some(foreign_rx);
     for (id, groups) in groups_by_shard.into_iter().enumerate() {
         let (tx, rx) = oneshot::channel();
         stops.push(tx);
@@ -208,6 +222,11 @@ fn run(cfg: Config) -> Result<(), String> {
             mesh: mesh.clone(),
             shutdown: rx,
             ready: ready_tx.clone(),
+            foreign: if id == placement::METADATA_SHARD {
+                foreign_rx.take()
+            } else {
+                None
+            },
         })));
     }
     drop(ready_tx);
@@ -234,7 +253,8 @@ fn run(cfg: Config) -> Result<(), String> {
             Err(_) => break,
         }
     }
-    info!(addr = %cfg.broker_addr, shards, advertised = %format!("{}:{}", cfg.advertised_host(), cfg.advertised_port()), "listening");
+    endpoint.set_shards(foreign_tx);
+    info!(addr = %cfg.broker_addr, metrics = %cfg.metrics_addr, shards, advertised = %format!("{}:{}", cfg.advertised_host(), cfg.advertised_port()), "listening");
 
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -202,3 +202,24 @@ pub fn preflight(shards: usize) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Sending side of a channel that lets threads outside the shards (the tokio I/O
+/// runtime's HTTP endpoint) hand a job to one shard.
+pub type ForeignTx<S> = futures::channel::mpsc::UnboundedSender<Job<S>>;
+/// Receiving side, served on the shard by `serve_foreign`.
+pub type ForeignRx<S> = futures::channel::mpsc::UnboundedReceiver<Job<S>>;
+
+pub fn foreign_channel<S: 'static>() -> (ForeignTx<S>, ForeignRx<S>) {
+    futures::channel::mpsc::unbounded()
+}
+
+/// Runs every job that arrives from outside the shards as a local task. The
+/// channel's waker is thread-safe, so a send from a tokio thread wakes the shard.
+pub fn serve_foreign<S: 'static>(mut rx: ForeignRx<S>, state: Rc<S>) {
+    use futures::StreamExt;
+    spawn_detached(async move {
+        while let Some(job) = rx.next().await {
+            spawn_detached(job(state.clone()));
+        }
+    });
+}

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::groups::Groups;
 use crate::metadata::{Cluster, StoredGroup};
 use crate::partition;
-use crate::runtime::{bind, join_mesh, sleep, spawn_detached, ShardMesh};
+use crate::runtime::{bind, join_mesh, serve_foreign, sleep, spawn_detached, ForeignRx, ShardMesh};
 use crate::shard::{Shard, Shared};
 
 pub struct ShardBoot {
@@ -27,6 +27,8 @@ pub struct ShardBoot {
     pub mesh: ShardMesh<Shard>,
     pub shutdown: oneshot::Receiver<()>,
     pub ready: std::sync::mpsc::Sender<Result<usize, String>>,
+    /// Jobs from the HTTP endpoint (given to the metadata shard only).
+    pub foreign: Option<ForeignRx<Shard>>,
 }
 
 pub async fn shard_main(boot: ShardBoot) {
@@ -40,6 +42,7 @@ pub async fn shard_main(boot: ShardBoot) {
         mesh,
         shutdown,
         ready,
+        foreign,
     } = boot;
     let (tx, rx) = match join_mesh(mesh).await {
         Ok(m) => m,
@@ -51,6 +54,9 @@ pub async fn shard_main(boot: ShardBoot) {
     let groups = Groups::restore(groups, Instant::now());
     let shard = Rc::new(Shard::new(id, count, &shared, tx, cluster, groups));
     rx.serve(shard.clone());
+    if let Some(foreign) = foreign {
+        serve_foreign(foreign, shard.clone());
+    }
     spawn_detached(partition::flush_ticker(shard.clone()));
     spawn_detached(partition::retention_ticker(shard.clone()));
     Groups::start(&shard);

@@ -13,6 +13,7 @@ use kafscale_segstore::{Segment, SegmentCache, SegmentStore};
 
 use crate::config::Config;
 use crate::groups::Groups;
+use crate::http::metrics::{ShardGauges, ShardMetrics, Snapshot};
 use crate::io::Io;
 use crate::metadata::{Cluster, MetadataStore};
 use crate::partition::Partition;
@@ -63,6 +64,8 @@ pub struct Shard {
     pub(crate) admin_lock: futures::lock::Mutex<()>,
     /// The consumer groups hashed to this shard.
     pub(crate) groups: Groups,
+    /// This shard's counters, summed over all shards at scrape time.
+    pub(crate) metrics: ShardMetrics,
 }
 
 impl Shard {
@@ -96,7 +99,21 @@ impl Shard {
             in_flight_requests: Cell::new(0),
             admin_lock: futures::lock::Mutex::new(()),
             groups,
+            metrics: ShardMetrics::new(shared.cfg.throughput_window_sec),
         }
+    }
+
+    /// This shard's counters and current levels, for /metrics.
+    pub fn metrics_snapshot(&self) -> Snapshot {
+        self.metrics.snapshot(ShardGauges {
+            shard: self.id,
+            buffered_bytes: self.buffered.get() as u64,
+            upload_queue: self.upload_waiters.borrow().len() as u64,
+            uploads_in_flight: self
+                .cfg
+                .upload_concurrency
+                .saturating_sub(self.upload_slots.get()) as u64,
+        })
     }
 
     /// This shard's current view of the cluster.

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod faults;
 pub mod format;
+pub mod instrumented;
 pub mod keys;
 pub mod segment_store;
 pub mod store;
@@ -17,6 +18,7 @@ pub use format::segment::{
     parse_footer, parse_header, BatchPos, FormatError, SealedSegment, Segment, SegmentBuilder,
     SegmentFooter, SegmentHeader, SEGMENT_FOOTER_LEN, SEGMENT_HEADER_LEN,
 };
+pub use instrumented::{InstrumentedStore, StoreStats, STORE_OPS};
 pub use segment_store::{SegmentMeta, SegmentStore};
 pub use store::{build_object_store, ReadReplicaStore, S3Config, StoreConfig};
 

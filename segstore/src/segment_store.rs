@@ -34,6 +34,14 @@ impl SegmentStore {
         }
     }
 
+    /// One cheap LIST of the namespace prefix: the readiness check's proof that the
+    /// object store answers (an empty namespace is a success).
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let prefix = object_store::path::Path::from(self.namespace.as_ref());
+        self.store.list_with_delimiter(Some(&prefix)).await?;
+        Ok(())
+    }
+
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }

@@ -177,6 +177,9 @@ pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16) -> Fetch
                     .unwrap_or(PartResult::err(UNKNOWN_TOPIC_OR_PARTITION)),
                 None => PartResult::err(UNKNOWN_TOPIC_ID),
             };
+            if let (Some(topic), Some(records)) = (&name, &r.records) {
+                shard.metrics.add_fetch_bytes(topic, records.len() as u64);
+            }
             let mut p = PartitionData::default();
             p.partition_index = index;
             p.error_code = r.error;

@@ -34,6 +34,14 @@ pub enum Outcome {
     Close,
 }
 
+/// Counts a handled request and its latency in the shard's metrics.
+fn record(shard: &Shard, api: kafka_protocol::messages::ApiKey, started: std::time::Instant) {
+    let now = std::time::Instant::now();
+    shard
+        .metrics
+        .record_request(api as i16, now.saturating_duration_since(started), now);
+}
+
 /// Decodes, handles and encodes one request frame.
 pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcome {
     let started = std::time::Instant::now();
@@ -73,6 +81,7 @@ pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcom
             let acks = r.acks;
             let resp = produce::handle(shard, r, version).await;
             if acks == 0 {
+                record(shard, api, started);
                 return Outcome::Silent;
             }
             ResponseKind::Produce(resp)
@@ -138,6 +147,7 @@ pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcom
             return Outcome::Close;
         }
     };
+    record(shard, api, started);
     if shard.cfg.trace_kafka {
         info!(
             peer,

@@ -146,6 +146,8 @@ async fn produce_local(
         }
         match partition::append(&sh, &p, &records, acks) {
             Ok(o) => {
+                sh.metrics
+                    .add_produce_bytes(&part.topic, records.len() as u64);
                 results.push(PartResult {
                     error: NONE,
                     base_offset: o.base_offset,

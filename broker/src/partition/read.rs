@@ -105,8 +105,16 @@ pub(crate) fn note_max_ts(p: &Partition, segment: &Segment) -> Option<i64> {
 /// sharing one GET.
 pub(crate) async fn segment(shard: &Rc<Shard>, key: SegKey) -> Result<Segment, i16> {
     if let Some(s) = shard.cache.borrow_mut().get(&key) {
+        shard
+            .metrics
+            .cache_hits
+            .set(shard.metrics.cache_hits.get() + 1);
         return Ok(s);
     }
+    shard
+        .metrics
+        .cache_misses
+        .set(shard.metrics.cache_misses.get() + 1);
     let rx = {
         let mut inflight = shard.reads_in_flight.borrow_mut();
         if let Some(waiters) = inflight.get_mut(&key) {

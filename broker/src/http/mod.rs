@@ -1,0 +1,87 @@
+//! The HTTP endpoint on `KAFSCALE_METRICS_ADDR`: Prometheus `/metrics`, liveness
+//! `/healthz` and readiness `/readyz`. It runs on the tokio I/O runtime, never on
+//! a shard; it reaches the shards through one foreign-job channel into the
+//! metadata shard, which collects every shard's counters with `Shard::on_all`.
+
+pub mod health;
+pub mod metrics;
+pub mod server;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use kafscale_segstore::{SegmentStore, StoreStats};
+
+use crate::runtime::{ForeignTx, Job};
+use crate::shard::Shard;
+use metrics::Snapshot;
+
+/// How long a scrape or readiness check waits for the shards to answer.
+const SHARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the endpoint serves from; shared by its connections and the store probe.
+pub struct Endpoint {
+    pub stats: Arc<StoreStats>,
+    pub store: SegmentStore,
+    metadata_loaded: AtomicBool,
+    shards: OnceLock<ForeignTx<Shard>>,
+    /// Outcome of the last object-store probe (`None` before the first one ends).
+    store_status: Mutex<Option<Result<(), String>>>,
+}
+
+impl Endpoint {
+    pub fn new(stats: Arc<StoreStats>, store: SegmentStore) -> Arc<Self> {
+        Arc::new(Endpoint {
+            stats,
+            store,
+            metadata_loaded: AtomicBool::new(false),
+            shards: OnceLock::new(),
+            store_status: Mutex::new(None),
+        })
+    }
+
+    pub fn set_metadata_loaded(&self) {
+        self.metadata_loaded.store(true, Ordering::Release);
+    }
+
+    /// Connects the endpoint to the running shards (once they all listen).
+    pub fn set_shards(&self, tx: ForeignTx<Shard>) {
+        let _ = self.shards.set(tx);
+    }
+
+    /// Every shard's counters, summed; an error names what did not answer.
+    pub async fn snapshot(&self) -> Result<Snapshot, String> {
+        let tx = self.shards.get().ok_or("shards not started")?;
+        let (done, answer) = oneshot::channel();
+        let job: Job<Shard> = Box::new(move |sh| {
+            Box::pin(async move {
+                let parts = sh.on_all(|s| async move { s.metrics_snapshot() }).await;
+                let mut total = Snapshot::default();
+                let mut missing = Vec::new();
+                for (i, p) in parts.into_iter().enumerate() {
+                    match p {
+                        Ok(s) => total.merge(s),
+                        Err(_) => missing.push(i),
+                    }
+                }
+                let _ = done.send(if missing.is_empty() {
+                    Ok(total)
+                } else {
+                    Err(format!("shards {missing:?} did not answer"))
+                });
+            })
+        });
+        tx.unbounded_send(job)
+            .map_err(|_| "shards stopped".to_string())?;
+        match tokio::time::timeout(SHARD_TIMEOUT, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("shards stopped".into()),
+            Err(_) => Err(format!(
+                "shards did not answer within {} ms",
+                SHARD_TIMEOUT.as_millis()
+            )),
+        }
+    }
+}

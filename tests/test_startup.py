@@ -8,7 +8,8 @@ from harness import broker_bin, free_port
 
 def run_broker(tmp_path, env, preexec=None):
     e = dict(os.environ)
-    e.update({"KAFSCALE_BROKER_ADDR": f"127.0.0.1:{free_port()}", "KAFSCALE_DATA_DIR": str(tmp_path)})
+    e.update({"KAFSCALE_BROKER_ADDR": f"127.0.0.1:{free_port()}", "KAFSCALE_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+              "KAFSCALE_DATA_DIR": str(tmp_path)})
     e.update(env)
     return subprocess.run([broker_bin()], env=e, capture_output=True, text=True, timeout=30, preexec_fn=preexec)
 
@@ -40,3 +41,14 @@ def test_port_in_use_is_reported(tmp_path):
         r = run_broker(tmp_path, {"KAFSCALE_BROKER_ADDR": f"127.0.0.1:{port}", "KAFSCALE_SHARDS": "1"})
     assert r.returncode == 1
     assert f"binding 127.0.0.1:{port}" in r.stderr
+
+
+def test_metrics_port_in_use_is_reported(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = run_broker(tmp_path, {"KAFSCALE_METRICS_ADDR": f"127.0.0.1:{port}", "KAFSCALE_SHARDS": "1"})
+    assert r.returncode == 1
+    assert f"binding the metrics endpoint 127.0.0.1:{port}" in r.stderr

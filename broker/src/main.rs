@@ -148,6 +148,8 @@ fn run(cfg: Config) -> Result<(), String> {
     // start-up and /readyz says what it is waiting for.
     let endpoint = http::Endpoint::new(store_stats, store.clone());
     let metrics_listener = http::server::bind(cfg.metrics_addr)?;
+    // The bound address, so that port 0 (any free port) is logged as the real one.
+    let metrics_addr = metrics_listener.local_addr().unwrap_or(cfg.metrics_addr);
     rt.spawn(http::server::serve(metrics_listener, endpoint.clone()));
     rt.spawn(http::health::probe_store(endpoint.clone()));
     let endpoints = cfg.etcd.endpoints();
@@ -254,7 +256,7 @@ fn run(cfg: Config) -> Result<(), String> {
         }
     }
     endpoint.set_shards(foreign_tx);
-    info!(addr = %cfg.broker_addr, metrics = %cfg.metrics_addr, shards, advertised = %format!("{}:{}", cfg.advertised_host(), cfg.advertised_port()), "listening");
+    info!(addr = %cfg.broker_addr, metrics = %metrics_addr, shards, advertised = %format!("{}:{}", cfg.advertised_host(), cfg.advertised_port()), "listening");
 
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -7,7 +7,7 @@ use std::time::Instant;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::error::{code_of, GroupError};
-use super::{check_group_id, on_owner, settle};
+use super::{check_group_id, instance_id, on_owner, settle};
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, req: HeartbeatRequest) -> HeartbeatResponse {
@@ -18,11 +18,7 @@ pub async fn handle(shard: &Rc<Shard>, req: HeartbeatRequest) -> HeartbeatRespon
             let Some(slot) = sh.groups.get(&group) else {
                 return Err(GroupError::UnknownMemberId);
             };
-            let instance = req
-                .group_instance_id
-                .as_ref()
-                .map(|s| s.to_string())
-                .filter(|s| !s.is_empty());
+            let instance = instance_id(&req.group_instance_id);
             let r = slot.group.borrow_mut().heartbeat(
                 &req.member_id,
                 instance.as_deref(),

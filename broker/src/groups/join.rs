@@ -10,7 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::coordinator::{JoinOk, JoinParams};
 use super::error::GroupError;
-use super::{check_group_id, config, on_owner, settle};
+use super::{check_group_id, config, instance_id, on_owner, settle};
 use crate::shard::Shard;
 
 pub async fn handle(
@@ -24,11 +24,7 @@ pub async fn handle(
     let given_member = req.member_id.to_string();
     let params = JoinParams {
         member_id: given_member.clone(),
-        instance_id: req
-            .group_instance_id
-            .as_ref()
-            .map(|s| s.to_string())
-            .filter(|s| !s.is_empty()),
+        instance_id: instance_id(&req.group_instance_id),
         client_id,
         client_host,
         session_timeout_ms: req.session_timeout_ms,

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::error::GroupError;
-use super::{check_group_id, on_owner, settle};
+use super::{check_group_id, instance_id, on_owner, settle};
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
@@ -17,15 +17,7 @@ pub async fn handle(shard: &Rc<Shard>, req: LeaveGroupRequest, version: i16) -> 
     let leaving: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
             .iter()
-            .map(|m| {
-                (
-                    m.member_id.to_string(),
-                    m.group_instance_id
-                        .as_ref()
-                        .map(|s| s.to_string())
-                        .filter(|s| !s.is_empty()),
-                )
-            })
+            .map(|m| (m.member_id.to_string(), instance_id(&m.group_instance_id)))
             .collect()
     } else {
         vec![(req.member_id.to_string(), None)]

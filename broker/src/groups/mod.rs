@@ -287,3 +287,9 @@ pub fn check_group_id(id: &str) -> Result<(), GroupError> {
         Ok(())
     }
 }
+
+/// A request's `group.instance.id`: clients send null or an empty string for a
+/// dynamic member, and both mean "not static".
+pub(crate) fn instance_id(id: &Option<kafka_protocol::protocol::StrBytes>) -> Option<String> {
+    id.as_ref().map(|s| s.to_string()).filter(|s| !s.is_empty())
+}

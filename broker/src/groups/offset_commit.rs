@@ -11,7 +11,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, TopicN
 use tracing::warn;
 
 use super::error::GroupError;
-use super::{on_owner, settle};
+use super::{instance_id, on_owner, settle};
 use crate::metadata::OffsetMeta;
 use crate::shard::Shard;
 
@@ -31,11 +31,7 @@ pub async fn handle(
 ) -> OffsetCommitResponse {
     let group = req.group_id.0.to_string();
     let member_id = req.member_id.to_string();
-    let instance = req
-        .group_instance_id
-        .as_ref()
-        .map(|s| s.to_string())
-        .filter(|s| !s.is_empty());
+    let instance = instance_id(&req.group_instance_id);
     let generation = req.generation_id_or_member_epoch;
     let mut shape: Vec<(TopicName, Vec<i32>)> = Vec::new();
     let mut items = Vec::new();

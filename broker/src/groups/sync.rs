@@ -8,7 +8,7 @@ use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::error::GroupError;
-use super::{check_group_id, on_owner, settle};
+use super::{check_group_id, instance_id, on_owner, settle};
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
@@ -19,11 +19,7 @@ pub async fn handle(shard: &Rc<Shard>, req: SyncGroupRequest, version: i16) -> S
             let Some(slot) = sh.groups.get(&group) else {
                 return Err(GroupError::UnknownMemberId);
             };
-            let instance = req
-                .group_instance_id
-                .as_ref()
-                .map(|s| s.to_string())
-                .filter(|s| !s.is_empty());
+            let instance = instance_id(&req.group_instance_id);
             let reply = slot.group.borrow_mut().sync(
                 &req.member_id,
                 instance.as_deref(),

@@ -62,6 +62,18 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
 }
 
 /// Installs `next` on every shard.
+/// Re-installs the snapshot from before a deletion that failed half-way: the store
+/// still has the topic, so the client's retry of the delete must find it.
+async fn show_again(sh: &Rc<Shard>, before: &Cluster) {
+    let again = Cluster::new(
+        &before.state(),
+        before.broker_id,
+        before.host.clone(),
+        before.port,
+    );
+    publish(sh, again).await;
+}
+
 async fn publish(sh: &Rc<Shard>, next: Cluster) {
     let next = Arc::new(next);
     sh.on_all(move |s| {
@@ -288,16 +300,7 @@ async fn delete_one(sh: &Rc<Shard>, name: String) -> i16 {
                 Ok(Ok(_)) => String::new(),
             };
             error!(topic = %name, error = %why, "deleting topic objects failed; topic kept");
-            publish(
-                sh,
-                Cluster::new(
-                    &before.state(),
-                    before.broker_id,
-                    before.host.clone(),
-                    before.port,
-                ),
-            )
-            .await;
+            show_again(sh, &before).await;
             return KAFKA_STORAGE_ERROR;
         }
     };
@@ -325,16 +328,7 @@ async fn delete_one(sh: &Rc<Shard>, name: String) -> i16 {
             };
             // The store still has the topic (its objects are gone): show it again,
             // so that the client's retry of the delete finds it.
-            publish(
-                sh,
-                Cluster::new(
-                    &before.state(),
-                    before.broker_id,
-                    before.host.clone(),
-                    before.port,
-                ),
-            )
-            .await;
+            show_again(sh, &before).await;
             code
         }
     }

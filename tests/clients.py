@@ -62,3 +62,13 @@ def consume_all(bootstrap, topic, partitions, expected, timeout=60, extra=None):
     finally:
         c.close()
     return out
+
+
+def wait_for(cond, timeout=60, what="condition"):
+    """Poll `cond` until it is true; a bounded wait for a state, never a result."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

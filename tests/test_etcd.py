@@ -10,7 +10,7 @@ import time
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from clients import consume_all, create_topic, produce
+from clients import consume_all, create_topic, produce, wait_for
 from harness import pb_encode, pb_fields
 from rawkafka import Conn, parse_produce_v3, produce_v3, record_batch
 
@@ -19,15 +19,6 @@ REQUEST_TIMED_OUT = 7
 GROUP_ENV = {"KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS": "300"}
 CK_CONF = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 100,
            "enable.auto.commit": False, "auto.offset.reset": "earliest"}
-
-
-def wait_for(cond, timeout=60, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def s(b):

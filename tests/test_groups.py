@@ -20,7 +20,7 @@ from kafka.protocol.old import commit as kcommit
 from kafka.protocol.old import find_coordinator as kfind
 from kafka.protocol.old import group as kgroup
 
-from clients import create_topic, produce
+from clients import create_topic, produce, wait_for
 from rawkafka import Conn
 
 HERE = Path(__file__).resolve().parent
@@ -29,15 +29,6 @@ ALL6 = set(range(6))
 GROUP_ENV = {"KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS": "300"}
 CK_CONF = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 100,
            "enable.auto.commit": False, "auto.offset.reset": "earliest", "partition.assignment.strategy": "range"}
-
-
-def wait_for(cond, timeout=60, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class CK(threading.Thread):

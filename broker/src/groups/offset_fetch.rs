@@ -1,9 +1,10 @@
 //! OffsetFetch v1-v8 (v8: several groups in one request). A partition without a
 //! commit answers offset -1; a null topic list means every committed partition.
 //!
-//! The committed leader epoch is always answered as -1: the broker does not
-//! implement OffsetForLeaderEpoch yet, and an epoch would invite clients to
-//! validate the offset with it.
+//! The committed leader epoch is always answered as -1: a Kafscale partition
+//! keeps one leader epoch for life, so validating a committed offset against it
+//! (an OffsetForLeaderEpoch round trip per partition) could never find a
+//! truncation; -1 tells clients to skip it.
 
 use std::rc::Rc;
 

@@ -76,6 +76,9 @@ def test_status_shows_partitions_with_produced_offsets(make_broker):
     assert bad.returncode == 1 and "unknown topic" in bad.stderr
     bad = b.ctl("flush", "st:7")
     assert bad.returncode == 1 and "no partition 7" in bad.stderr
+    # A malformed selection is a usage error, found before calling the broker.
+    bad = b.ctl("drain", "st:x")
+    assert bad.returncode == 2 and '"x" is not a partition number' in bad.stderr
 
 
 def test_flush_makes_buffered_data_durable_and_visible(make_broker):

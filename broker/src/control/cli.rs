@@ -244,68 +244,80 @@ pub fn url(addr: &str) -> String {
     }
 }
 
-async fn call(args: CtlArgs) -> Result<bool, String> {
-    let wait = match &args.op {
-        CtlOp::Flush { timeout_ms, .. } | CtlOp::Drain { timeout_ms, .. } => *timeout_ms,
-        _ => 0,
-    };
-    let endpoint = tonic::transport::Endpoint::from_shared(url(&args.addr))
-        .map_err(|e| format!("bad --addr {:?}: {e}", args.addr))?
+/// A parsed `ctl` command, ready to send.
+enum Call {
+    Status(GetStatusRequest),
+    Flush(TriggerFlushRequest),
+    Drain(DrainPartitionsRequest),
+    Resume(ResumePartitionsRequest),
+}
+
+impl Call {
+    fn parse(op: CtlOp) -> Result<Call, String> {
+        Ok(match op {
+            CtlOp::Status { partitions } => Call::Status(GetStatusRequest {
+                topics: parse_selection(&partitions)?,
+            }),
+            CtlOp::Flush {
+                partitions,
+                timeout_ms,
+            } => Call::Flush(TriggerFlushRequest {
+                topics: parse_selection(&partitions)?,
+                timeout_ms,
+            }),
+            CtlOp::Drain {
+                partitions,
+                timeout_ms,
+            } => Call::Drain(DrainPartitionsRequest {
+                topics: parse_selection(&partitions)?,
+                timeout_ms,
+            }),
+            CtlOp::Resume { partitions } => Call::Resume(ResumePartitionsRequest {
+                topics: parse_selection(&partitions)?,
+            }),
+        })
+    }
+
+    /// How long the broker may take to answer.
+    fn deadline(&self) -> Duration {
+        let wait = match self {
+            Call::Flush(r) => r.timeout_ms,
+            Call::Drain(r) => r.timeout_ms,
+            _ => 0,
+        };
+        Duration::from_millis(wait as u64) + Duration::from_secs(30)
+    }
+}
+
+async fn call(addr: &str, json: bool, call: Call) -> Result<bool, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url(addr))
+        .map_err(|e| format!("bad --addr {addr:?}: {e}"))?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_millis(wait as u64) + Duration::from_secs(30));
-    let channel = endpoint.connect().await.map_err(|e| {
-        format!(
-            "cannot reach the control endpoint at {}: {e}",
-            url(&args.addr)
-        )
-    })?;
+        .timeout(call.deadline());
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the control endpoint at {}: {e}", url(addr)))?;
     let mut c = BrokerControlClient::new(channel);
     let rpc = |s: tonic::Status| format!("{}: {}", s.code(), s.message());
-    let json = args.json;
-    match args.op {
-        CtlOp::Status { partitions } => {
-            let topics = parse_selection(&partitions)?;
-            let r = c
-                .get_status(GetStatusRequest { topics })
-                .await
-                .map_err(rpc)?
-                .into_inner();
+    match call {
+        Call::Status(req) => {
+            let r = c.get_status(req).await.map_err(rpc)?.into_inner();
             print(json, &r, || status_text(&r));
             Ok(true)
         }
-        CtlOp::Flush {
-            partitions,
-            timeout_ms,
-        } => {
-            let topics = parse_selection(&partitions)?;
-            let r = c
-                .trigger_flush(TriggerFlushRequest { topics, timeout_ms })
-                .await
-                .map_err(rpc)?
-                .into_inner();
+        Call::Flush(req) => {
+            let r = c.trigger_flush(req).await.map_err(rpc)?.into_inner();
             print(json, &r, || offsets_text(&r.partitions));
             Ok(!errors(&r.partitions))
         }
-        CtlOp::Drain {
-            partitions,
-            timeout_ms,
-        } => {
-            let topics = parse_selection(&partitions)?;
-            let r = c
-                .drain_partitions(DrainPartitionsRequest { topics, timeout_ms })
-                .await
-                .map_err(rpc)?
-                .into_inner();
+        Call::Drain(req) => {
+            let r = c.drain_partitions(req).await.map_err(rpc)?.into_inner();
             print(json, &r, || offsets_text(&r.partitions));
             Ok(!errors(&r.partitions))
         }
-        CtlOp::Resume { partitions } => {
-            let topics = parse_selection(&partitions)?;
-            let r = c
-                .resume_partitions(ResumePartitionsRequest { topics })
-                .await
-                .map_err(rpc)?
-                .into_inner();
+        Call::Resume(req) => {
+            let r = c.resume_partitions(req).await.map_err(rpc)?.into_inner();
             print(json, &r, || {
                 let mut s = String::new();
                 if r.resumed_all {
@@ -323,6 +335,13 @@ async fn call(args: CtlArgs) -> Result<bool, String> {
 }
 
 pub fn run(args: CtlArgs) -> ExitCode {
+    let req = match Call::parse(args.op) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kafscale-broker ctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -333,7 +352,7 @@ pub fn run(args: CtlArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(call(args)) {
+    match rt.block_on(call(&args.addr, args.json, req)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {

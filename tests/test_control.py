@@ -8,8 +8,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from clients import consume_all, create_topic, produce
 
-# Flush only when told to: a flush interval far beyond the test.
-NO_TIMER = {"KAFSCALE_FLUSH_INTERVAL_MS": "600000"}
+# Flush only when told to. The flush tick fires at wall-clock multiples of the
+# interval, so a 10-minute interval could still tick during a test; 10^12 ms
+# (about 31 years) puts the next multiple in 2033.
+NO_TIMER = {"KAFSCALE_FLUSH_INTERVAL_MS": "1000000000000"}
 NOT_LEADER_OR_FOLLOWER = 6
 
 

@@ -33,7 +33,7 @@ start_broker() { # $1 shards, $2 storage (local|s3), $3 data dir
            KAFSCALE_S3_ACCESS_KEY=bench KAFSCALE_S3_SECRET_KEY=benchsecret KAFSCALE_S3_REGION=us-east-1
            KAFSCALE_S3_UNSIGNED_PAYLOAD=true)  # as over HTTPS, the default against AWS
   fi
-  env KAFSCALE_BROKER_ADDR=127.0.0.1:$PORT KAFSCALE_METRICS_ADDR=127.0.0.1:0 KAFSCALE_DATA_DIR="$3" KAFSCALE_SHARDS="$1" KAFSCALE_LOG_LEVEL=warn \
+  env KAFSCALE_BROKER_ADDR=127.0.0.1:$PORT KAFSCALE_METRICS_ADDR=127.0.0.1:0 KAFSCALE_CONTROL_ADDR=127.0.0.1:0 KAFSCALE_DATA_DIR="$3" KAFSCALE_SHARDS="$1" KAFSCALE_LOG_LEVEL=warn \
       "${extra[@]}" ${BROKER_ENV:-} "$BROKER" >>"$WORK/broker.log" 2>&1 &
   BROKER_PID=$!; wait_port "$PORT"
 }

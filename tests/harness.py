@@ -45,9 +45,11 @@ class Broker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.metrics_port = free_port()
+        self.control_port = free_port()
         self.env = {
             "KAFSCALE_BROKER_ADDR": f"127.0.0.1:{self.port}",
             "KAFSCALE_METRICS_ADDR": f"127.0.0.1:{self.metrics_port}",
+            "KAFSCALE_CONTROL_ADDR": f"127.0.0.1:{self.control_port}",
             "KAFSCALE_DATA_DIR": str(self.data_dir),
             "KAFSCALE_SHARDS": str(shards),
             "KAFSCALE_FLUSH_INTERVAL_MS": "20",
@@ -78,7 +80,8 @@ class Broker:
         # its listener while the kernel tears down its io_uring.
         marker = f"===== start #{self.runs} ====="
         deadline = time.time() + 20
-        while " listening " not in self.log().split(marker)[-1]:
+        # The start-up line, in the text or the JSON log format.
+        while not any(m in self.log().split(marker)[-1] for m in (" listening ", '"message":"listening"')):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"broker exited with {self.proc.returncode} before listening\n{self.log()[-2000:]}")
             if time.time() > deadline:
@@ -114,6 +117,19 @@ class Broker:
         status, body = self.http_get("/metrics")
         assert status == 200, body
         return parse_metrics(body)
+
+    def ctl(self, *args, timeout=90):
+        """Runs `kafscale-broker ctl --addr <this broker's control port> args...`;
+        returns the CompletedProcess (text output)."""
+        return subprocess.run([broker_bin(), "ctl", "--addr", f"127.0.0.1:{self.control_port}", *args],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def ctl_json(self, *args):
+        """The --json answer of a ctl command that must succeed."""
+        import json
+        r = self.ctl("--json", *args)
+        assert r.returncode == 0, f"ctl {args} failed ({r.returncode}): {r.stderr}{r.stdout}"
+        return json.loads(r.stdout)
 
     def kill9(self):
         return self.stop(signal.SIGKILL)

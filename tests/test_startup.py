@@ -9,6 +9,7 @@ from harness import broker_bin, free_port
 def run_broker(tmp_path, env, preexec=None):
     e = dict(os.environ)
     e.update({"KAFSCALE_BROKER_ADDR": f"127.0.0.1:{free_port()}", "KAFSCALE_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+              "KAFSCALE_CONTROL_ADDR": f"127.0.0.1:{free_port()}",
               "KAFSCALE_DATA_DIR": str(tmp_path)})
     e.update(env)
     return subprocess.run([broker_bin()], env=e, capture_output=True, text=True, timeout=30, preexec_fn=preexec)

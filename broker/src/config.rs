@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the broker (the default).
     Run,
+    /// Call a running broker's BrokerControl API (status, flush, drain, resume).
+    Ctl(crate::control::cli::CtlArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -86,11 +88,12 @@ pub struct Config {
     /// Log level filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, env = "KAFSCALE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
-    /// Log format: text or json.
-    #[arg(long, env = "KAFSCALE_LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
-    /// Log one line per Kafka request (API, version, client, latency, error).
-    #[arg(long, env = "KAFSCALE_TRACE_KAFKA", default_value_t = false, action = clap::ArgAction::Set)]
+    /// Log format: text (human-readable) or json (one JSON object per line).
+    #[arg(long, env = "KAFSCALE_LOG_FORMAT", value_enum, ignore_case = true, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log one line per Kafka request at info level (API, version, client id,
+    /// correlation id, latency, error code).
+    #[arg(long, env = "KAFSCALE_TRACE_KAFKA", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_flag)]
     pub trace_kafka: bool,
     /// How long a consumer group that was empty waits for more members before its first
     /// rebalance completes (Kafka's group.initial.rebalance.delay.ms).
@@ -124,6 +127,10 @@ pub struct Config {
     /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz.
     #[arg(long, env = "KAFSCALE_METRICS_ADDR", default_value = "127.0.0.1:9093")]
     pub metrics_addr: SocketAddr,
+    /// Address of the BrokerControl gRPC endpoint (status, flush, drain, resume;
+    /// `kafscale-broker ctl`). Port 0 takes a free port.
+    #[arg(long, env = "KAFSCALE_CONTROL_ADDR", default_value = "127.0.0.1:9094")]
+    pub control_addr: SocketAddr,
     /// Window of the kafscale_produce_rps and kafscale_fetch_rps gauges, in seconds.
     #[arg(long, env = "KAFSCALE_THROUGHPUT_WINDOW_SEC", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub throughput_window_sec: u64,
@@ -137,6 +144,12 @@ pub struct Config {
     pub s3: S3Args,
     #[command(flatten)]
     pub etcd: EtcdArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Args)]

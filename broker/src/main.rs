@@ -2,6 +2,7 @@
 
 mod config;
 mod connection;
+mod control;
 mod errors;
 mod groups;
 mod handlers;
@@ -26,7 +27,7 @@ use kafscale_segstore::{
 };
 use tracing::{error, info};
 
-use crate::config::{Cli, Config};
+use crate::config::{Cli, Command, Config};
 use crate::metadata::embedded::EmbeddedStore;
 use crate::metadata::etcd::{BrokerInfo as EtcdBroker, EtcdConfig, EtcdHandle, EtcdStore};
 use crate::metadata::{Cluster, MetadataStore};
@@ -41,7 +42,7 @@ fn init_logging(cfg: &Config) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if cfg.log_format.eq_ignore_ascii_case("json") {
+    if cfg.log_format == config::LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
@@ -72,6 +73,9 @@ fn store_config(cfg: &Config) -> StoreConfig {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Ctl(args)) = cli.command {
+        return control::cli::run(args);
+    }
     let cfg = cli.config;
     if let Err(e) = cfg.validate() {
         eprintln!("kafscale-broker: {e}");
@@ -152,6 +156,10 @@ fn run(cfg: Config) -> Result<(), String> {
     let metrics_addr = metrics_listener.local_addr().unwrap_or(cfg.metrics_addr);
     rt.spawn(http::server::serve(metrics_listener, endpoint.clone()));
     rt.spawn(http::health::probe_store(endpoint.clone()));
+    let control = control::Control::new(cfg.broker_id);
+    let control_listener = control::bind(cfg.control_addr)?;
+    let control_addr = control_listener.local_addr().unwrap_or(cfg.control_addr);
+    rt.spawn(control::serve(control_listener, control.clone()));
     let endpoints = cfg.etcd.endpoints();
     let mut etcd = None;
     let meta: Arc<dyn MetadataStore> = if endpoints.is_empty() {
@@ -255,8 +263,9 @@ fn run(cfg: Config) -> Result<(), String> {
             Err(_) => break,
         }
     }
+    control.set_shards(foreign_tx.clone());
     endpoint.set_shards(foreign_tx);
-    info!(addr = %cfg.broker_addr, metrics = %metrics_addr, shards, advertised = %format!("{}:{}", cfg.advertised_host(), cfg.advertised_port()), "listening");
+    info!(addr = %cfg.broker_addr, metrics = %metrics_addr, control = %control_addr, shards, advertised = %format!("{}:{}", cfg.advertised_host(), cfg.advertised_port()), "listening");
 
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -59,6 +59,9 @@ pub struct Shard {
     /// Partitions with unflushed data, sealed at the next flush tick.
     pub(crate) dirty: RefCell<Vec<Rc<Partition>>>,
     pub(crate) shutting_down: Cell<bool>,
+    /// DrainPartitions for the whole broker: no partition of this shard takes
+    /// writes, including ones loaded later, until ResumePartitions.
+    pub(crate) draining_all: Cell<bool>,
     pub(crate) in_flight_requests: Cell<usize>,
     /// Serialises topic creation and deletion (used on the metadata shard only).
     pub(crate) admin_lock: futures::lock::Mutex<()>,
@@ -96,6 +99,7 @@ impl Shard {
             upload_waiters: RefCell::new(Default::default()),
             dirty: RefCell::new(Vec::new()),
             shutting_down: Cell::new(false),
+            draining_all: Cell::new(false),
             in_flight_requests: Cell::new(0),
             admin_lock: futures::lock::Mutex::new(()),
             groups,

@@ -1,10 +1,16 @@
-//! Protobuf messages of the values Kafscale keeps in etcd, generated from
-//! `proto/kafscale/metadata.proto` at build time (protox + prost, no `protoc`).
-//! The schema's compatibility rules are in that file: fields are only ever added.
+//! Protobuf messages generated at build time (protox + prost + tonic, no `protoc`):
+//! the values Kafscale keeps in etcd (`proto/kafscale/metadata.proto`) and the
+//! BrokerControl gRPC service (`control/broker.proto`). The schemas'
+//! compatibility rules are in those files: fields are only ever added.
 
 /// `kafscale.metadata`: cluster snapshot, topics, partition state, groups, offsets.
 pub mod metadata {
     include!(concat!(env!("OUT_DIR"), "/kafscale.metadata.rs"));
+}
+
+/// `kafscale.control.v1`: the BrokerControl service, its messages, server and client.
+pub mod control {
+    include!(concat!(env!("OUT_DIR"), "/kafscale.control.v1.rs"));
 }
 
 pub use prost::Message;

@@ -12,6 +12,7 @@ pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod topics;
+mod trace;
 
 use std::rc::Rc;
 
@@ -82,6 +83,17 @@ pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcom
             let resp = produce::handle(shard, r, version).await;
             if acks == 0 {
                 record(shard, api, started);
+                if shard.cfg.trace_kafka {
+                    trace::log(trace::Request {
+                        peer,
+                        api,
+                        version,
+                        correlation_id,
+                        client_id: client_id.as_deref().unwrap_or(""),
+                        started,
+                        error_code: None,
+                    });
+                }
                 return Outcome::Silent;
             }
             ResponseKind::Produce(resp)
@@ -149,15 +161,15 @@ pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcom
     };
     record(shard, api, started);
     if shard.cfg.trace_kafka {
-        info!(
+        trace::log(trace::Request {
             peer,
-            ?api,
+            api,
             version,
             correlation_id,
-            client_id = client_id.as_deref().unwrap_or(""),
-            micros = started.elapsed().as_micros() as u64,
-            "kafka request"
-        );
+            client_id: client_id.as_deref().unwrap_or(""),
+            started,
+            error_code: Some(trace::error_code(&response)),
+        });
     }
     match encode_response(api, version, correlation_id, &response) {
         Ok(b) => Outcome::Respond(b),

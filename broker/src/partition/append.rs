@@ -12,7 +12,9 @@ use kafscale_segstore::{SegmentBuilder, DEFAULT_INDEX_INTERVAL};
 
 use super::producers::SeqCheck;
 use super::Partition;
-use crate::errors::{batch_error_code, INVALID_RECORD, UNKNOWN_TOPIC_OR_PARTITION};
+use crate::errors::{
+    batch_error_code, INVALID_RECORD, NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION,
+};
 use crate::runtime::sleep;
 use crate::shard::Shard;
 
@@ -67,6 +69,11 @@ pub fn append(
         let mut st = p.st.borrow_mut();
         if st.deleted {
             return Err(UNKNOWN_TOPIC_OR_PARTITION);
+        }
+        if st.draining || shard.draining_all.get() {
+            // Drained through BrokerControl: retriable, so clients refresh
+            // metadata and retry until the partition is resumed (or moved).
+            return Err(NOT_LEADER_OR_FOLLOWER);
         }
         let mut first = None;
         let mut last = 0;

@@ -70,6 +70,8 @@ pub(crate) struct State {
     pub log_start: i64,
     pub next_offset: i64,
     pub high_watermark: i64,
+    /// DrainPartitions stopped writes to this partition (until ResumePartitions).
+    pub draining: bool,
     pub active: Option<SegmentBuilder>,
     /// Whether the partition is on its shard's list for the next flush tick.
     pub flush_queued: bool,
@@ -89,6 +91,20 @@ pub(crate) struct State {
     pub hw_waiters: Vec<oneshot::Sender<()>>,
     /// Sequence state of idempotent producers.
     pub producers: producers::Producers,
+}
+
+/// A partition's state as the control API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub log_start: i64,
+    pub high_watermark: i64,
+    /// The next offset to assign (Kafka's log end offset).
+    pub log_end: i64,
+    pub unflushed_bytes: usize,
+    /// Sealed segments not yet durable, and their record bytes.
+    pub pending_segments: usize,
+    pub pending_bytes: usize,
+    pub draining: bool,
 }
 
 /// Offsets a client can ask about.
@@ -116,6 +132,7 @@ impl Partition {
                 log_start: 0,
                 next_offset: 0,
                 high_watermark: 0,
+                draining: false,
                 active: None,
                 flush_queued: false,
                 last_sealed_bytes: 0,
@@ -139,14 +156,59 @@ impl Partition {
         }
     }
 
+    pub fn status(&self) -> Status {
+        let st = self.st.borrow();
+        let pending_bytes = st
+            .pending
+            .iter()
+            .map(|s| body_bytes(&s.segment))
+            .sum::<usize>();
+        Status {
+            log_start: st.log_start,
+            high_watermark: st.high_watermark,
+            log_end: st.next_offset,
+            unflushed_bytes: st.active.as_ref().map_or(0, |a| a.body_len()) + pending_bytes,
+            pending_segments: st.pending.len(),
+            pending_bytes,
+            draining: st.draining,
+        }
+    }
+
+    /// Sets whether the partition refuses writes; returns the previous setting.
+    pub(crate) fn set_draining(&self, on: bool) -> bool {
+        std::mem::replace(&mut self.st.borrow_mut().draining, on)
+    }
+
+    /// Resolves when every offset below `target` is durable; the topic's deletion
+    /// ends the wait with UNKNOWN_TOPIC_OR_PARTITION.
+    pub(crate) async fn durable_to(&self, target: i64) -> Result<(), i16> {
+        loop {
+            let rx = {
+                let mut st = self.st.borrow_mut();
+                if st.deleted {
+                    return Err(crate::errors::UNKNOWN_TOPIC_OR_PARTITION);
+                }
+                if st.high_watermark >= target {
+                    return Ok(());
+                }
+                // Woken on every high-watermark move (as long-polling fetches are).
+                let (tx, rx) = oneshot::channel();
+                st.hw_waiters.push(tx);
+                rx
+            };
+            let _ = rx.await;
+        }
+    }
+
+    /// Whether the partition finished loading from the object store.
+    pub(crate) fn loaded(&self) -> bool {
+        let st = self.st.borrow();
+        matches!(st.load, Load::Ready) && !st.deleted
+    }
+
     /// Unflushed bytes: the active buffer and sealed segments not yet durable.
     pub fn unflushed_bytes(&self) -> usize {
-        let st = self.st.borrow();
-        st.active.as_ref().map_or(0, |a| a.body_len())
-            + st.pending
-                .iter()
-                .map(|s| body_bytes(&s.segment))
-                .sum::<usize>()
+        self.status().unflushed_bytes
     }
 
     /// The topic is gone: refuse further work, fail waiters, and hand back the

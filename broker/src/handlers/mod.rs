@@ -34,12 +34,21 @@ pub enum Outcome {
     Close,
 }
 
-/// Counts a handled request and its latency in the shard's metrics.
-fn record(shard: &Shard, api: kafka_protocol::messages::ApiKey, started: std::time::Instant) {
+/// Counts a handled request and its latency in the shard's metrics; `failed`:
+/// an admin response carries an error code.
+fn record(
+    shard: &Shard,
+    api: kafka_protocol::messages::ApiKey,
+    started: std::time::Instant,
+    failed: bool,
+) {
     let now = std::time::Instant::now();
-    shard
-        .metrics
-        .record_request(api as i16, now.saturating_duration_since(started), now);
+    shard.metrics.record_request(
+        api as i16,
+        now.saturating_duration_since(started),
+        now,
+        failed,
+    );
 }
 
 /// Decodes, handles and encodes one request frame.
@@ -81,7 +90,7 @@ pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcom
             let acks = r.acks;
             let resp = produce::handle(shard, r, version).await;
             if acks == 0 {
-                record(shard, api, started);
+                record(shard, api, started, false);
                 return Outcome::Silent;
             }
             ResponseKind::Produce(resp)
@@ -147,7 +156,7 @@ pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcom
             return Outcome::Close;
         }
     };
-    record(shard, api, started);
+    record(shard, api, started, crate::http::admin::failed(&response));
     if shard.cfg.trace_kafka {
         info!(
             peer,

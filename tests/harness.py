@@ -112,11 +112,14 @@ class Broker:
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
-    def metrics(self):
-        """Scrapes /metrics: {(name, ((label, value), ...)): float}."""
+    def metrics_text(self):
         status, body = self.http_get("/metrics")
         assert status == 200, body
-        return parse_metrics(body)
+        return body
+
+    def metrics(self):
+        """Scrapes /metrics: {(name, ((label, value), ...)): float}, labels sorted by name."""
+        return parse_metrics(self.metrics_text())
 
     def ctl(self, *args, timeout=90):
         """Runs `kafscale-broker ctl --addr <this broker's control port> args...`;
@@ -152,17 +155,47 @@ class Broker:
 
 
 def parse_metrics(text):
-    """Prometheus text format (as the broker writes it) to {(name, labels): value}."""
+    """OpenMetrics text (as the broker writes it) to {(name, labels): value}, the
+    labels sorted by name so that a key does not depend on the encoder's order.
+    Checks that the exposition is complete (ends with `# EOF`)."""
     import re
     out = {}
-    for line in text.splitlines():
+    lines = text.splitlines()
+    assert lines and lines[-1] == "# EOF", "exposition does not end with # EOF"
+    for line in lines:
         if not line or line.startswith("#"):
             continue
         m = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)', line)
         assert m, f"bad exposition line: {line!r}"
-        labels = tuple(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        labels = tuple(sorted(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or "")))
         out[(m.group(1), labels)] = float(m.group(3))
     return out
+
+
+def metric_families(text):
+    """{family name: type} from the # TYPE lines of an exposition."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            out[name] = kind
+    return out
+
+
+def sample_names(text):
+    """Every sample name a query can use: the families' series names (counter `x`
+    is `x_total`, histogram `h` is `h_bucket`, `h_sum`, `h_count`), whether or not
+    the family has series yet."""
+    names = set()
+    for name, kind in metric_families(text).items():
+        if kind == "counter":
+            names.add(name + "_total")
+        elif kind == "histogram":
+            names.update({name + "_bucket", name + "_sum", name + "_count"})
+        else:
+            names.add(name)
+    names.update(n for n, _ in parse_metrics(text))
+    return names
 
 
 class S3Server:

@@ -143,6 +143,8 @@ pub struct Config {
     #[command(flatten)]
     pub s3: S3Args,
     #[command(flatten)]
+    pub s3_health: crate::http::health::S3HealthArgs,
+    #[command(flatten)]
     pub etcd: EtcdArgs,
 }
 
@@ -275,6 +277,6 @@ impl Config {
         if self.etcd.etcd_lease_ttl_sec < 2 {
             return Err("KAFSCALE_ETCD_LEASE_TTL_SEC must be at least 2".into());
         }
-        Ok(())
+        self.s3_health.validate()
     }
 }

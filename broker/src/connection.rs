@@ -132,6 +132,8 @@ impl OpenConnection {
     fn new(shard: &Rc<Shard>) -> Self {
         let c = &shard.metrics.open_connections;
         c.set(c.get() + 1);
+        let a = &shard.metrics.connections_accepted;
+        a.set(a.get() + 1);
         OpenConnection(shard.clone())
     }
 }

@@ -145,12 +145,12 @@ fn run(cfg: Config) -> Result<(), String> {
         ));
     }
     // Outermost, so that injected faults count as the errors they simulate.
-    let store_stats = Arc::new(StoreStats::default());
+    let store_stats = Arc::new(StoreStats::new(cfg.s3_health.config()));
     let object_store = Arc::new(InstrumentedStore::new(object_store, store_stats.clone()));
     let store = SegmentStore::new(object_store, &cfg.s3.s3_namespace);
     // The endpoint starts before metadata loads so that /healthz answers during
     // start-up and /readyz says what it is waiting for.
-    let endpoint = http::Endpoint::new(store_stats, store.clone());
+    let endpoint = http::Endpoint::new(store_stats.clone(), store.clone());
     let metrics_listener = http::server::bind(cfg.metrics_addr)?;
     // The bound address, so that port 0 (any free port) is logged as the real one.
     let metrics_addr = metrics_listener.local_addr().unwrap_or(cfg.metrics_addr);
@@ -212,6 +212,7 @@ fn run(cfg: Config) -> Result<(), String> {
         io,
         store,
         meta,
+        store_stats,
     });
     let mesh = runtime::mesh_builder::<shard::Shard>(shards);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

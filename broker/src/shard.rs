@@ -9,11 +9,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use futures::channel::oneshot;
-use kafscale_segstore::{Segment, SegmentCache, SegmentStore};
+use kafscale_segstore::{HealthState, Segment, SegmentCache, SegmentStore, StoreStats};
 
 use crate::config::Config;
 use crate::groups::Groups;
-use crate::http::metrics::{ShardGauges, ShardMetrics, Snapshot};
+use crate::http::metrics::{GroupLevels, ShardGauges, ShardMetrics, Snapshot};
 use crate::io::Io;
 use crate::metadata::{Cluster, MetadataStore};
 use crate::partition::Partition;
@@ -32,6 +32,8 @@ pub struct Shared {
     pub io: Io,
     pub store: SegmentStore,
     pub meta: Arc<dyn MetadataStore>,
+    /// Object-store counters and health, fed by the I/O runtime.
+    pub store_stats: Arc<StoreStats>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,7 @@ pub struct Shard {
     pub io: Io,
     pub store: SegmentStore,
     pub meta: Arc<dyn MetadataStore>,
+    store_stats: Arc<StoreStats>,
     mesh: MeshTx<Shard>,
     cluster: RefCell<Arc<Cluster>>,
     pub(crate) partitions: RefCell<PartitionMap>,
@@ -88,6 +91,7 @@ impl Shard {
             io: shared.io.clone(),
             store: shared.store.clone(),
             meta: shared.meta.clone(),
+            store_stats: shared.store_stats.clone(),
             mesh,
             cluster: RefCell::new(cluster),
             partitions: RefCell::new(HashMap::new()),
@@ -107,9 +111,42 @@ impl Shard {
         }
     }
 
+    /// The object store's health: one relaxed atomic load, cheap enough for every
+    /// produce request.
+    pub fn store_health(&self) -> HealthState {
+        self.store_stats.health.state()
+    }
+
     /// This shard's counters and current levels, for /metrics.
     pub fn metrics_snapshot(&self) -> Snapshot {
-        self.metrics.snapshot(ShardGauges {
+        let mut partitions = Vec::new();
+        let (mut pending_segments, mut pending_bytes) = (0, 0);
+        for parts in self.partitions.borrow().values() {
+            for p in parts.values() {
+                if let Some((levels, segments, bytes)) = p.levels() {
+                    partitions.push(levels);
+                    pending_segments += segments;
+                    pending_bytes += bytes;
+                }
+            }
+        }
+        let groups = self
+            .groups
+            .all()
+            .into_iter()
+            .filter(|slot| slot.exists())
+            .map(|slot| GroupLevels {
+                group: slot.id.clone(),
+                members: slot.group.borrow().members.len() as u64,
+                committed: slot
+                    .offsets
+                    .borrow()
+                    .iter()
+                    .map(|((t, p), o)| (t.clone(), *p, o.offset))
+                    .collect(),
+            })
+            .collect();
+        let gauges = ShardGauges {
             shard: self.id,
             buffered_bytes: self.buffered.get() as u64,
             upload_queue: self.upload_waiters.borrow().len() as u64,
@@ -117,7 +154,10 @@ impl Shard {
                 .cfg
                 .upload_concurrency
                 .saturating_sub(self.upload_slots.get()) as u64,
-        })
+            pending_segments,
+            pending_bytes,
+        };
+        self.metrics.snapshot(gauges, partitions, groups)
     }
 
     /// This shard's current view of the cluster.

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod faults;
 pub mod format;
+pub mod health;
 pub mod instrumented;
 pub mod keys;
 pub mod segment_store;
@@ -18,7 +19,8 @@ pub use format::segment::{
     parse_footer, parse_header, BatchPos, FormatError, SealedSegment, Segment, SegmentBuilder,
     SegmentFooter, SegmentHeader, SEGMENT_FOOTER_LEN, SEGMENT_HEADER_LEN,
 };
-pub use instrumented::{InstrumentedStore, StoreStats, STORE_OPS};
+pub use health::{HealthConfig, HealthSnapshot, HealthState, S3Health};
+pub use instrumented::{InstrumentedStore, OpStats, StoreStats, STORE_LATENCY_BUCKETS, STORE_OPS};
 pub use segment_store::{SegmentMeta, SegmentStore};
 pub use store::{build_object_store, ReadReplicaStore, S3Config, StoreConfig};
 

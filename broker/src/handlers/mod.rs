@@ -35,12 +35,21 @@ pub enum Outcome {
     Close,
 }
 
-/// Counts a handled request and its latency in the shard's metrics.
-fn record(shard: &Shard, api: kafka_protocol::messages::ApiKey, started: std::time::Instant) {
+/// Counts a handled request and its latency in the shard's metrics; `failed`:
+/// an admin response carries an error code.
+fn record(
+    shard: &Shard,
+    api: kafka_protocol::messages::ApiKey,
+    started: std::time::Instant,
+    failed: bool,
+) {
     let now = std::time::Instant::now();
-    shard
-        .metrics
-        .record_request(api as i16, now.saturating_duration_since(started), now);
+    shard.metrics.record_request(
+        api as i16,
+        now.saturating_duration_since(started),
+        now,
+        failed,
+    );
 }
 
 /// Decodes, handles and encodes one request frame.
@@ -82,7 +91,7 @@ pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcom
             let acks = r.acks;
             let resp = produce::handle(shard, r, version).await;
             if acks == 0 {
-                record(shard, api, started);
+                record(shard, api, started, false);
                 if shard.cfg.trace_kafka {
                     trace::log(trace::Request {
                         peer,
@@ -159,7 +168,7 @@ pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcom
             return Outcome::Close;
         }
     };
-    record(shard, api, started);
+    record(shard, api, started, crate::http::admin::failed(api as i16, &response));
     if shard.cfg.trace_kafka {
         trace::log(trace::Request {
             peer,

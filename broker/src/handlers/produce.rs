@@ -1,5 +1,7 @@
 //! Produce: batches go to the owning shards, which append them; `acks=-1`
-//! answers wait until the owning shard has made the batches durable.
+//! answers wait until the owning shard has made the batches durable. While the
+//! object store is unavailable, produce requests are refused with the retriable
+//! KAFKA_STORAGE_ERROR.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -11,9 +13,11 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
+use kafscale_segstore::HealthState;
+
 use crate::errors::{
-    INVALID_RECORD, INVALID_REQUIRED_ACKS, NONE, NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT,
-    UNKNOWN_TOPIC_OR_PARTITION,
+    INVALID_RECORD, INVALID_REQUIRED_ACKS, KAFKA_STORAGE_ERROR, NONE, NOT_LEADER_OR_FOLLOWER,
+    REQUEST_TIMED_OUT, UNKNOWN_TOPIC_OR_PARTITION,
 };
 use crate::metadata::valid_topic_name;
 use crate::partition;
@@ -81,6 +85,15 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, _version: i16) -> Pr
         parts
             .iter()
             .map(|_| PartResult::err(INVALID_REQUIRED_ACKS))
+            .collect()
+    } else if shard.store_health() == HealthState::Unavailable {
+        // The store is failing (sustained upload failures, or it does not answer):
+        // refuse instead of buffering what cannot be made durable. Clients retry
+        // KAFKA_STORAGE_ERROR (see docs/operations.md), and the first successful
+        // upload retry or probe lifts this.
+        parts
+            .iter()
+            .map(|_| PartResult::err(KAFKA_STORAGE_ERROR))
             .collect()
     } else {
         scatter(

@@ -1,14 +1,28 @@
-//! Per-shard counters and their Prometheus text rendering.
+//! Per-shard counters and their exposition with `prometheus-client`.
 //!
 //! Counters live in each shard as plain `Cell`s, touched only by that shard's
 //! thread, so recording is a few non-atomic adds. A scrape asks every shard for a
-//! `Snapshot` (a `Send` copy) and sums them; nothing is shared on the hot path.
+//! `Snapshot` (a `Send` copy of its counters and levels) and merges them; nothing
+//! is shared on the hot path. The merged snapshot is then encoded by a
+//! `prometheus_client` `Collector` registered in a registry built for that scrape
+//! (`render`), in the OpenMetrics text format.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use kafscale_segstore::{HealthSnapshot, HealthState, OpStats, STORE_LATENCY_BUCKETS};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric, NoLabelSet,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::admin::is_admin;
 
 /// Kafka API keys counted; keys at or above this are not recorded (none exist today).
 pub const MAX_API_KEY: usize = 96;
@@ -19,10 +33,12 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 const NB: usize = LATENCY_BUCKETS.len();
 
 /// One API's request count and latency histogram (non-cumulative buckets; the
-/// last slot counts requests slower than the largest bound).
+/// last slot counts requests slower than the largest bound), and for admin APIs
+/// the requests answered with an error.
 #[derive(Default)]
 struct ApiCells {
     count: Cell<u64>,
+    errors: Cell<u64>,
     sum_micros: Cell<u64>,
     buckets: [Cell<u64>; NB + 1],
 }
@@ -74,6 +90,7 @@ pub struct ShardMetrics {
     pub cache_hits: Cell<u64>,
     pub cache_misses: Cell<u64>,
     pub open_connections: Cell<u64>,
+    pub connections_accepted: Cell<u64>,
 }
 
 fn add_topic(map: &RefCell<HashMap<Arc<str>, Cell<u64>>>, topic: &Arc<str>, n: u64) {
@@ -100,6 +117,7 @@ impl ShardMetrics {
             cache_hits: Cell::new(0),
             cache_misses: Cell::new(0),
             open_connections: Cell::new(0),
+            connections_accepted: Cell::new(0),
         }
     }
 
@@ -107,12 +125,16 @@ impl ShardMetrics {
         at.saturating_duration_since(self.started).as_secs()
     }
 
-    /// Records one handled request of API `api` that took `took`, finished at `now`.
-    pub fn record_request(&self, api: i16, took: Duration, now: Instant) {
+    /// Records one handled request of API `api` that took `took`, finished at
+    /// `now`; `failed`: an admin response that carries an error code.
+    pub fn record_request(&self, api: i16, took: Duration, now: Instant, failed: bool) {
         let Some(a) = usize::try_from(api).ok().and_then(|i| self.apis.get(i)) else {
             return;
         };
         a.count.set(a.count.get() + 1);
+        if failed {
+            a.errors.set(a.errors.get() + 1);
+        }
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         a.sum_micros.set(a.sum_micros.get().saturating_add(micros));
         let secs = took.as_secs_f64();
@@ -137,8 +159,14 @@ impl ShardMetrics {
         add_topic(&self.fetch_bytes, topic, n);
     }
 
-    /// A `Send` copy of the counters; `gauges` are the shard's current levels.
-    pub fn snapshot(&self, gauges: ShardGauges) -> Snapshot {
+    /// A `Send` copy of the counters; `gauges`, `partitions` and `groups` are the
+    /// shard's current levels.
+    pub fn snapshot(
+        &self,
+        gauges: ShardGauges,
+        partitions: Vec<PartitionLevels>,
+        groups: Vec<GroupLevels>,
+    ) -> Snapshot {
         let now = self.second(Instant::now());
         let topics = |m: &RefCell<HashMap<Arc<str>, Cell<u64>>>| {
             m.borrow()
@@ -157,6 +185,7 @@ impl ShardMetrics {
                         i as i16,
                         ApiSnapshot {
                             count: a.count.get(),
+                            errors: a.errors.get(),
                             sum_micros: a.sum_micros.get(),
                             buckets: a.buckets.iter().map(Cell::get).collect(),
                         },
@@ -171,7 +200,10 @@ impl ShardMetrics {
             cache_hits: self.cache_hits.get(),
             cache_misses: self.cache_misses.get(),
             open_connections: self.open_connections.get(),
+            connections_accepted: self.connections_accepted.get(),
             shards: vec![gauges],
+            partitions,
+            groups,
         }
     }
 }
@@ -183,11 +215,36 @@ pub struct ShardGauges {
     pub buffered_bytes: u64,
     pub upload_queue: u64,
     pub uploads_in_flight: u64,
+    /// Sealed segments waiting for or in upload, and their bytes.
+    pub pending_segments: u64,
+    pub pending_bytes: u64,
+}
+
+/// Offsets of one partition the shard has open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionLevels {
+    pub topic: String,
+    pub partition: i32,
+    pub log_start: i64,
+    /// The next offset to assign (one past the last appended).
+    pub log_end: i64,
+    /// One past the last durable offset.
+    pub high_watermark: i64,
+}
+
+/// One consumer group the shard coordinates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupLevels {
+    pub group: String,
+    pub members: u64,
+    /// `(topic, partition, committed offset)`.
+    pub committed: Vec<(String, i32, i64)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ApiSnapshot {
     pub count: u64,
+    pub errors: u64,
     pub sum_micros: u64,
     pub buckets: Vec<u64>,
 }
@@ -204,7 +261,10 @@ pub struct Snapshot {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub open_connections: u64,
+    pub connections_accepted: u64,
     pub shards: Vec<ShardGauges>,
+    pub partitions: Vec<PartitionLevels>,
+    pub groups: Vec<GroupLevels>,
 }
 
 impl Snapshot {
@@ -213,6 +273,7 @@ impl Snapshot {
         for (k, a) in o.apis {
             let e = self.apis.entry(k).or_default();
             e.count += a.count;
+            e.errors += a.errors;
             e.sum_micros = e.sum_micros.saturating_add(a.sum_micros);
             if e.buckets.len() < a.buckets.len() {
                 e.buckets.resize(a.buckets.len(), 0);
@@ -233,15 +294,12 @@ impl Snapshot {
         self.cache_hits += o.cache_hits;
         self.cache_misses += o.cache_misses;
         self.open_connections += o.open_connections;
+        self.connections_accepted += o.connections_accepted;
         self.shards.extend(o.shards);
+        // Each partition and group has one owning shard: no sums needed.
+        self.partitions.extend(o.partitions);
+        self.groups.extend(o.groups);
     }
-}
-
-/// Escapes a label value for the text exposition format.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 fn api_name(key: i16) -> String {
@@ -251,237 +309,549 @@ fn api_name(key: i16) -> String {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// Everything one scrape shows, encoded by `prometheus_client` (see `render`).
+#[derive(Debug)]
+struct Exposition {
+    shards: Snapshot,
+    store: Vec<OpStats>,
+    health: HealthSnapshot,
+    uptime: Duration,
 }
 
-/// Renders the summed shard counters and the object-store counters
-/// (`(operation, requests, errors)`) in the Prometheus text format 0.0.4.
-pub fn render(s: &Snapshot, store: &[(&'static str, u64, u64)]) -> String {
-    let mut out = String::with_capacity(4096);
-    header(
-        &mut out,
-        "kafscale_requests_total",
-        "counter",
-        "Kafka requests handled, by API.",
-    );
-    for (k, a) in &s.apis {
-        let _ = writeln!(
-            out,
-            "kafscale_requests_total{{api=\"{}\"}} {}",
-            api_name(*k),
-            a.count
-        );
+type Fmt = Result<(), std::fmt::Error>;
+
+/// A counter family: one series per label set.
+fn counters<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, u64)>,
+) -> Fmt {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in series {
+        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
     }
-    header(
-        &mut out,
-        "kafscale_request_duration_seconds",
-        "histogram",
-        "Time from decoding a request to having its response, by API.",
-    );
-    for (k, a) in &s.apis {
-        let api = api_name(*k);
-        let mut cum = 0u64;
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            cum += a.buckets.get(i).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "kafscale_request_duration_seconds_bucket{{api=\"{api}\",le=\"{bound}\"}} {cum}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "kafscale_request_duration_seconds_bucket{{api=\"{api}\",le=\"+Inf\"}} {}",
-            a.count
-        );
-        let _ = writeln!(
-            out,
-            "kafscale_request_duration_seconds_sum{{api=\"{api}\"}} {}",
-            a.sum_micros as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "kafscale_request_duration_seconds_count{{api=\"{api}\"}} {}",
-            a.count
-        );
+    Ok(())
+}
+
+/// A gauge family: one series per label set (integer values print as integers).
+fn gauges<L: EncodeLabelSet, N: EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, N)>,
+) -> Fmt {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in series {
+        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
     }
-    for (name, help, map) in [
-        (
-            "kafscale_produce_bytes_total",
+    Ok(())
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Fmt {
+    let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(v).encode(m)
+}
+
+fn gauge<N: EncodeGaugeValue>(enc: &mut DescriptorEncoder, name: &str, help: &str, v: N) -> Fmt {
+    let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(v).encode(m)
+}
+
+/// A histogram family from non-cumulative bucket counts (`counts[i]` for
+/// `bounds[i]`, one more slot for +Inf).
+fn histograms<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    series: impl IntoIterator<Item = (L, f64, u64, Vec<u64>)>,
+) -> Fmt {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, sum, count, counts) in series {
+        let buckets: Vec<(f64, u64)> = bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(counts.iter().copied().chain(std::iter::repeat(0)))
+            .collect();
+        m.encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+    }
+    Ok(())
+}
+
+type PartKey<'a> = (&'a str, i32);
+
+impl Collector for Exposition {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Fmt {
+        let s = &self.shards;
+        let e = &mut enc;
+        let apis: Vec<(String, &ApiSnapshot)> =
+            s.apis.iter().map(|(k, a)| (api_name(*k), a)).collect();
+        counters(
+            e,
+            "kafscale_requests",
+            "Kafka requests handled, by API.",
+            apis.iter().map(|(n, a)| ([("api", n.as_str())], a.count)),
+        )?;
+        histograms(
+            e,
+            "kafscale_request_duration_seconds",
+            "Time from decoding a request to having its response, by API.",
+            &LATENCY_BUCKETS,
+            apis.iter().map(|(n, a)| {
+                (
+                    [("api", n.as_str())],
+                    a.sum_micros as f64 / 1e6,
+                    a.count,
+                    a.buckets.clone(),
+                )
+            }),
+        )?;
+        let admin: Vec<&(String, &ApiSnapshot)> = s
+            .apis
+            .keys()
+            .zip(apis.iter())
+            .filter(|(k, _)| is_admin(**k))
+            .map(|(_, a)| a)
+            .collect();
+        counters(
+            e,
+            "kafscale_admin_requests",
+            "Admin API requests (topics, configs, groups), by API.",
+            admin.iter().map(|(n, a)| ([("api", n.as_str())], a.count)),
+        )?;
+        counters(
+            e,
+            "kafscale_admin_request_errors",
+            "Admin API requests answered with an error code, by API.",
+            admin.iter().map(|(n, a)| ([("api", n.as_str())], a.errors)),
+        )?;
+        gauges(
+            e,
+            "kafscale_admin_request_latency_ms_avg",
+            "Average admin API latency since the broker started, in milliseconds, by API.",
+            admin.iter().map(|(n, a)| {
+                (
+                    [("api", n.as_str())],
+                    a.sum_micros as f64 / 1000.0 / a.count.max(1) as f64,
+                )
+            }),
+        )?;
+        counters(
+            e,
+            "kafscale_produce_bytes",
             "Record-batch bytes appended by Produce, by topic.",
-            &s.produce_bytes,
-        ),
-        (
-            "kafscale_fetch_bytes_total",
+            s.produce_bytes
+                .iter()
+                .map(|(t, n)| ([("topic", t.as_str())], *n)),
+        )?;
+        counters(
+            e,
+            "kafscale_fetch_bytes",
             "Record-batch bytes returned by Fetch, by topic.",
-            &s.fetch_bytes,
-        ),
-    ] {
-        header(&mut out, name, "counter", help);
-        for (t, n) in map {
-            let _ = writeln!(out, "{name}{{topic=\"{}\"}} {n}", label(t));
-        }
-    }
-    let w = s.window_sec.max(1) as f64;
-    for (name, what, n) in [
-        ("kafscale_produce_rps", "Produce", s.produce_in_window),
-        ("kafscale_fetch_rps", "Fetch", s.fetch_in_window),
-    ] {
-        header(
-            &mut out,
-            name,
-            "gauge",
-            &format!(
+            s.fetch_bytes
+                .iter()
+                .map(|(t, n)| ([("topic", t.as_str())], *n)),
+        )?;
+        let w = s.window_sec.max(1) as f64;
+        for (name, what, n) in [
+            ("kafscale_produce_rps", "Produce", s.produce_in_window),
+            ("kafscale_fetch_rps", "Fetch", s.fetch_in_window),
+        ] {
+            let help = format!(
                 "{what} requests per second over the last {} s (KAFSCALE_THROUGHPUT_WINDOW_SEC).",
                 s.window_sec
-            ),
-        );
-        let _ = writeln!(out, "{name} {}", n as f64 / w);
-    }
-    header(
-        &mut out,
-        "kafscale_object_store_requests_total",
-        "counter",
-        "Object-store requests, by operation.",
-    );
-    for (op, n, _) in store {
-        let _ = writeln!(
-            out,
-            "kafscale_object_store_requests_total{{operation=\"{op}\"}} {n}"
-        );
-    }
-    header(
-        &mut out,
-        "kafscale_object_store_errors_total",
-        "counter",
-        "Object-store requests that failed, by operation.",
-    );
-    for (op, _, n) in store {
-        let _ = writeln!(
-            out,
-            "kafscale_object_store_errors_total{{operation=\"{op}\"}} {n}"
-        );
-    }
-    let mut shards = s.shards.clone();
-    shards.sort_by_key(|g| g.shard);
-    for (name, help, get) in [
-        (
-            "kafscale_upload_queue_depth",
-            "Segment uploads waiting for an upload slot, by shard.",
-            (|g: &ShardGauges| g.upload_queue) as fn(&ShardGauges) -> u64,
-        ),
-        (
-            "kafscale_uploads_in_flight",
-            "Segment uploads in progress, by shard.",
-            |g: &ShardGauges| g.uploads_in_flight,
-        ),
-        (
-            "kafscale_buffered_bytes",
-            "Bytes appended but not yet durable in the object store, by shard.",
-            |g: &ShardGauges| g.buffered_bytes,
-        ),
-    ] {
-        header(&mut out, name, "gauge", help);
-        for g in &shards {
-            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", g.shard, get(g));
+            );
+            gauge(e, name, &help, n as f64 / w)?;
         }
-    }
-    for (name, kind, help, n) in [
-        (
-            "kafscale_read_cache_hits_total",
-            "counter",
+
+        let ops = &self.store;
+        counters(
+            e,
+            "kafscale_object_store_requests",
+            "Object-store requests, by operation.",
+            ops.iter()
+                .map(|o| ([("operation", o.operation)], o.requests)),
+        )?;
+        counters(
+            e,
+            "kafscale_object_store_errors",
+            "Object-store requests that failed, by operation.",
+            ops.iter().map(|o| ([("operation", o.operation)], o.errors)),
+        )?;
+        histograms(
+            e,
+            "kafscale_object_store_request_duration_seconds",
+            "Object-store request latency, by operation.",
+            &STORE_LATENCY_BUCKETS,
+            ops.iter().map(|o| {
+                (
+                    [("operation", o.operation)],
+                    o.latency_sum.as_secs_f64(),
+                    o.buckets.iter().sum(),
+                    o.buckets.clone(),
+                )
+            }),
+        )?;
+        let h = &self.health;
+        gauges(
+            e,
+            "kafscale_s3_health_state",
+            "1 for the object store's current health state (healthy, degraded, unavailable), 0 for the others.",
+            HealthState::ALL
+                .iter()
+                .map(|st| ([("state", st.name())], i64::from(*st == h.state))),
+        )?;
+        gauge(
+            e,
+            "kafscale_s3_latency_ms_avg",
+            "Average object-store request latency over the health window (KAFSCALE_S3_HEALTH_WINDOW_SEC), in milliseconds.",
+            h.latency_avg_ms,
+        )?;
+        gauge(
+            e,
+            "kafscale_s3_error_rate",
+            "Share of failed object-store requests over the health window.",
+            h.error_rate,
+        )?;
+        gauge(
+            e,
+            "kafscale_s3_state_duration_seconds",
+            "Seconds the object store has been in its current health state.",
+            h.state_duration.as_secs_f64(),
+        )?;
+
+        let mut shards = s.shards.clone();
+        shards.sort_by_key(|g| g.shard);
+        let per_shard: [(&str, &str, fn(&ShardGauges) -> u64); 5] = [
+            (
+                "kafscale_upload_queue_depth",
+                "Partitions waiting for one of the shard's upload slots (KAFSCALE_UPLOAD_CONCURRENCY).",
+                |g| g.upload_queue,
+            ),
+            (
+                "kafscale_uploads_in_flight",
+                "Segment uploads in progress, by shard.",
+                |g| g.uploads_in_flight,
+            ),
+            (
+                "kafscale_upload_queue_segments",
+                "Sealed segments not yet durable (queued or uploading), by shard.",
+                |g| g.pending_segments,
+            ),
+            (
+                "kafscale_upload_queue_bytes",
+                "Bytes of sealed segments not yet durable (queued or uploading), by shard.",
+                |g| g.pending_bytes,
+            ),
+            (
+                "kafscale_buffered_bytes",
+                "Bytes appended but not yet durable in the object store, by shard.",
+                |g| g.buffered_bytes,
+            ),
+        ];
+        for (name, help, get) in per_shard {
+            gauges(
+                e,
+                name,
+                help,
+                shards
+                    .iter()
+                    .map(|g| ([("shard", g.shard.to_string())], get(g))),
+            )?;
+        }
+        counter(
+            e,
+            "kafscale_read_cache_hits",
             "Segment reads served from the read cache.",
             s.cache_hits,
-        ),
-        (
-            "kafscale_read_cache_misses_total",
-            "counter",
-            "Segment reads that went to the object store.",
+        )?;
+        counter(
+            e,
+            "kafscale_read_cache_misses",
+            "Segment reads not in the read cache.",
             s.cache_misses,
-        ),
-        (
+        )?;
+        gauge(
+            e,
             "kafscale_open_connections",
-            "gauge",
             "Open Kafka client connections.",
             s.open_connections,
-        ),
-        (
+        )?;
+        counter(
+            e,
+            "kafscale_connections_accepted",
+            "Kafka client connections accepted since the broker started.",
+            s.connections_accepted,
+        )?;
+
+        let mut parts: Vec<&PartitionLevels> = s.partitions.iter().collect();
+        parts.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let labels = |p: &PartitionLevels| {
+            [
+                ("topic", p.topic.clone()),
+                ("partition", p.partition.to_string()),
+            ]
+        };
+        let per_partition: [(&str, &str, fn(&PartitionLevels) -> i64); 4] = [
+            (
+                "kafscale_partition_high_watermark",
+                "One past the last durable offset, by open partition.",
+                |p| p.high_watermark,
+            ),
+            (
+                "kafscale_partition_log_end_offset",
+                "The next offset to assign, by open partition.",
+                |p| p.log_end,
+            ),
+            (
+                "kafscale_partition_log_start_offset",
+                "The first offset still in the log, by open partition.",
+                |p| p.log_start,
+            ),
+            (
+                "kafscale_high_watermark_lag",
+                "Offsets appended but not yet durable (log end minus high watermark), by open partition.",
+                |p| p.log_end - p.high_watermark,
+            ),
+        ];
+        for (name, help, get) in per_partition {
+            gauges(e, name, help, parts.iter().map(|p| (labels(p), get(p))))?;
+        }
+
+        let hw: std::collections::HashMap<PartKey, i64> = s
+            .partitions
+            .iter()
+            .map(|p| ((p.topic.as_str(), p.partition), p.high_watermark))
+            .collect();
+        let mut groups: Vec<&GroupLevels> = s.groups.iter().collect();
+        groups.sort_by(|a, b| a.group.cmp(&b.group));
+        let mut committed: Vec<(&str, &str, i32, i64)> = groups
+            .iter()
+            .flat_map(|g| {
+                g.committed
+                    .iter()
+                    .map(|(t, p, o)| (g.group.as_str(), t.as_str(), *p, *o))
+            })
+            .collect();
+        committed.sort();
+        let glabels = |g: &str, t: &str, p: i32| {
+            [
+                ("group", g.to_string()),
+                ("topic", t.to_string()),
+                ("partition", p.to_string()),
+            ]
+        };
+        gauges(
+            e,
+            "kafscale_consumer_group_members",
+            "Members of each consumer group this broker coordinates.",
+            groups
+                .iter()
+                .map(|g| ([("group", g.group.as_str())], g.members)),
+        )?;
+        gauges(
+            e,
+            "kafscale_consumer_group_committed_offset",
+            "Committed offset of each group, topic and partition.",
+            committed.iter().map(|(g, t, p, o)| (glabels(g, t, *p), *o)),
+        )?;
+        // Lag where the partition's high watermark is known (the partition is open here).
+        let lags: Vec<_> = committed
+            .iter()
+            .filter_map(|(g, t, p, o)| {
+                hw.get(&(*t, *p))
+                    .map(|hw| (glabels(g, t, *p), (hw - o).max(0)))
+            })
+            .collect();
+        let max_lag = lags.iter().map(|(_, l)| *l).max().unwrap_or(0);
+        gauges(
+            e,
+            "kafscale_consumer_group_lag",
+            "High watermark minus committed offset, by group, topic and partition.",
+            lags,
+        )?;
+        gauge(
+            e,
+            "kafscale_consumer_lag_max",
+            "The largest kafscale_consumer_group_lag.",
+            max_lag,
+        )?;
+        gauge(
+            e,
             "kafscale_shards",
-            "gauge",
             "Shards that answered this scrape.",
             s.shards.len() as u64,
-        ),
-    ] {
-        header(&mut out, name, kind, help);
-        let _ = writeln!(out, "{name} {n}");
+        )?;
+        gauge(
+            e,
+            "kafscale_broker_uptime_seconds",
+            "Seconds since the broker started.",
+            self.uptime.as_secs_f64(),
+        )
     }
-    out
+}
+
+/// Content type of `render`'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Encodes the merged shard snapshot, the object-store counters and the store's
+/// health in the OpenMetrics text format (ending with `# EOF`).
+pub fn render(
+    shards: Snapshot,
+    store: Vec<OpStats>,
+    health: HealthSnapshot,
+    uptime: Duration,
+) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exposition {
+        shards,
+        store,
+        health,
+        uptime,
+    }));
+    let mut out = String::with_capacity(16 << 10);
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn gauges(shard: usize) -> ShardGauges {
+    fn levels(shard: usize) -> ShardGauges {
         ShardGauges {
             shard,
             buffered_bytes: 10 * shard as u64,
             upload_queue: 0,
             uploads_in_flight: 1,
+            pending_segments: 2,
+            pending_bytes: 300,
+        }
+    }
+
+    fn op(operation: &'static str, requests: u64, errors: u64) -> OpStats {
+        let mut buckets = vec![0; STORE_LATENCY_BUCKETS.len() + 1];
+        buckets[0] = requests;
+        OpStats {
+            operation,
+            requests,
+            errors,
+            latency_sum: Duration::from_micros(500 * requests),
+            buckets,
         }
     }
 
     #[test]
-    fn shards_sum_and_render() {
-        let produce = kafka_protocol::messages::ApiKey::Produce as i16;
+    fn shards_merge_and_render() {
+        use kafka_protocol::messages::ApiKey;
+        let produce = ApiKey::Produce as i16;
+        let create = ApiKey::CreateTopics as i16;
         let t: Arc<str> = Arc::from("orders");
         let a = ShardMetrics::new(60);
         let b = ShardMetrics::new(60);
         let now = Instant::now();
-        a.record_request(produce, Duration::from_micros(300), now);
-        a.record_request(produce, Duration::from_millis(3), now);
-        b.record_request(produce, Duration::from_secs(20), now);
-        b.record_request(-1, Duration::from_secs(1), now);
-        b.record_request(i16::MAX, Duration::from_secs(1), now);
+        a.record_request(produce, Duration::from_micros(300), now, false);
+        a.record_request(produce, Duration::from_millis(3), now, false);
+        b.record_request(produce, Duration::from_secs(20), now, false);
+        b.record_request(-1, Duration::from_secs(1), now, false);
+        b.record_request(i16::MAX, Duration::from_secs(1), now, false);
+        a.record_request(create, Duration::from_millis(2), now, false);
+        b.record_request(create, Duration::from_millis(4), now, true);
         a.add_produce_bytes(&t, 100);
         b.add_produce_bytes(&t, 50);
         b.add_fetch_bytes(&Arc::from("a\"b"), 7);
         a.cache_hits.set(3);
         b.cache_misses.set(2);
         b.open_connections.set(4);
-        let mut s = a.snapshot(gauges(0));
-        s.merge(b.snapshot(gauges(1)));
-        assert_eq!(s.apis.len(), 1);
+        b.connections_accepted.set(9);
+        let part = |p: i32, hw: i64| PartitionLevels {
+            topic: "orders".into(),
+            partition: p,
+            log_start: 0,
+            log_end: hw + 5,
+            high_watermark: hw,
+        };
+        let group = GroupLevels {
+            group: "g1".into(),
+            members: 2,
+            committed: vec![
+                ("orders".into(), 0, 40),
+                ("orders".into(), 1, 100),
+                ("gone".into(), 0, 3),
+            ],
+        };
+        let mut s = a.snapshot(levels(0), vec![part(0, 100)], vec![group]);
+        s.merge(b.snapshot(levels(1), vec![part(1, 90)], vec![]));
+        assert_eq!(s.apis.len(), 2);
         assert_eq!(s.apis[&produce].count, 3);
         assert_eq!(s.produce_bytes["orders"], 150);
         assert_eq!(s.produce_in_window, 3);
 
-        let text = render(&s, &[("put", 4, 1), ("get", 2, 0)]);
+        let health = HealthSnapshot {
+            state: HealthState::Degraded,
+            reason: "slow".into(),
+            requests: 10,
+            error_rate: 0.25,
+            latency_avg_ms: 12.5,
+            state_duration: Duration::from_secs(3),
+        };
+        let text = render(
+            s,
+            vec![op("put", 4, 1), op("get", 2, 0)],
+            health,
+            Duration::from_secs(7),
+        )
+        .unwrap();
         let has = |line: &str| {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             )
         };
+        has("# TYPE kafscale_requests counter");
         has("kafscale_requests_total{api=\"Produce\"} 3");
-        has("kafscale_request_duration_seconds_bucket{api=\"Produce\",le=\"0.0005\"} 1");
-        has("kafscale_request_duration_seconds_bucket{api=\"Produce\",le=\"0.005\"} 2");
-        has("kafscale_request_duration_seconds_bucket{api=\"Produce\",le=\"10\"} 2");
-        has("kafscale_request_duration_seconds_bucket{api=\"Produce\",le=\"+Inf\"} 3");
+        has("kafscale_request_duration_seconds_bucket{le=\"0.0005\",api=\"Produce\"} 1");
+        has("kafscale_request_duration_seconds_bucket{le=\"0.005\",api=\"Produce\"} 2");
+        has("kafscale_request_duration_seconds_bucket{le=\"10.0\",api=\"Produce\"} 2");
+        has("kafscale_request_duration_seconds_bucket{le=\"+Inf\",api=\"Produce\"} 3");
         has("kafscale_request_duration_seconds_count{api=\"Produce\"} 3");
+        has("kafscale_admin_requests_total{api=\"CreateTopics\"} 2");
+        has("kafscale_admin_request_errors_total{api=\"CreateTopics\"} 1");
+        has("kafscale_admin_request_latency_ms_avg{api=\"CreateTopics\"} 3.0");
         has("kafscale_produce_bytes_total{topic=\"orders\"} 150");
         has("kafscale_fetch_bytes_total{topic=\"a\\\"b\"} 7");
         has("kafscale_produce_rps 0.05");
-        has("kafscale_fetch_rps 0");
+        has("kafscale_fetch_rps 0.0");
         has("kafscale_object_store_requests_total{operation=\"put\"} 4");
         has("kafscale_object_store_errors_total{operation=\"put\"} 1");
+        has("kafscale_object_store_request_duration_seconds_count{operation=\"put\"} 4");
+        has("kafscale_object_store_request_duration_seconds_bucket{le=\"0.001\",operation=\"get\"} 2");
+        has("kafscale_s3_health_state{state=\"healthy\"} 0");
+        has("kafscale_s3_health_state{state=\"degraded\"} 1");
+        has("kafscale_s3_error_rate 0.25");
+        has("kafscale_s3_latency_ms_avg 12.5");
         has("kafscale_buffered_bytes{shard=\"1\"} 10");
         has("kafscale_uploads_in_flight{shard=\"0\"} 1");
+        has("kafscale_upload_queue_bytes{shard=\"0\"} 300");
         has("kafscale_read_cache_hits_total 3");
         has("kafscale_read_cache_misses_total 2");
         has("kafscale_open_connections 4");
+        has("kafscale_connections_accepted_total 9");
+        has("kafscale_partition_high_watermark{topic=\"orders\",partition=\"1\"} 90");
+        has("kafscale_high_watermark_lag{topic=\"orders\",partition=\"0\"} 5");
+        has("kafscale_consumer_group_members{group=\"g1\"} 2");
+        has("kafscale_consumer_group_lag{group=\"g1\",topic=\"orders\",partition=\"0\"} 60");
+        // Committed beyond the high watermark: no negative lag.
+        has("kafscale_consumer_group_lag{group=\"g1\",topic=\"orders\",partition=\"1\"} 0");
+        has("kafscale_consumer_group_committed_offset{group=\"g1\",topic=\"gone\",partition=\"0\"} 3");
+        assert!(!text.contains("kafscale_consumer_group_lag{group=\"g1\",topic=\"gone\""));
+        has("kafscale_consumer_lag_max 60");
         has("kafscale_shards 2");
+        has("kafscale_broker_uptime_seconds 7.0");
+        assert_eq!(text.lines().last(), Some("# EOF"));
     }
 
     #[test]

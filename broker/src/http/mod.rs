@@ -3,6 +3,7 @@
 //! a shard; it reaches the shards through one foreign-job channel into the
 //! metadata shard, which collects every shard's counters with `Shard::on_all`.
 
+pub mod admin;
 pub mod health;
 pub mod metrics;
 pub mod server;
@@ -29,6 +30,7 @@ pub struct Endpoint {
     shards: OnceLock<ForeignTx<Shard>>,
     /// Outcome of the last object-store probe (`None` before the first one ends).
     store_status: Mutex<Option<Result<(), String>>>,
+    started: std::time::Instant,
 }
 
 impl Endpoint {
@@ -39,6 +41,7 @@ impl Endpoint {
             metadata_loaded: AtomicBool::new(false),
             shards: OnceLock::new(),
             store_status: Mutex::new(None),
+            started: std::time::Instant::now(),
         })
     }
 
@@ -49,6 +52,19 @@ impl Endpoint {
     /// Connects the endpoint to the running shards (once they all listen).
     pub fn set_shards(&self, tx: ForeignTx<Shard>) {
         let _ = self.shards.set(tx);
+    }
+
+    /// The /metrics body: every shard's counters and levels, the object store's
+    /// counters and health.
+    pub async fn metrics_text(&self) -> Result<String, String> {
+        let shards = self.snapshot().await?;
+        metrics::render(
+            shards,
+            self.stats.snapshot(),
+            self.stats.health.snapshot(),
+            self.started.elapsed(),
+        )
+        .map_err(|_| "encoding the metrics failed".to_string())
     }
 
     /// Every shard's counters, summed; an error names what did not answer.

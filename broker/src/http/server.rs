@@ -70,7 +70,6 @@ fn text(status: StatusCode, body: String, content_type: &'static str) -> Respons
 }
 
 const PLAIN: &str = "text/plain; charset=utf-8";
-const EXPOSITION: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 async fn route(ep: &Endpoint, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -82,12 +81,8 @@ async fn route(ep: &Endpoint, req: Request<Incoming>) -> Response<Full<Bytes>> {
             Ok(()) => text(StatusCode::OK, "ready\n".into(), PLAIN),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"), PLAIN),
         },
-        "/metrics" => match ep.snapshot().await {
-            Ok(s) => text(
-                StatusCode::OK,
-                metrics::render(&s, &ep.stats.snapshot()),
-                EXPOSITION,
-            ),
+        "/metrics" => match ep.metrics_text().await {
+            Ok(body) => text(StatusCode::OK, body, metrics::CONTENT_TYPE),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"), PLAIN),
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n".into(), PLAIN),

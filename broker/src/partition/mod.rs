@@ -211,6 +211,27 @@ impl Partition {
         self.status().unflushed_bytes
     }
 
+    /// Offsets for /metrics, and the sealed segments not yet durable (count,
+    /// bytes); `None` while the partition loads or after its topic was deleted.
+    pub(crate) fn levels(&self) -> Option<(crate::http::metrics::PartitionLevels, u64, u64)> {
+        let st = self.st.borrow();
+        if st.deleted || !matches!(st.load, Load::Ready) {
+            return None;
+        }
+        let bytes = st.pending.iter().map(|s| s.segment.size() as u64).sum();
+        Some((
+            crate::http::metrics::PartitionLevels {
+                topic: self.topic.to_string(),
+                partition: self.index,
+                log_start: st.log_start,
+                log_end: st.next_offset,
+                high_watermark: st.high_watermark,
+            },
+            st.pending.len() as u64,
+            bytes,
+        ))
+    }
+
     /// The topic is gone: refuse further work, fail waiters, and hand back the
     /// unflushed bytes so the shard can release them.
     pub(crate) fn mark_deleted(&self) -> usize {

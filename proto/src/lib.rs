@@ -1,11 +1,15 @@
 //! Protobuf messages of the values Kafscale keeps in etcd, generated from
 //! `proto/kafscale/metadata.proto` at build time (protox + prost, no `protoc`).
 //! The schema's compatibility rules are in that file: fields are only ever added.
+//! `keys` is the etcd key layout the values are stored under (brokers and the
+//! operator share it).
 
 /// `kafscale.metadata`: cluster snapshot, topics, partition state, groups, offsets.
 pub mod metadata {
     include!(concat!(env!("OUT_DIR"), "/kafscale.metadata.rs"));
 }
+
+pub mod keys;
 
 pub use prost::Message;
 

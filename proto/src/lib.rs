@@ -2,6 +2,8 @@
 //! the values Kafscale keeps in etcd (`proto/kafscale/metadata.proto`) and the
 //! BrokerControl gRPC service (`control/broker.proto`). The schemas'
 //! compatibility rules are in those files: fields are only ever added.
+//! `keys` is the etcd key layout the values are stored under (brokers and the
+//! operator share it).
 
 /// `kafscale.metadata`: cluster snapshot, topics, partition state, groups, offsets.
 pub mod metadata {
@@ -12,6 +14,8 @@ pub mod metadata {
 pub mod control {
     include!(concat!(env!("OUT_DIR"), "/kafscale.control.v1.rs"));
 }
+
+pub mod keys;
 
 pub use prost::Message;
 

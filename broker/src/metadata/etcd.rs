@@ -1,5 +1,5 @@
 //! The etcd metadata store, for clusters (`KAFSCALE_ETCD_ENDPOINTS`). Keys are in
-//! `keys.rs`, values are the protobuf messages of `kafscale-proto`, and
+//! `kafscale_proto::keys`, values are the protobuf messages of `kafscale-proto`, and
 //! docs/metadata.md describes both.
 //!
 //! - Topics live in one snapshot document that every broker watches. Create and

@@ -6,7 +6,9 @@
 
 pub mod embedded;
 pub mod etcd;
-pub mod keys;
+/// The etcd key layout lives beside the value schemas, so the operator writes the
+/// same keys the brokers read.
+pub use kafscale_proto::keys;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

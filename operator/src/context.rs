@@ -1,0 +1,138 @@
+//! What both controllers share: the Kubernetes client, settings, metrics, the
+//! per-object failure counts behind the back-off, and the helpers that read Secrets
+//! and apply objects.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Client};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::metrics::Metrics;
+
+/// The field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "kafscale-operator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0} has no namespace")]
+    NoNamespace(String),
+}
+
+pub struct Context {
+    pub client: Client,
+    /// Broker image of clusters that do not name one.
+    pub broker_image: String,
+    /// Deadline of each S3 and etcd call the controllers make.
+    pub timeout: Duration,
+    /// Requeue of a healthy object (re-checks S3 and etcd, repairs drift).
+    pub resync: Duration,
+    pub metrics: Arc<Metrics>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, broker_image: impl Into<String>, metrics: Arc<Metrics>) -> Self {
+        Context {
+            client,
+            broker_image: broker_image.into(),
+            timeout: Duration::from_secs(5),
+            resync: Duration::from_secs(300),
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Requeue after a failure: 5 s, doubling per consecutive failure of the same
+    /// object, at most 5 minutes.
+    pub fn backoff(&self, key: &str) -> Action {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = f.entry(key.to_string()).or_insert(0);
+        let delay = Duration::from_secs(5u64 << (*n).min(6)).min(Duration::from_secs(300));
+        *n += 1;
+        Action::requeue(delay)
+    }
+
+    /// Requeue after a success; forgets earlier failures.
+    pub fn healthy(&self, key: &str) -> Action {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+        Action::requeue(self.resync)
+    }
+
+    /// The Secret's data, or None when it does not exist.
+    pub async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, Error> {
+        Ok(Api::<Secret>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await?)
+    }
+
+    /// Server-side apply of an object we own (force: the operator is the authority
+    /// for every field it sets).
+    pub async fn apply<K>(&self, ns: &str, name: &str, obj: &K) -> Result<K, Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + std::fmt::Debug,
+    {
+        let api = Api::<K>::namespaced(self.client.clone(), ns);
+        Ok(api
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(obj),
+            )
+            .await?)
+    }
+}
+
+/// A Secret key's value as text (None: missing or not UTF-8).
+pub fn secret_value(s: &Secret, key: &str) -> Option<String> {
+    s.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .or_else(|| s.string_data.as_ref().and_then(|d| d.get(key).cloned()))
+}
+
+/// SHA-256 over the referenced Secrets' names, keys and values, in a fixed order.
+/// Only the digest leaves the operator: it goes on the pod template, so a rotated
+/// credential rolls the brokers.
+pub fn secrets_checksum(secrets: &[(&str, Option<&Secret>)]) -> String {
+    let mut h = Sha256::new();
+    for (role, s) in secrets {
+        h.update(role.as_bytes());
+        h.update([0]);
+        let Some(s) = s else { continue };
+        h.update(s.metadata.name.as_deref().unwrap_or_default().as_bytes());
+        h.update([0]);
+        let data: BTreeMap<&String, &[u8]> = s
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k, v.0.as_slice()))
+            .collect();
+        for (k, v) in data {
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(k.as_bytes());
+            h.update((v.len() as u64).to_be_bytes());
+            h.update(v);
+        }
+    }
+    h.finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+}

@@ -1,0 +1,206 @@
+//! The operator's side of the metadata store: it writes topics into the same
+//! etcd keys and protobuf values the brokers read (`kafscale_proto::keys`,
+//! `kafscale_proto::metadata`, docs/metadata.md), with the brokers' own
+//! compare-and-swap on the snapshot's mod revision, so a broker creating a topic at
+//! the same moment and the operator never lose each other's change.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
+use kafscale_proto::metadata as pb;
+use kafscale_proto::{keys, Message};
+use uuid::Uuid;
+
+/// Same bound as the brokers' snapshot read-modify-write.
+const MAX_CAS_ATTEMPTS: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcd {what}: {source}")]
+    Call {
+        what: &'static str,
+        source: etcd_client::Error,
+    },
+    #[error("etcd {0}: no answer within the deadline")]
+    Timeout(&'static str),
+    #[error("etcd key {key}: undecodable value: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("etcd: the snapshot kept changing under {MAX_CAS_ATTEMPTS} attempts")]
+    Contended,
+}
+
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EtcdCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdCredentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A topic as the `KafscaleTopic` asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// What the store holds for the topic after `apply_topic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedTopic {
+    pub topic_id: Uuid,
+    pub partitions: i32,
+    /// The spec asked for fewer partitions than the topic has; the count was kept.
+    pub decrease_refused: bool,
+    /// Whether anything was written (false: the store already matched).
+    pub written: bool,
+}
+
+pub struct Metadata {
+    client: Client,
+    timeout: Duration,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Metadata {
+    /// Connects (and authenticates) within `timeout`.
+    pub async fn connect(
+        endpoints: &[String],
+        creds: Option<&EtcdCredentials>,
+        timeout: Duration,
+    ) -> Result<Self, EtcdError> {
+        let mut opts = ConnectOptions::new().with_connect_timeout(timeout);
+        if let Some(c) = creds {
+            opts = opts.with_user(c.username.clone(), c.password.clone());
+        }
+        let client = tokio::time::timeout(timeout, Client::connect(endpoints, Some(opts)))
+            .await
+            .map_err(|_| EtcdError::Timeout("connect"))?
+            .map_err(|source| EtcdError::Call {
+                what: "connect",
+                source,
+            })?;
+        Ok(Metadata { client, timeout })
+    }
+
+    async fn timed<T>(
+        &self,
+        what: &'static str,
+        fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, EtcdError> {
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| EtcdError::Timeout(what))?
+            .map_err(|source| EtcdError::Call { what, source })
+    }
+
+    /// The snapshot and its mod revision (0: the key does not exist yet).
+    pub async fn snapshot(&self) -> Result<(pb::ClusterSnapshot, i64), EtcdError> {
+        let mut c = self.client.clone();
+        let resp = self
+            .timed("get snapshot", c.get(keys::SNAPSHOT, None))
+            .await?;
+        match resp.kvs().first() {
+            Some(kv) => {
+                let snap =
+                    pb::ClusterSnapshot::decode(kv.value()).map_err(|e| EtcdError::Corrupt {
+                        key: keys::SNAPSHOT.into(),
+                        reason: e.to_string(),
+                    })?;
+                Ok((snap, kv.mod_revision()))
+            }
+            None => Ok((pb::ClusterSnapshot::default(), 0)),
+        }
+    }
+
+    /// Creates the topic, or brings its partition count (up only) and configs to
+    /// the desired ones, in the snapshot and at `/kafscale/topics/{topic}/config`
+    /// in one transaction. Writes nothing when the store already matches, so an
+    /// unchanged resource does not wake every broker's watch.
+    pub async fn apply_topic(&self, want: &DesiredTopic) -> Result<AppliedTopic, EtcdError> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (mut snap, rev) = self.snapshot().await?;
+            if snap.cluster_id.is_empty() {
+                // The id a broker chooses when it writes the first snapshot.
+                snap.cluster_id = format!("kafscale-{}", Uuid::new_v4().simple());
+            }
+            let configs: std::collections::HashMap<String, String> =
+                want.configs.clone().into_iter().collect();
+            let (stored, applied) = match snap.topics.iter_mut().find(|t| t.name == want.name) {
+                Some(t) => {
+                    let topic_id =
+                        Uuid::from_slice(&t.topic_id).map_err(|e| EtcdError::Corrupt {
+                            key: keys::SNAPSHOT.into(),
+                            reason: format!("topic {}: {e}", t.name),
+                        })?;
+                    let decrease_refused = want.partitions < t.partitions;
+                    let partitions = want.partitions.max(t.partitions);
+                    if partitions == t.partitions && t.configs == configs {
+                        return Ok(AppliedTopic {
+                            topic_id,
+                            partitions,
+                            decrease_refused,
+                            written: false,
+                        });
+                    }
+                    t.partitions = partitions;
+                    t.configs = configs;
+                    (
+                        t.clone(),
+                        AppliedTopic {
+                            topic_id,
+                            partitions,
+                            decrease_refused,
+                            written: true,
+                        },
+                    )
+                }
+                None => {
+                    let topic_id = Uuid::new_v4();
+                    let t = pb::TopicConfig {
+                        name: want.name.clone(),
+                        topic_id: topic_id.as_bytes().to_vec(),
+                        partitions: want.partitions,
+                        configs,
+                        created_ms: now_ms(),
+                    };
+                    snap.topics.push(t.clone());
+                    snap.topics.sort_by(|a, b| a.name.cmp(&b.name));
+                    (
+                        t,
+                        AppliedTopic {
+                            topic_id,
+                            partitions: want.partitions,
+                            decrease_refused: false,
+                            written: true,
+                        },
+                    )
+                }
+            };
+            let txn = Txn::new()
+                .when([Compare::mod_revision(keys::SNAPSHOT, CompareOp::Equal, rev)])
+                .and_then([
+                    TxnOp::put(keys::SNAPSHOT, snap.encode_to_vec(), None),
+                    TxnOp::put(keys::topic_config(&want.name), stored.encode_to_vec(), None),
+                ]);
+            let mut c = self.client.clone();
+            if self.timed("put topic", c.txn(txn)).await?.succeeded() {
+                return Ok(applied);
+            }
+        }
+        Err(EtcdError::Contended)
+    }
+}

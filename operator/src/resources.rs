@@ -1,0 +1,440 @@
+//! The Kubernetes objects a `KafscaleCluster` owns, built from its spec: the broker
+//! StatefulSet, a headless and a client Service, and an HPA. Pure functions, so
+//! the exact objects are testable without an API server.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::KafscaleCluster;
+
+pub const KAFKA_PORT: i32 = 9092;
+pub const HTTP_PORT: i32 = 9093;
+/// Pod-template annotation holding a digest of the referenced Secrets' data: a
+/// rotated credential changes the template, and the StatefulSet rolls the brokers.
+pub const SECRET_CHECKSUM: &str = "kafscale.io/secret-checksum";
+pub const DEFAULT_GRACE_SECONDS: i64 = 120;
+pub const DEFAULT_CPU_TARGET: i32 = 70;
+const DATA_DIR: &str = "/var/lib/kafscale";
+
+/// Keys read from the S3 credentials Secret, and the broker variables they feed.
+pub const S3_SECRET_KEYS: [(&str, &str, bool); 3] = [
+    ("AWS_ACCESS_KEY_ID", "KAFSCALE_S3_ACCESS_KEY", false),
+    ("AWS_SECRET_ACCESS_KEY", "KAFSCALE_S3_SECRET_KEY", false),
+    ("AWS_SESSION_TOKEN", "KAFSCALE_S3_SESSION_TOKEN", true),
+];
+/// Keys read from the etcd credentials Secret.
+pub const ETCD_SECRET_KEYS: [(&str, &str, bool); 2] = [
+    ("username", "KAFSCALE_ETCD_USERNAME", false),
+    ("password", "KAFSCALE_ETCD_PASSWORD", false),
+];
+
+pub fn sts_name(cluster: &str) -> String {
+    format!("{cluster}-broker")
+}
+
+pub fn headless_name(cluster: &str) -> String {
+    format!("{cluster}-broker-headless")
+}
+
+pub fn client_service_name(cluster: &str) -> String {
+    format!("{cluster}-broker")
+}
+
+/// Labels that select one cluster's broker pods.
+pub fn selector_labels(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "kafscale-broker".into()),
+        ("app.kubernetes.io/instance".into(), cluster.into()),
+    ])
+}
+
+fn labels(cluster: &str) -> BTreeMap<String, String> {
+    let mut l = selector_labels(cluster);
+    l.insert(
+        "app.kubernetes.io/managed-by".into(),
+        "kafscale-operator".into(),
+    );
+    l.insert("app.kubernetes.io/component".into(), "broker".into());
+    l
+}
+
+/// Controller reference to the cluster: garbage collection removes the objects
+/// with it, and the controller maps their events back to it.
+pub fn owner_ref(c: &KafscaleCluster) -> Option<OwnerReference> {
+    c.controller_owner_ref(&())
+}
+
+fn meta(c: &KafscaleCluster, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: c.metadata.namespace.clone(),
+        labels: Some(labels(&c.name_any())),
+        owner_references: owner_ref(c).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+fn env(name: &str, value: impl ToString) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.to_string()),
+        value_from: None,
+    }
+}
+
+fn env_from_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn env_from_secret(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: optional.then_some(true),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Shards per broker: `config.shards`, or one per CPU.
+pub fn shards(c: &KafscaleCluster) -> i32 {
+    c.spec
+        .config
+        .shards
+        .unwrap_or(c.spec.brokers.resources.cpus)
+}
+
+/// The broker's environment, with the variable names of docs/configuration.md.
+/// Credentials are `secretKeyRef`s: their values never leave the Secrets.
+pub fn broker_env(c: &KafscaleCluster) -> Vec<EnvVar> {
+    let name = c.name_any();
+    let ns = c.metadata.namespace.clone().unwrap_or_default();
+    let spec = &c.spec;
+    let mut e = vec![
+        env_from_field("POD_NAME", "metadata.name"),
+        // The StatefulSet controller labels each pod with its ordinal (Kubernetes
+        // 1.28+), which makes a stable, unique broker id.
+        env_from_field(
+            "KAFSCALE_BROKER_ID",
+            "metadata.labels['apps.kubernetes.io/pod-index']",
+        ),
+        env("KAFSCALE_BROKER_ADDR", format!("0.0.0.0:{KAFKA_PORT}")),
+        env(
+            "KAFSCALE_BROKER_HOST",
+            spec.brokers
+                .advertised_host
+                .clone()
+                .unwrap_or_else(|| format!("$(POD_NAME).{}.{ns}.svc", headless_name(&name))),
+        ),
+        env(
+            "KAFSCALE_BROKER_PORT",
+            spec.brokers.advertised_port.unwrap_or(KAFKA_PORT),
+        ),
+        env("KAFSCALE_METRICS_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
+        env("KAFSCALE_DATA_DIR", DATA_DIR),
+        env("KAFSCALE_SHARDS", shards(c)),
+        env("KAFSCALE_LOG_FORMAT", "json"),
+        env("KAFSCALE_S3_BUCKET", &spec.s3.bucket),
+        env("KAFSCALE_S3_REGION", &spec.s3.region),
+        env("KAFSCALE_S3_PATH_STYLE", spec.s3.force_path_style),
+    ];
+    let optional = [
+        ("KAFSCALE_S3_ENDPOINT", &spec.s3.endpoint),
+        ("KAFSCALE_S3_READ_BUCKET", &spec.s3.read_bucket),
+        ("KAFSCALE_S3_READ_REGION", &spec.s3.read_region),
+        ("KAFSCALE_S3_READ_ENDPOINT", &spec.s3.read_endpoint),
+        ("KAFSCALE_S3_KMS_ARN", &spec.s3.kms_key_arn),
+    ];
+    for (k, v) in optional {
+        if let Some(v) = v {
+            e.push(env(k, v));
+        }
+    }
+    if let Some(s) = &spec.s3.credentials_secret_ref {
+        for (key, var, optional) in S3_SECRET_KEYS {
+            e.push(env_from_secret(var, &s.name, key, optional));
+        }
+    }
+    e.push(env(
+        "KAFSCALE_ETCD_ENDPOINTS",
+        spec.etcd.endpoints.join(","),
+    ));
+    if let Some(s) = &spec.etcd.credentials_secret_ref {
+        for (key, var, optional) in ETCD_SECRET_KEYS {
+            e.push(env_from_secret(var, &s.name, key, optional));
+        }
+    }
+    let cfg = &spec.config;
+    let numbers = [
+        ("KAFSCALE_SEGMENT_BYTES", cfg.segment_bytes),
+        ("KAFSCALE_FLUSH_INTERVAL_MS", cfg.flush_interval_ms),
+        ("KAFSCALE_CACHE_BYTES", cfg.cache_bytes),
+        ("KAFSCALE_READAHEAD_SEGMENTS", cfg.readahead_segments),
+    ];
+    for (k, v) in numbers {
+        if let Some(v) = v {
+            e.push(env(k, v));
+        }
+    }
+    e
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(3),
+        ..Default::default()
+    }
+}
+
+/// The broker StatefulSet. `replicas` is decided by the caller (the spec, kept
+/// within the HPA's bounds); `checksum` is the digest of the referenced Secrets.
+pub fn statefulset(c: &KafscaleCluster, image: &str, replicas: i32, checksum: &str) -> StatefulSet {
+    let name = c.name_any();
+    let b = &c.spec.brokers;
+    let resources = BTreeMap::from([
+        ("cpu".to_string(), Quantity(b.resources.cpus.to_string())),
+        ("memory".to_string(), Quantity(b.resources.memory.clone())),
+    ]);
+    let seccomp = match &b.seccomp_profile {
+        Some(s) => SeccompProfile {
+            type_: s.r#type.clone(),
+            localhost_profile: s.localhost_profile.clone(),
+        },
+        None => SeccompProfile {
+            type_: "Unconfined".into(),
+            localhost_profile: None,
+        },
+    };
+    let container = Container {
+        name: "broker".into(),
+        image: Some(image.into()),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("kafka".into()),
+                container_port: KAFKA_PORT,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: HTTP_PORT,
+                ..Default::default()
+            },
+        ]),
+        env: Some(broker_env(c)),
+        // Requests == limits with whole CPUs: Guaranteed QoS, pinned cores.
+        resources: Some(ResourceRequirements {
+            requests: Some(resources.clone()),
+            limits: Some(resources),
+            ..Default::default()
+        }),
+        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", 10, 6)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            // IPC_LOCK: io_uring's registered memory is then not charged against
+            // RLIMIT_MEMLOCK, which Kubernetes cannot raise for a pod.
+            capabilities: Some(Capabilities {
+                add: Some(vec!["IPC_LOCK".into()]),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            seccomp_profile: Some(seccomp),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_DIR.into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let mut template_meta = ObjectMeta {
+        labels: Some(labels(&name)),
+        ..Default::default()
+    };
+    template_meta.annotations = Some(BTreeMap::from([(
+        SECRET_CHECKSUM.to_string(),
+        checksum.to_string(),
+    )]));
+    StatefulSet {
+        metadata: meta(c, sts_name(&name)),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(headless_name(&name)),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&name)),
+                ..Default::default()
+            },
+            // One broker at a time: the next one stops only when the previous one
+            // is ready again.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    max_unavailable: Some(IntOrString::Int(1)),
+                    partition: Some(0),
+                }),
+            }),
+            pod_management_policy: Some("Parallel".into()),
+            template: PodTemplateSpec {
+                metadata: Some(template_meta),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    // Brokers do not call the Kubernetes API.
+                    automount_service_account_token: Some(false),
+                    termination_grace_period_seconds: Some(
+                        b.termination_grace_period_seconds
+                            .unwrap_or(DEFAULT_GRACE_SECONDS),
+                    ),
+                    node_selector: (!b.node_selector.is_empty()).then(|| b.node_selector.clone()),
+                    tolerations: (!b.tolerations.is_empty()).then(|| b.tolerations.clone()),
+                    // Segments live in S3 and metadata in etcd: the data directory
+                    // only holds scratch state.
+                    volumes: Some(vec![Volume {
+                        name: "data".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn ports() -> Vec<ServicePort> {
+    vec![
+        ServicePort {
+            name: Some("kafka".into()),
+            port: KAFKA_PORT,
+            target_port: Some(IntOrString::String("kafka".into())),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        },
+        ServicePort {
+            name: Some("http".into()),
+            port: HTTP_PORT,
+            target_port: Some(IntOrString::String("http".into())),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        },
+    ]
+}
+
+/// Per-pod DNS names for the advertised addresses; not-ready pods are published
+/// too, so a starting broker can already be resolved by clients it advertises to.
+pub fn headless_service(c: &KafscaleCluster) -> Service {
+    let name = c.name_any();
+    Service {
+        metadata: meta(c, headless_name(&name)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(&name)),
+            ports: Some(ports()),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The bootstrap Service clients connect to.
+pub fn client_service(c: &KafscaleCluster) -> Service {
+    let name = c.name_any();
+    let s = &c.spec.brokers.service;
+    let mut metadata = meta(c, client_service_name(&name));
+    if !s.annotations.is_empty() {
+        metadata.annotations = Some(s.annotations.clone());
+    }
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            type_: Some(s.r#type.clone().unwrap_or_else(|| "ClusterIP".into())),
+            selector: Some(selector_labels(&name)),
+            ports: Some(ports()),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// HPA bounds: `replicas` is the minimum, `maxReplicas` (default: `replicas`) the maximum.
+pub fn hpa_bounds(c: &KafscaleCluster) -> (i32, i32) {
+    let min = c.spec.brokers.replicas.max(1);
+    (min, c.spec.brokers.max_replicas.unwrap_or(min).max(min))
+}
+
+pub fn hpa(c: &KafscaleCluster) -> HorizontalPodAutoscaler {
+    let name = c.name_any();
+    let (min, max) = hpa_bounds(c);
+    HorizontalPodAutoscaler {
+        metadata: meta(c, sts_name(&name)),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "StatefulSet".into(),
+                name: sts_name(&name),
+            },
+            min_replicas: Some(min),
+            max_replicas: max,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".into(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".into(),
+                    target: MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(
+                            c.spec
+                                .brokers
+                                .target_cpu_utilization
+                                .unwrap_or(DEFAULT_CPU_TARGET),
+                        ),
+                        ..Default::default()
+                    },
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}

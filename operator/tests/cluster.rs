@@ -1,0 +1,455 @@
+//! KafscaleCluster reconcile against the mocked API server, with a real S3 server
+//! (s3s-fs) for the validation and a real etcd for the metadata check: the exact
+//! requests the operator sends for a new cluster, a scaled cluster, a changed
+//! Secret and failed S3 validation.
+
+mod support;
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use kafscale_operator::cluster;
+use kafscale_operator::context::{secrets_checksum, Context};
+use kafscale_operator::crd::KafscaleCluster;
+use kafscale_operator::resources::SECRET_CHECKSUM;
+use serde_json::{json, Value};
+use support::*;
+
+const SECRET_NAME: &str = "s3-creds";
+const STS: &str = "/apis/apps/v1/namespaces/kafscale/statefulsets/prod-broker";
+const SVC: &str = "/api/v1/namespaces/kafscale/services";
+const HPA: &str = "/apis/autoscaling/v2/namespaces/kafscale/horizontalpodautoscalers/prod-broker";
+const STATUS: &str = "/apis/kafscale.io/v1alpha1/namespaces/kafscale/kafscaleclusters/prod/status";
+const UID: &str = "6a1f0d1e-0000-4000-8000-000000000001";
+
+fn cluster(s3: &S3Server, etcd: &Etcd, replicas: i32, status: Option<Value>) -> KafscaleCluster {
+    let mut v = json!({
+        "apiVersion": "kafscale.io/v1alpha1",
+        "kind": "KafscaleCluster",
+        "metadata": {"name": "prod", "namespace": NS, "uid": UID, "generation": replicas},
+        "spec": {
+            "brokers": {"replicas": replicas, "maxReplicas": 6, "resources": {"cpus": 2, "memory": "4Gi"}},
+            "s3": {
+                "bucket": S3Server::BUCKET, "region": "us-east-1", "endpoint": s3.endpoint(),
+                "forcePathStyle": true, "credentialsSecretRef": {"name": SECRET_NAME}
+            },
+            "etcd": {"endpoints": [etcd.endpoint()]},
+            "config": {"segmentBytes": 4194304, "flushIntervalMs": 50}
+        }
+    });
+    if let Some(s) = status {
+        v["status"] = s;
+    }
+    serde_json::from_value(v).expect("cluster")
+}
+
+fn creds(secret_key: &str, extra: Option<(&str, &str)>) -> Value {
+    let mut d = vec![
+        ("AWS_ACCESS_KEY_ID", S3Server::ACCESS),
+        ("AWS_SECRET_ACCESS_KEY", secret_key),
+    ];
+    d.extend(extra);
+    secret(SECRET_NAME, &d)
+}
+
+fn checksum_of(secret: &Value) -> String {
+    let s: Secret = serde_json::from_value(secret.clone()).expect("secret");
+    secrets_checksum(&[("s3", Some(&s)), ("etcd", None)])
+}
+
+fn env_of(sts: &Value) -> Vec<Value> {
+    sts["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env")
+        .clone()
+}
+
+fn env_value(sts: &Value, name: &str) -> Value {
+    env_of(sts)
+        .into_iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in the broker env"))
+}
+
+/// What one reconcile sent, when S3 validated and the objects were applied.
+struct Applied {
+    sts: Value,
+    headless: Value,
+    client: Value,
+    hpa: Value,
+    status: Option<Value>,
+}
+
+/// Drives one reconcile that gets as far as applying the objects; `current` is
+/// the existing StatefulSet's replica count (None: it does not exist yet).
+async fn reconcile_applied(
+    ctx: Arc<Context>,
+    api: &mut ApiServer,
+    k: KafscaleCluster,
+    secret: &Value,
+    current: Option<i32>,
+    ready: i32,
+) -> Applied {
+    let k = Arc::new(k);
+    let mut task = tokio::spawn(cluster::reconcile(k.clone(), ctx));
+    let (_, r) = api
+        .expect(
+            "GET",
+            &format!("/api/v1/namespaces/kafscale/secrets/{SECRET_NAME}"),
+        )
+        .await;
+    r.json(200, secret);
+    let (_, r) = api.expect("GET", STS).await;
+    match current {
+        None => r.not_found("statefulsets.apps", "prod-broker"),
+        Some(n) => r.json(
+            200,
+            &json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                    "metadata": {"name": "prod-broker", "namespace": NS},
+                    "spec": {"replicas": n, "serviceName": "prod-broker-headless",
+                             "selector": {}, "template": {}}}),
+        ),
+    }
+    let (sts, r) = api.expect_apply(STS).await;
+    r.echo(
+        &sts,
+        Some(json!({"replicas": ready, "readyReplicas": ready})),
+    );
+    let (headless, r) = api
+        .expect_apply(&format!("{SVC}/prod-broker-headless"))
+        .await;
+    r.echo(&headless, None);
+    let (client, r) = api.expect_apply(&format!("{SVC}/prod-broker")).await;
+    r.echo(&client, None);
+    let (hpa, r) = api.expect_apply(HPA).await;
+    r.echo(&hpa, None);
+    // The status patch comes only when the status changed.
+    let status = tokio::select! {
+        biased;
+        done = &mut task => {
+            done.expect("join").expect("reconcile");
+            None
+        }
+        Some((seen, r)) = api.next_opt() => {
+            assert_eq!((seen.method.as_str(), seen.path.as_str()), ("PATCH", STATUS));
+            assert_eq!(seen.query.get("fieldManager").map(String::as_str), Some("kafscale-operator"));
+            r.object_with_status(&*k, &seen);
+            Some(seen.body)
+        }
+    };
+    if status.is_some() {
+        task.await.expect("join").expect("reconcile");
+    }
+    Applied {
+        sts: sts.body,
+        headless: headless.body,
+        client: client.body,
+        hpa: hpa.body,
+        status,
+    }
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+#[tokio::test]
+async fn new_cluster_applies_brokers_services_hpa_and_status() {
+    let (s3, etcd) = (S3Server::start(), Etcd::start());
+    etcd.client().await;
+    let (ctx, mut api) = mock();
+    let secret = creds(S3Server::SECRET, None);
+    let a = reconcile_applied(
+        ctx,
+        &mut api,
+        cluster(&s3, &etcd, 3, None),
+        &secret,
+        None,
+        0,
+    )
+    .await;
+    api.assert_idle();
+
+    // The StatefulSet, as applied.
+    let sts = &a.sts;
+    assert_eq!(sts["apiVersion"], "apps/v1");
+    assert_eq!(sts["kind"], "StatefulSet");
+    assert_eq!(
+        sts["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleCluster", "name": "prod",
+                "uid": UID, "controller": true}])
+    );
+    let spec = &sts["spec"];
+    assert_eq!(spec["replicas"], 3);
+    assert_eq!(spec["serviceName"], "prod-broker-headless");
+    assert_eq!(
+        spec["updateStrategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "partition": 0}})
+    );
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["terminationGracePeriodSeconds"], 120);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], IMAGE);
+    // Guaranteed QoS with whole CPUs, one shard per CPU.
+    let res = json!({"cpu": "2", "memory": "4Gi"});
+    assert_eq!(c["resources"], json!({"requests": res, "limits": res}));
+    assert_eq!(env_value(sts, "KAFSCALE_SHARDS")["value"], "2");
+    assert_eq!(
+        c["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "http"})
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "http"})
+    );
+    assert_eq!(
+        c["ports"],
+        json!([{"name": "kafka", "containerPort": 9092}, {"name": "http", "containerPort": 9093}])
+    );
+    assert_eq!(
+        c["securityContext"],
+        json!({"allowPrivilegeEscalation": false,
+               "capabilities": {"add": ["IPC_LOCK"], "drop": ["ALL"]},
+               "seccompProfile": {"type": "Unconfined"}})
+    );
+    // The environment uses the broker's own variable names.
+    for (k, v) in [
+        ("KAFSCALE_BROKER_ADDR", "0.0.0.0:9092"),
+        (
+            "KAFSCALE_BROKER_HOST",
+            "$(POD_NAME).prod-broker-headless.kafscale.svc",
+        ),
+        ("KAFSCALE_BROKER_PORT", "9092"),
+        ("KAFSCALE_METRICS_ADDR", "0.0.0.0:9093"),
+        ("KAFSCALE_S3_BUCKET", S3Server::BUCKET),
+        ("KAFSCALE_S3_REGION", "us-east-1"),
+        ("KAFSCALE_S3_ENDPOINT", &s3.endpoint()),
+        ("KAFSCALE_S3_PATH_STYLE", "true"),
+        ("KAFSCALE_ETCD_ENDPOINTS", &etcd.endpoint()),
+        ("KAFSCALE_SEGMENT_BYTES", "4194304"),
+        ("KAFSCALE_FLUSH_INTERVAL_MS", "50"),
+    ] {
+        assert_eq!(env_value(sts, k)["value"], v, "{k}");
+    }
+    assert_eq!(
+        env_value(sts, "KAFSCALE_BROKER_ID")["valueFrom"],
+        json!({"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}})
+    );
+    // Credentials are references into the Secret; its values appear nowhere.
+    assert_eq!(
+        env_value(sts, "KAFSCALE_S3_SECRET_KEY")["valueFrom"],
+        json!({"secretKeyRef": {"name": SECRET_NAME, "key": "AWS_SECRET_ACCESS_KEY"}})
+    );
+    assert_eq!(
+        env_value(sts, "KAFSCALE_S3_SESSION_TOKEN")["valueFrom"],
+        json!({"secretKeyRef": {"name": SECRET_NAME, "key": "AWS_SESSION_TOKEN", "optional": true}})
+    );
+    let everything = format!("{sts}{}{}{}", a.headless, a.client, a.hpa);
+    assert!(!everything.contains(S3Server::SECRET));
+    assert_eq!(
+        spec["template"]["metadata"]["annotations"][SECRET_CHECKSUM],
+        checksum_of(&secret)
+    );
+
+    // Services and HPA.
+    assert_eq!(a.headless["spec"]["clusterIP"], "None");
+    assert_eq!(a.headless["spec"]["publishNotReadyAddresses"], true);
+    let ports = json!([
+        {"name": "kafka", "port": 9092, "targetPort": "kafka", "protocol": "TCP"},
+        {"name": "http", "port": 9093, "targetPort": "http", "protocol": "TCP"}
+    ]);
+    assert_eq!(a.headless["spec"]["ports"], ports);
+    assert_eq!(a.client["spec"]["type"], "ClusterIP");
+    assert_eq!(a.client["spec"]["ports"], ports);
+    assert_eq!(
+        a.client["spec"]["selector"],
+        json!({"app.kubernetes.io/instance": "prod", "app.kubernetes.io/name": "kafscale-broker"})
+    );
+    assert_eq!(a.hpa["spec"]["minReplicas"], 3);
+    assert_eq!(a.hpa["spec"]["maxReplicas"], 6);
+    assert_eq!(
+        a.hpa["spec"]["scaleTargetRef"],
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "prod-broker"})
+    );
+
+    // Status: S3 and etcd fine, brokers not ready yet.
+    let st = a.status.expect("a new cluster's status is written");
+    assert_eq!(st["apiVersion"], "kafscale.io/v1alpha1");
+    assert_eq!(st["status"]["phase"], "Provisioning");
+    assert_eq!(st["status"]["observedGeneration"], 3);
+    assert_eq!(condition(&st, "S3Validated")["status"], "True");
+    assert_eq!(condition(&st, "EtcdAvailable")["status"], "True");
+    assert_eq!(condition(&st, "Ready")["status"], "False");
+    assert_eq!(condition(&st, "Ready")["message"], "0/3 brokers ready");
+    // The probe object is in the bucket.
+    assert!(s3
+        .dir
+        .path()
+        .join(S3Server::BUCKET)
+        .join("_kafscale/operator-probe")
+        .exists());
+}
+
+#[tokio::test]
+async fn scaled_cluster_moves_replicas_and_hpa_and_patches_status_only_on_change() {
+    let (s3, etcd) = (S3Server::start(), Etcd::start());
+    etcd.client().await;
+    let (ctx, mut api) = mock();
+    let secret = creds(S3Server::SECRET, None);
+
+    // Running with 3 ready brokers.
+    let a = reconcile_applied(
+        ctx.clone(),
+        &mut api,
+        cluster(&s3, &etcd, 3, None),
+        &secret,
+        Some(3),
+        3,
+    )
+    .await;
+    let st = a.status.expect("status");
+    assert_eq!(st["status"]["phase"], "Running");
+    assert_eq!(condition(&st, "Ready")["status"], "True");
+
+    // The same state again: nothing changed, so no status patch.
+    let again = cluster(&s3, &etcd, 3, Some(st["status"].clone()));
+    let b = reconcile_applied(ctx.clone(), &mut api, again, &secret, Some(3), 3).await;
+    assert!(
+        b.status.is_none(),
+        "unchanged status was patched: {:?}",
+        b.status
+    );
+    assert_eq!(b.sts, a.sts);
+
+    // Scaled to 5: the StatefulSet and the HPA's minimum follow.
+    let scaled = cluster(&s3, &etcd, 5, Some(st["status"].clone()));
+    let c = reconcile_applied(ctx.clone(), &mut api, scaled, &secret, Some(3), 3).await;
+    assert_eq!(c.sts["spec"]["replicas"], 5);
+    assert_eq!(c.hpa["spec"]["minReplicas"], 5);
+    assert_eq!(c.hpa["spec"]["maxReplicas"], 6);
+    let st = c.status.expect("status after scaling");
+    assert_eq!(st["status"]["phase"], "Provisioning");
+    assert_eq!(st["status"]["observedGeneration"], 5);
+    assert_eq!(condition(&st, "Ready")["message"], "3/5 brokers ready");
+    // Only the replica count changed in the StatefulSet.
+    let mut before = a.sts.clone();
+    before["spec"]["replicas"] = json!(5);
+    assert_eq!(c.sts, before);
+
+    // Within the HPA's bounds the HPA decides: 6 running brokers stay 6.
+    let d = reconcile_applied(
+        ctx,
+        &mut api,
+        cluster(&s3, &etcd, 5, None),
+        &secret,
+        Some(6),
+        6,
+    )
+    .await;
+    assert_eq!(d.sts["spec"]["replicas"], 6);
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn changed_secret_changes_the_checksum_and_rolls_brokers() {
+    let (s3, etcd) = (S3Server::start(), Etcd::start());
+    etcd.client().await;
+    let (ctx, mut api) = mock();
+    let v1 = creds(S3Server::SECRET, None);
+    let a = reconcile_applied(
+        ctx.clone(),
+        &mut api,
+        cluster(&s3, &etcd, 2, None),
+        &v1,
+        Some(2),
+        2,
+    )
+    .await;
+    let v2 = creds(S3Server::SECRET, Some(("AWS_SESSION_TOKEN", "rotated")));
+    let b = reconcile_applied(ctx, &mut api, cluster(&s3, &etcd, 2, None), &v2, Some(2), 2).await;
+    api.assert_idle();
+
+    let sum = |v: &Value| v["spec"]["template"]["metadata"]["annotations"][SECRET_CHECKSUM].clone();
+    assert_eq!(sum(&a.sts), checksum_of(&v1));
+    assert_eq!(sum(&b.sts), checksum_of(&v2));
+    assert_ne!(sum(&a.sts), sum(&b.sts));
+    // The annotation is the only change, so the StatefulSet rolls the pods (one
+    // at a time) onto the new Secret and nothing else.
+    let mut expected = a.sts.clone();
+    expected["spec"]["template"]["metadata"]["annotations"][SECRET_CHECKSUM] = sum(&b.sts);
+    assert_eq!(b.sts, expected);
+    assert!(!b.sts.to_string().contains("rotated"));
+}
+
+#[tokio::test]
+async fn s3_validation_with_wrong_credentials_fails_without_touching_brokers() {
+    let (s3, etcd) = (S3Server::start(), Etcd::start());
+    etcd.client().await;
+    let (ctx, mut api) = mock();
+    let k = Arc::new(cluster(&s3, &etcd, 3, None));
+    let task = tokio::spawn(cluster::reconcile(k.clone(), ctx));
+    let (_, r) = api
+        .expect(
+            "GET",
+            &format!("/api/v1/namespaces/kafscale/secrets/{SECRET_NAME}"),
+        )
+        .await;
+    r.json(200, &creds("not-the-secret", None));
+    // No StatefulSet, Service or HPA request: straight to the status.
+    let (seen, r) = api.expect_apply(STATUS).await;
+    r.object_with_status(&*k, &seen);
+    let action = task.await.expect("join").expect("reconcile");
+    api.assert_idle();
+    let st = seen.body;
+    assert_eq!(st["status"]["phase"], "Failed");
+    let s3c = condition(&st, "S3Validated");
+    assert_eq!(s3c["status"], "False");
+    assert_eq!(s3c["reason"], "S3ValidationFailed");
+    let msg = s3c["message"].as_str().expect("message");
+    assert!(msg.contains("list of bucket \"kafscale\" failed"), "{msg}");
+    assert!(
+        msg.contains("SignatureDoesNotMatch") || msg.contains("403"),
+        "{msg}"
+    );
+    assert_eq!(condition(&st, "Ready")["reason"], "S3ValidationFailed");
+    assert_eq!(condition(&st, "EtcdAvailable")["status"], "True");
+    // Retried with back-off, not after the healthy resync.
+    assert_eq!(
+        format!("{action:?}"),
+        format!(
+            "{:?}",
+            kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(5))
+        )
+    );
+}
+
+#[tokio::test]
+async fn missing_secret_is_reported() {
+    let (s3, etcd) = (S3Server::start(), Etcd::start());
+    etcd.client().await;
+    let (ctx, mut api) = mock();
+    let k = Arc::new(cluster(&s3, &etcd, 1, None));
+    let task = tokio::spawn(cluster::reconcile(k.clone(), ctx));
+    let (_, r) = api
+        .expect(
+            "GET",
+            &format!("/api/v1/namespaces/kafscale/secrets/{SECRET_NAME}"),
+        )
+        .await;
+    r.not_found("secrets", SECRET_NAME);
+    let (seen, r) = api.expect_apply(STATUS).await;
+    r.object_with_status(&*k, &seen);
+    task.await.expect("join").expect("reconcile");
+    let c = condition(&seen.body, "S3Validated");
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("SecretMissing"))
+    );
+    assert_eq!(c["message"], "Secret kafscale/s3-creds not found");
+}

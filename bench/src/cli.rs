@@ -225,7 +225,10 @@ impl Load {
                 "--message-size must be at least {min_message_size} bytes"
             ));
         }
-        if !(self.duration > 0.0) && self.messages.is_none() {
+        // NaN is refused too: it is not greater than zero.
+        if self.duration.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+            && self.messages.is_none()
+        {
             return Err("give a positive --duration or --messages".into());
         }
         Ok(())

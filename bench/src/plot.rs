@@ -101,7 +101,7 @@ pub fn draw(groups: &BTreeMap<String, Vec<Point>>, title: &str, out: &Path) -> R
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()

@@ -162,7 +162,8 @@ def render(results, meta):
         w("")
         w("**These numbers were measured while the machine was shared with other work (compilers of other "
           "jobs were running), so they are noisy and low; re-run `make bench` on a quiet machine for the "
-          "real figures.**")
+          "real figures.** Runs at different moments got different shares of the CPU: a sink ratio above 1 or a "
+          "fixed-rate row with a higher p99 than its neighbours says so, not that the broker beat the sink.")
     w("")
     w(f"Broker and load generator share the machine. The load generator is `kafscale-bench` (librdkafka "
       f"via the `rdkafka` crate): one producer, `linger.ms=5`, `batch.size=1000000`, random 8-byte keys, "

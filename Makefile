@@ -12,8 +12,8 @@ help: ## List the targets
 build-deps: ## Install what the build needs beyond Rust (protoc for the etcd-client crate)
 	./scripts/install-build-deps.sh
 
-build: build-deps ## Build the release broker
-	cargo build --release -p kafscale-broker
+build: build-deps ## Build the release broker and kafscale-bench (one cargo run: shared dependencies build once)
+	cargo build --release -p kafscale-broker -p kafscale-bench
 
 run: build ## Start one broker on 127.0.0.1:9092 (data in ./data; metadata in etcd when KAFSCALE_ETCD_ENDPOINTS is set)
 	KAFSCALE_BROKER_ADDR=$${KAFSCALE_BROKER_ADDR:-127.0.0.1:9092} KAFSCALE_DATA_DIR=$${KAFSCALE_DATA_DIR:-./data} $(BROKER)
@@ -45,7 +45,7 @@ lint: build-deps ## rustfmt and clippy, warnings are errors
 fmt:
 	cargo fmt --all
 
-bench: build-deps ## Run the benchmark suite and rewrite docs/benchmarks.md
+bench: build-deps ## Run the benchmark suite (~10 min) and rewrite docs/benchmarks.md (BENCH_BOOTSTRAP=host:port: against another broker)
 	./scripts/bench.sh
 
 fuzz: ## Fuzz the frame and record-batch parsers for 60 s each (needs cargo-fuzz)

@@ -12,7 +12,7 @@ pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod topics;
-mod trace;
+pub mod trace;
 
 use std::rc::Rc;
 

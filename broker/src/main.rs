@@ -214,13 +214,16 @@ fn run(cfg: Config) -> Result<(), String> {
         meta,
         store_stats,
     });
-    let mesh = runtime::mesh_builder::<shard::Shard>(shards);
+    let mesh = runtime::mesh::<shard::Shard>(shards);
+    // The HTTP and gRPC endpoints hand their jobs to the metadata shard's inbox.
+    let foreign_tx = mesh
+        .first()
+        .and_then(|(tx, _)| tx.foreign(placement::METADATA_SHARD))
+        .ok_or_else(|| "no shards".to_string())?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut stops = Vec::new();
     let mut boots = Vec::new();
-    let (foreign_tx, foreign_rx) = runtime::foreign_channel::<shard::Shard>();
-    let mut foreign_rx = Some(foreign_rx);
-    for (id, groups) in groups_by_shard.into_iter().enumerate() {
+    for (id, (groups, mesh)) in groups_by_shard.into_iter().zip(mesh).enumerate() {
         let (tx, rx) = oneshot::channel();
         stops.push(tx);
         boots.push(std::sync::Mutex::new(Some(ShardBoot {
@@ -230,14 +233,9 @@ fn run(cfg: Config) -> Result<(), String> {
             shared: shared.clone(),
             cluster: cluster.clone(),
             groups,
-            mesh: mesh.clone(),
+            mesh,
             shutdown: rx,
             ready: ready_tx.clone(),
-            foreign: if id == placement::METADATA_SHARD {
-                foreign_rx.take()
-            } else {
-                None
-            },
         })));
     }
     drop(ready_tx);

@@ -10,7 +10,6 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::{LocalExecutorBuilder, Placement};
 
 pub use glommio::net::{TcpListener, TcpStream};
@@ -52,57 +51,68 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) })
 }
 
-/// Sending side of one shard's place in the full mesh.
+/// Sending side of the full mesh: one inbox sender per shard, indexed by shard id.
+///
+/// The mesh is built before any executor starts, so no shard waits for another to
+/// join it. (glommio's own `MeshBuilder::join` is a rendezvous of all executors
+/// through its shared channels; under load it sometimes never completed and a
+/// broker hung at start-up.) The inboxes are `futures` channels: their wakers are
+/// thread-safe, and glommio queues a wake from another thread to the task's own
+/// executor and rings its eventfd.
 pub struct MeshTx<S: 'static> {
-    senders: Senders<Job<S>>,
+    senders: Vec<ForeignTx<S>>,
 }
 
-/// Receiving side: jobs other shards send to this one.
+/// Receiving side: this shard's inbox, fed by other shards and by threads outside
+/// the shards (the HTTP and gRPC endpoints).
 pub struct MeshRx<S: 'static> {
-    receivers: Receivers<Job<S>>,
+    inbox: ForeignRx<S>,
 }
 
-/// Joins the full mesh; every shard calls this once at start.
-pub async fn join_mesh<S: 'static>(
-    builder: MeshBuilder<Job<S>, Full>,
-) -> io::Result<(MeshTx<S>, MeshRx<S>)> {
-    let (senders, receivers) = builder
-        .join()
-        .await
-        .map_err(|_| io::Error::other("joining the shard mesh failed"))?;
-    Ok((MeshTx { senders }, MeshRx { receivers }))
+/// Builds the mesh for `shards` shards: every shard's sending side and its inbox.
+pub fn mesh<S: 'static>(shards: usize) -> Vec<(MeshTx<S>, MeshRx<S>)> {
+    let (senders, inboxes): (Vec<_>, Vec<_>) =
+        (0..shards).map(|_| futures::channel::mpsc::unbounded()).unzip();
+    inboxes
+        .into_iter()
+        .map(|inbox| {
+            (
+                MeshTx {
+                    senders: senders.clone(),
+                },
+                MeshRx { inbox },
+            )
+        })
+        .collect()
 }
 
 impl<S: 'static> MeshTx<S> {
     /// Sends a job to shard `to` (never the current shard: call it directly).
     pub async fn send(&self, to: usize, job: Job<S>) -> Result<(), ()> {
         self.senders
-            .send_to(to, job)
-            .await
-            .map(|_| ())
+            .get(to)
+            .ok_or(())?
+            .unbounded_send(job)
             .map_err(|_| ())
+    }
+
+    /// A sender into shard `to`'s inbox for a thread outside the shards.
+    pub fn foreign(&self, to: usize) -> Option<ForeignTx<S>> {
+        self.senders.get(to).cloned()
     }
 }
 
 impl<S: 'static> MeshRx<S> {
-    /// Runs every job that arrives from other shards as its own local task.
-    pub fn serve(mut self, state: Rc<S>) {
-        for (_peer, rx) in self.receivers.streams() {
-            let state = state.clone();
-            spawn_detached(async move {
-                while let Some(job) = rx.recv().await {
-                    spawn_detached(job(state.clone()));
-                }
-            });
-        }
+    /// Runs every job that arrives in this shard's inbox as its own local task.
+    pub fn serve(self, state: Rc<S>) {
+        use futures::StreamExt;
+        let mut inbox = self.inbox;
+        spawn_detached(async move {
+            while let Some(job) = inbox.next().await {
+                spawn_detached(job(state.clone()));
+            }
+        });
     }
-}
-
-/// The not-yet-joined mesh handed to every shard at start.
-pub type ShardMesh<S> = MeshBuilder<Job<S>, Full>;
-
-pub fn mesh_builder<S: 'static>(shards: usize) -> ShardMesh<S> {
-    MeshBuilder::full(shards, 1024)
 }
 
 /// io_uring memory glommio registers per executor. Shards do no file I/O through
@@ -203,23 +213,8 @@ pub fn preflight(shards: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Sending side of a channel that lets threads outside the shards (the tokio I/O
-/// runtime's HTTP endpoint) hand a job to one shard.
+/// Sending side of a shard's inbox, for threads outside the shards (the tokio I/O
+/// runtime's HTTP and gRPC endpoints) as well as other shards.
 pub type ForeignTx<S> = futures::channel::mpsc::UnboundedSender<Job<S>>;
-/// Receiving side, served on the shard by `serve_foreign`.
+/// A shard's inbox.
 pub type ForeignRx<S> = futures::channel::mpsc::UnboundedReceiver<Job<S>>;
-
-pub fn foreign_channel<S: 'static>() -> (ForeignTx<S>, ForeignRx<S>) {
-    futures::channel::mpsc::unbounded()
-}
-
-/// Runs every job that arrives from outside the shards as a local task. The
-/// channel's waker is thread-safe, so a send from a tokio thread wakes the shard.
-pub fn serve_foreign<S: 'static>(mut rx: ForeignRx<S>, state: Rc<S>) {
-    use futures::StreamExt;
-    spawn_detached(async move {
-        while let Some(job) = rx.next().await {
-            spawn_detached(job(state.clone()));
-        }
-    });
-}

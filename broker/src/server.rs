@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::groups::Groups;
 use crate::metadata::{Cluster, StoredGroup};
 use crate::partition;
-use crate::runtime::{bind, join_mesh, serve_foreign, sleep, spawn_detached, ForeignRx, ShardMesh};
+use crate::runtime::{bind, sleep, spawn_detached, MeshRx, MeshTx};
 use crate::shard::{Shard, Shared};
 
 pub struct ShardBoot {
@@ -24,11 +24,10 @@ pub struct ShardBoot {
     pub cluster: Arc<Cluster>,
     /// This shard's share of the stored consumer groups.
     pub groups: Vec<StoredGroup>,
-    pub mesh: ShardMesh<Shard>,
+    /// This shard's sending side of the mesh and its inbox.
+    pub mesh: (MeshTx<Shard>, MeshRx<Shard>),
     pub shutdown: oneshot::Receiver<()>,
     pub ready: std::sync::mpsc::Sender<Result<usize, String>>,
-    /// Jobs from the HTTP endpoint (given to the metadata shard only).
-    pub foreign: Option<ForeignRx<Shard>>,
 }
 
 pub async fn shard_main(boot: ShardBoot) {
@@ -42,21 +41,11 @@ pub async fn shard_main(boot: ShardBoot) {
         mesh,
         shutdown,
         ready,
-        foreign,
     } = boot;
-    let (tx, rx) = match join_mesh(mesh).await {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
-            return;
-        }
-    };
+    let (tx, rx) = mesh;
     let groups = Groups::restore(groups, Instant::now());
     let shard = Rc::new(Shard::new(id, count, &shared, tx, cluster, groups));
     rx.serve(shard.clone());
-    if let Some(foreign) = foreign {
-        serve_foreign(foreign, shard.clone());
-    }
     spawn_detached(partition::flush_ticker(shard.clone()));
     spawn_detached(partition::retention_ticker(shard.clone()));
     Groups::start(&shard);

@@ -158,10 +158,6 @@ impl S3Health {
         }
     }
 
-    pub fn config(&self) -> &HealthConfig {
-        &self.cfg
-    }
-
     /// The current state: one relaxed atomic load (read on every produce request).
     pub fn state(&self) -> HealthState {
         HealthState::from_u8(self.state.load(Ordering::Relaxed))

@@ -382,6 +382,8 @@ fn histograms<L: EncodeLabelSet>(
 }
 
 type PartKey<'a> = (&'a str, i32);
+/// `(name, help, value)` of a gauge with one series per item.
+type Level<T, N> = (&'static str, &'static str, fn(&T) -> N);
 
 impl Collector for Exposition {
     fn encode(&self, mut enc: DescriptorEncoder) -> Fmt {
@@ -525,7 +527,7 @@ impl Collector for Exposition {
 
         let mut shards = s.shards.clone();
         shards.sort_by_key(|g| g.shard);
-        let per_shard: [(&str, &str, fn(&ShardGauges) -> u64); 5] = [
+        let per_shard: [Level<ShardGauges, u64>; 5] = [
             (
                 "kafscale_upload_queue_depth",
                 "Partitions waiting for one of the shard's upload slots (KAFSCALE_UPLOAD_CONCURRENCY).",
@@ -595,7 +597,7 @@ impl Collector for Exposition {
                 ("partition", p.partition.to_string()),
             ]
         };
-        let per_partition: [(&str, &str, fn(&PartitionLevels) -> i64); 4] = [
+        let per_partition: [Level<PartitionLevels, i64>; 4] = [
             (
                 "kafscale_partition_high_watermark",
                 "One past the last durable offset, by open partition.",

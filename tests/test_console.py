@@ -167,3 +167,23 @@ def render_page(b, tmp_path, expected):
         cwd=ui, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_console_follows_the_object_store(make_broker, s3):
+    b = make_broker(env=s3.broker_env())
+    create_topic(b.bootstrap, TOPIC, partitions=1)
+    delivered, errors = produce(b.bootstrap, TOPIC, [(None, b"v", None, 0)] * 3)
+    assert errors == [] and len(delivered) == 3
+    health = lambda: state(b)["store"]["health"]  # noqa: E731
+    assert poll(health, lambda h: h["state"] == "healthy")["state"] == "healthy"
+
+    s3.stop()
+    h = poll(health, lambda h: h["state"] == "unavailable")
+    assert h["state"] == "unavailable" and h["detail"]
+    s = state(b)
+    # The broker's own state is still there while the store is away.
+    assert topic_of(s, TOPIC)["partitions"][0]["high_watermark"] == 3
+    assert next(o for o in s["store"]["operations"] if o["operation"] == "list")["errors"] > 0
+
+    s3.start()
+    assert poll(health, lambda h: h["state"] == "healthy") == {"state": "healthy", "detail": None}

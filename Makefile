@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR
 BROKER := $(CARGO_TARGET_DIR)/release/kafscale-broker
 PY := .venv/bin/python
 
-.PHONY: help build build-deps run test test-unit test-e2e test-helm crds tools lint fmt bench fuzz clean-data
+.PHONY: help build build-deps run demo test test-unit test-e2e test-helm crds tools lint fmt bench fuzz clean-data
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -17,6 +17,9 @@ build: build-deps ## Build the release broker and kafscale-bench (one cargo run:
 
 run: build ## Start one broker on 127.0.0.1:9092 (data in ./data; metadata in etcd when KAFSCALE_ETCD_ENDPOINTS is set)
 	KAFSCALE_BROKER_ADDR=$${KAFSCALE_BROKER_ADDR:-127.0.0.1:9092} KAFSCALE_DATA_DIR=$${KAFSCALE_DATA_DIR:-./data} $(BROKER)
+
+demo: build ## Start a broker with a small generated workload and print the console URL (Ctrl-C stops it)
+	./scripts/demo.sh
 
 tools: ## Install the test tools into .venv/ and .tools/ (and kcat)
 	./scripts/install-test-tools.sh

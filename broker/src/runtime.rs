@@ -71,8 +71,9 @@ pub struct MeshRx<S: 'static> {
 
 /// Builds the mesh for `shards` shards: every shard's sending side and its inbox.
 pub fn mesh<S: 'static>(shards: usize) -> Vec<(MeshTx<S>, MeshRx<S>)> {
-    let (senders, inboxes): (Vec<_>, Vec<_>) =
-        (0..shards).map(|_| futures::channel::mpsc::unbounded()).unzip();
+    let (senders, inboxes): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| futures::channel::mpsc::unbounded())
+        .unzip();
     inboxes
         .into_iter()
         .map(|inbox| {

@@ -168,7 +168,12 @@ pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcom
             return Outcome::Close;
         }
     };
-    record(shard, api, started, crate::http::admin::failed(api as i16, &response));
+    record(
+        shard,
+        api,
+        started,
+        crate::http::admin::failed(api as i16, &response),
+    );
     if shard.cfg.trace_kafka {
         trace::log(trace::Request {
             peer,

@@ -40,15 +40,24 @@ mod tests {
         assert!(!is_admin(ApiKey::Produce as i16));
         let mut ok = CreateTopicsResponse::default();
         ok.topics.push(Default::default());
-        assert!(!failed(ApiKey::CreateTopics as i16, &ResponseKind::CreateTopics(ok.clone())));
+        assert!(!failed(
+            ApiKey::CreateTopics as i16,
+            &ResponseKind::CreateTopics(ok.clone())
+        ));
         let mut bad = ok;
         let mut t =
             kafka_protocol::messages::create_topics_response::CreatableTopicResult::default();
         t.error_code = 36;
         bad.topics.push(t);
-        assert!(failed(ApiKey::CreateTopics as i16, &ResponseKind::CreateTopics(bad)));
+        assert!(failed(
+            ApiKey::CreateTopics as i16,
+            &ResponseKind::CreateTopics(bad)
+        ));
         let mut lg = ListGroupsResponse::default();
         lg.error_code = 15;
-        assert!(failed(ApiKey::ListGroups as i16, &ResponseKind::ListGroups(lg)));
+        assert!(failed(
+            ApiKey::ListGroups as i16,
+            &ResponseKind::ListGroups(lg)
+        ));
     }
 }

@@ -219,3 +219,23 @@ pub fn preflight(shards: usize) -> Result<(), String> {
 pub type ForeignTx<S> = futures::channel::mpsc::UnboundedSender<Job<S>>;
 /// A shard's inbox.
 pub type ForeignRx<S> = futures::channel::mpsc::UnboundedReceiver<Job<S>>;
+
+/// Runs `f` on the shard behind `tx` from a thread outside the shards (the HTTP
+/// and gRPC endpoints) and returns its result; `None` when the shard is gone.
+/// Callers bound the wait themselves.
+pub async fn ask<S, R, F, Fut>(tx: &ForeignTx<S>, f: F) -> Option<R>
+where
+    S: 'static,
+    F: FnOnce(Rc<S>) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+    R: Send + 'static,
+{
+    let (done, answer) = futures::channel::oneshot::channel();
+    let job: Job<S> = Box::new(move |sh| {
+        Box::pin(async move {
+            let _ = done.send(f(sh).await);
+        })
+    });
+    tx.unbounded_send(job).ok()?;
+    answer.await.ok()
+}

@@ -14,11 +14,10 @@ use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures::channel::oneshot;
 use kafscale_proto::control::broker_control_server::BrokerControlServer;
 use tracing::warn;
 
-use crate::runtime::{ForeignTx, Job};
+use crate::runtime::ForeignTx;
 use crate::shard::Shard;
 use ops::ControlError;
 
@@ -53,17 +52,9 @@ impl Control {
             .shards
             .get()
             .ok_or_else(|| tonic::Status::unavailable("the broker is starting"))?;
-        let (done, answer) = oneshot::channel();
-        let job: Job<Shard> = Box::new(move |sh| {
-            Box::pin(async move {
-                let _ = done.send(f(sh).await);
-            })
-        });
-        tx.unbounded_send(job)
-            .map_err(|_| tonic::Status::unavailable("the broker is shutting down"))?;
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(r)) => r.map_err(status),
-            Ok(Err(_)) => Err(tonic::Status::unavailable("the broker is shutting down")),
+        match tokio::time::timeout(timeout, crate::runtime::ask(tx, f)).await {
+            Ok(Some(r)) => r.map_err(status),
+            Ok(None) => Err(tonic::Status::unavailable("the broker is shutting down")),
             Err(_) => Err(tonic::Status::deadline_exceeded(format!(
                 "the shards did not answer within {} ms",
                 timeout.as_millis()

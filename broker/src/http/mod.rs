@@ -15,10 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use futures::channel::oneshot;
 use kafscale_segstore::{SegmentStore, StoreStats};
 
-use crate::runtime::{ForeignTx, Job};
+use crate::runtime::ForeignTx;
 use crate::shard::Shard;
 use metrics::Snapshot;
 
@@ -87,17 +86,9 @@ impl Endpoint {
         R: Send + 'static,
     {
         let tx = self.shards.get().ok_or("shards not started")?;
-        let (done, answer) = oneshot::channel();
-        let job: Job<Shard> = Box::new(move |sh| {
-            Box::pin(async move {
-                let _ = done.send(f(sh).await);
-            })
-        });
-        tx.unbounded_send(job)
-            .map_err(|_| "shards stopped".to_string())?;
-        match tokio::time::timeout(SHARD_TIMEOUT, answer).await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(_)) => Err("shards stopped".into()),
+        match tokio::time::timeout(SHARD_TIMEOUT, crate::runtime::ask(tx, f)).await {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err("shards stopped".into()),
             Err(_) => Err(format!(
                 "shards did not answer within {} ms",
                 SHARD_TIMEOUT.as_millis()

@@ -34,7 +34,7 @@
 //! fn decompress_record_batch_data(compressed_buffer: &mut bytes::Bytes, compression: Compression) -> anyhow::Result<Bytes> {
 //!         match compression {
 //!             Compression::None => Ok(compressed_buffer.to_vec().into()),
-//!             _ => { panic!("Compression not implemented") }
+//!             other => Err(anyhow::anyhow!("{other:?} is not handled in this example")),
 //!         }
 //!  }
 //! ```

@@ -17,30 +17,42 @@ def produce(bootstrap, topic, messages, acks="all", extra=None):
     conf = {"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 5, "message.timeout.ms": 30000}
     conf.update(extra or {})
     p = Producer(conf)
-    delivered, errors = [], []
-
-    def cb(err, msg):
-        if err is not None:
-            errors.append(err)
-        else:
-            delivered.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
-
+    d = Deliveries()
+    delivered, errors = d.delivered, d.errors
     for key, value, headers, partition in messages:
-        kw = {"key": key, "value": value, "on_delivery": cb}
-        if headers:
-            kw["headers"] = headers
-        if partition is not None:
-            kw["partition"] = partition
-        while True:
-            try:
-                p.produce(topic, **kw)
-                break
-            except BufferError:
-                p.poll(0.05)
-        p.poll(0)
+        send(p, topic, key, value, d.cb, headers=headers, partition=partition)
     remaining = p.flush(60)
     assert remaining == 0, f"{remaining} messages still in the producer queue"
     return delivered, errors
+
+
+class Deliveries:
+    """A producer's delivery reports: `cb` is the on_delivery callback."""
+
+    def __init__(self):
+        self.delivered, self.errors = [], []
+
+    def cb(self, err, msg):
+        if err is not None:
+            self.errors.append(err)
+        else:
+            self.delivered.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
+
+
+def send(p, topic, key, value, cb, headers=None, partition=None):
+    """Hands one message to a confluent-kafka producer, waiting while its queue is full."""
+    kw = {"key": key, "value": value, "on_delivery": cb}
+    if headers:
+        kw["headers"] = headers
+    if partition is not None:
+        kw["partition"] = partition
+    while True:
+        try:
+            p.produce(topic, **kw)
+            break
+        except BufferError:
+            p.poll(0.05)
+    p.poll(0)
 
 
 def consume_all(bootstrap, topic, partitions, expected, timeout=60, extra=None):

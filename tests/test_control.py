@@ -216,6 +216,9 @@ def test_trace_kafka_logs_one_line_per_request(make_broker):
     assert any(t["client_id"] == "trace-reader" and t["api"] == "Fetch" for t in traces)
     refused = [t for t in traces if t["client_id"] == "trace-drained" and t["api"] == "Produce"]
     assert refused and all(t["error_code"] == NOT_LEADER_OR_FOLLOWER for t in refused)
+    # Every partition of a produce answer is in its trace line: topic/partition=code@base_offset.
+    assert all(t["partitions"] == f"tr/1={NOT_LEADER_OR_FOLLOWER}@-1" for t in refused)
+    assert all(t["partitions"] == "tr/0=0@" + t["partitions"].split("@")[1] for t in mine)
     # One line per request: a connection's correlation ids never repeat.
     keys = [(t["peer"], t["correlation_id"]) for t in traces]
     assert len(keys) == len(set(keys))

@@ -16,6 +16,7 @@ use kafscale_codec::frame::{peek_frame_len, FrameError, SIZE_PREFIX};
 use tracing::{debug, warn};
 
 use crate::handlers::{handle_frame, Outcome};
+use crate::partition::Order;
 use crate::runtime::{spawn, Task, TcpStream};
 use crate::shard::Shard;
 
@@ -159,6 +160,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let writer = spawn(write_loop(wr, rx, fd, budget.clone()));
     let max = shard.cfg.max_request_bytes;
     let mut buf = ReadBuf::new();
+    // Produce requests take a turn in the order they were read; each holds it
+    // until its partitions are handed to their owning shards (produce.rs), so a
+    // connection's batches reach every partition in the order they were sent.
+    let produce_order = Rc::new(Order::default());
     'conn: loop {
         loop {
             match buf.frame(max) {
@@ -168,9 +173,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                     let sh = shard.clone();
                     let p = peer.clone();
                     let guard = InFlight::new(&sh);
+                    let turn = is_produce(&frame).then(|| produce_order.ticket());
                     let task = spawn(async move {
                         let _guard = guard;
-                        handle_frame(&sh, frame, &p).await
+                        handle_frame(&sh, frame, &p, turn).await
                     });
                     if tx.send((size, task)).await.is_err() {
                         break 'conn;
@@ -199,6 +205,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     drop(tx);
     let _ = writer.await;
     debug!(peer, "connection closed");
+}
+
+/// Whether a frame is a Produce request (API key 0 in its first two bytes).
+fn is_produce(frame: &[u8]) -> bool {
+    frame.get(..2) == Some(&[0, 0][..])
 }
 
 /// Acknowledges received segments at once instead of after Linux's delayed-ACK

@@ -1,38 +1,11 @@
-//! kafscale-broker: start-up and shutdown. See docs/architecture.md.
-
-mod config;
-mod connection;
-mod control;
-mod errors;
-mod groups;
-mod handlers;
-mod http;
-mod io;
-mod metadata;
-mod partition;
-mod placement;
-mod router;
-mod runtime;
-mod server;
-mod shard;
+//! kafscale-broker: the command line. Start-up and shutdown are in the library
+//! (`boot.rs`); see docs/architecture.md.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
-use futures::channel::oneshot;
-use kafscale_segstore::{
-    build_object_store, FaultControl, FaultyStore, InstrumentedStore, S3Config, SegmentStore,
-    StoreConfig, StoreStats,
-};
-use tracing::{error, info};
-
-use crate::config::{Cli, Command, Config};
-use crate::metadata::embedded::EmbeddedStore;
-use crate::metadata::etcd::{BrokerInfo as EtcdBroker, EtcdConfig, EtcdHandle, EtcdStore};
-use crate::metadata::{Cluster, MetadataStore};
-use crate::server::{shard_main, ShardBoot};
-use crate::shard::Shared;
+use kafscale_broker::config::{Cli, Command, LogFormat};
+use kafscale_broker::{control, Config};
 
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
@@ -42,32 +15,10 @@ fn init_logging(cfg: &Config) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if cfg.log_format == config::LogFormat::Json {
+    if cfg.log_format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
-    }
-}
-
-fn store_config(cfg: &Config) -> StoreConfig {
-    let s = &cfg.s3;
-    StoreConfig {
-        data_dir: cfg.data_dir.clone(),
-        use_memory: cfg.use_memory_s3,
-        s3: s.s3_bucket.clone().map(|bucket| S3Config {
-            bucket,
-            region: s.s3_region.clone(),
-            endpoint: s.s3_endpoint.clone(),
-            path_style: s.s3_path_style,
-            access_key: s.s3_access_key.clone(),
-            secret_key: s.s3_secret_key.clone(),
-            session_token: s.s3_session_token.clone(),
-            kms_arn: s.s3_kms_arn.clone(),
-            read_bucket: s.s3_read_bucket.clone(),
-            read_region: s.s3_read_region.clone(),
-            read_endpoint: s.s3_read_endpoint.clone(),
-            unsigned_payload: s.s3_unsigned_payload,
-        }),
     }
 }
 
@@ -82,208 +33,12 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     init_logging(&cfg);
-    match run(cfg) {
+    match kafscale_broker::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e}");
+            tracing::error!("{e}");
             eprintln!("kafscale-broker: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// Shards bind with SO_REUSEPORT, which would let a second broker on the same
-/// address bind too and take half the connections. A plain bind first fails if
-/// anything already listens there. A broker killed a moment ago can still hold
-/// its listener for a few milliseconds (the kernel tears down its io_uring, which
-/// owns a pending accept, after the process is gone), so the check retries
-/// briefly before giving up.
-fn check_port_free(addr: std::net::SocketAddr) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    loop {
-        match std::net::TcpListener::bind(addr) {
-            Ok(_) => return Ok(()),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::AddrInUse
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(e) => return Err(format!("binding {addr}: {e}")),
-        }
-    }
-}
-
-fn run(cfg: Config) -> Result<(), String> {
-    let cpus = runtime::allowed_cpus();
-    let shards = cfg.shards.unwrap_or(cpus.len()).max(1);
-    if shards > cpus.len() {
-        tracing::warn!(
-            shards,
-            cpus = cpus.len(),
-            "more shards than CPUs: shards will share cores"
-        );
-    }
-    runtime::preflight(shards)?;
-    check_port_free(cfg.broker_addr)?;
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.io_threads)
-        .thread_name("kafscale-io")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the I/O runtime: {e}"))?;
-    let io = io::Io::new(rt.handle().clone());
-
-    let mut object_store =
-        build_object_store(&store_config(&cfg)).map_err(|e| format!("object store: {e}"))?;
-    if let Some(path) = &cfg.faults_file {
-        tracing::warn!(path = %path.display(), "object-store fault injection is enabled (testing only)");
-        object_store = Arc::new(FaultyStore::new(
-            object_store,
-            FaultControl::File(path.clone()),
-        ));
-    }
-    // Outermost, so that injected faults count as the errors they simulate.
-    let store_stats = Arc::new(StoreStats::new(cfg.s3_health.config()));
-    let object_store = Arc::new(InstrumentedStore::new(object_store, store_stats.clone()));
-    let store = SegmentStore::new(object_store, &cfg.s3.s3_namespace);
-    // The endpoint starts before metadata loads so that /healthz answers during
-    // start-up and /readyz says what it is waiting for.
-    let endpoint = http::Endpoint::new(store_stats.clone(), store.clone());
-    let metrics_listener = http::server::bind(cfg.metrics_addr)?;
-    // The bound address, so that port 0 (any free port) is logged as the real one.
-    let metrics_addr = metrics_listener.local_addr().unwrap_or(cfg.metrics_addr);
-    rt.spawn(http::server::serve(metrics_listener, endpoint.clone()));
-    rt.spawn(http::health::probe_store(endpoint.clone()));
-    let control = control::Control::new(cfg.broker_id);
-    let control_listener = control::bind(cfg.control_addr)?;
-    let control_addr = control_listener.local_addr().unwrap_or(cfg.control_addr);
-    rt.spawn(control::serve(control_listener, control.clone()));
-    let endpoints = cfg.etcd.endpoints();
-    let mut etcd = None;
-    let meta: Arc<dyn MetadataStore> = if endpoints.is_empty() {
-        Arc::new(EmbeddedStore::open(&cfg.data_dir).map_err(|e| format!("metadata store: {e}"))?)
-    } else {
-        let ecfg = EtcdConfig {
-            endpoints: endpoints.clone(),
-            username: cfg.etcd.etcd_username.clone(),
-            password: cfg.etcd.etcd_password.clone(),
-            timeout: std::time::Duration::from_millis(cfg.etcd.etcd_timeout_ms),
-            lease_ttl_secs: cfg.etcd.etcd_lease_ttl_sec,
-        };
-        let me = EtcdBroker {
-            id: cfg.broker_id,
-            host: cfg.advertised_host(),
-            port: cfg.advertised_port(),
-        };
-        let store = rt
-            .block_on(EtcdStore::connect(ecfg, me))
-            .map_err(|e| format!("connecting to etcd at {}: {e}", endpoints.join(",")))?;
-        info!(endpoints = %endpoints.join(","), "metadata in etcd");
-        etcd = Some(store.clone());
-        Arc::new(EtcdHandle(store))
-    };
-    let m = meta.clone();
-    let state = rt
-        .block_on(async move { m.load().await })
-        .map_err(|e| format!("loading metadata: {e}"))?;
-    let cluster = Arc::new(Cluster::new(
-        &state,
-        cfg.broker_id,
-        cfg.advertised_host(),
-        cfg.advertised_port(),
-    ));
-    let m = meta.clone();
-    let stored_groups = rt
-        .block_on(async move { m.load_groups().await })
-        .map_err(|e| format!("loading consumer groups: {e}"))?;
-    endpoint.set_metadata_loaded();
-    info!(cluster_id = %cluster.cluster_id, topics = cluster.topics.len(), groups = stored_groups.len(), "metadata loaded");
-    let mut groups_by_shard: Vec<Vec<metadata::StoredGroup>> =
-        (0..shards).map(|_| Vec::new()).collect();
-    for g in stored_groups {
-        groups_by_shard[placement::group_shard(&g.group_id, shards)].push(g);
-    }
-
-    let cfg = Arc::new(cfg);
-    let shared = Arc::new(Shared {
-        cfg: cfg.clone(),
-        io,
-        store,
-        meta,
-        store_stats,
-    });
-    let mesh = runtime::mesh::<shard::Shard>(shards);
-    // The HTTP and gRPC endpoints hand their jobs to the metadata shard's inbox.
-    let foreign_tx = mesh
-        .first()
-        .and_then(|(tx, _)| tx.foreign(placement::METADATA_SHARD))
-        .ok_or_else(|| "no shards".to_string())?;
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let mut stops = Vec::new();
-    let mut boots = Vec::new();
-    for (id, (groups, mesh)) in groups_by_shard.into_iter().zip(mesh).enumerate() {
-        let (tx, rx) = oneshot::channel();
-        stops.push(tx);
-        boots.push(std::sync::Mutex::new(Some(ShardBoot {
-            id,
-            count: shards,
-            addr: cfg.broker_addr,
-            shared: shared.clone(),
-            cluster: cluster.clone(),
-            groups,
-            mesh,
-            shutdown: rx,
-            ready: ready_tx.clone(),
-        })));
-    }
-    drop(ready_tx);
-    let boots = Arc::new(boots);
-    let shard_cpus: Vec<usize> = (0..shards).map(|i| cpus[i % cpus.len()]).collect();
-    let runner = std::thread::Builder::new()
-        .name("kafscale-shards".into())
-        .spawn(move || {
-            runtime::run_shards(shard_cpus, move |i| {
-                let boot = boots[i].lock().ok().and_then(|mut b| b.take());
-                async move {
-                    if let Some(boot) = boot {
-                        shard_main(boot).await;
-                    }
-                }
-            })
-        })
-        .map_err(|e| e.to_string())?;
-
-    for _ in 0..shards {
-        match ready_rx.recv() {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => break,
-        }
-    }
-    control.set_shards(foreign_tx.clone());
-    endpoint.set_shards(foreign_tx);
-    info!(addr = %cfg.broker_addr, metrics = %metrics_addr, control = %control_addr, shards, advertised = %format!("{}:{}", cfg.advertised_host(), cfg.advertised_port()), "listening");
-
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => info!("SIGTERM: shutting down"),
-        }
-    });
-    for s in stops {
-        let _ = s.send(());
-    }
-    match runner.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err("a shard panicked".into()),
-    }
-    if let Some(etcd) = etcd {
-        rt.block_on(etcd.shutdown());
-    }
-    info!("all shards flushed; exiting");
-    Ok(())
 }

@@ -10,13 +10,18 @@ use crate::shard::Shard;
 /// Runs `f` once per owning shard with that shard's items (concurrently across
 /// shards) and returns the results in the order of `items`. `owner` gives each
 /// item's shard; `lost` answers for items whose shard could not be reached.
-pub async fn scatter<P, R, F, Fut>(
+///
+/// The items are sent when `scatter` is called, not when the returned future is
+/// first polled: a caller that must keep its requests in order (produce) calls
+/// `scatter` for one request before the next, and each owner then sees them in
+/// that order (see `Shard::on`).
+pub fn scatter<P, R, F, Fut>(
     shard: &Rc<Shard>,
     items: Vec<P>,
     owner: impl Fn(&P) -> usize,
-    lost: impl Fn() -> R,
+    lost: impl Fn() -> R + 'static,
     f: F,
-) -> Vec<R>
+) -> impl Future<Output = Vec<R>> + 'static
 where
     P: Send + 'static,
     R: Send + 'static,
@@ -31,29 +36,33 @@ where
         g.0.push(i);
         g.1.push(item);
     }
-    let calls = groups
+    let calls: Vec<_> = groups
         .into_iter()
         .enumerate()
         .filter(|(_, g)| !g.1.is_empty())
         .map(|(target, (idx, parts))| {
             let f = f.clone();
-            async move { (idx, shard.on(target, move |sh| f(sh, parts)).await) }
-        });
-    let answers = futures::future::join_all(calls).await;
-    let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
-    for (idx, res) in answers {
-        match res {
-            Ok(rs) => {
-                for (i, r) in idx.into_iter().zip(rs) {
-                    out[i] = Some(r);
+            let call = shard.on(target, move |sh| f(sh, parts));
+            async move { (idx, call.await) }
+        })
+        .collect();
+    async move {
+        let answers = futures::future::join_all(calls).await;
+        let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
+        for (idx, res) in answers {
+            match res {
+                Ok(rs) => {
+                    for (i, r) in idx.into_iter().zip(rs) {
+                        out[i] = Some(r);
+                    }
                 }
-            }
-            Err(_) => {
-                for i in idx {
-                    out[i] = Some(lost());
+                Err(_) => {
+                    for i in idx {
+                        out[i] = Some(lost());
+                    }
                 }
             }
         }
+        out.into_iter().map(|r| r.unwrap_or_else(&lost)).collect()
     }
-    out.into_iter().map(|r| r.unwrap_or_else(&lost)).collect()
 }

@@ -18,7 +18,8 @@ pub use glommio::Task;
 /// A unit of work sent to another shard: runs there, with that shard's state.
 pub type Job<S> = Box<dyn FnOnce(Rc<S>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
-/// Spawns a task on the current shard.
+/// Spawns a task on the current shard. glommio polls a new task at once, inside
+/// this call, up to its first pending await; only then does the caller go on.
 pub fn spawn<T: 'static>(fut: impl Future<Output = T> + 'static) -> Task<T> {
     glommio::spawn_local(fut)
 }
@@ -26,6 +27,11 @@ pub fn spawn<T: 'static>(fut: impl Future<Output = T> + 'static) -> Task<T> {
 /// Spawns a task on the current shard that runs to completion on its own.
 pub fn spawn_detached(fut: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(fut).detach();
+}
+
+/// Lets the shard's other ready tasks run before this one goes on.
+pub async fn yield_now() {
+    futures_lite::future::yield_now().await;
 }
 
 /// Sleeps on the current shard's timer wheel.
@@ -89,7 +95,8 @@ pub fn mesh<S: 'static>(shards: usize) -> Vec<(MeshTx<S>, MeshRx<S>)> {
 
 impl<S: 'static> MeshTx<S> {
     /// Sends a job to shard `to` (never the current shard: call it directly).
-    pub async fn send(&self, to: usize, job: Job<S>) -> Result<(), ()> {
+    /// Jobs one sender sends to one shard are taken out in the order sent.
+    pub fn send(&self, to: usize, job: Job<S>) -> Result<(), ()> {
         self.senders
             .get(to)
             .ok_or(())?
@@ -110,6 +117,8 @@ impl<S: 'static> MeshRx<S> {
         let mut inbox = self.inbox;
         spawn_detached(async move {
             while let Some(job) = inbox.next().await {
+                // `job(..)` runs the job's synchronous part now, in inbox order
+                // (see `Shard::on`); the future it returns runs as its own task.
                 spawn_detached(job(state.clone()));
             }
         });

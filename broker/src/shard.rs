@@ -34,6 +34,8 @@ pub struct Shared {
     pub meta: Arc<dyn MetadataStore>,
     /// Object-store counters and health, fed by the I/O runtime.
     pub store_stats: Arc<StoreStats>,
+    /// Fault injection (in-process tests): this shard installs snapshots late.
+    pub snapshot_delay: Option<(usize, std::time::Duration)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,12 @@ pub struct Shard {
     pub(crate) groups: Groups,
     /// This shard's counters, summed over all shards at scrape time.
     pub(crate) metrics: ShardMetrics,
+    /// The append order of each partition with produce parts in flight.
+    pub(crate) appends: crate::partition::OrderBook,
+    /// Requests waiting for this shard to install a newer cluster snapshot.
+    revision_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Fault injection (tests): how late this shard installs snapshots.
+    snapshot_delay: Option<std::time::Duration>,
 }
 
 impl Shard {
@@ -108,6 +116,12 @@ impl Shard {
             admin_lock: futures::lock::Mutex::new(()),
             groups,
             metrics: ShardMetrics::new(shared.cfg.throughput_window_sec),
+            appends: Default::default(),
+            revision_waiters: RefCell::new(Vec::new()),
+            snapshot_delay: shared
+                .snapshot_delay
+                .filter(|(shard, _)| *shard == id)
+                .map(|(_, d)| d),
         }
     }
 
@@ -167,26 +181,51 @@ impl Shard {
 
     /// Runs `f` on shard `target` with that shard's state and returns its result.
     /// This is the only way work crosses cores.
-    pub async fn on<R, F, Fut>(self: &Rc<Self>, target: usize, f: F) -> Result<R, ShardGone>
+    ///
+    /// `f` is called (not yet awaited) in the order calls reach the target: at
+    /// once when the target is this shard, else when the target takes the job from
+    /// its inbox, which keeps the order in which one shard sent its jobs. So the
+    /// synchronous part of `f` (taking a partition's append ticket) happens in
+    /// the order `on` was called from one shard; the produce path relies on it.
+    pub fn on<R, F, Fut>(
+        self: &Rc<Self>,
+        target: usize,
+        f: F,
+    ) -> impl Future<Output = Result<R, ShardGone>> + 'static
     where
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
         Fut: Future<Output = R> + 'static,
         R: Send + 'static,
     {
+        use futures::future::Either;
         if target == self.id {
-            return Ok(f(self.clone()).await);
+            let fut = f(self.clone());
+            return Either::Left(async move { Ok(fut.await) });
         }
         let (tx, rx) = oneshot::channel();
         let job: Job<Shard> = Box::new(move |sh| {
+            let fut = f(sh);
             Box::pin(async move {
-                let _ = tx.send(f(sh).await);
+                let _ = tx.send(fut.await);
             })
         });
-        self.mesh
-            .send(target, job)
-            .await
-            .map_err(|_| ShardGone(target))?;
-        rx.await.map_err(|_| ShardGone(target))
+        let sent = self.mesh.send(target, job);
+        Either::Right(async move {
+            sent.map_err(|_| ShardGone(target))?;
+            rx.await.map_err(|_| ShardGone(target))
+        })
+    }
+
+    /// Resolves when this shard's cluster snapshot is at least at `revision`, or
+    /// at the deadline (false). A request routed here by a shard that already
+    /// installed a newer snapshot (a topic just created) waits for it here
+    /// instead of answering UNKNOWN_TOPIC_OR_PARTITION for a topic the client was
+    /// told exists.
+    pub(crate) async fn wait_revision(&self, revision: i64, deadline: std::time::Instant) -> bool {
+        wait_until(deadline, &self.revision_waiters, || {
+            self.cluster.borrow().revision >= revision
+        })
+        .await
     }
 
     /// Runs `f` on every shard (this one included) and collects the results in
@@ -207,6 +246,9 @@ impl Shard {
     /// Installs a new cluster snapshot on this shard and drops the partitions of
     /// topics that no longer exist (or were re-created with a new id).
     pub async fn apply_cluster(self: &Rc<Self>, next: Arc<Cluster>) {
+        if let Some(d) = self.snapshot_delay {
+            crate::runtime::sleep(d).await;
+        }
         let gone: Vec<Rc<Partition>> = {
             let mut topics = self.partitions.borrow_mut();
             let mut gone = Vec::new();
@@ -237,6 +279,9 @@ impl Shard {
             }
         }
         *self.cluster.borrow_mut() = next;
+        for w in self.revision_waiters.borrow_mut().drain(..) {
+            let _ = w.send(());
+        }
         for p in &gone {
             let released = p.mark_deleted();
             self.release_buffered(released);
@@ -271,20 +316,10 @@ impl Shard {
     /// deadline. False means the store is not keeping up: the producer gets a
     /// retriable error rather than the broker growing without bound.
     pub(crate) async fn reserve_space(&self, n: usize, deadline: std::time::Instant) -> bool {
-        loop {
-            if self.buffered.get() + n <= self.cfg.max_buffered_bytes || self.buffered.get() == 0 {
-                return true;
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            let (tx, rx) = oneshot::channel();
-            self.space_waiters.borrow_mut().push(tx);
-            let timeout = crate::runtime::sleep(deadline - now);
-            futures::pin_mut!(timeout);
-            let _ = futures::future::select(rx, timeout).await;
-        }
+        wait_until(deadline, &self.space_waiters, || {
+            self.buffered.get() + n <= self.cfg.max_buffered_bytes || self.buffered.get() == 0
+        })
+        .await
     }
 
     /// Takes one of the shard's upload slots, waiting for one to free up.
@@ -299,6 +334,29 @@ impl Shard {
             self.upload_waiters.borrow_mut().push_back(tx);
             let _ = rx.await;
         }
+    }
+}
+
+/// Waits until `ready()` holds (true) or the deadline passes (false), checking
+/// again each time a sender pushed onto `waiters` is fired.
+async fn wait_until(
+    deadline: std::time::Instant,
+    waiters: &RefCell<Vec<oneshot::Sender<()>>>,
+    ready: impl Fn() -> bool,
+) -> bool {
+    loop {
+        if ready() {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        let (tx, rx) = oneshot::channel();
+        waiters.borrow_mut().push(tx);
+        let timeout = crate::runtime::sleep(deadline - now);
+        futures::pin_mut!(timeout);
+        let _ = futures::future::select(rx, timeout).await;
     }
 }
 

@@ -15,12 +15,80 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fault {
+    #[default]
     None,
     PutFail,
     PutHang,
     PutSlow(Duration),
+}
+
+/// Faults of each kind of call, set together: a control line holds one token per
+/// call kind, space- or comma-separated (`put=slow:100 list=slow:300 get=fail`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Faults {
+    pub put: Fault,
+    /// LIST calls (a partition's recovery lists its segments).
+    pub list: ReadFault,
+    /// GET calls (footer reads at recovery, segment reads for consumers).
+    pub get: ReadFault,
+}
+
+/// A fault of LIST or GET calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadFault {
+    #[default]
+    None,
+    Fail,
+    Slow(Duration),
+}
+
+impl ReadFault {
+    fn parse(s: &str) -> ReadFault {
+        match s {
+            "fail" => ReadFault::Fail,
+            other => match other
+                .strip_prefix("slow:")
+                .and_then(|ms| ms.trim().parse::<u64>().ok())
+            {
+                Some(ms) => ReadFault::Slow(Duration::from_millis(ms)),
+                None => ReadFault::None,
+            },
+        }
+    }
+
+    async fn apply(self, what: &'static str) -> object_store::Result<()> {
+        match self {
+            ReadFault::None => Ok(()),
+            ReadFault::Fail => Err(object_store::Error::Generic {
+                store: "faulty",
+                source: format!("injected {what} failure").into(),
+            }),
+            ReadFault::Slow(d) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Faults {
+    /// One token per call kind: `put=fail|hang|slow:MS`, `list=fail|slow:MS`,
+    /// `get=fail|slow:MS`; `none` or anything unknown is no fault.
+    pub fn parse(s: &str) -> Faults {
+        let mut f = Faults::default();
+        for token in s.split(|c: char| c.is_whitespace() || c == ',') {
+            if let Some(v) = token.strip_prefix("list=") {
+                f.list = ReadFault::parse(v);
+            } else if let Some(v) = token.strip_prefix("get=") {
+                f.get = ReadFault::parse(v);
+            } else if token.starts_with("put=") {
+                f.put = Fault::parse(token);
+            }
+        }
+        f
+    }
 }
 
 impl Fault {
@@ -43,8 +111,8 @@ impl Fault {
 pub enum FaultControl {
     /// A file holding one fault line, re-read at most every 50 ms.
     File(PathBuf),
-    /// Set directly (unit tests).
-    Fixed(Arc<Mutex<Fault>>),
+    /// Set directly (unit and in-process tests).
+    Fixed(Arc<Mutex<Faults>>),
 }
 
 const REREAD: Duration = Duration::from_millis(50);
@@ -52,7 +120,7 @@ const REREAD: Duration = Duration::from_millis(50);
 pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     control: FaultControl,
-    cached: Mutex<(Instant, Fault)>,
+    cached: Mutex<(Instant, Faults)>,
 }
 
 impl fmt::Debug for FaultyStore {
@@ -75,21 +143,21 @@ impl FaultyStore {
         FaultyStore {
             inner,
             control,
-            cached: Mutex::new((past, Fault::None)),
+            cached: Mutex::new((past, Faults::default())),
         }
     }
 
-    fn current(&self) -> Fault {
+    fn current(&self) -> Faults {
         match &self.control {
-            FaultControl::Fixed(f) => f.lock().map(|g| *g).unwrap_or(Fault::None),
+            FaultControl::Fixed(f) => f.lock().map(|g| *g).unwrap_or_default(),
             FaultControl::File(path) => {
                 let Ok(mut c) = self.cached.lock() else {
-                    return Fault::None;
+                    return Faults::default();
                 };
                 if c.0.elapsed() >= REREAD {
                     let fault = std::fs::read_to_string(path)
-                        .map(|s| Fault::parse(&s))
-                        .unwrap_or(Fault::None);
+                        .map(|s| Faults::parse(&s))
+                        .unwrap_or_default();
                     *c = (Instant::now(), fault);
                 }
                 c.1
@@ -99,7 +167,7 @@ impl FaultyStore {
 
     async fn before_put(&self) -> object_store::Result<()> {
         loop {
-            match self.current() {
+            match self.current().put {
                 Fault::None => return Ok(()),
                 Fault::PutFail => {
                     return Err(object_store::Error::Generic {
@@ -141,15 +209,22 @@ impl ObjectStore for FaultyStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        self.current().get.apply("GET").await?;
         self.inner.get_opts(location, options).await
     }
     async fn delete(&self, location: &Path) -> object_store::Result<()> {
         self.inner.delete(location).await
     }
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
+        use futures::{StreamExt, TryStreamExt};
+        let fault = self.current().list;
+        let inner = self.inner.list(prefix);
+        futures::stream::once(async move { fault.apply("LIST").await.map(|()| inner) })
+            .try_flatten()
+            .boxed()
     }
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.current().list.apply("LIST").await?;
         self.inner.list_with_delimiter(prefix).await
     }
     async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
@@ -175,18 +250,66 @@ mod tests {
         );
         assert_eq!(Fault::parse(""), Fault::None);
         assert_eq!(Fault::parse("none"), Fault::None);
+        let all = Faults::parse("put=slow:5 list=slow:300,get=fail\n");
+        assert_eq!(all.put, Fault::PutSlow(Duration::from_millis(5)));
+        assert_eq!(all.list, ReadFault::Slow(Duration::from_millis(300)));
+        assert_eq!(all.get, ReadFault::Fail);
+        assert_eq!(Faults::parse("put=fail").put, Fault::PutFail);
+        assert_eq!(Faults::parse("none"), Faults::default());
+    }
+
+    #[tokio::test]
+    async fn list_and_get_faults() {
+        use futures::TryStreamExt;
+        let fault = Arc::new(Mutex::new(Faults::default()));
+        let store = FaultyStore::new(
+            Arc::new(InMemory::new()),
+            FaultControl::Fixed(fault.clone()),
+        );
+        store
+            .put(&Path::from("a/x"), PutPayload::from_static(b"1"))
+            .await
+            .unwrap();
+        fault.lock().unwrap().list = ReadFault::Fail;
+        fault.lock().unwrap().get = ReadFault::Fail;
+        assert!(store
+            .list(Some(&Path::from("a")))
+            .try_collect::<Vec<_>>()
+            .await
+            .is_err());
+        assert!(store.get(&Path::from("a/x")).await.is_err());
+        *fault.lock().unwrap() = Faults::default();
+        let listed: Vec<_> = store
+            .list(Some(&Path::from("a")))
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            store
+                .get(&Path::from("a/x"))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+            &b"1"[..]
+        );
     }
 
     #[tokio::test]
     async fn fail_then_hang_then_clear() {
-        let fault = Arc::new(Mutex::new(Fault::PutFail));
+        let fault = Arc::new(Mutex::new(Faults {
+            put: Fault::PutFail,
+            ..Faults::default()
+        }));
         let store = Arc::new(FaultyStore::new(
             Arc::new(InMemory::new()),
             FaultControl::Fixed(fault.clone()),
         ));
         let p = Path::from("x");
         assert!(store.put(&p, PutPayload::from_static(b"1")).await.is_err());
-        *fault.lock().unwrap() = Fault::PutHang;
+        fault.lock().unwrap().put = Fault::PutHang;
         let s2 = store.clone();
         let put = tokio::spawn(async move {
             s2.put(&Path::from("x"), PutPayload::from_static(b"2"))
@@ -194,7 +317,7 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(!put.is_finished());
-        *fault.lock().unwrap() = Fault::None;
+        fault.lock().unwrap().put = Fault::None;
         put.await.unwrap().unwrap();
         assert_eq!(
             store.get(&p).await.unwrap().bytes().await.unwrap(),

@@ -323,8 +323,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_abandoned_request_is_an_error() {
-        use crate::faults::{Fault, FaultControl, FaultyStore};
-        let hang = FaultControl::Fixed(Arc::new(std::sync::Mutex::new(Fault::PutHang)));
+        use crate::faults::{Fault, FaultControl, Faults, FaultyStore};
+        let hang = FaultControl::Fixed(Arc::new(std::sync::Mutex::new(Faults {
+            put: Fault::PutHang,
+            ..Faults::default()
+        })));
         let stats = Arc::new(StoreStats::default());
         let store = InstrumentedStore::new(
             Arc::new(FaultyStore::new(Arc::new(InMemory::new()), hang)),

@@ -13,7 +13,7 @@ pub mod segment_store;
 pub mod store;
 
 pub use cache::SegmentCache;
-pub use faults::{Fault, FaultControl, FaultyStore};
+pub use faults::{Fault, FaultControl, Faults, FaultyStore, ReadFault};
 pub use format::index::{encode_index, parse_index, DEFAULT_INDEX_INTERVAL};
 pub use format::segment::{
     parse_footer, parse_header, BatchPos, FormatError, SealedSegment, Segment, SegmentBuilder,

@@ -52,8 +52,14 @@ fn record(
     );
 }
 
-/// Decodes, handles and encodes one request frame.
-pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcome {
+/// Decodes, handles and encodes one request frame. `turn`: the request's place
+/// among its connection's produce requests (None for other APIs).
+pub async fn handle_frame(
+    shard: &Rc<Shard>,
+    frame: Bytes,
+    peer: &str,
+    turn: Option<crate::partition::Ticket>,
+) -> Outcome {
     let started = std::time::Instant::now();
     let req = match decode_request(frame) {
         Ok(r) => r,
@@ -89,7 +95,7 @@ pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcom
         }
         RequestKind::Produce(r) => {
             let acks = r.acks;
-            let resp = produce::handle(shard, r, version).await;
+            let resp = produce::handle(shard, r, version, turn).await;
             if acks == 0 {
                 record(shard, api, started, false);
                 if shard.cfg.trace_kafka {
@@ -101,6 +107,7 @@ pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcom
                         client_id: client_id.as_deref().unwrap_or(""),
                         started,
                         error_code: None,
+                        detail: Some(trace::produce_detail(&resp)),
                     });
                 }
                 return Outcome::Silent;
@@ -183,6 +190,7 @@ pub async fn handle_frame(shard: &Rc<Shard>, frame: Bytes, peer: &str) -> Outcom
             client_id: client_id.as_deref().unwrap_or(""),
             started,
             error_code: Some(trace::error_code(&response)),
+            detail: trace::detail(&response),
         });
     }
     match encode_response(api, version, correlation_id, &response) {

@@ -7,7 +7,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+
 use bytes::Bytes;
+use futures::channel::oneshot;
 use futures::future::Either;
 use futures::stream::{FuturesUnordered, StreamExt};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -20,7 +23,7 @@ use crate::errors::{
     REQUEST_TIMED_OUT, UNKNOWN_TOPIC_OR_PARTITION,
 };
 use crate::metadata::valid_topic_name;
-use crate::partition;
+use crate::partition::{self, Ticket};
 use crate::placement::partition_shard;
 use crate::router::scatter;
 use crate::runtime::sleep;
@@ -49,7 +52,20 @@ impl PartResult {
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, _version: i16) -> ProduceResponse {
+/// `turn`: this request's place among the connection's produce requests (see
+/// `connection.rs`). It is held until the request's partitions have been handed
+/// to their owning shards, so that requests of one connection reach each owner
+/// in the order they were sent, whatever this one waited for before (creating
+/// topics). The owners keep that order up to the append (`partition::Order`).
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: ProduceRequest,
+    _version: i16,
+    turn: Option<Ticket>,
+) -> ProduceResponse {
+    if let Some(t) = &turn {
+        t.turn().await;
+    }
     let acks = req.acks;
     if shard.cfg.auto_create_topics {
         let cluster = shard.cluster();
@@ -63,6 +79,9 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, _version: i16) -> Pr
             super::topics::auto_create(shard, missing).await;
         }
     }
+    // The snapshot this shard answers from: an owning shard that has not yet
+    // installed it waits for it rather than deny a topic the client was shown.
+    let revision = shard.cluster().revision;
     let mut parts = Vec::new();
     let mut shape = Vec::with_capacity(req.topic_data.len());
     for t in req.topic_data {
@@ -80,6 +99,7 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, _version: i16) -> Pr
         }
     }
     let timeout = Duration::from_millis(req.timeout_ms.clamp(1000, 300_000) as u64);
+    let deadline = Instant::now() + timeout;
     let count = shard.count;
     let results = if !(-1..=1).contains(&acks) {
         parts
@@ -96,14 +116,16 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, _version: i16) -> Pr
             .map(|_| PartResult::err(KAFKA_STORAGE_ERROR))
             .collect()
     } else {
-        scatter(
+        let pending = scatter(
             shard,
             parts,
             |p| partition_shard(&p.topic, p.partition, count),
             || PartResult::err(NOT_LEADER_OR_FOLLOWER),
-            move |sh, parts| produce_local(sh, parts, acks, timeout),
-        )
-        .await
+            move |sh, parts| produce_local(sh, parts, acks, deadline, revision),
+        );
+        // Handed over: the connection's next produce request may go.
+        drop(turn);
+        pending.await
     };
     let mut resp = ProduceResponse::default();
     let mut it = results.into_iter();
@@ -127,77 +149,130 @@ pub async fn handle(shard: &Rc<Shard>, req: ProduceRequest, _version: i16) -> Pr
     resp
 }
 
-/// Runs on the owning shard.
-async fn produce_local(
+/// Runs on the owning shard. Takes every part's append ticket before returning
+/// the future, i.e. in the order the parts arrived (see `Shard::on`); the parts
+/// then proceed concurrently, each appending when its partition's turn comes.
+fn produce_local(
     sh: Rc<Shard>,
     parts: Vec<Part>,
     acks: i16,
-    timeout: Duration,
-) -> Vec<PartResult> {
-    let deadline = Instant::now() + timeout;
-    let mut results = Vec::with_capacity(parts.len());
-    let mut waits = Vec::new();
-    for (i, part) in parts.into_iter().enumerate() {
-        if sh.shutting_down.get() {
-            results.push(PartResult::err(NOT_LEADER_OR_FOLLOWER));
-            continue;
-        }
-        let Some(records) = part.records else {
-            results.push(PartResult::err(INVALID_RECORD));
-            continue;
-        };
-        let p = match partition::partition(&sh, &part.topic, part.partition).await {
-            Ok(p) => p,
-            Err(code) => {
-                results.push(PartResult::err(code));
-                continue;
+    deadline: Instant,
+    revision: i64,
+) -> impl Future<Output = Vec<PartResult>> {
+    let tickets: Vec<Ticket> = parts
+        .iter()
+        .map(|p| sh.appends.ticket(&p.topic, p.partition))
+        .collect();
+    async move {
+        let appended = futures::future::join_all(
+            parts
+                .into_iter()
+                .zip(tickets)
+                .map(|(part, ticket)| append_part(&sh, part, ticket, acks, deadline, revision)),
+        )
+        .await;
+        let mut results = Vec::with_capacity(appended.len());
+        let mut waits = Vec::new();
+        for (i, (r, durable)) in appended.into_iter().enumerate() {
+            results.push(r);
+            if let Some(rx) = durable {
+                waits.push((i, rx));
             }
-        };
-        if !sh.reserve_space(records.len(), deadline).await {
-            results.push(PartResult::err(REQUEST_TIMED_OUT));
-            continue;
         }
-        match partition::append(&sh, &p, &records, acks) {
-            Ok(o) => {
-                sh.metrics
-                    .add_produce_bytes(&part.topic, records.len() as u64);
-                results.push(PartResult {
+        if !waits.is_empty() {
+            // One timer for the whole request, not one per partition; partitions not
+            // durable by the deadline answer REQUEST_TIMED_OUT.
+            let mut settled = vec![false; results.len()];
+            let waited: Vec<usize> = waits.iter().map(|(i, _)| *i).collect();
+            let mut pending: FuturesUnordered<_> = waits
+                .into_iter()
+                .map(|(i, rx)| async move { (i, rx.await) })
+                .collect();
+            let timer = sleep(deadline.saturating_duration_since(Instant::now()));
+            futures::pin_mut!(timer);
+            while let Either::Left((Some((i, r)), _)) =
+                futures::future::select(pending.next(), &mut timer).await
+            {
+                if let Some(s) = settled.get_mut(i) {
+                    *s = true;
+                }
+                let code = r.unwrap_or(NOT_LEADER_OR_FOLLOWER);
+                if code != NONE {
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = PartResult::err(code);
+                    }
+                }
+            }
+            for i in waited {
+                if !settled.get(i).copied().unwrap_or(true) {
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = PartResult::err(REQUEST_TIMED_OUT);
+                    }
+                }
+            }
+        }
+        results
+    }
+}
+
+/// One partition's batches: find the partition (waiting for the snapshot the
+/// client was answered from, and for the load), wait for the turn, wait for
+/// buffer room, append. Holds `ticket` until appended or given up.
+async fn append_part(
+    sh: &Rc<Shard>,
+    part: Part,
+    ticket: Ticket,
+    acks: i16,
+    deadline: Instant,
+    revision: i64,
+) -> (PartResult, Option<oneshot::Receiver<i16>>) {
+    if sh.shutting_down.get() {
+        return (PartResult::err(NOT_LEADER_OR_FOLLOWER), None);
+    }
+    let Some(records) = part.records else {
+        return (PartResult::err(INVALID_RECORD), None);
+    };
+    let p = match partition::entry(sh, &part.topic, part.partition) {
+        Ok(p) => p,
+        Err(code) => {
+            if !(sh.cluster().revision < revision && sh.wait_revision(revision, deadline).await) {
+                return (PartResult::err(code), None);
+            }
+            match partition::entry(sh, &part.topic, part.partition) {
+                Ok(p) => p,
+                Err(code) => return (PartResult::err(code), None),
+            }
+        }
+    };
+    if let Err(code) = partition::ready(&p, deadline).await {
+        return (PartResult::err(code), None);
+    }
+    {
+        let turn = ticket.turn();
+        let timer = sleep(deadline.saturating_duration_since(Instant::now()));
+        futures::pin_mut!(turn, timer);
+        if let Either::Right(_) = futures::future::select(turn, timer).await {
+            return (PartResult::err(REQUEST_TIMED_OUT), None);
+        }
+    }
+    if !sh.reserve_space(records.len(), deadline).await {
+        return (PartResult::err(REQUEST_TIMED_OUT), None);
+    }
+    let r = match partition::append(sh, &p, &records, acks) {
+        Ok(o) => {
+            sh.metrics
+                .add_produce_bytes(&part.topic, records.len() as u64);
+            (
+                PartResult {
                     error: NONE,
                     base_offset: o.base_offset,
                     log_start: o.log_start,
-                });
-                if let Some(rx) = o.durable {
-                    waits.push((i, rx));
-                }
-            }
-            Err(code) => results.push(PartResult::err(code)),
+                },
+                o.durable,
+            )
         }
-    }
-    if !waits.is_empty() {
-        // One timer for the whole request, not one per partition; partitions not
-        // durable by the deadline answer REQUEST_TIMED_OUT.
-        let mut settled = vec![false; results.len()];
-        let waited: Vec<usize> = waits.iter().map(|(i, _)| *i).collect();
-        let mut pending: FuturesUnordered<_> = waits
-            .into_iter()
-            .map(|(i, rx)| async move { (i, rx.await) })
-            .collect();
-        let timer = sleep(deadline.saturating_duration_since(Instant::now()));
-        futures::pin_mut!(timer);
-        while let Either::Left((Some((i, r)), _)) =
-            futures::future::select(pending.next(), &mut timer).await
-        {
-            settled[i] = true;
-            let code = r.unwrap_or(NOT_LEADER_OR_FOLLOWER);
-            if code != NONE {
-                results[i] = PartResult::err(code);
-            }
-        }
-        for i in waited {
-            if !settled[i] {
-                results[i] = PartResult::err(REQUEST_TIMED_OUT);
-            }
-        }
-    }
-    results
+        Err(code) => (PartResult::err(code), None),
+    };
+    drop(ticket);
+    r
 }

@@ -1,7 +1,7 @@
 //! `KAFSCALE_TRACE_KAFKA=true`: one log line per Kafka request. The connection
 //! checks one boolean before calling here, so tracing costs nothing when off.
 
-use kafka_protocol::messages::{ApiKey, ResponseKind};
+use kafka_protocol::messages::{ApiKey, ProduceResponse, ResponseKind};
 use tracing::info;
 
 /// The error code a request's trace line shows: the response's top-level code
@@ -94,12 +94,48 @@ pub struct Request<'a> {
     pub started: std::time::Instant,
     /// `None` for requests answered with nothing (`acks=0` produce).
     pub error_code: Option<i16>,
+    /// Per-partition outcomes where one code per request hides which partition
+    /// failed (produce: `topic/partition=code@base_offset` for every partition).
+    pub detail: Option<String>,
+}
+
+/// The per-partition part of a trace line, for the APIs that have one.
+pub fn detail(r: &ResponseKind) -> Option<String> {
+    match r {
+        ResponseKind::Produce(p) => Some(produce_detail(p)),
+        _ => None,
+    }
+}
+
+/// `topic/partition=error_code@base_offset` for every partition of a produce
+/// response, space-separated, in response order.
+pub fn produce_detail(r: &ProduceResponse) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for t in &r.responses {
+        for p in &t.partition_responses {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            let _ = write!(
+                out,
+                "{}/{}={}@{}",
+                t.name.0.as_str(),
+                p.index,
+                p.error_code,
+                p.base_offset
+            );
+        }
+    }
+    out
 }
 
 pub fn log(r: Request<'_>) {
     let micros = r.started.elapsed().as_micros() as u64;
     // ApiKey's Debug form is Kafka's API name (`Produce`, `ApiVersions`, ...).
     let api = r.api;
+    // Absent from the line when None (tracing skips a None field).
+    let partitions = r.detail.as_deref();
     match r.error_code {
         Some(code) => info!(
             peer = r.peer,
@@ -109,6 +145,7 @@ pub fn log(r: Request<'_>) {
             client_id = r.client_id,
             micros,
             error_code = code,
+            partitions,
             "kafka request"
         ),
         None => info!(
@@ -119,6 +156,7 @@ pub fn log(r: Request<'_>) {
             client_id = r.client_id,
             micros,
             response = "none",
+            partitions,
             "kafka request"
         ),
     }
@@ -147,6 +185,29 @@ mod tests {
             error_code(&ResponseKind::Produce(ProduceResponse::default())),
             0
         );
+    }
+
+    #[test]
+    fn every_produce_partition_is_in_the_detail() {
+        let mut r = ProduceResponse::default();
+        let mut t = TopicProduceResponse::default();
+        t.name = kafka_protocol::messages::TopicName(
+            kafka_protocol::protocol::StrBytes::from_static_str("orders"),
+        );
+        for (i, (code, base)) in [(0, 652), (6, -1)].into_iter().enumerate() {
+            let mut p = PartitionProduceResponse::default();
+            p.index = i as i32;
+            p.error_code = code;
+            p.base_offset = base;
+            t.partition_responses.push(p);
+        }
+        r.responses.push(t);
+        assert_eq!(produce_detail(&r), "orders/0=0@652 orders/1=6@-1");
+        assert_eq!(
+            detail(&ResponseKind::Produce(r)).as_deref(),
+            Some("orders/0=0@652 orders/1=6@-1")
+        );
+        assert_eq!(detail(&ResponseKind::Heartbeat(Default::default())), None);
     }
 
     #[test]

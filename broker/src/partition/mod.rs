@@ -7,6 +7,7 @@
 //! watermark, and `acks=-1` producers are answered when it passes their batch.
 
 mod append;
+mod order;
 mod producers;
 mod read;
 mod recovery;
@@ -23,8 +24,9 @@ use kafscale_segstore::{SealedSegment, SegmentBuilder};
 use uuid::Uuid;
 
 pub use append::{append, flush_ticker, seal, LEADER_EPOCH};
+pub use order::{Order, OrderBook, Ticket};
 pub use read::{read, wait_for_data};
-pub use recovery::partition;
+pub use recovery::{entry, partition, ready};
 pub use retention::retention_ticker;
 pub use timeindex::{offset_for_time, TimeLookup};
 

@@ -9,52 +9,74 @@
 //! lags behind or a segment went missing.
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
+use futures::future::Either;
 use kafscale_segstore::SegmentMeta;
 use tracing::{error, info, warn};
 
 use super::{Load, Partition, SegRef};
 use crate::errors::{KAFKA_STORAGE_ERROR, UNKNOWN_TOPIC_OR_PARTITION};
-use crate::runtime::spawn_detached;
+use crate::runtime::{sleep, spawn_detached, yield_now};
 use crate::shard::Shard;
+
+/// How long a request other than produce waits for a partition to load before
+/// it is answered with the retriable KAFKA_STORAGE_ERROR (the load goes on).
+const LOAD_WAIT: Duration = Duration::from_secs(10);
+/// Back-off between attempts of a load that failed (the store did not answer,
+/// or answered an error): doubling from the first to the last.
+const LOAD_RETRY_FIRST: Duration = Duration::from_millis(50);
+const LOAD_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The partition `topic`/`index` of this shard, loaded. Errors are Kafka codes.
 pub async fn partition(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<Partition>, i16> {
+    let p = entry(shard, topic, index)?;
+    ready(&p, Instant::now() + LOAD_WAIT).await?;
+    Ok(p)
+}
+
+/// The partition `topic`/`index` of this shard, created and its load started if
+/// the shard's snapshot has it. Does not wait for the load (see `ready`).
+pub fn entry(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<Partition>, i16> {
     let existing = shard
         .partitions
         .borrow()
         .get(topic)
         .and_then(|m| m.get(&index))
         .cloned();
-    let p = match existing {
-        Some(p) => p,
-        None => {
-            let cluster = shard.cluster();
-            let t = cluster.topic(topic).ok_or(UNKNOWN_TOPIC_OR_PARTITION)?;
-            if index < 0 || index >= t.partitions {
-                return Err(UNKNOWN_TOPIC_OR_PARTITION);
-            }
-            let name: std::sync::Arc<str> = t.name.as_str().into();
-            let settings = t.settings(shard.cfg.segment_bytes);
-            let p = Rc::new(Partition::new(name.clone(), index, t.id, settings));
-            shard
-                .partitions
-                .borrow_mut()
-                .entry(name)
-                .or_default()
-                .insert(index, p.clone());
-            spawn_detached(load(shard.clone(), p.clone()));
-            p
-        }
-    };
+    if let Some(p) = existing {
+        return Ok(p);
+    }
+    let cluster = shard.cluster();
+    let t = cluster.topic(topic).ok_or(UNKNOWN_TOPIC_OR_PARTITION)?;
+    if index < 0 || index >= t.partitions {
+        return Err(UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    let name: std::sync::Arc<str> = t.name.as_str().into();
+    let settings = t.settings(shard.cfg.segment_bytes);
+    let p = Rc::new(Partition::new(name.clone(), index, t.id, settings));
+    shard
+        .partitions
+        .borrow_mut()
+        .entry(name)
+        .or_default()
+        .insert(index, p.clone());
+    spawn_detached(load(shard.clone(), p.clone()));
+    Ok(p)
+}
+
+/// Resolves when `p` has loaded. A load that fails is retried inside the broker
+/// for as long as someone waits, so a request sees an error only when its own
+/// deadline passes (KAFKA_STORAGE_ERROR, retriable) or the topic is deleted.
+pub async fn ready(p: &Rc<Partition>, deadline: Instant) -> Result<(), i16> {
     let rx = {
         let mut st = p.st.borrow_mut();
         if st.deleted {
             return Err(UNKNOWN_TOPIC_OR_PARTITION);
         }
         match &mut st.load {
-            Load::Ready => return Ok(p.clone()),
+            Load::Ready => return Ok(()),
             Load::Loading(waiters) => {
                 let (tx, rx) = oneshot::channel();
                 waiters.push(tx);
@@ -62,10 +84,11 @@ pub async fn partition(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<
             }
         }
     };
-    match rx.await {
-        Ok(Ok(())) => Ok(p),
-        Ok(Err(code)) => Err(code),
-        Err(_) => Err(KAFKA_STORAGE_ERROR),
+    let timeout = sleep(deadline.saturating_duration_since(Instant::now()));
+    futures::pin_mut!(timeout);
+    match futures::future::select(rx, timeout).await {
+        Either::Left((Ok(r), _)) => r,
+        Either::Left((Err(_), _)) | Either::Right(_) => Err(KAFKA_STORAGE_ERROR),
     }
 }
 
@@ -113,6 +136,84 @@ fn with_committed(durable: Vec<SegRef>, next: i64, committed: Option<i64>) -> (V
 }
 
 async fn load(shard: Rc<Shard>, p: Rc<Partition>) {
+    // glommio runs a spawned task at once, up to its first pending await, and the
+    // store call can be complete by then (an error comes back in microseconds).
+    // Yield first, so the request that created the partition is waiting for the
+    // load before the load can decide that nobody waits for it.
+    yield_now().await;
+    let mut backoff = LOAD_RETRY_FIRST;
+    let outcome = loop {
+        match load_once(&shard, &p).await {
+            Ok(r) => break Ok(r),
+            Err(e) => {
+                let waiting = {
+                    let mut st = p.st.borrow_mut();
+                    if st.deleted {
+                        return;
+                    }
+                    match &mut st.load {
+                        Load::Loading(ws) => {
+                            ws.retain(|w| !w.is_canceled());
+                            !ws.is_empty()
+                        }
+                        Load::Ready => false,
+                    }
+                };
+                if !waiting {
+                    // Nobody is waiting any more: forget the partition, so the next
+                    // request starts a fresh load.
+                    error!(topic = %p.topic, partition = p.index, error = %e, "partition recovery failed; will retry on next request");
+                    break Err(e);
+                }
+                warn!(topic = %p.topic, partition = p.index, error = %e, retry_ms = backoff.as_millis() as u64, "partition recovery failed; retrying");
+                sleep(backoff).await;
+                backoff = (backoff * 2).min(LOAD_RETRY_MAX);
+            }
+        }
+    };
+    let waiters = {
+        let mut st = p.st.borrow_mut();
+        if st.deleted {
+            return;
+        }
+        let result = match outcome {
+            Ok((durable, next)) => {
+                // No segments left (or none yet): the log starts where it goes on.
+                st.log_start = durable.first().map_or(next, |s| s.base);
+                st.next_offset = next;
+                st.high_watermark = next;
+                if !durable.is_empty() {
+                    info!(topic = %p.topic, partition = p.index, segments = durable.len(), next_offset = next, "partition recovered");
+                }
+                st.durable = durable;
+                Ok(())
+            }
+            Err(_) => Err(KAFKA_STORAGE_ERROR),
+        };
+        let waiters = match std::mem::replace(&mut st.load, Load::Ready) {
+            Load::Loading(w) => w,
+            Load::Ready => Vec::new(),
+        };
+        if result.is_err() {
+            st.deleted = true;
+        }
+        waiters.into_iter().map(|w| (w, result)).collect::<Vec<_>>()
+    };
+    if p.st.borrow().deleted {
+        if let Some(m) = shard.partitions.borrow_mut().get_mut(&*p.topic) {
+            if m.get(&p.index).is_some_and(|x| Rc::ptr_eq(x, &p)) {
+                m.remove(&p.index);
+            }
+        }
+    }
+    for (w, r) in waiters {
+        let _ = w.send(r);
+    }
+}
+
+/// One attempt: the committed next offset (etcd), the segment listing and the
+/// last segment's footer.
+async fn load_once(shard: &Rc<Shard>, p: &Rc<Partition>) -> Result<(Vec<SegRef>, i64), String> {
     let store = shard.store.clone();
     let topic = p.topic.to_string();
     let index = p.index;
@@ -144,50 +245,11 @@ async fn load(shard: Rc<Shard>, p: Rc<Partition>) {
             Ok::<_, String>((segs, footer, committed))
         })
         .await;
-    let outcome = match res {
+    match res {
         Ok(Ok((segs, footer, committed))) => restore(&segs, footer.map(|f| f.last_offset))
             .map(|(durable, next)| with_committed(durable, next, committed)),
         Ok(Err(e)) => Err(e),
         Err(e) => Err(e.to_string()),
-    };
-    let waiters = {
-        let mut st = p.st.borrow_mut();
-        let result = match outcome {
-            Ok((durable, next)) => {
-                // No segments left (or none yet): the log starts where it goes on.
-                st.log_start = durable.first().map_or(next, |s| s.base);
-                st.next_offset = next;
-                st.high_watermark = next;
-                if !durable.is_empty() {
-                    info!(topic = %p.topic, partition = p.index, segments = durable.len(), next_offset = next, "partition recovered");
-                }
-                st.durable = durable;
-                Ok(())
-            }
-            Err(e) => {
-                error!(topic = %p.topic, partition = p.index, error = %e, "partition recovery failed; will retry on next request");
-                Err(KAFKA_STORAGE_ERROR)
-            }
-        };
-        let waiters = match std::mem::replace(&mut st.load, Load::Ready) {
-            Load::Loading(w) => w,
-            Load::Ready => Vec::new(),
-        };
-        if result.is_err() {
-            st.deleted = true;
-        }
-        waiters.into_iter().map(|w| (w, result)).collect::<Vec<_>>()
-    };
-    if p.st.borrow().deleted {
-        // A failed load is forgotten, so the next request starts a fresh one.
-        if let Some(m) = shard.partitions.borrow_mut().get_mut(&*p.topic) {
-            if m.get(&p.index).is_some_and(|x| Rc::ptr_eq(x, &p)) {
-                m.remove(&p.index);
-            }
-        }
-    }
-    for (w, r) in waiters {
-        let _ = w.send(r);
     }
 }
 

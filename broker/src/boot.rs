@@ -1,0 +1,331 @@
+//! Starting and stopping a broker: the I/O runtime, the object and metadata
+//! stores, the HTTP and gRPC endpoints, and one pinned executor per shard. The
+//! binary (`main.rs`) calls `run`; in-process tests call `Broker::start` (several
+//! brokers may run in one process) and `Broker::shutdown`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use kafscale_segstore::{
+    build_object_store, FaultControl, FaultyStore, InstrumentedStore, S3Config, SegmentStore,
+    StoreConfig, StoreStats,
+};
+use object_store::ObjectStore;
+use tracing::info;
+
+use crate::config::Config;
+use crate::metadata::embedded::EmbeddedStore;
+use crate::metadata::etcd::{BrokerInfo as EtcdBroker, EtcdConfig, EtcdStore};
+use crate::metadata::{Cluster, MetadataStore};
+use crate::server::{shard_main, ShardBoot};
+use crate::shard::Shared;
+use crate::{control, http, io, metadata, placement, runtime, shard};
+
+/// What an embedding program (a test) can set beyond the settings.
+#[derive(Default)]
+pub struct StartOptions {
+    /// The object store to use instead of the one the settings describe (an
+    /// `object_store` `InMemory`, or one wrapped in a `FaultyStore`).
+    pub object_store: Option<Arc<dyn ObjectStore>>,
+    /// Fault injection for tests: shard `.0` installs every new cluster snapshot
+    /// `.1` late, as a busy core would.
+    pub snapshot_delay: Option<(usize, Duration)>,
+}
+
+/// A running broker.
+pub struct Broker {
+    addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    control_addr: SocketAddr,
+    rt: tokio::runtime::Runtime,
+    stops: Vec<oneshot::Sender<()>>,
+    runner: std::thread::JoinHandle<std::io::Result<()>>,
+    etcd: Option<Arc<EtcdStore>>,
+}
+
+/// Runs a broker until SIGINT or SIGTERM, then drains it.
+pub fn run(cfg: Config) -> Result<(), String> {
+    let broker = Broker::start(cfg, StartOptions::default())?;
+    broker.wait_for_signal();
+    broker.shutdown()
+}
+
+fn store_config(cfg: &Config) -> StoreConfig {
+    let s = &cfg.s3;
+    StoreConfig {
+        data_dir: cfg.data_dir.clone(),
+        use_memory: cfg.use_memory_s3,
+        s3: s.s3_bucket.clone().map(|bucket| S3Config {
+            bucket,
+            region: s.s3_region.clone(),
+            endpoint: s.s3_endpoint.clone(),
+            path_style: s.s3_path_style,
+            access_key: s.s3_access_key.clone(),
+            secret_key: s.s3_secret_key.clone(),
+            session_token: s.s3_session_token.clone(),
+            kms_arn: s.s3_kms_arn.clone(),
+            read_bucket: s.s3_read_bucket.clone(),
+            read_region: s.s3_read_region.clone(),
+            read_endpoint: s.s3_read_endpoint.clone(),
+            unsigned_payload: s.s3_unsigned_payload,
+        }),
+    }
+}
+
+/// Shards bind with SO_REUSEPORT, which would let a second broker on the same
+/// address bind too and take half the connections. A plain bind first fails if
+/// anything already listens there. A broker killed a moment ago can still hold
+/// its listener for a few milliseconds (the kernel tears down its io_uring, which
+/// owns a pending accept, after the process is gone), so the check retries
+/// briefly before giving up.
+fn check_port_free(addr: std::net::SocketAddr) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(format!("binding {addr}: {e}")),
+        }
+    }
+}
+
+/// With port 0, shards binding one by one (SO_REUSEPORT) would each get a port
+/// of their own: pick one free port first.
+fn concrete_addr(addr: SocketAddr) -> Result<SocketAddr, String> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("binding {addr}: {e}"))
+}
+
+impl Broker {
+    /// The Kafka listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The HTTP endpoint's address (metrics, health, console).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// The BrokerControl gRPC address.
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
+
+    /// Blocks until SIGINT or SIGTERM.
+    pub fn wait_for_signal(&self) {
+        self.rt.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => info!("SIGTERM: shutting down"),
+            }
+        });
+    }
+
+    /// Stops accepting, makes everything buffered durable, answers waiting
+    /// producers, and stops the shards.
+    pub fn shutdown(self) -> Result<(), String> {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+        match self.runner.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("a shard panicked".into()),
+        }
+        if let Some(etcd) = self.etcd {
+            self.rt.block_on(etcd.shutdown());
+        }
+        info!("all shards flushed; exiting");
+        Ok(())
+    }
+
+    /// Starts a broker and returns once every shard listens.
+    pub fn start(cfg: Config, opts: StartOptions) -> Result<Broker, String> {
+        let cpus = runtime::allowed_cpus();
+        let shards = cfg.shards.unwrap_or(cpus.len()).max(1);
+        if shards > cpus.len() {
+            tracing::warn!(
+                shards,
+                cpus = cpus.len(),
+                "more shards than CPUs: shards will share cores"
+            );
+        }
+        runtime::preflight(shards)?;
+        let mut cfg = cfg;
+        cfg.broker_addr = concrete_addr(cfg.broker_addr)?;
+        check_port_free(cfg.broker_addr)?;
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.io_threads)
+            .thread_name("kafscale-io")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the I/O runtime: {e}"))?;
+        let io = io::Io::new(rt.handle().clone());
+
+        let mut object_store = match opts.object_store {
+            Some(s) => s,
+            None => {
+                build_object_store(&store_config(&cfg)).map_err(|e| format!("object store: {e}"))?
+            }
+        };
+        if let Some(path) = &cfg.faults_file {
+            tracing::warn!(path = %path.display(), "object-store fault injection is enabled (testing only)");
+            object_store = Arc::new(FaultyStore::new(
+                object_store,
+                FaultControl::File(path.clone()),
+            ));
+        }
+        // Outermost, so that injected faults count as the errors they simulate.
+        let store_stats = Arc::new(StoreStats::new(cfg.s3_health.config()));
+        let object_store = Arc::new(InstrumentedStore::new(object_store, store_stats.clone()));
+        let store = SegmentStore::new(object_store, &cfg.s3.s3_namespace);
+        // The endpoint starts before metadata loads so that /healthz answers during
+        // start-up and /readyz says what it is waiting for.
+        let endpoint = http::Endpoint::new(store_stats.clone(), store.clone());
+        let metrics_listener = http::server::bind(cfg.metrics_addr)?;
+        // The bound address, so that port 0 (any free port) is logged as the real one.
+        let metrics_addr = metrics_listener.local_addr().unwrap_or(cfg.metrics_addr);
+        rt.spawn(http::server::serve(metrics_listener, endpoint.clone()));
+        rt.spawn(http::health::probe_store(endpoint.clone()));
+        let control = control::Control::new(cfg.broker_id);
+        let control_listener = control::bind(cfg.control_addr)?;
+        let control_addr = control_listener.local_addr().unwrap_or(cfg.control_addr);
+        rt.spawn(control::serve(control_listener, control.clone()));
+        let endpoints = cfg.etcd.endpoints();
+        let mut etcd = None;
+        let meta: Arc<dyn MetadataStore> = if endpoints.is_empty() {
+            Arc::new(
+                EmbeddedStore::open(&cfg.data_dir).map_err(|e| format!("metadata store: {e}"))?,
+            )
+        } else {
+            let ecfg = EtcdConfig {
+                endpoints: endpoints.clone(),
+                username: cfg.etcd.etcd_username.clone(),
+                password: cfg.etcd.etcd_password.clone(),
+                timeout: std::time::Duration::from_millis(cfg.etcd.etcd_timeout_ms),
+                lease_ttl_secs: cfg.etcd.etcd_lease_ttl_sec,
+            };
+            let me = EtcdBroker {
+                id: cfg.broker_id,
+                host: cfg.advertised_host(),
+                port: cfg.advertised_port(),
+            };
+            let store = rt
+                .block_on(EtcdStore::connect(ecfg, me))
+                .map_err(|e| format!("connecting to etcd at {}: {e}", endpoints.join(",")))?;
+            info!(endpoints = %endpoints.join(","), "metadata in etcd");
+            etcd = Some(store.clone());
+            Arc::new(metadata::etcd::EtcdHandle(store))
+        };
+        let m = meta.clone();
+        let state = rt
+            .block_on(async move { m.load().await })
+            .map_err(|e| format!("loading metadata: {e}"))?;
+        let cluster = Arc::new(Cluster::new(
+            &state,
+            cfg.broker_id,
+            cfg.advertised_host(),
+            cfg.advertised_port(),
+        ));
+        let m = meta.clone();
+        let stored_groups = rt
+            .block_on(async move { m.load_groups().await })
+            .map_err(|e| format!("loading consumer groups: {e}"))?;
+        endpoint.set_metadata_loaded();
+        info!(cluster_id = %cluster.cluster_id, topics = cluster.topics.len(), groups = stored_groups.len(), "metadata loaded");
+        let mut groups_by_shard: Vec<Vec<metadata::StoredGroup>> =
+            (0..shards).map(|_| Vec::new()).collect();
+        for g in stored_groups {
+            groups_by_shard[placement::group_shard(&g.group_id, shards)].push(g);
+        }
+
+        let cfg = Arc::new(cfg);
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            io,
+            store,
+            meta,
+            store_stats,
+            snapshot_delay: opts.snapshot_delay,
+        });
+        let mesh = runtime::mesh::<shard::Shard>(shards);
+        // The HTTP and gRPC endpoints hand their jobs to the metadata shard's inbox.
+        let foreign_tx = mesh
+            .first()
+            .and_then(|(tx, _)| tx.foreign(placement::METADATA_SHARD))
+            .ok_or_else(|| "no shards".to_string())?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut stops = Vec::new();
+        let mut boots = Vec::new();
+        for (id, (groups, mesh)) in groups_by_shard.into_iter().zip(mesh).enumerate() {
+            let (tx, rx) = oneshot::channel();
+            stops.push(tx);
+            boots.push(std::sync::Mutex::new(Some(ShardBoot {
+                id,
+                count: shards,
+                addr: cfg.broker_addr,
+                shared: shared.clone(),
+                cluster: cluster.clone(),
+                groups,
+                mesh,
+                shutdown: rx,
+                ready: ready_tx.clone(),
+            })));
+        }
+        drop(ready_tx);
+        let boots = Arc::new(boots);
+        let shard_cpus: Vec<usize> = (0..shards).map(|i| cpus[i % cpus.len()]).collect();
+        let runner = std::thread::Builder::new()
+            .name("kafscale-shards".into())
+            .spawn(move || {
+                runtime::run_shards(shard_cpus, move |i| {
+                    let boot = boots[i].lock().ok().and_then(|mut b| b.take());
+                    async move {
+                        if let Some(boot) = boot {
+                            shard_main(boot).await;
+                        }
+                    }
+                })
+            })
+            .map_err(|e| e.to_string())?;
+
+        let broker = Broker {
+            addr: cfg.broker_addr,
+            metrics_addr,
+            control_addr,
+            rt,
+            stops,
+            runner,
+            etcd,
+        };
+        for _ in 0..shards {
+            match ready_rx.recv() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    let _ = broker.shutdown();
+                    return Err(e);
+                }
+                Err(_) => break,
+            }
+        }
+        control.set_shards(foreign_tx.clone());
+        endpoint.set_shards(foreign_tx);
+        info!(addr = %cfg.broker_addr, metrics = %metrics_addr, control = %control_addr, shards, advertised = %format!("{}:{}", cfg.advertised_host(), cfg.advertised_port()), "listening");
+
+        Ok(broker)
+    }
+}

@@ -1,0 +1,23 @@
+//! The Kafscale broker as a library: `Broker::start` runs a broker (the binary
+//! in `main.rs` is a thin command line around it), so tests can start one or
+//! several brokers in their own process. See docs/architecture.md.
+
+mod boot;
+pub mod config;
+mod connection;
+pub mod control;
+mod errors;
+mod groups;
+mod handlers;
+mod http;
+mod io;
+mod metadata;
+mod partition;
+mod placement;
+mod router;
+mod runtime;
+mod server;
+mod shard;
+
+pub use boot::{run, Broker, StartOptions};
+pub use config::Config;

@@ -1,0 +1,338 @@
+//! In-process brokers for tests: each test starts one or more brokers inside its
+//! own process (several shards, an `object_store` `InMemory` store behind a
+//! `FaultyStore` the test controls, embedded metadata in a fresh directory) and
+//! speaks Kafka to them over loopback through `kafka-protocol`'s own encoders.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use clap::Parser;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafscale_broker::config::Cli;
+use kafscale_broker::{Broker, StartOptions};
+use kafscale_segstore::{FaultControl, Faults, FaultyStore};
+use object_store::memory::InMemory;
+use object_store::ObjectStore;
+
+/// A broker running in this process, with the store and faults it was given.
+pub struct TestBroker {
+    broker: Option<Broker>,
+    /// The store under the fault layer (what a second broker would share).
+    pub store: Arc<dyn ObjectStore>,
+    pub faults: Arc<Mutex<Faults>>,
+    pub dir: PathBuf,
+}
+
+/// What a test sets for its broker.
+pub struct Setup {
+    pub shards: usize,
+    pub args: Vec<String>,
+    pub snapshot_delay: Option<(usize, Duration)>,
+    pub store: Option<Arc<dyn ObjectStore>>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            shards: 2,
+            args: Vec::new(),
+            snapshot_delay: None,
+            store: None,
+        }
+    }
+}
+
+fn fresh_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "kafscale-it-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// Broker logs go to the test's captured output (shown when a test fails);
+/// `KAFSCALE_TEST_LOG` sets the filter (default `info`).
+fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = std::env::var("KAFSCALE_TEST_LOG").unwrap_or_else(|_| "info".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+impl TestBroker {
+    pub fn start(setup: Setup) -> TestBroker {
+        init_logging();
+        let dir = fresh_dir();
+        let store: Arc<dyn ObjectStore> = setup.store.unwrap_or_else(|| Arc::new(InMemory::new()));
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let faulty = Arc::new(FaultyStore::new(
+            store.clone(),
+            FaultControl::Fixed(faults.clone()),
+        ));
+        let mut argv: Vec<String> = vec![
+            "kafscale-broker".into(),
+            "--broker-addr".into(),
+            "127.0.0.1:0".into(),
+            "--metrics-addr".into(),
+            "127.0.0.1:0".into(),
+            "--control-addr".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--shards".into(),
+            setup.shards.to_string(),
+            "--flush-interval-ms".into(),
+            "10".into(),
+        ];
+        argv.extend(setup.args);
+        let cfg = Cli::try_parse_from(argv).expect("settings").config;
+        cfg.validate().expect("valid settings");
+        let broker = Broker::start(
+            cfg,
+            StartOptions {
+                object_store: Some(faulty),
+                snapshot_delay: setup.snapshot_delay,
+            },
+        )
+        .expect("broker starts");
+        TestBroker {
+            broker: Some(broker),
+            store,
+            faults,
+            dir,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.broker.as_ref().expect("running").addr()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr())
+    }
+
+    /// Stops the broker (everything buffered becomes durable first).
+    pub fn stop(&mut self) {
+        if let Some(b) = self.broker.take() {
+            b.shutdown().expect("clean shutdown");
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(b) = self.broker.take() {
+            let _ = b.shutdown();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A blocking Kafka connection: requests may be pipelined (`send` several, then
+/// `recv` their answers in order).
+pub struct Client {
+    stream: TcpStream,
+    next_correlation: i32,
+}
+
+pub trait Api: Encodable + HeaderVersion {
+    const KEY: ApiKey;
+    type Response: Decodable + HeaderVersion;
+}
+
+macro_rules! api {
+    ($req:ty, $resp:ty, $key:expr) => {
+        impl Api for $req {
+            const KEY: ApiKey = $key;
+            type Response = $resp;
+        }
+    };
+}
+api!(ProduceRequest, ProduceResponse, ApiKey::Produce);
+api!(FetchRequest, FetchResponse, ApiKey::Fetch);
+api!(MetadataRequest, MetadataResponse, ApiKey::Metadata);
+api!(
+    CreateTopicsRequest,
+    CreateTopicsResponse,
+    ApiKey::CreateTopics
+);
+api!(ListOffsetsRequest, ListOffsetsResponse, ApiKey::ListOffsets);
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).ok();
+        stream.set_read_timeout(Some(Duration::from_secs(60))).ok();
+        Client {
+            stream,
+            next_correlation: 1,
+        }
+    }
+
+    /// Sends a request without waiting for its answer; returns its correlation id.
+    pub fn send<R: Api>(&mut self, req: &R, version: i16) -> i32 {
+        let correlation = self.next_correlation;
+        self.next_correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation)
+            .with_client_id(Some(StrBytes::from_static_str("it")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .expect("encode header");
+        req.encode(&mut body, version).expect("encode request");
+        let mut frame = Vec::with_capacity(body.len() + 4);
+        frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame).expect("write request");
+        correlation
+    }
+
+    /// Reads the next answer, which must be for `correlation`.
+    pub fn recv<R: Api>(&mut self, correlation: i32, version: i16) -> R::Response {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).expect("read size");
+        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut buf).expect("read response");
+        let mut b = Bytes::from(buf);
+        let header = ResponseHeader::decode(&mut b, R::Response::header_version(version))
+            .expect("response header");
+        assert_eq!(
+            header.correlation_id, correlation,
+            "answers come in request order"
+        );
+        R::Response::decode(&mut b, version).expect("decode response")
+    }
+
+    pub fn call<R: Api>(&mut self, req: &R, version: i16) -> R::Response {
+        let c = self.send(req, version);
+        self.recv::<R>(c, version)
+    }
+
+    pub fn create_topic(&mut self, name: &str, partitions: i32) -> i16 {
+        let req = CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic_name(name))
+                .with_num_partitions(partitions)
+                .with_replication_factor(1)])
+            .with_timeout_ms(30_000);
+        let resp = self.call(&req, 5);
+        resp.topics.first().map_or(-1, |t| t.error_code)
+    }
+
+    /// Metadata for `topics` without creating them.
+    pub fn metadata(&mut self, topics: &[&str]) -> MetadataResponse {
+        let req = MetadataRequest::default()
+            .with_topics(Some(
+                topics
+                    .iter()
+                    .map(|t| {
+                        metadata_request::MetadataRequestTopic::default()
+                            .with_name(Some(topic_name(t)))
+                    })
+                    .collect(),
+            ))
+            .with_allow_auto_topic_creation(false);
+        self.call(&req, 9)
+    }
+
+    /// All batches of a partition from `offset` on, as (base offset, header), by
+    /// fetching until the high watermark.
+    pub fn fetch_all(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Vec<kafscale_codec::batch::BatchHeader> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let req = FetchRequest::default()
+                .with_max_wait_ms(0)
+                .with_min_bytes(1)
+                .with_max_bytes(64 << 20)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(topic_name(topic))
+                    .with_partitions(vec![FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(64 << 20)])]);
+            let resp = self.call(&req, 11);
+            let p = &resp.responses[0].partitions[0];
+            assert_eq!(p.error_code, 0, "fetch {topic}/{partition} at {offset}");
+            let records = p.records.clone().unwrap_or_default();
+            let mut got = 0;
+            for item in kafscale_codec::batch::Batches::new(&records) {
+                let (h, _) = item.expect("well-formed batch");
+                offset = h.last_offset() + 1;
+                out.push(h);
+                got += 1;
+            }
+            if got == 0 || offset >= p.high_watermark {
+                return out;
+            }
+        }
+    }
+}
+
+pub fn topic_name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// A produce request with one batch for each `(partition, batch)`.
+pub fn produce(topic: &str, acks: i16, parts: Vec<(i32, Vec<u8>)>) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(
+                parts
+                    .into_iter()
+                    .map(|(p, b)| {
+                        PartitionProduceData::default()
+                            .with_index(p)
+                            .with_records(Some(Bytes::from(b)))
+                    })
+                    .collect(),
+            )])
+}
+
+/// Every partition's error code and base offset in a produce answer, in order.
+pub fn produce_results(r: &ProduceResponse) -> Vec<(i32, i16, i64)> {
+    r.responses
+        .iter()
+        .flat_map(|t| {
+            t.partition_responses
+                .iter()
+                .map(|p| (p.index, p.error_code, p.base_offset))
+        })
+        .collect()
+}
+
+/// The shard that owns `topic`/`partition` on a broker with `shards` shards
+/// (the broker's placement: CRC32C of the name, then the partition big-endian).
+pub fn owner_shard(topic: &str, partition: i32, shards: usize) -> usize {
+    let h = crc32c::crc32c_append(crc32c::crc32c(topic.as_bytes()), &partition.to_be_bytes());
+    h as usize % shards
+}

@@ -24,7 +24,8 @@ pub type SegKey = (Arc<str>, i32, i64);
 /// The shard's partitions, by topic then index (looked up by `&str`, no allocation).
 pub type PartitionMap = HashMap<Arc<str>, HashMap<i32, Rc<Partition>>>;
 /// Readers waiting for a segment GET another reader started.
-pub type ReadWaiters = HashMap<SegKey, Vec<oneshot::Sender<Result<Segment, i16>>>>;
+pub type ReadWaiters =
+    HashMap<SegKey, Vec<oneshot::Sender<Result<Segment, crate::errors::KafkaError>>>>;
 
 /// State shared by every shard, built once at start.
 pub struct Shared {

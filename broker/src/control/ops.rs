@@ -94,7 +94,7 @@ async fn owned(sh: &Rc<Shard>, sel: &Selection) -> Vec<Result<Rc<Partition>, (St
                 out.push(
                     partition::partition(sh, t, *i)
                         .await
-                        .map_err(|code| (t.clone(), *i, code)),
+                        .map_err(|e| (t.clone(), *i, e.code())),
                 );
             }
             out
@@ -238,7 +238,7 @@ async fn flush_all(
             futures::pin_mut!(wait, timer);
             let error = match futures::future::select(wait, timer).await {
                 Either::Left((Ok(()), _)) => String::new(),
-                Either::Left((Err(code), _)) => code_name(code),
+                Either::Left((Err(e), _)) => code_name(e.code()),
                 Either::Right(_) => format!(
                     "not durable within the timeout: offsets below {target} were appended, below {} are durable",
                     p.status().high_watermark

@@ -224,7 +224,7 @@ async fn read_local(sh: Rc<Shard>, parts: Vec<Part>, deadline: Option<Instant>) 
     let mut out = Vec::with_capacity(parts.len());
     for (part, p) in parts.into_iter().zip(loaded) {
         let r = match p {
-            Err(code) => PartResult::err(code),
+            Err(e) => PartResult::err(e.code()),
             Ok(p) => match partition::read(&sh, &p, part.offset, part.max_bytes).await {
                 Ok(o) => PartResult {
                     error: NONE,
@@ -235,7 +235,7 @@ async fn read_local(sh: Rc<Shard>, parts: Vec<Part>, deadline: Option<Instant>) 
                 Err(code) => {
                     let o = p.offsets();
                     PartResult {
-                        error: code,
+                        error: code.code(),
                         high_watermark: o.high_watermark,
                         log_start: o.log_start,
                         records: None,

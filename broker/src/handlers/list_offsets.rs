@@ -52,7 +52,7 @@ pub async fn handle(
             let mut out = Vec::with_capacity(items.len());
             for (topic, index, ts) in items {
                 let r = match partition::partition(&sh, &topic, index).await {
-                    Err(code) => (code, -1, -1),
+                    Err(e) => (e.code(), -1, -1),
                     Ok(p) => {
                         let o = p.offsets();
                         let lookup = match ts {
@@ -67,7 +67,7 @@ pub async fn handle(
                             Ok(q) => match partition::offset_for_time(&sh, &p, q).await {
                                 Ok(Some((offset, timestamp))) => (NONE, offset, timestamp),
                                 Ok(None) => (NONE, -1, -1),
-                                Err(code) => (code, -1, -1),
+                                Err(e) => (e.code(), -1, -1),
                             },
                         }
                     }

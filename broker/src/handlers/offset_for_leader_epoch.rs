@@ -64,7 +64,7 @@ pub async fn handle(
             let mut out = Vec::with_capacity(items.len());
             for (topic, index, current, epoch) in items {
                 out.push(match partition::partition(&sh, &topic, index).await {
-                    Err(code) => (code, -1, -1),
+                    Err(e) => (e.code(), -1, -1),
                     Ok(p) => answer(current, epoch, p.offsets().high_watermark),
                 });
             }

@@ -19,8 +19,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafscale_segstore::HealthState;
 
 use crate::errors::{
-    INVALID_RECORD, INVALID_REQUIRED_ACKS, KAFKA_STORAGE_ERROR, NONE, NOT_LEADER_OR_FOLLOWER,
-    REQUEST_TIMED_OUT, UNKNOWN_TOPIC_OR_PARTITION,
+    code_of, KafkaError, INVALID_RECORD, INVALID_REQUIRED_ACKS, KAFKA_STORAGE_ERROR, NONE,
+    NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, UNKNOWN_TOPIC_OR_PARTITION,
 };
 use crate::metadata::valid_topic_name;
 use crate::partition::{self, Ticket};
@@ -196,7 +196,10 @@ fn produce_local(
                 if let Some(s) = settled.get_mut(i) {
                     *s = true;
                 }
-                let code = r.unwrap_or(NOT_LEADER_OR_FOLLOWER);
+                let code = match r {
+                    Ok(r) => code_of(&r),
+                    Err(_) => NOT_LEADER_OR_FOLLOWER,
+                };
                 if code != NONE {
                     if let Some(slot) = results.get_mut(i) {
                         *slot = PartResult::err(code);
@@ -215,6 +218,9 @@ fn produce_local(
     }
 }
 
+/// Resolves when an `acks=-1` batch is durable, or with why it never will be.
+type Durable = oneshot::Receiver<Result<(), KafkaError>>;
+
 /// One partition's batches: find the partition (waiting for the snapshot the
 /// client was answered from, and for the load), wait for the turn, wait for
 /// buffer room, append. Holds `ticket` until appended or given up.
@@ -225,7 +231,7 @@ async fn append_part(
     acks: i16,
     deadline: Instant,
     revision: i64,
-) -> (PartResult, Option<oneshot::Receiver<i16>>) {
+) -> (PartResult, Option<Durable>) {
     if sh.shutting_down.get() {
         return (PartResult::err(NOT_LEADER_OR_FOLLOWER), None);
     }
@@ -236,16 +242,16 @@ async fn append_part(
         Ok(p) => p,
         Err(code) => {
             if !(sh.cluster().revision < revision && sh.wait_revision(revision, deadline).await) {
-                return (PartResult::err(code), None);
+                return (PartResult::err(code.code()), None);
             }
             match partition::entry(sh, &part.topic, part.partition) {
                 Ok(p) => p,
-                Err(code) => return (PartResult::err(code), None),
+                Err(e) => return (PartResult::err(e.code()), None),
             }
         }
     };
-    if let Err(code) = partition::ready(&p, deadline).await {
-        return (PartResult::err(code), None);
+    if let Err(e) = partition::ready(&p, deadline).await {
+        return (PartResult::err(e.code()), None);
     }
     {
         let turn = ticket.turn();
@@ -271,7 +277,7 @@ async fn append_part(
                 o.durable,
             )
         }
-        Err(code) => (PartResult::err(code), None),
+        Err(e) => (PartResult::err(e.code()), None),
     };
     drop(ticket);
     r

@@ -12,9 +12,7 @@ use kafscale_segstore::{SegmentBuilder, DEFAULT_INDEX_INTERVAL};
 
 use super::producers::SeqCheck;
 use super::Partition;
-use crate::errors::{
-    batch_error_code, INVALID_RECORD, NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION,
-};
+use crate::errors::{batch_error, KafkaError};
 use crate::runtime::sleep;
 use crate::shard::Shard;
 
@@ -26,7 +24,7 @@ pub struct ProduceOutcome {
     pub base_offset: i64,
     pub log_start: i64,
     /// For `acks=-1`: resolves with an error code once the batch is durable.
-    pub durable: Option<oneshot::Receiver<i16>>,
+    pub durable: Option<oneshot::Receiver<Result<(), KafkaError>>>,
 }
 
 fn now_ms() -> i64 {
@@ -37,16 +35,16 @@ fn now_ms() -> i64 {
 
 /// Validates every batch in `records` before any of them is appended: a request's
 /// batches for one partition are taken whole or not at all.
-fn validate(records: &[u8]) -> Result<Vec<(BatchHeader, std::ops::Range<usize>)>, i16> {
+fn validate(records: &[u8]) -> Result<Vec<(BatchHeader, std::ops::Range<usize>)>, KafkaError> {
     let mut out = Vec::with_capacity(1);
     for item in Batches::new(records) {
-        let (h, range) = item.map_err(|e| batch_error_code(&e))?;
-        verify_crc(&records[range.clone()], &h).map_err(|e| batch_error_code(&e))?;
-        h.check_producer_batch().map_err(|e| batch_error_code(&e))?;
+        let (h, range) = item.map_err(|e| batch_error(&e))?;
+        verify_crc(&records[range.clone()], &h).map_err(|e| batch_error(&e))?;
+        h.check_producer_batch().map_err(|e| batch_error(&e))?;
         out.push((h, range));
     }
     if out.is_empty() {
-        return Err(INVALID_RECORD);
+        return Err(KafkaError::InvalidRecord);
     }
     Ok(out)
 }
@@ -57,7 +55,7 @@ pub fn append(
     p: &Rc<Partition>,
     records: &Bytes,
     acks: i16,
-) -> Result<ProduceOutcome, i16> {
+) -> Result<ProduceOutcome, KafkaError> {
     let batches = validate(records)?;
     // The topic's segment.bytes when it sets one, else the broker's.
     let segment_bytes = p.settings.get().segment_bytes;
@@ -68,12 +66,12 @@ pub fn append(
     let outcome = {
         let mut st = p.st.borrow_mut();
         if st.deleted {
-            return Err(UNKNOWN_TOPIC_OR_PARTITION);
+            return Err(KafkaError::UnknownTopicOrPartition);
         }
         if st.draining || shard.draining_all.get() {
             // Drained through BrokerControl: retriable, so clients refresh
             // metadata and retry until the partition is resumed (or moved).
-            return Err(NOT_LEADER_OR_FOLLOWER);
+            return Err(KafkaError::NotLeaderOrFollower);
         }
         let mut first = None;
         let mut last = 0;
@@ -104,7 +102,7 @@ pub fn append(
                 }
             }
             let Some(active) = st.active.as_mut() else {
-                return Err(UNKNOWN_TOPIC_OR_PARTITION);
+                return Err(KafkaError::UnknownTopicOrPartition);
             };
             let (b, l) = active.append(&records[range.clone()], h, LEADER_EPOCH);
             let full = active.body_len() >= segment_bytes;
@@ -122,7 +120,7 @@ pub fn append(
             let (tx, rx) = oneshot::channel();
             if last < st.high_watermark {
                 // Only duplicates of durable batches: nothing to wait for.
-                let _ = tx.send(crate::errors::NONE);
+                let _ = tx.send(Ok(()));
             } else {
                 st.ack_waiters.push_back((last, tx));
             }
@@ -206,13 +204,13 @@ mod tests {
         assert_eq!(validate(&buf).unwrap().len(), 2);
         let n = buf.len();
         buf[n - 1] ^= 1;
-        assert_eq!(validate(&buf).unwrap_err(), crate::errors::CORRUPT_MESSAGE);
-        assert_eq!(validate(&[]).unwrap_err(), INVALID_RECORD);
+        assert_eq!(validate(&buf).unwrap_err(), KafkaError::CorruptMessage);
+        assert_eq!(validate(&[]).unwrap_err(), KafkaError::InvalidRecord);
         let mut old = build_batch(0, 1, &[b"a"]);
         old[16] = 1;
         assert_eq!(
             validate(&old).unwrap_err(),
-            crate::errors::UNSUPPORTED_FOR_MESSAGE_FORMAT
+            KafkaError::UnsupportedForMessageFormat
         );
     }
 }

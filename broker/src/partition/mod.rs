@@ -30,6 +30,7 @@ pub use recovery::{entry, partition, ready};
 pub use retention::retention_ticker;
 pub use timeindex::{offset_for_time, TimeLookup};
 
+use crate::errors::KafkaError;
 use crate::metadata::TopicSettings;
 
 /// Record bytes of a segment: what the shard counts as buffered while unflushed.
@@ -62,7 +63,7 @@ pub struct Partition {
 }
 
 pub(crate) enum Load {
-    Loading(Vec<oneshot::Sender<Result<(), i16>>>),
+    Loading(Vec<oneshot::Sender<Result<(), KafkaError>>>),
     Ready,
 }
 
@@ -85,7 +86,7 @@ pub(crate) struct State {
     pub idle_waiters: Vec<oneshot::Sender<()>>,
     pub durable: Vec<SegRef>,
     /// `acks=-1` producers: (last offset of their batch, reply).
-    pub ack_waiters: VecDeque<(i64, oneshot::Sender<i16>)>,
+    pub ack_waiters: VecDeque<(i64, oneshot::Sender<Result<(), KafkaError>>)>,
     /// Segments retention has removed from the log whose objects could not be
     /// deleted yet; retried on the next pass.
     pub doomed: Vec<i64>,
@@ -183,12 +184,12 @@ impl Partition {
 
     /// Resolves when every offset below `target` is durable; the topic's deletion
     /// ends the wait with UNKNOWN_TOPIC_OR_PARTITION.
-    pub(crate) async fn durable_to(&self, target: i64) -> Result<(), i16> {
+    pub(crate) async fn durable_to(&self, target: i64) -> Result<(), KafkaError> {
         loop {
             let rx = {
                 let mut st = self.st.borrow_mut();
                 if st.deleted {
-                    return Err(crate::errors::UNKNOWN_TOPIC_OR_PARTITION);
+                    return Err(KafkaError::UnknownTopicOrPartition);
                 }
                 if st.high_watermark >= target {
                     return Ok(());
@@ -243,14 +244,14 @@ impl Partition {
         st.active = None;
         st.pending.clear();
         for (_, w) in st.ack_waiters.drain(..) {
-            let _ = w.send(crate::errors::UNKNOWN_TOPIC_OR_PARTITION);
+            let _ = w.send(Err(KafkaError::UnknownTopicOrPartition));
         }
         for w in st.hw_waiters.drain(..) {
             let _ = w.send(());
         }
         if let Load::Loading(ws) = &mut st.load {
             for w in ws.drain(..) {
-                let _ = w.send(Err(crate::errors::UNKNOWN_TOPIC_OR_PARTITION));
+                let _ = w.send(Err(KafkaError::UnknownTopicOrPartition));
             }
         }
         released

@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 
 use kafscale_codec::batch::BatchHeader;
 
-use crate::errors::{INVALID_PRODUCER_EPOCH, OUT_OF_ORDER_SEQUENCE_NUMBER};
+use crate::errors::KafkaError;
 
 /// Batches remembered per producer: Kafka clients keep at most five in flight.
 const RECENT: usize = 5;
@@ -39,7 +39,7 @@ pub enum SeqCheck {
     /// Already appended: answer with these offsets.
     Duplicate { base_offset: i64, last_offset: i64 },
     /// Refuse the batch with this error code.
-    Reject(i16),
+    Reject(KafkaError),
 }
 
 #[derive(Debug, Default)]
@@ -61,7 +61,9 @@ impl Producers {
         let last = seq_add(first, h.last_offset_delta);
         match self.by_id.get(&h.producer_id) {
             None => SeqCheck::Append,
-            Some(s) if h.producer_epoch < s.epoch => SeqCheck::Reject(INVALID_PRODUCER_EPOCH),
+            Some(s) if h.producer_epoch < s.epoch => {
+                SeqCheck::Reject(KafkaError::InvalidProducerEpoch)
+            }
             Some(s) if h.producer_epoch > s.epoch => SeqCheck::Append,
             Some(s) => {
                 if let Some(r) = s
@@ -76,7 +78,7 @@ impl Producers {
                 } else if first == seq_add(s.last_seq, 1) {
                     SeqCheck::Append
                 } else {
-                    SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
+                    SeqCheck::Reject(KafkaError::OutOfOrderSequenceNumber)
                 }
             }
         }
@@ -142,11 +144,11 @@ mod tests {
         p.record(&b, 103, 104);
         assert_eq!(
             p.check(&header(7, 0, 9, 1)),
-            SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
+            SeqCheck::Reject(KafkaError::OutOfOrderSequenceNumber)
         );
         assert_eq!(
             p.check(&header(7, -1, 5, 1)),
-            SeqCheck::Reject(INVALID_PRODUCER_EPOCH)
+            SeqCheck::Reject(KafkaError::InvalidProducerEpoch)
         );
         assert_eq!(p.check(&header(7, 1, 0, 1)), SeqCheck::Append);
         assert_eq!(p.check(&header(-1, -1, -1, 1)), SeqCheck::Append);
@@ -166,7 +168,7 @@ mod tests {
         }
         assert_eq!(
             p.check(&header(1, 0, 0, 1)),
-            SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
+            SeqCheck::Reject(KafkaError::OutOfOrderSequenceNumber)
         );
         assert!(matches!(
             p.check(&header(1, 0, 1, 1)),
@@ -178,7 +180,7 @@ mod tests {
         assert_eq!(q.check(&header(2, 0, 0, 1)), SeqCheck::Append);
         assert_eq!(
             q.check(&header(2, 0, 1, 1)),
-            SeqCheck::Reject(OUT_OF_ORDER_SEQUENCE_NUMBER)
+            SeqCheck::Reject(KafkaError::OutOfOrderSequenceNumber)
         );
     }
 }

@@ -11,9 +11,7 @@ use kafscale_segstore::{Segment, StoreError};
 use tracing::error;
 
 use super::{Offsets, Partition};
-use crate::errors::{
-    CORRUPT_MESSAGE, KAFKA_STORAGE_ERROR, OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION,
-};
+use crate::errors::KafkaError;
 use crate::runtime::spawn_detached;
 use crate::shard::{SegKey, Shard};
 
@@ -29,18 +27,18 @@ pub async fn read(
     p: &Rc<Partition>,
     offset: i64,
     max_bytes: usize,
-) -> Result<ReadOutcome, i16> {
+) -> Result<ReadOutcome, KafkaError> {
     let (offsets, seg, following) = {
         let st = p.st.borrow();
         if st.deleted {
-            return Err(UNKNOWN_TOPIC_OR_PARTITION);
+            return Err(KafkaError::UnknownTopicOrPartition);
         }
         let offsets = Offsets {
             log_start: st.log_start,
             high_watermark: st.high_watermark,
         };
         if offset < st.log_start || offset > st.high_watermark {
-            return Err(OFFSET_OUT_OF_RANGE);
+            return Err(KafkaError::OffsetOutOfRange);
         }
         if offset == st.high_watermark {
             return Ok(ReadOutcome {
@@ -50,7 +48,7 @@ pub async fn read(
         }
         let i = st.durable.partition_point(|s| s.base <= offset);
         let Some(seg) = i.checked_sub(1).and_then(|i| st.durable.get(i)).copied() else {
-            return Err(OFFSET_OUT_OF_RANGE);
+            return Err(KafkaError::OffsetOutOfRange);
         };
         let n = shard.cfg.readahead_segments;
         let following: Vec<i64> = st.durable[i..].iter().take(n).map(|s| s.base).collect();
@@ -61,7 +59,7 @@ pub async fn read(
         Ok(s) => s,
         // Retention removed the segment while it was being read: the offset is
         // now below the log start, which is what the client is told.
-        Err(_) if p.st.borrow().log_start > seg.base => return Err(OFFSET_OUT_OF_RANGE),
+        Err(_) if p.st.borrow().log_start > seg.base => return Err(KafkaError::OffsetOutOfRange),
         Err(code) => return Err(code),
     };
     note_max_ts(p, &segment);
@@ -102,33 +100,70 @@ pub(crate) fn note_max_ts(p: &Partition, segment: &Segment) -> Option<i64> {
 }
 
 /// A segment from the cache, or read from the store with concurrent readers
-/// sharing one GET.
-pub(crate) async fn segment(shard: &Rc<Shard>, key: SegKey) -> Result<Segment, i16> {
-    if let Some(s) = shard.cache.borrow_mut().get(&key) {
-        shard
-            .metrics
-            .cache_hits
-            .set(shard.metrics.cache_hits.get() + 1);
-        return Ok(s);
-    }
-    shard
-        .metrics
-        .cache_misses
-        .set(shard.metrics.cache_misses.get() + 1);
-    let rx = {
-        let mut inflight = shard.reads_in_flight.borrow_mut();
-        if let Some(waiters) = inflight.get_mut(&key) {
-            let (tx, rx) = oneshot::channel();
-            waiters.push(tx);
-            Some(rx)
-        } else {
-            inflight.insert(key.clone(), Vec::new());
-            None
+/// sharing one GET. The reader that started the GET may be cancelled (its fetch
+/// answered or its connection closed): its registration is then removed and the
+/// readers that waited on it start again, so no segment is left unreadable.
+pub(crate) async fn segment(shard: &Rc<Shard>, key: SegKey) -> Result<Segment, KafkaError> {
+    let mut first = true;
+    loop {
+        if let Some(s) = shard.cache.borrow_mut().get(&key) {
+            if first {
+                shard
+                    .metrics
+                    .cache_hits
+                    .set(shard.metrics.cache_hits.get() + 1);
+            }
+            return Ok(s);
         }
-    };
-    if let Some(rx) = rx {
-        return rx.await.unwrap_or(Err(KAFKA_STORAGE_ERROR));
+        if std::mem::replace(&mut first, false) {
+            shard
+                .metrics
+                .cache_misses
+                .set(shard.metrics.cache_misses.get() + 1);
+        }
+        let rx = {
+            let mut inflight = shard.reads_in_flight.borrow_mut();
+            if let Some(waiters) = inflight.get_mut(&key) {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                Some(rx)
+            } else {
+                inflight.insert(key.clone(), Vec::new());
+                None
+            }
+        };
+        match rx {
+            Some(rx) => match rx.await {
+                Ok(r) => return r,
+                // The reader that owned the GET was cancelled: try again.
+                Err(_) => continue,
+            },
+            None => {
+                let guard = ReadInFlight { shard, key: &key };
+                let result = read_from_store(shard, &key).await;
+                drop(guard);
+                return result;
+            }
+        }
     }
+}
+
+/// A GET this reader started: its waiters are answered (or, if the reader is
+/// dropped first, released to try again) when it goes away.
+struct ReadInFlight<'a> {
+    shard: &'a Rc<Shard>,
+    key: &'a SegKey,
+}
+
+impl Drop for ReadInFlight<'_> {
+    fn drop(&mut self) {
+        // Dropping the senders wakes the waiters with `Canceled`; after a completed
+        // read they have already been answered by `read_from_store`.
+        self.shard.reads_in_flight.borrow_mut().remove(self.key);
+    }
+}
+
+async fn read_from_store(shard: &Rc<Shard>, key: &SegKey) -> Result<Segment, KafkaError> {
     let store = shard.store.clone();
     let (topic, index, base) = (key.0.to_string(), key.1, key.2);
     let res = shard
@@ -145,21 +180,21 @@ pub(crate) async fn segment(shard: &Rc<Shard>, key: SegKey) -> Result<Segment, i
             source,
         })) => {
             error!(object = %object, error = %source, "corrupt segment in the object store; not serving it");
-            Err(CORRUPT_MESSAGE)
+            Err(KafkaError::CorruptMessage)
         }
         Ok(Err(e)) => {
             error!(topic = %key.0, partition = key.1, base_offset = key.2, error = %e, "segment read failed");
-            Err(KAFKA_STORAGE_ERROR)
+            Err(KafkaError::KafkaStorageError)
         }
         Err(e) => {
             error!(error = %e, "segment read task lost");
-            Err(KAFKA_STORAGE_ERROR)
+            Err(KafkaError::KafkaStorageError)
         }
     };
     let waiters = shard
         .reads_in_flight
         .borrow_mut()
-        .remove(&key)
+        .remove(key)
         .unwrap_or_default();
     for w in waiters {
         let _ = w.send(result.clone());

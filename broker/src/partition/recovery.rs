@@ -17,7 +17,7 @@ use kafscale_segstore::SegmentMeta;
 use tracing::{error, info, warn};
 
 use super::{Load, Partition, SegRef};
-use crate::errors::{KAFKA_STORAGE_ERROR, UNKNOWN_TOPIC_OR_PARTITION};
+use crate::errors::KafkaError;
 use crate::runtime::{sleep, spawn_detached, yield_now};
 use crate::shard::Shard;
 
@@ -30,7 +30,11 @@ const LOAD_RETRY_FIRST: Duration = Duration::from_millis(50);
 const LOAD_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The partition `topic`/`index` of this shard, loaded. Errors are Kafka codes.
-pub async fn partition(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<Partition>, i16> {
+pub async fn partition(
+    shard: &Rc<Shard>,
+    topic: &str,
+    index: i32,
+) -> Result<Rc<Partition>, KafkaError> {
     let p = entry(shard, topic, index)?;
     ready(&p, Instant::now() + LOAD_WAIT).await?;
     Ok(p)
@@ -38,7 +42,7 @@ pub async fn partition(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<
 
 /// The partition `topic`/`index` of this shard, created and its load started if
 /// the shard's snapshot has it. Does not wait for the load (see `ready`).
-pub fn entry(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<Partition>, i16> {
+pub fn entry(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<Partition>, KafkaError> {
     let existing = shard
         .partitions
         .borrow()
@@ -49,9 +53,11 @@ pub fn entry(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<Partition>
         return Ok(p);
     }
     let cluster = shard.cluster();
-    let t = cluster.topic(topic).ok_or(UNKNOWN_TOPIC_OR_PARTITION)?;
+    let t = cluster
+        .topic(topic)
+        .ok_or(KafkaError::UnknownTopicOrPartition)?;
     if index < 0 || index >= t.partitions {
-        return Err(UNKNOWN_TOPIC_OR_PARTITION);
+        return Err(KafkaError::UnknownTopicOrPartition);
     }
     let name: std::sync::Arc<str> = t.name.as_str().into();
     let settings = t.settings(shard.cfg.segment_bytes);
@@ -69,11 +75,11 @@ pub fn entry(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<Partition>
 /// Resolves when `p` has loaded. A load that fails is retried inside the broker
 /// for as long as someone waits, so a request sees an error only when its own
 /// deadline passes (KAFKA_STORAGE_ERROR, retriable) or the topic is deleted.
-pub async fn ready(p: &Rc<Partition>, deadline: Instant) -> Result<(), i16> {
+pub async fn ready(p: &Rc<Partition>, deadline: Instant) -> Result<(), KafkaError> {
     let rx = {
         let mut st = p.st.borrow_mut();
         if st.deleted {
-            return Err(UNKNOWN_TOPIC_OR_PARTITION);
+            return Err(KafkaError::UnknownTopicOrPartition);
         }
         match &mut st.load {
             Load::Ready => return Ok(()),
@@ -88,24 +94,42 @@ pub async fn ready(p: &Rc<Partition>, deadline: Instant) -> Result<(), i16> {
     futures::pin_mut!(timeout);
     match futures::future::select(rx, timeout).await {
         Either::Left((Ok(r), _)) => r,
-        Either::Left((Err(_), _)) | Either::Right(_) => Err(KAFKA_STORAGE_ERROR),
+        Either::Left((Err(_), _)) | Either::Right(_) => Err(KafkaError::KafkaStorageError),
     }
+}
+
+/// Why a partition could not be loaded from the store.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("the newest segment has no footer")]
+    MissingFooter,
+    #[error("segment {base} ends at {last}, before it starts")]
+    Inverted { base: i64, last: i64 },
+    #[error(transparent)]
+    Store(#[from] kafscale_segstore::StoreError),
+    #[error("metadata store: {0}")]
+    Meta(#[from] crate::metadata::MetaError),
+    #[error(transparent)]
+    Io(#[from] crate::io::IoGone),
 }
 
 /// Durable segments and the next offset, from the segment listing and the last
 /// segment's footer.
-fn restore(segs: &[SegmentMeta], last_offset: Option<i64>) -> Result<(Vec<SegRef>, i64), String> {
+fn restore(
+    segs: &[SegmentMeta],
+    last_offset: Option<i64>,
+) -> Result<(Vec<SegRef>, i64), LoadError> {
     let mut out = Vec::with_capacity(segs.len());
     for (i, s) in segs.iter().enumerate() {
         let last = match segs.get(i + 1) {
             Some(next) => next.base_offset - 1,
-            None => last_offset.ok_or("missing footer")?,
+            None => last_offset.ok_or(LoadError::MissingFooter)?,
         };
         if last < s.base_offset {
-            return Err(format!(
-                "segment {} ends at {last}, before it starts",
-                s.base_offset
-            ));
+            return Err(LoadError::Inverted {
+                base: s.base_offset,
+                last,
+            });
         }
         out.push(SegRef {
             base: s.base_offset,
@@ -188,7 +212,7 @@ async fn load(shard: Rc<Shard>, p: Rc<Partition>) {
                 st.durable = durable;
                 Ok(())
             }
-            Err(_) => Err(KAFKA_STORAGE_ERROR),
+            Err(_) => Err(KafkaError::KafkaStorageError),
         };
         let waiters = match std::mem::replace(&mut st.load, Load::Ready) {
             Load::Loading(w) => w,
@@ -213,7 +237,7 @@ async fn load(shard: Rc<Shard>, p: Rc<Partition>) {
 
 /// One attempt: the committed next offset (etcd), the segment listing and the
 /// last segment's footer.
-async fn load_once(shard: &Rc<Shard>, p: &Rc<Partition>) -> Result<(Vec<SegRef>, i64), String> {
+async fn load_once(shard: &Rc<Shard>, p: &Rc<Partition>) -> Result<(Vec<SegRef>, i64), LoadError> {
     let store = shard.store.clone();
     let topic = p.topic.to_string();
     let index = p.index;
@@ -223,33 +247,23 @@ async fn load_once(shard: &Rc<Shard>, p: &Rc<Partition>) -> Result<(Vec<SegRef>,
         .io
         .run(async move {
             let committed = if tracked {
-                meta.partition_next_offset(&topic, topic_id, index)
-                    .await
-                    .map_err(|e| e.to_string())?
+                meta.partition_next_offset(&topic, topic_id, index).await?
             } else {
                 None
             };
-            let segs = store
-                .list_segments(&topic, index)
-                .await
-                .map_err(|e| e.to_string())?;
+            let segs = store.list_segments(&topic, index).await?;
             let footer = match segs.last() {
-                Some(last) => Some(
-                    store
-                        .read_footer(&topic, index, last)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                ),
+                Some(last) => Some(store.read_footer(&topic, index, last).await?),
                 None => None,
             };
-            Ok::<_, String>((segs, footer, committed))
+            Ok::<_, LoadError>((segs, footer, committed))
         })
         .await;
     match res {
         Ok(Ok((segs, footer, committed))) => restore(&segs, footer.map(|f| f.last_offset))
             .map(|(durable, next)| with_committed(durable, next, committed)),
         Ok(Err(e)) => Err(e),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 

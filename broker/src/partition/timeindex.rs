@@ -10,7 +10,7 @@ use kafscale_codec::batch::record_timestamps;
 
 use super::read::{note_max_ts, segment};
 use super::{Partition, SegRef};
-use crate::errors::UNKNOWN_TOPIC_OR_PARTITION;
+use crate::errors::KafkaError;
 use crate::shard::{SegKey, Shard};
 
 /// What a timestamp query asks for.
@@ -28,7 +28,7 @@ pub async fn offset_for_time(
     shard: &Rc<Shard>,
     p: &Rc<Partition>,
     q: TimeLookup,
-) -> Result<Option<(i64, i64)>, i16> {
+) -> Result<Option<(i64, i64)>, KafkaError> {
     match q {
         TimeLookup::AtOrAfter(t) => at_or_after(shard, p, t).await,
         TimeLookup::MaxTimestamp => max_timestamp(shard, p).await,
@@ -36,10 +36,10 @@ pub async fn offset_for_time(
 }
 
 /// The durable segment that starts at or after `from`, if any.
-fn next_segment(p: &Partition, from: i64) -> Result<Option<SegRef>, i16> {
+fn next_segment(p: &Partition, from: i64) -> Result<Option<SegRef>, KafkaError> {
     let st = p.st.borrow();
     if st.deleted {
-        return Err(UNKNOWN_TOPIC_OR_PARTITION);
+        return Err(KafkaError::UnknownTopicOrPartition);
     }
     let i = st.durable.partition_point(|s| s.last < from);
     Ok(st.durable.get(i).copied())
@@ -50,7 +50,7 @@ pub(crate) async fn max_ts_of(
     shard: &Rc<Shard>,
     p: &Rc<Partition>,
     seg: &SegRef,
-) -> Result<i64, i16> {
+) -> Result<i64, KafkaError> {
     if let Some(t) = seg.max_ts {
         return Ok(t);
     }
@@ -66,7 +66,7 @@ async fn at_or_after(
     shard: &Rc<Shard>,
     p: &Rc<Partition>,
     t: i64,
-) -> Result<Option<(i64, i64)>, i16> {
+) -> Result<Option<(i64, i64)>, KafkaError> {
     let mut from = p.st.borrow().log_start;
     while let Some(seg) = next_segment(p, from)? {
         from = seg.last + 1;
@@ -104,7 +104,10 @@ async fn at_or_after(
     Ok(None)
 }
 
-async fn max_timestamp(shard: &Rc<Shard>, p: &Rc<Partition>) -> Result<Option<(i64, i64)>, i16> {
+async fn max_timestamp(
+    shard: &Rc<Shard>,
+    p: &Rc<Partition>,
+) -> Result<Option<(i64, i64)>, KafkaError> {
     // The segment with the largest max timestamp (the first one on a tie, as Kafka).
     let mut best: Option<(i64, SegRef)> = None;
     let mut from = p.st.borrow().log_start;

@@ -17,7 +17,6 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use super::{body_bytes, Partition, SegRef};
-use crate::errors::NONE;
 use crate::runtime::{sleep, spawn_detached};
 use crate::shard::Shard;
 
@@ -142,7 +141,7 @@ async fn upload_loop(shard: Rc<Shard>, p: Rc<Partition>) {
             .borrow_mut()
             .insert((p.topic.clone(), p.index, seg.base_offset), seg);
         for w in acked {
-            let _ = w.send(NONE);
+            let _ = w.send(Ok(()));
         }
         for w in woken {
             let _ = w.send(());

@@ -39,6 +39,9 @@ pub struct Setup {
     pub args: Vec<String>,
     pub snapshot_delay: Option<(usize, Duration)>,
     pub store: Option<Arc<dyn ObjectStore>>,
+    /// The data directory (embedded metadata) of a broker that ran before; a
+    /// fresh one when None.
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for Setup {
@@ -48,6 +51,7 @@ impl Default for Setup {
             args: Vec::new(),
             snapshot_delay: None,
             store: None,
+            dir: None,
         }
     }
 }
@@ -81,7 +85,7 @@ fn init_logging() {
 impl TestBroker {
     pub fn start(setup: Setup) -> TestBroker {
         init_logging();
-        let dir = fresh_dir();
+        let dir = setup.dir.unwrap_or_else(fresh_dir);
         let store: Arc<dyn ObjectStore> = setup.store.unwrap_or_else(|| Arc::new(InMemory::new()));
         let faults = Arc::new(Mutex::new(Faults::default()));
         let faulty = Arc::new(FaultyStore::new(
@@ -136,6 +140,19 @@ impl TestBroker {
             b.shutdown().expect("clean shutdown");
         }
     }
+
+    /// Stops this broker and starts a new one on the same store and data
+    /// directory (what a restarted pod sees: nothing in memory).
+    pub fn restart(mut self, shards: usize) -> TestBroker {
+        self.stop();
+        let dir = std::mem::replace(&mut self.dir, PathBuf::new());
+        TestBroker::start(Setup {
+            shards,
+            store: Some(self.store.clone()),
+            dir: Some(dir),
+            ..Setup::default()
+        })
+    }
 }
 
 impl Drop for TestBroker {
@@ -176,6 +193,15 @@ api!(
     ApiKey::CreateTopics
 );
 api!(ListOffsetsRequest, ListOffsetsResponse, ApiKey::ListOffsets);
+api!(JoinGroupRequest, JoinGroupResponse, ApiKey::JoinGroup);
+api!(SyncGroupRequest, SyncGroupResponse, ApiKey::SyncGroup);
+api!(HeartbeatRequest, HeartbeatResponse, ApiKey::Heartbeat);
+api!(
+    OffsetCommitRequest,
+    OffsetCommitResponse,
+    ApiKey::OffsetCommit
+);
+api!(OffsetFetchRequest, OffsetFetchResponse, ApiKey::OffsetFetch);
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
@@ -257,13 +283,26 @@ impl Client {
         self.call(&req, 9)
     }
 
-    /// All batches of a partition from `offset` on, as (base offset, header), by
-    /// fetching until the high watermark.
+    /// All batches of a partition, as headers, by fetching from offset 0 until
+    /// the high watermark.
     pub fn fetch_all(
         &mut self,
         topic: &str,
         partition: i32,
     ) -> Vec<kafscale_codec::batch::BatchHeader> {
+        self.fetch_batches(topic, partition)
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect()
+    }
+
+    /// All batches of a partition with their bytes, from offset 0 to the high
+    /// watermark.
+    pub fn fetch_batches(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Vec<(kafscale_codec::batch::BatchHeader, Bytes)> {
         let mut out = Vec::new();
         let mut offset = 0;
         loop {
@@ -283,9 +322,9 @@ impl Client {
             let records = p.records.clone().unwrap_or_default();
             let mut got = 0;
             for item in kafscale_codec::batch::Batches::new(&records) {
-                let (h, _) = item.expect("well-formed batch");
+                let (h, range) = item.expect("well-formed batch");
                 offset = h.last_offset() + 1;
-                out.push(h);
+                out.push((h, records.slice(range)));
                 got += 1;
             }
             if got == 0 || offset >= p.high_watermark {
@@ -293,6 +332,22 @@ impl Client {
             }
         }
     }
+}
+
+/// ListOffsets for one partition at `timestamp` (-1 latest, -2 earliest):
+/// (error code, offset, timestamp).
+pub fn list_offset(c: &mut Client, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(timestamp)])]);
+    let r = c.call(&req, 5);
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.offset, p.timestamp)
 }
 
 pub fn topic_name(s: &str) -> TopicName {

@@ -260,6 +260,15 @@ mod tests {
             self.st.lock().unwrap()
         }
 
+        /// A store holding a snapshot of cluster `c1` with these topics.
+        fn holding(topics: &[&str]) -> Self {
+            FakeKv::with(Some(ClusterSnapshot {
+                cluster_id: "c1".into(),
+                topics: topics.iter().map(|n| topic(n)).collect(),
+                ..Default::default()
+            }))
+        }
+
         /// A copy, for assertions (the lock is not reentrant).
         fn state(&self) -> FakeState {
             self.st().clone()
@@ -339,32 +348,32 @@ mod tests {
         Snapshots::new(kv, Duration::from_secs(5))
     }
 
-    /// The change of a topic create: refuses an existing name.
-    fn add<'a>(
+    /// A topic create through the loop (its change refuses an existing name):
+    /// the result, and how many times the change ran.
+    async fn create(
+        s: &Snapshots<FakeKv>,
         name: &'static str,
-        calls: &'a mut usize,
-    ) -> impl FnMut(&mut ClusterSnapshot) -> Result<Change<()>, TestError> + 'a {
-        move |s| {
-            *calls += 1;
-            if s.topics.iter().any(|t| t.name == name) {
-                return Err(TestError::Exists(name.into()));
-            }
-            s.topics.push(topic(name));
-            Ok(Change::Write(
-                vec![TxnOp::put(keys::topic_config(name), vec![], None)],
-                (),
-            ))
-        }
+    ) -> (Result<Updated<()>, TestError>, usize) {
+        let mut calls = 0;
+        let r = s
+            .update("create topic", |snap| {
+                calls += 1;
+                if snap.topics.iter().any(|t| t.name == name) {
+                    return Err(TestError::Exists(name.into()));
+                }
+                snap.topics.push(topic(name));
+                let config = TxnOp::put(keys::topic_config(name), vec![], None);
+                Ok(Change::Write(vec![config], ()))
+            })
+            .await;
+        (r, calls)
     }
 
     #[tokio::test]
     async fn the_first_write_creates_the_snapshot_with_a_cluster_id() {
         let s = snapshots(FakeKv::with(None));
-        let mut calls = 0;
-        let u = s
-            .update("create topic", add("a", &mut calls))
-            .await
-            .unwrap();
+        let (u, calls) = create(&s, "a").await;
+        let u = u.unwrap();
         assert!(u.written);
         assert_eq!((calls, u.revision), (1, 1));
         assert!(u.snapshot.cluster_id.starts_with("kafscale-"));
@@ -379,17 +388,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_lost_compare_applies_the_change_again_to_the_fresh_snapshot() {
-        let kv = FakeKv::with(Some(ClusterSnapshot {
-            cluster_id: "c1".into(),
-            ..Default::default()
-        }));
+        let kv = FakeKv::holding(&[]);
         kv.st().interfere = 3;
         let s = snapshots(kv);
-        let mut calls = 0;
-        let u = s
-            .update("create topic", add("a", &mut calls))
-            .await
-            .unwrap();
+        let (u, calls) = create(&s, "a").await;
+        let u = u.unwrap();
         assert_eq!(calls, 4);
         assert_eq!((s.kv.state().gets, s.kv.state().txns), (4, 4));
         // Nobody's topic is lost, and the other writer's cluster id is kept.
@@ -406,11 +409,8 @@ mod tests {
         let kv = FakeKv::with(None);
         kv.st().interfere = usize::MAX;
         let s = snapshots(kv);
-        let mut calls = 0;
-        let e = s
-            .update("create topic", add("a", &mut calls))
-            .await
-            .unwrap_err();
+        let (e, calls) = create(&s, "a").await;
+        let e = e.unwrap_err();
         assert!(matches!(
             e,
             TestError::Snapshot(SnapshotError::Contended {
@@ -431,28 +431,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_change_writes_nothing_even_after_a_conflict() {
-        let kv = FakeKv::with(Some(ClusterSnapshot {
-            cluster_id: "c1".into(),
-            topics: vec![topic("b")],
-            ..Default::default()
-        }));
+        let kv = FakeKv::holding(&["b"]);
         let s = snapshots(kv);
-        let mut calls = 0;
-        let e = s
-            .update("create topic", add("b", &mut calls))
-            .await
-            .unwrap_err();
+        let (e, calls) = create(&s, "b").await;
+        let e = e.unwrap_err();
         assert!(matches!(e, TestError::Exists(n) if n == "b"));
         assert_eq!((calls, s.kv.state().txns, s.kv.state().revision), (1, 0, 1));
 
         // The name is taken by another writer between our read and our write:
         // the retry sees it and refuses (a name is created only once).
         s.kv.st().interfere = 1;
-        let mut calls = 0;
-        let e = s
-            .update("create topic", add("other-2", &mut calls))
-            .await
-            .unwrap_err();
+        let (e, calls) = create(&s, "other-2").await;
+        let e = e.unwrap_err();
         assert!(matches!(e, TestError::Exists(n) if n == "other-2"));
         assert_eq!((calls, s.kv.state().txns), (2, 1));
         assert_eq!(names(&s.kv.stored()), ["b", "other-2"]);
@@ -460,11 +450,7 @@ mod tests {
 
     #[tokio::test]
     async fn keep_writes_nothing_and_reports_the_read_revision() {
-        let kv = FakeKv::with(Some(ClusterSnapshot {
-            cluster_id: "c1".into(),
-            topics: vec![topic("a")],
-            ..Default::default()
-        }));
+        let kv = FakeKv::holding(&["a"]);
         kv.st().revision = 7;
         let s = snapshots(kv);
         let u = s

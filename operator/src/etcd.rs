@@ -1,19 +1,18 @@
 //! The operator's side of the metadata store: it writes topics into the same
 //! etcd keys and protobuf values the brokers read (`kafscale_proto::keys`,
 //! `kafscale_proto::metadata`, docs/metadata.md), with the brokers' own
-//! compare-and-swap on the snapshot's mod revision, so a broker creating a topic at
-//! the same moment and the operator never lose each other's change.
+//! compare-and-swap on the snapshot's mod revision (`kafscale_proto::snapshot`),
+//! so a broker creating a topic at the same moment and the operator never lose
+//! each other's change.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
+use etcd_client::{Client, ConnectOptions, TxnOp};
 use kafscale_proto::metadata as pb;
+use kafscale_proto::snapshot::{self, Change, SnapshotError, Snapshots};
 use kafscale_proto::{keys, Message};
 use uuid::Uuid;
-
-/// Same bound as the brokers' snapshot read-modify-write.
-const MAX_CAS_ATTEMPTS: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
@@ -24,10 +23,8 @@ pub enum EtcdError {
     },
     #[error("etcd {0}: no answer within the deadline")]
     Timeout(&'static str),
-    #[error("etcd key {key}: undecodable value: {reason}")]
-    Corrupt { key: String, reason: String },
-    #[error("etcd: the snapshot kept changing under {MAX_CAS_ATTEMPTS} attempts")]
-    Contended,
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -64,8 +61,7 @@ pub struct AppliedTopic {
 }
 
 pub struct Metadata {
-    client: Client,
-    timeout: Duration,
+    snapshots: Snapshots,
 }
 
 fn now_ms() -> i64 {
@@ -76,7 +72,7 @@ fn now_ms() -> i64 {
 }
 
 impl Metadata {
-    /// Connects (and authenticates) within `timeout`.
+    /// Connects (and authenticates) within `timeout`, which also bounds every call.
     pub async fn connect(
         endpoints: &[String],
         creds: Option<&EtcdCredentials>,
@@ -93,37 +89,14 @@ impl Metadata {
                 what: "connect",
                 source,
             })?;
-        Ok(Metadata { client, timeout })
-    }
-
-    async fn timed<T>(
-        &self,
-        what: &'static str,
-        fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, EtcdError> {
-        tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| EtcdError::Timeout(what))?
-            .map_err(|source| EtcdError::Call { what, source })
+        Ok(Metadata {
+            snapshots: Snapshots::new(client.kv_client(), timeout),
+        })
     }
 
     /// The snapshot and its mod revision (0: the key does not exist yet).
     pub async fn snapshot(&self) -> Result<(pb::ClusterSnapshot, i64), EtcdError> {
-        let mut c = self.client.clone();
-        let resp = self
-            .timed("get snapshot", c.get(keys::SNAPSHOT, None))
-            .await?;
-        match resp.kvs().first() {
-            Some(kv) => {
-                let snap =
-                    pb::ClusterSnapshot::decode(kv.value()).map_err(|e| EtcdError::Corrupt {
-                        key: keys::SNAPSHOT.into(),
-                        reason: e.to_string(),
-                    })?;
-                Ok((snap, kv.mod_revision()))
-            }
-            None => Ok((pb::ClusterSnapshot::default(), 0)),
-        }
+        Ok(self.snapshots.read().await?)
     }
 
     /// Creates the topic, or brings its partition count (up only) and configs to
@@ -131,76 +104,55 @@ impl Metadata {
     /// in one transaction. Writes nothing when the store already matches, so an
     /// unchanged resource does not wake every broker's watch.
     pub async fn apply_topic(&self, want: &DesiredTopic) -> Result<AppliedTopic, EtcdError> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (mut snap, rev) = self.snapshot().await?;
-            if snap.cluster_id.is_empty() {
-                // The id a broker chooses when it writes the first snapshot.
-                snap.cluster_id = format!("kafscale-{}", Uuid::new_v4().simple());
-            }
-            let configs: std::collections::HashMap<String, String> =
-                want.configs.clone().into_iter().collect();
-            let (stored, applied) = match snap.topics.iter_mut().find(|t| t.name == want.name) {
-                Some(t) => {
-                    let topic_id =
-                        Uuid::from_slice(&t.topic_id).map_err(|e| EtcdError::Corrupt {
-                            key: keys::SNAPSHOT.into(),
-                            reason: format!("topic {}: {e}", t.name),
-                        })?;
-                    let decrease_refused = want.partitions < t.partitions;
-                    let partitions = want.partitions.max(t.partitions);
-                    if partitions == t.partitions && t.configs == configs {
-                        return Ok(AppliedTopic {
+        let updated = self
+            .snapshots
+            .update("put topic", |snap| {
+                let configs: std::collections::HashMap<String, String> =
+                    want.configs.clone().into_iter().collect();
+                let (topic, applied) = match snap.topics.iter_mut().find(|t| t.name == want.name) {
+                    Some(t) => {
+                        let topic_id = snapshot::topic_id(t)?;
+                        let decrease_refused = want.partitions < t.partitions;
+                        let partitions = want.partitions.max(t.partitions);
+                        let mut applied = AppliedTopic {
                             topic_id,
                             partitions,
                             decrease_refused,
                             written: false,
-                        });
+                        };
+                        if partitions == t.partitions && t.configs == configs {
+                            return Ok::<_, EtcdError>(Change::Keep(applied));
+                        }
+                        t.partitions = partitions;
+                        t.configs = configs;
+                        applied.written = true;
+                        (t.clone(), applied)
                     }
-                    t.partitions = partitions;
-                    t.configs = configs;
-                    (
-                        t.clone(),
-                        AppliedTopic {
-                            topic_id,
-                            partitions,
-                            decrease_refused,
-                            written: true,
-                        },
-                    )
-                }
-                None => {
-                    let topic_id = Uuid::new_v4();
-                    let t = pb::TopicConfig {
-                        name: want.name.clone(),
-                        topic_id: topic_id.as_bytes().to_vec(),
-                        partitions: want.partitions,
-                        configs,
-                        created_ms: now_ms(),
-                    };
-                    snap.topics.push(t.clone());
-                    snap.topics.sort_by(|a, b| a.name.cmp(&b.name));
-                    (
-                        t,
-                        AppliedTopic {
+                    None => {
+                        let topic_id = Uuid::new_v4();
+                        let t = pb::TopicConfig {
+                            name: want.name.clone(),
+                            topic_id: topic_id.as_bytes().to_vec(),
+                            partitions: want.partitions,
+                            configs,
+                            created_ms: now_ms(),
+                        };
+                        snap.topics.push(t.clone());
+                        snap.topics.sort_by(|a, b| a.name.cmp(&b.name));
+                        let applied = AppliedTopic {
                             topic_id,
                             partitions: want.partitions,
                             decrease_refused: false,
                             written: true,
-                        },
-                    )
-                }
-            };
-            let txn = Txn::new()
-                .when([Compare::mod_revision(keys::SNAPSHOT, CompareOp::Equal, rev)])
-                .and_then([
-                    TxnOp::put(keys::SNAPSHOT, snap.encode_to_vec(), None),
-                    TxnOp::put(keys::topic_config(&want.name), stored.encode_to_vec(), None),
-                ]);
-            let mut c = self.client.clone();
-            if self.timed("put topic", c.txn(txn)).await?.succeeded() {
-                return Ok(applied);
-            }
-        }
-        Err(EtcdError::Contended)
+                        };
+                        (t, applied)
+                    }
+                };
+                let config =
+                    TxnOp::put(keys::topic_config(&want.name), topic.encode_to_vec(), None);
+                Ok(Change::Write(vec![config], applied))
+            })
+            .await?;
+        Ok(updated.value)
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kafscale_proto::topic_config::{self, TopicConfigError};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -17,49 +18,25 @@ use crate::context::{secret_value, Context, Error, FIELD_MANAGER};
 use crate::crd::{condition as c, phase, KafscaleCluster, KafscaleTopic, KafscaleTopicStatus};
 use crate::etcd::{DesiredTopic, EtcdCredentials, Metadata};
 
-/// Topic configs the broker applies (docs/protocol.md, the ops API's whitelist).
-const TOPIC_CONFIGS: [&str; 4] = [
-    "retention.ms",
-    "retention.bytes",
-    "segment.bytes",
-    "cleanup.policy",
-];
-
-/// The topic's configs as stored: `config` plus the typed retention fields, which
-/// win. Errors name the offending entry.
-pub fn desired_configs(t: &KafscaleTopic) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for (k, v) in &t.spec.config {
-        let v = v.trim();
-        match k.as_str() {
-            "cleanup.policy" if v != "delete" => {
-                return Err(format!(
-                    "cleanup.policy {v:?}: only \"delete\" is supported (no compaction)"
-                ))
-            }
-            "retention.ms" | "retention.bytes" => match v.parse::<i64>() {
-                Ok(n) if n >= -1 => {}
-                _ => return Err(format!("{k} {v:?}: an integer >= -1 is required")),
-            },
-            "segment.bytes" => match v.parse::<i64>() {
-                Ok(n) if n >= 1 => {}
-                _ => return Err(format!("{k} {v:?}: a positive integer is required")),
-            },
-            "cleanup.policy" => {}
-            _ => {
-                return Err(format!(
-                    "unknown topic config {k:?}; supported: {}",
-                    TOPIC_CONFIGS.join(", ")
-                ))
-            }
-        }
-        out.insert(k.clone(), v.to_string());
-    }
+/// The topic's configs as stored: `config` (values trimmed) plus the typed
+/// retention fields, which win; every entry must pass the brokers' own rules
+/// (`kafscale_proto::topic_config`), so the operator stores nothing a broker
+/// would refuse. The error names the offending entry.
+pub fn desired_configs(t: &KafscaleTopic) -> Result<BTreeMap<String, String>, TopicConfigError> {
+    let mut out: BTreeMap<String, String> = t
+        .spec
+        .config
+        .iter()
+        .map(|(k, v)| (k.clone(), v.trim().to_string()))
+        .collect();
     if let Some(ms) = t.spec.retention_ms {
         out.insert("retention.ms".into(), ms.to_string());
     }
     if let Some(b) = t.spec.retention_bytes {
         out.insert("retention.bytes".into(), b.to_string());
+    }
+    for (k, v) in &out {
+        topic_config::check(k, Some(v))?;
     }
     Ok(out)
 }
@@ -78,7 +55,14 @@ pub async fn reconcile(t: Arc<KafscaleTopic>, ctx: Arc<Context>) -> Result<Actio
 
     let configs = match desired_configs(&t) {
         Ok(c) => c,
-        Err(msg) => return fail(vec![Found::failed(c::READY, c::INVALID_CONFIG, msg)]).await,
+        Err(e) => {
+            return fail(vec![Found::failed(
+                c::READY,
+                c::INVALID_CONFIG,
+                e.to_string(),
+            )])
+            .await
+        }
     };
     let clusters = Api::<KafscaleCluster>::namespaced(ctx.client.clone(), &ns);
     let Some(cluster) = clusters.get_opt(&t.spec.cluster_ref).await? else {
@@ -204,4 +188,64 @@ async fn patch_status(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(spec: serde_json::Value) -> KafscaleTopic {
+        let mut spec = spec;
+        spec["clusterRef"] = "prod".into();
+        spec["partitions"] = 1.into();
+        serde_json::from_value(json!({
+            "apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleTopic",
+            "metadata": {"name": "orders", "namespace": "ns"},
+            "spec": spec,
+        }))
+        .expect("topic")
+    }
+
+    #[test]
+    fn configs_are_trimmed_and_the_typed_fields_win() {
+        let t = topic(json!({
+            "retentionMs": 1000,
+            "config": {"retention.ms": "5", "segment.bytes": " 1048576 ", "cleanup.policy": "delete"}
+        }));
+        assert_eq!(
+            desired_configs(&t).expect("valid"),
+            BTreeMap::from([
+                ("cleanup.policy".to_string(), "delete".to_string()),
+                ("retention.ms".to_string(), "1000".to_string()),
+                ("segment.bytes".to_string(), "1048576".to_string()),
+            ])
+        );
+    }
+
+    /// What the brokers refuse, the operator refuses (segment.bytes beyond
+    /// Kafka's int used to pass here and fail at the broker).
+    #[test]
+    fn configs_the_brokers_refuse_are_refused() {
+        for (k, v) in [
+            ("segment.bytes", "4294967296"),
+            ("segment.bytes", "2147483648"),
+            ("segment.bytes", "0"),
+            ("retention.bytes", "-2"),
+            ("cleanup.policy", "compact"),
+            ("max.message.bytes", "1000"),
+        ] {
+            let t = topic(json!({"config": {k: v}}));
+            let e = desired_configs(&t).expect_err(k);
+            assert_eq!(Err(e), topic_config::check(k, Some(v)), "{k}={v}");
+        }
+        let t = topic(json!({"config": {"segment.bytes": "2147483647"}}));
+        assert!(desired_configs(&t).is_ok());
+        // The typed fields too (their schema says >= -1, but a spec is not
+        // always checked against it).
+        let t = topic(json!({"retentionBytes": -5}));
+        assert_eq!(
+            desired_configs(&t).expect_err("-5").to_string(),
+            "retention.bytes must be an integer in -1..=9223372036854775807"
+        );
+    }
 }

@@ -218,3 +218,55 @@ async fn unknown_config_and_missing_cluster_are_reported() {
         .kvs()
         .is_empty());
 }
+
+/// Writers racing on the snapshot (operators of several topics at once, as a
+/// broker's CreateTopics would): the compare-and-swap of kafscale_proto::snapshot
+/// keeps every topic, each with its config key; re-applying writes nothing.
+#[tokio::test]
+async fn concurrent_writers_keep_each_others_topics() {
+    use kafscale_operator::etcd::{DesiredTopic, Metadata};
+    use std::time::Duration;
+
+    let etcd = Etcd::start();
+    etcd.client().await;
+    let endpoints = [etcd.endpoint()];
+    let want = |i: usize| DesiredTopic {
+        name: format!("t{i}"),
+        partitions: 1 + i as i32,
+        configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+    };
+    let mut writers = Vec::new();
+    for i in 0..8 {
+        let m = Metadata::connect(&endpoints, None, Duration::from_secs(10))
+            .await
+            .expect("connect");
+        writers.push(tokio::spawn(async move { m.apply_topic(&want(i)).await }));
+    }
+    for w in writers {
+        let applied = w.await.expect("join").expect("apply");
+        assert!(applied.written);
+    }
+    let m = Metadata::connect(&endpoints, None, Duration::from_secs(10))
+        .await
+        .expect("connect");
+    let (snap, rev) = m.snapshot().await.expect("snapshot");
+    assert_eq!(
+        snap.topics
+            .iter()
+            .map(|t| t.name.clone())
+            .collect::<Vec<_>>(),
+        (0..8).map(|i| format!("t{i}")).collect::<Vec<_>>()
+    );
+    let mut c = etcd.client().await;
+    for t in &snap.topics {
+        let cfg = c.get(keys::topic_config(&t.name), None).await.expect("get");
+        assert_eq!(
+            &pb::TopicConfig::decode(cfg.kvs()[0].value()).expect("config"),
+            t
+        );
+    }
+    // Applying what is stored again changes nothing.
+    let again = m.apply_topic(&want(3)).await.expect("apply");
+    assert!(!again.written);
+    assert_eq!(m.snapshot().await.expect("snapshot").1, rev);
+}

@@ -2,8 +2,11 @@
 //! the values Kafscale keeps in etcd (`proto/kafscale/metadata.proto`) and the
 //! BrokerControl gRPC service (`control/broker.proto`). The schemas'
 //! compatibility rules are in those files: fields are only ever added.
-//! `keys` is the etcd key layout the values are stored under (brokers and the
-//! operator share it).
+//!
+//! What the brokers and the operator both need, kept here so they cannot drift:
+//! `keys`, the etcd key layout the values are stored under; `snapshot`, the
+//! compare-and-swap read-modify-write of the cluster snapshot; `topic_config`, the
+//! supported topic configs with their rules, defaults and documentation.
 
 /// `kafscale.metadata`: cluster snapshot, topics, partition state, groups, offsets.
 pub mod metadata {
@@ -16,6 +19,8 @@ pub mod control {
 }
 
 pub mod keys;
+pub mod snapshot;
+pub mod topic_config;
 
 pub use prost::Message;
 

@@ -1,8 +1,9 @@
 //! DescribeConfigs v1-v4, AlterConfigs v0-v2 and IncrementalAlterConfigs v0-v1.
 //!
-//! Topics expose exactly the whitelist of the ops API: retention.ms,
-//! retention.bytes, segment.bytes (all alterable) and cleanup.policy (only
-//! `delete`: compaction is not supported). A change is persisted through
+//! Topics expose exactly the configs of `kafscale_proto::topic_config` (the table
+//! the operator validates with too), with its types, defaults and documentation:
+//! retention.ms, retention.bytes, segment.bytes (all alterable) and cleanup.policy
+//! (only `delete`: compaction is not supported). A change is persisted through
 //! `MetadataStore::update_topic` and published to every shard as a new cluster
 //! snapshot; the owning shards apply it at once (segment.bytes to the next
 //! segment, retention on the next pass). Brokers expose read-only configs under
@@ -22,10 +23,12 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafscale_proto::topic_config::{
+    self, ConfigDefault, ConfigType, TopicConfigError, TOPIC_CONFIGS,
+};
 
 use super::topics::update_topic;
 use crate::errors::*;
-use crate::metadata::{DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_MS};
 use crate::shard::Shard;
 
 /// Kafka's ConfigResource types.
@@ -37,59 +40,14 @@ const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-/// Kafka's config types (DescribeConfigs v3+).
-const TYPE_STRING: i8 = 2;
-const TYPE_INT: i8 = 3;
-const TYPE_LONG: i8 = 5;
-const TYPE_LIST: i8 = 7;
-
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 
-/// The topic config whitelist: name, type, documentation.
-const TOPIC_KEYS: &[(&str, i8, &str)] = &[
-    (
-        "cleanup.policy",
-        TYPE_LIST,
-        "Only \"delete\": old segments are deleted by retention. Compaction is not supported.",
-    ),
-    (
-        "retention.bytes",
-        TYPE_LONG,
-        "Largest size a partition's log may keep before its oldest segments are deleted; -1 for no limit.",
-    ),
-    (
-        "retention.ms",
-        TYPE_LONG,
-        "Longest time a segment is kept after its newest record's timestamp; -1 for no limit.",
-    ),
-    (
-        "segment.bytes",
-        TYPE_INT,
-        "Size at which a partition's active segment is sealed and uploaded; the broker's kafscale.segment.bytes when unset.",
-    ),
-];
-
-/// Validates one topic config against the whitelist (CreateTopics, AlterConfigs,
+/// Validates one topic config (CreateTopics, AlterConfigs,
 /// IncrementalAlterConfigs). The message is for the client.
 pub fn check_topic_config(name: &str, value: Option<&str>) -> Result<(), String> {
-    let int = |min: i64, max: i64| -> Result<(), String> {
-        match value.and_then(|v| v.trim().parse::<i64>().ok()) {
-            Some(v) if (min..=max).contains(&v) => Ok(()),
-            _ => Err(format!("{name} must be an integer in {min}..={max}")),
-        }
-    };
-    match name {
-        "retention.ms" | "retention.bytes" => int(-1, i64::MAX),
-        // The broker's buffers are usize and Kafka's segment.bytes is an int.
-        "segment.bytes" => int(1, i32::MAX as i64),
-        "cleanup.policy" => match value.map(str::trim) {
-            Some("delete") => Ok(()),
-            _ => Err("cleanup.policy must be delete (compaction is not supported)".into()),
-        },
-        _ => Err(format!("config {name} is not supported")),
-    }
+    topic_config::check(name, value).map_err(|e| e.to_string())
 }
 
 fn s(v: impl Into<String>) -> StrBytes {
@@ -135,19 +93,23 @@ fn encode_entry(e: Entry, synonyms: bool, docs: bool) -> DescribeConfigsResource
 }
 
 fn topic_entries(shard: &Shard, configs: &BTreeMap<String, String>) -> Vec<Entry> {
-    TOPIC_KEYS
+    let broker = broker_entries(shard);
+    TOPIC_CONFIGS
         .iter()
-        .map(|&(name, ty, doc)| {
+        .map(|def| {
+            let name = def.name;
             // The default and where it comes from.
-            let (default, default_name, default_source) = match name {
-                "retention.ms" => (DEFAULT_RETENTION_MS.to_string(), name, SOURCE_DEFAULT),
-                "retention.bytes" => (DEFAULT_RETENTION_BYTES.to_string(), name, SOURCE_DEFAULT),
-                "segment.bytes" => (
-                    shard.cfg.segment_bytes.to_string(),
-                    "kafscale.segment.bytes",
+            let (default, default_name, default_source) = match def.default {
+                ConfigDefault::Value(v) => (v.to_string(), name, SOURCE_DEFAULT),
+                ConfigDefault::Broker(setting) => (
+                    broker
+                        .iter()
+                        .find(|e| e.name == setting)
+                        .and_then(|e| e.value.clone())
+                        .unwrap_or_default(),
+                    setting,
                     SOURCE_STATIC_BROKER,
                 ),
-                _ => ("delete".to_string(), name, SOURCE_DEFAULT),
             };
             let mut synonyms = Vec::new();
             let (value, source) = match configs.get(name) {
@@ -163,8 +125,8 @@ fn topic_entries(shard: &Shard, configs: &BTreeMap<String, String>) -> Vec<Entry
                 value: Some(value),
                 read_only: false,
                 source,
-                ty,
-                doc,
+                ty: def.ty.kafka_id(),
+                doc: def.doc,
                 synonyms,
             }
         })
@@ -174,68 +136,68 @@ fn topic_entries(shard: &Shard, configs: &BTreeMap<String, String>) -> Vec<Entry
 fn broker_entries(shard: &Shard) -> Vec<Entry> {
     let cfg = &shard.cfg;
     let cluster = shard.cluster();
-    let ro = |name: &'static str, value: Option<String>, ty: i8, doc: &'static str| Entry {
+    let ro = |name: &'static str, value: Option<String>, ty: ConfigType, doc: &'static str| Entry {
         name,
         synonyms: vec![(name.to_string(), value.clone(), SOURCE_STATIC_BROKER)],
         value,
         read_only: true,
         source: SOURCE_STATIC_BROKER,
-        ty,
+        ty: ty.kafka_id(),
         doc,
     };
     vec![
         ro(
             "broker.id",
             Some(cfg.broker_id.to_string()),
-            TYPE_INT,
+            ConfigType::Int,
             "KAFSCALE_BROKER_ID",
         ),
         ro(
             "advertised.listeners",
             Some(format!("PLAINTEXT://{}:{}", cluster.host, cluster.port)),
-            TYPE_LIST,
+            ConfigType::List,
             "KAFSCALE_BROKER_HOST and KAFSCALE_BROKER_PORT",
         ),
         ro(
             "kafscale.s3.bucket",
             cfg.s3.s3_bucket.clone(),
-            TYPE_STRING,
+            ConfigType::String,
             "KAFSCALE_S3_BUCKET",
         ),
         ro(
             "kafscale.s3.region",
             Some(cfg.s3.s3_region.clone()),
-            TYPE_STRING,
+            ConfigType::String,
             "KAFSCALE_S3_REGION",
         ),
         ro(
             "kafscale.s3.endpoint",
             cfg.s3.s3_endpoint.clone(),
-            TYPE_STRING,
+            ConfigType::String,
             "KAFSCALE_S3_ENDPOINT",
         ),
         ro(
             "kafscale.cache.bytes",
             Some(cfg.cache_bytes.to_string()),
-            TYPE_LONG,
+            ConfigType::Long,
             "KAFSCALE_CACHE_BYTES",
         ),
         ro(
             "kafscale.readahead.segments",
             Some(cfg.readahead_segments.to_string()),
-            TYPE_INT,
+            ConfigType::Int,
             "KAFSCALE_READAHEAD_SEGMENTS",
         ),
         ro(
             "kafscale.segment.bytes",
             Some(cfg.segment_bytes.to_string()),
-            TYPE_INT,
+            ConfigType::Int,
             "KAFSCALE_SEGMENT_BYTES",
         ),
         ro(
             "kafscale.flush.interval.ms",
             Some(cfg.flush_interval_ms.to_string()),
-            TYPE_LONG,
+            ConfigType::Long,
             "KAFSCALE_FLUSH_INTERVAL_MS",
         ),
     ]
@@ -421,8 +383,11 @@ pub async fn incremental_alter(
                         OP_SET => check_topic_config(&c.name, value)
                             .map(|()| Some(value.unwrap_or_default().trim().to_string())),
                         // Deleting an unknown key is as invalid as setting one.
-                        OP_DELETE if TOPIC_KEYS.iter().any(|(k, _, _)| **k == *c.name) => Ok(None),
-                        OP_DELETE => Err(format!("config {} is not supported", &*c.name)),
+                        OP_DELETE if topic_config::lookup(&c.name).is_some() => Ok(None),
+                        OP_DELETE => Err(TopicConfigError::Unsupported {
+                            name: c.name.to_string(),
+                        }
+                        .to_string()),
                         // APPEND/SUBTRACT apply to list configs; the only one,
                         // cleanup.policy, has a single allowed value.
                         op => Err(format!("operation {op} is not supported for {}", &*c.name)),
@@ -456,18 +421,17 @@ pub async fn incremental_alter(
 mod tests {
     use super::*;
 
+    // The rules themselves are tested in kafscale_proto::topic_config.
     #[test]
-    fn whitelist_validation() {
-        assert!(check_topic_config("retention.ms", Some("-1")).is_ok());
-        assert!(check_topic_config("retention.ms", Some("0")).is_ok());
-        assert!(check_topic_config("retention.ms", Some("-2")).is_err());
-        assert!(check_topic_config("retention.bytes", Some("abc")).is_err());
-        assert!(check_topic_config("segment.bytes", Some("0")).is_err());
+    fn config_errors_reach_the_client_as_messages() {
         assert!(check_topic_config("segment.bytes", Some("1048576")).is_ok());
-        assert!(check_topic_config("segment.bytes", Some("4294967296")).is_err());
-        assert!(check_topic_config("cleanup.policy", Some("delete")).is_ok());
-        assert!(check_topic_config("cleanup.policy", Some("compact")).is_err());
-        assert!(check_topic_config("max.message.bytes", Some("1")).is_err());
-        assert!(check_topic_config("retention.ms", None).is_err());
+        assert_eq!(
+            check_topic_config("segment.bytes", Some("4294967296")),
+            Err("segment.bytes must be an integer in 1..=2147483647".to_string())
+        );
+        assert_eq!(
+            check_topic_config("max.message.bytes", Some("1")),
+            Err("config max.message.bytes is not supported".to_string())
+        );
     }
 }

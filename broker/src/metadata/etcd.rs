@@ -4,8 +4,9 @@
 //!
 //! - Topics live in one snapshot document that every broker watches. Create and
 //!   delete are read-modify-write transactions that compare the snapshot's mod
-//!   revision, so two brokers (or a broker and the operator) never lose each
-//!   other's changes: the loser re-reads and tries again.
+//!   revision (`kafscale_proto::snapshot`, which the operator uses too), so two
+//!   brokers (or a broker and the operator) never lose each other's changes: the
+//!   loser re-reads and tries again.
 //! - Every call has a deadline (`KAFSCALE_ETCD_TIMEOUT_MS`): while etcd is away,
 //!   callers get `MetaError::Unavailable` quickly instead of hanging, and retry.
 //! - The snapshot watch and the broker registration run as tasks on the I/O
@@ -16,12 +17,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
-    Txn, TxnOp, WatchOptions,
+    Client, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
 };
 use futures::channel::mpsc;
 use futures::StreamExt;
 use kafscale_proto::metadata as pb;
+use kafscale_proto::snapshot::{self, Change, SnapshotError, Snapshots};
 use kafscale_proto::Message;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -35,8 +37,6 @@ use super::{
 /// etcd refuses transactions with more operations than `--max-txn-ops` (128 by
 /// default); offset commits are split into transactions of at most this many puts.
 const MAX_TXN_OPS: usize = 64;
-/// Attempts of a snapshot read-modify-write that keeps losing the compare.
-const MAX_CAS_ATTEMPTS: usize = 32;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -61,6 +61,8 @@ pub struct BrokerInfo {
 
 pub struct EtcdStore {
     client: Client,
+    /// The snapshot key, read and changed with the shared compare-and-swap loop.
+    snapshots: Snapshots,
     /// This broker's id, recorded with its partition-state commits.
     broker_id: i32,
     timeout: Duration,
@@ -107,8 +109,16 @@ fn corrupt(key: &str, e: impl std::fmt::Display) -> MetaError {
     MetaError::Corrupt(format!("etcd key {key}: {e}"))
 }
 
-fn uuid_from(key: &str, b: &[u8]) -> Result<Uuid, MetaError> {
-    Uuid::from_slice(b).map_err(|e| corrupt(key, e))
+impl From<SnapshotError> for MetaError {
+    fn from(e: SnapshotError) -> Self {
+        match e {
+            SnapshotError::Etcd { what, source } => classify(what, source),
+            SnapshotError::Corrupt { .. } => MetaError::Corrupt(e.to_string()),
+            SnapshotError::Timeout { .. } | SnapshotError::Contended { .. } => {
+                MetaError::Unavailable(e.to_string())
+            }
+        }
+    }
 }
 
 fn topic_to_pb(t: &TopicMeta) -> pb::TopicConfig {
@@ -124,7 +134,7 @@ fn topic_to_pb(t: &TopicMeta) -> pb::TopicConfig {
 fn topic_from_pb(t: &pb::TopicConfig) -> Result<TopicMeta, MetaError> {
     Ok(TopicMeta {
         name: t.name.clone(),
-        id: uuid_from(keys::SNAPSHOT, &t.topic_id)?,
+        id: snapshot::topic_id(t)?,
         partitions: t.partitions,
         configs: t.configs.clone().into_iter().collect(),
     })
@@ -238,6 +248,7 @@ impl EtcdStore {
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let store = Arc::new(EtcdStore {
+            snapshots: Snapshots::new(client.kv_client(), cfg.timeout),
             client,
             broker_id: broker.id,
             timeout: cfg.timeout,
@@ -266,51 +277,21 @@ impl EtcdStore {
         }
     }
 
-    /// The snapshot and its mod revision (0 when the key does not exist).
-    async fn read_snapshot(&self) -> Result<(pb::ClusterSnapshot, i64), MetaError> {
-        let mut c = self.client.clone();
-        let resp = self
-            .timed("get snapshot", c.get(keys::SNAPSHOT, None))
-            .await?;
-        match resp.kvs().first() {
-            Some(kv) => {
-                let snap = pb::ClusterSnapshot::decode(kv.value())
-                    .map_err(|e| corrupt(keys::SNAPSHOT, e))?;
-                Ok((snap, kv.mod_revision()))
-            }
-            None => Ok((pb::ClusterSnapshot::default(), 0)),
-        }
-    }
-
     /// Read-modify-write of the snapshot: `change` edits it and names the other
     /// operations of the same transaction; it is applied again to a fresh copy
     /// whenever another writer got in between. Returns the stored state.
     async fn update_snapshot(
         &self,
-        what: &str,
-        change: impl Fn(&mut pb::ClusterSnapshot) -> Result<Vec<TxnOp>, MetaError>,
+        what: &'static str,
+        mut change: impl FnMut(&mut pb::ClusterSnapshot) -> Result<Vec<TxnOp>, MetaError>,
     ) -> Result<ClusterState, MetaError> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (mut snap, rev) = self.read_snapshot().await?;
-            if snap.cluster_id.is_empty() {
-                snap.cluster_id = format!("kafscale-{}", Uuid::new_v4().simple());
-            }
-            let mut ops = change(&mut snap)?;
-            ops.insert(0, TxnOp::put(keys::SNAPSHOT, snap.encode_to_vec(), None));
-            // mod_revision 0 compares equal for a key that does not exist yet.
-            let txn = Txn::new()
-                .when([Compare::mod_revision(keys::SNAPSHOT, CompareOp::Equal, rev)])
-                .and_then(ops);
-            let mut c = self.client.clone();
-            let resp = self.timed(what, c.txn(txn)).await?;
-            if resp.succeeded() {
-                let revision = resp.header().map_or(0, |h| h.revision());
-                return state_from_pb(&snap, revision);
-            }
-        }
-        Err(MetaError::Unavailable(format!(
-            "etcd {what}: the snapshot kept changing under {MAX_CAS_ATTEMPTS} attempts"
-        )))
+        let updated = self
+            .snapshots
+            .update(what, |snap| {
+                Ok::<_, MetaError>(Change::Write(change(snap)?, ()))
+            })
+            .await?;
+        state_from_pb(&updated.snapshot, updated.revision)
     }
 
     /// Keeps `/kafscale/brokers/{id}` alive under a lease until `stop`; after any
@@ -443,7 +424,7 @@ impl EtcdStore {
                                         reason = resp.cancel_reason(),
                                         "snapshot watch cancelled; resynchronising"
                                     );
-                                    match self.read_snapshot().await {
+                                    match self.snapshots.read().await {
                                         Ok((snap, rev)) if rev >= next => {
                                             match state_from_pb(&snap, rev) {
                                                 Ok(s) => {
@@ -465,8 +446,8 @@ impl EtcdStore {
                                         warn!("the metadata snapshot was deleted; keeping the last one");
                                         continue;
                                     }
-                                    let state = pb::ClusterSnapshot::decode(kv.value())
-                                        .map_err(|e| corrupt(keys::SNAPSHOT, e))
+                                    let state = snapshot::decode(kv.value())
+                                        .map_err(MetaError::from)
                                         .and_then(|s| state_from_pb(&s, kv.mod_revision()));
                                     match state {
                                         Ok(s) => {
@@ -505,7 +486,7 @@ pub struct EtcdHandle(pub Arc<EtcdStore>);
 #[async_trait::async_trait]
 impl MetadataStore for EtcdHandle {
     async fn load(&self) -> Result<ClusterState, MetaError> {
-        let (snap, rev) = self.0.read_snapshot().await?;
+        let (snap, rev) = self.0.snapshots.read().await?;
         if rev != 0 && !snap.cluster_id.is_empty() {
             return state_from_pb(&snap, rev);
         }

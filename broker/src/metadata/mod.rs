@@ -25,11 +25,10 @@ pub struct TopicMeta {
     pub configs: BTreeMap<String, String>,
 }
 
-/// Defaults of the topic configs a topic does not set: Kafscale keeps data until
-/// told otherwise (unlike Kafka's 7-day default), and segments roll at the
-/// broker's `KAFSCALE_SEGMENT_BYTES`.
-pub const DEFAULT_RETENTION_MS: i64 = -1;
-pub const DEFAULT_RETENTION_BYTES: i64 = -1;
+/// Defaults of the topic configs a topic does not set (the shared table of topic
+/// configs): Kafscale keeps data until told otherwise (unlike Kafka's 7-day
+/// default), and segments roll at the broker's `KAFSCALE_SEGMENT_BYTES`.
+pub use kafscale_proto::topic_config::{DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_MS};
 
 /// A topic's configs as the owning shards apply them, parsed once per snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,11 +29,6 @@ pub fn spawn_detached(fut: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(fut).detach();
 }
 
-/// Lets the shard's other ready tasks run before this one goes on.
-pub async fn yield_now() {
-    futures_lite::future::yield_now().await;
-}
-
 /// Sleeps on the current shard's timer wheel.
 pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;

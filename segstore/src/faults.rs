@@ -44,17 +44,18 @@ pub enum ReadFault {
     Slow(Duration),
 }
 
+/// `slow:MS` as a duration.
+fn slow(s: &str) -> Option<Duration> {
+    s.strip_prefix("slow:")
+        .and_then(|ms| ms.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+}
+
 impl ReadFault {
     fn parse(s: &str) -> ReadFault {
         match s {
             "fail" => ReadFault::Fail,
-            other => match other
-                .strip_prefix("slow:")
-                .and_then(|ms| ms.trim().parse::<u64>().ok())
-            {
-                Some(ms) => ReadFault::Slow(Duration::from_millis(ms)),
-                None => ReadFault::None,
-            },
+            other => slow(other).map_or(ReadFault::None, ReadFault::Slow),
         }
     }
 
@@ -97,13 +98,10 @@ impl Fault {
         match s.trim() {
             "put=fail" => Fault::PutFail,
             "put=hang" => Fault::PutHang,
-            other => match other
-                .strip_prefix("put=slow:")
-                .and_then(|ms| ms.trim().parse::<u64>().ok())
-            {
-                Some(ms) => Fault::PutSlow(Duration::from_millis(ms)),
-                None => Fault::None,
-            },
+            other => other
+                .strip_prefix("put=")
+                .and_then(slow)
+                .map_or(Fault::None, Fault::PutSlow),
         }
     }
 }

@@ -250,10 +250,11 @@ async fn append_part(
             }
         }
     };
-    if let Err(e) = partition::ready(&p, deadline).await {
+    if let Err(e) = partition::ready(sh, &p, deadline).await {
         return (PartResult::err(e.code()), None);
     }
-    {
+    if !ticket.is_turn() {
+        // Only a part that must wait arms a timer: the common case appends at once.
         let turn = ticket.turn();
         let timer = sleep(deadline.saturating_duration_since(Instant::now()));
         futures::pin_mut!(turn, timer);

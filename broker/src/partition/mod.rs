@@ -63,6 +63,8 @@ pub struct Partition {
 }
 
 pub(crate) enum Load {
+    /// Created, and nobody has asked for it yet (`recovery::ready` starts the load).
+    Idle,
     Loading(Vec<oneshot::Sender<Result<(), KafkaError>>>),
     Ready,
 }
@@ -130,7 +132,7 @@ impl Partition {
             topic_id,
             settings: Cell::new(settings),
             st: RefCell::new(State {
-                load: Load::Loading(Vec::new()),
+                load: Load::Idle,
                 deleted: false,
                 log_start: 0,
                 next_offset: 0,

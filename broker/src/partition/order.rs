@@ -48,8 +48,8 @@ impl OrderBook {
     }
 
     /// Partitions with tickets outstanding.
-    #[allow(dead_code)]
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub fn partitions(&self) -> usize {
         self.book.borrow().len()
     }
 }
@@ -109,21 +109,19 @@ impl Order {
 }
 
 impl Ticket {
+    /// Whether every earlier ticket has appended or given up.
+    pub fn is_turn(&self) -> bool {
+        self.order.serving.get() == self.n
+    }
+
     /// Resolves when every earlier ticket has appended or given up.
     pub async fn turn(&self) {
-        loop {
-            let rx = {
-                if self.order.serving.get() == self.n {
-                    return;
-                }
-                let (tx, rx) = oneshot::channel();
-                self.order.waiters.borrow_mut().insert(self.n, tx);
-                rx
-            };
-            // The sender is dropped only with the Order itself; loop to re-check.
-            if rx.await.is_err() && self.order.serving.get() != self.n {
-                return;
-            }
+        while !self.is_turn() {
+            let (tx, rx) = oneshot::channel();
+            self.order.waiters.borrow_mut().insert(self.n, tx);
+            // Sent by `advance` when the turn reaches this ticket; the sender
+            // lives in the order this ticket holds, so it is never dropped unsent.
+            let _ = rx.await;
         }
     }
 }
@@ -184,15 +182,15 @@ mod tests {
         let a = book.ticket(&t, 0);
         let b = book.ticket(&t, 0);
         let other = book.ticket(&t, 1);
-        assert_eq!(book.len(), 2);
+        assert_eq!(book.partitions(), 2);
         assert!(other.turn().now_or_never().is_some());
         assert!(b.turn().now_or_never().is_none());
         drop(other);
-        assert_eq!(book.len(), 1);
+        assert_eq!(book.partitions(), 1);
         drop(a);
         assert!(b.turn().now_or_never().is_some());
         drop(b);
-        assert_eq!(book.len(), 0);
+        assert_eq!(book.partitions(), 0);
         // A new line starts at the front.
         assert!(book.ticket(&t, 0).turn().now_or_never().is_some());
     }

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use super::{Load, Partition, SegRef};
 use crate::errors::KafkaError;
-use crate::runtime::{sleep, spawn_detached, yield_now};
+use crate::runtime::{sleep, spawn_detached};
 use crate::shard::Shard;
 
 /// How long a request other than produce waits for a partition to load before
@@ -36,12 +36,12 @@ pub async fn partition(
     index: i32,
 ) -> Result<Rc<Partition>, KafkaError> {
     let p = entry(shard, topic, index)?;
-    ready(&p, Instant::now() + LOAD_WAIT).await?;
+    ready(shard, &p, Instant::now() + LOAD_WAIT).await?;
     Ok(p)
 }
 
-/// The partition `topic`/`index` of this shard, created and its load started if
-/// the shard's snapshot has it. Does not wait for the load (see `ready`).
+/// The partition `topic`/`index` of this shard, created (not yet loaded) if the
+/// shard's snapshot has it. The first `ready` starts the load.
 pub fn entry(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<Partition>, KafkaError> {
     let existing = shard
         .partitions
@@ -68,28 +68,43 @@ pub fn entry(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<Partition>
         .entry(name)
         .or_default()
         .insert(index, p.clone());
-    spawn_detached(load(shard.clone(), p.clone()));
     Ok(p)
 }
 
 /// Resolves when `p` has loaded. A load that fails is retried inside the broker
 /// for as long as someone waits, so a request sees an error only when its own
 /// deadline passes (KAFKA_STORAGE_ERROR, retriable) or the topic is deleted.
-pub async fn ready(p: &Rc<Partition>, deadline: Instant) -> Result<(), KafkaError> {
-    let rx = {
+///
+/// The first caller starts the load, after it is on the waiter list: glommio runs
+/// a spawned task at once, up to its first pending await, and a failing store
+/// call can be answered by then, so a load started before anyone waited could
+/// find nobody waiting and give up on a partition a request is about to use.
+pub async fn ready(
+    shard: &Rc<Shard>,
+    p: &Rc<Partition>,
+    deadline: Instant,
+) -> Result<(), KafkaError> {
+    let (rx, start) = {
         let mut st = p.st.borrow_mut();
         if st.deleted {
             return Err(KafkaError::UnknownTopicOrPartition);
         }
+        let (tx, rx) = oneshot::channel();
         match &mut st.load {
             Load::Ready => return Ok(()),
             Load::Loading(waiters) => {
-                let (tx, rx) = oneshot::channel();
                 waiters.push(tx);
-                rx
+                (rx, false)
+            }
+            Load::Idle => {
+                st.load = Load::Loading(vec![tx]);
+                (rx, true)
             }
         }
     };
+    if start {
+        spawn_detached(load(shard.clone(), p.clone()));
+    }
     let timeout = sleep(deadline.saturating_duration_since(Instant::now()));
     futures::pin_mut!(timeout);
     match futures::future::select(rx, timeout).await {
@@ -160,11 +175,6 @@ fn with_committed(durable: Vec<SegRef>, next: i64, committed: Option<i64>) -> (V
 }
 
 async fn load(shard: Rc<Shard>, p: Rc<Partition>) {
-    // glommio runs a spawned task at once, up to its first pending await, and the
-    // store call can be complete by then (an error comes back in microseconds).
-    // Yield first, so the request that created the partition is waiting for the
-    // load before the load can decide that nobody waits for it.
-    yield_now().await;
     let mut backoff = LOAD_RETRY_FIRST;
     let outcome = loop {
         match load_once(&shard, &p).await {
@@ -180,7 +190,7 @@ async fn load(shard: Rc<Shard>, p: Rc<Partition>) {
                             ws.retain(|w| !w.is_canceled());
                             !ws.is_empty()
                         }
-                        Load::Ready => false,
+                        Load::Ready | Load::Idle => false,
                     }
                 };
                 if !waiting {
@@ -216,7 +226,7 @@ async fn load(shard: Rc<Shard>, p: Rc<Partition>) {
         };
         let waiters = match std::mem::replace(&mut st.load, Load::Ready) {
             Load::Loading(w) => w,
-            Load::Ready => Vec::new(),
+            Load::Ready | Load::Idle => Vec::new(),
         };
         if result.is_err() {
             st.deleted = true;

@@ -24,10 +24,12 @@ demo: build ## Start a broker with a small generated workload and print the cons
 tools: ## Install the test tools into .venv/ and .tools/ (and kcat)
 	./scripts/install-test-tools.sh
 
-test: tools test-unit test-helm test-e2e ## Everything: unit tests, Helm chart checks, end-to-end tests with real clients
+test: lint tools test-unit test-helm test-e2e ## Everything: lint first (it fails fast), unit tests, Helm chart checks, end-to-end tests with real clients
 
-# Release profile: the tests then reuse the dependencies `make build` compiled (a cold
-# machine compiles them once, not twice) and exercise the code as it ships.
+# Release profile: the tests then reuse the dependencies `make build` compiled and
+# exercise the code as it ships. (Features that only dev-dependencies turn on, tokio's
+# test-util and kafka-protocol's client, are compiled in by the tests and not by
+# `make build`, so those crates and the ones above them are built once for each.)
 test-unit: build-deps ## Rust unit and crate tests
 	@if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --release --workspace --no-tests=pass; else cargo test --release --workspace; fi
 
@@ -41,9 +43,13 @@ test-helm: build-deps ## Helm chart: lint, template + kubernetes-validate, sampl
 crds: ## Regenerate helm/kafscale/crds from the operator's Rust types
 	cargo run --release -p kafscale-operator -- crd --dir helm/kafscale/crds
 
-lint: build-deps ## rustfmt and clippy, warnings are errors
+# Clippy's own lints are in the code: codec/ and segstore/src/format/ deny unwrap,
+# expect and indexing (they parse what clients and the object store send).
+lint: build-deps ## rustfmt, clippy (warnings are errors), the vendored kafka-protocol against its patch
+	@cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	./scripts/vendor-kafka-protocol.sh check
 
 fmt:
 	cargo fmt --all

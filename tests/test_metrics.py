@@ -1,4 +1,4 @@
-"""The HTTP endpoint: /metrics counts what the clients did, /healthz and /readyz
+"""The HTTP endpoint: /metrics counts what the clients did, /healthz (every shard) and /readyz
 follow the process and the object store; the object store's health state and what
 the broker does while the store is unavailable; consumer-group lag."""
 import time
@@ -84,7 +84,8 @@ def test_metrics_count_produce_fetch_and_uploads(make_broker):
 
 def test_health_and_readiness_follow_the_object_store(make_broker, s3):
     b = make_broker(env=s3.broker_env())
-    assert b.http_get("/healthz") == (200, "ok\n")
+    # Liveness asks every shard and lists their answers.
+    assert b.http_get("/healthz") == (200, "ok\nshard 0: ok\nshard 1: ok\n")
     assert poll(lambda: b.http_get("/readyz")[0], 200) == 200
     assert b.http_get("/nope")[0] == 404
 

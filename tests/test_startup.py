@@ -1,4 +1,5 @@
 """Start-up checks say exactly what is wrong, and bad settings are refused."""
+import json
 import os
 import resource
 import subprocess
@@ -53,3 +54,35 @@ def test_metrics_port_in_use_is_reported(tmp_path):
         r = run_broker(tmp_path, {"KAFSCALE_METRICS_ADDR": f"127.0.0.1:{port}", "KAFSCALE_SHARDS": "1"})
     assert r.returncode == 1
     assert f"binding the metrics endpoint 127.0.0.1:{port}" in r.stderr
+
+
+def test_a_panicking_shard_ends_the_process_with_a_log_line(tmp_path):
+    """A shard that panics must not leave a broker whose other shards and HTTP
+    endpoint go on: the process aborts, and the log says which shard, where and why.
+    KAFSCALE_TESTING_PANIC_SHARD (testing only) makes a shard panic after start-up."""
+    def no_core():
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    import signal
+    env = {"KAFSCALE_SHARDS": "2", "KAFSCALE_TESTING_PANIC_SHARD": "1"}
+    (tmp_path / "text").mkdir()
+    (tmp_path / "json").mkdir()
+    r = run_broker(tmp_path / "text", env, preexec=no_core)
+    assert r.returncode == -signal.SIGABRT, r.stderr[-3000:]
+    assert " listening " in r.stderr
+    line = next(l for l in r.stderr.splitlines() if "ERROR" in l)
+    assert "panic in shard 1 (thread shard-1-" in line
+    assert "boot.rs" in line
+    assert "KAFSCALE_TESTING_PANIC_SHARD: shard 1 panics on purpose; aborting the process" in line
+    # The standard panic message follows on stderr.
+    assert "panicked at" in r.stderr
+
+    r = run_broker(tmp_path / "json", dict(env, KAFSCALE_LOG_FORMAT="json"), preexec=no_core)
+    assert r.returncode == -signal.SIGABRT, r.stderr[-3000:]
+    records = [json.loads(l) for l in r.stderr.splitlines() if l.startswith("{")]
+    errors = [x for x in records if x["level"] == "ERROR"]
+    assert len(errors) == 1
+    fields = errors[0]["fields"]
+    assert fields["shard"] == "shard 1" and fields["thread"].startswith("shard-1-")
+    assert fields["message"].startswith("panic in shard 1") and "panics on purpose" in fields["message"]
+    assert "boot.rs" in fields["location"]

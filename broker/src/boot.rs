@@ -19,8 +19,9 @@ use crate::config::Config;
 use crate::metadata::embedded::EmbeddedStore;
 use crate::metadata::etcd::{BrokerInfo as EtcdBroker, EtcdConfig, EtcdStore};
 use crate::metadata::{Cluster, MetadataStore};
+use crate::runtime::ForeignTx;
 use crate::server::{shard_main, ShardBoot};
-use crate::shard::Shared;
+use crate::shard::{Shard, Shared};
 use crate::{control, http, io, metadata, placement, runtime, shard};
 
 /// What an embedding program (a test) can set beyond the settings.
@@ -43,13 +44,82 @@ pub struct Broker {
     stops: Vec<oneshot::Sender<()>>,
     runner: std::thread::JoinHandle<std::io::Result<()>>,
     etcd: Option<Arc<EtcdStore>>,
+    /// Every shard's inbox, by shard id.
+    inboxes: Vec<ForeignTx<Shard>>,
 }
 
-/// Runs a broker until SIGINT or SIGTERM, then drains it.
+/// Runs a broker until SIGINT or SIGTERM, then drains it. Any panic ends the
+/// process (see `abort_on_panic`).
 pub fn run(cfg: Config) -> Result<(), String> {
+    abort_on_panic();
     let broker = Broker::start(cfg, StartOptions::default())?;
+    if let Some(shard) = testing_panic_shard() {
+        tracing::warn!(
+            shard,
+            "{PANIC_SHARD_VAR} is set: that shard panics now (testing only)"
+        );
+        broker.run_on_shard_for_testing(shard, move || {
+            panic!("{PANIC_SHARD_VAR}: shard {shard} panics on purpose")
+        });
+    }
     broker.wait_for_signal();
     broker.shutdown()
+}
+
+/// Hidden, for the end-to-end test of `abort_on_panic`: the shard that panics
+/// right after start-up. Not a setting (`--help` does not list it); see
+/// docs/testing.md.
+const PANIC_SHARD_VAR: &str = "KAFSCALE_TESTING_PANIC_SHARD";
+
+fn testing_panic_shard() -> Option<usize> {
+    let v = std::env::var(PANIC_SHARD_VAR).ok()?;
+    match v.trim().parse() {
+        Ok(shard) => Some(shard),
+        Err(_) => {
+            tracing::warn!(value = %v, "{PANIC_SHARD_VAR} is not a shard number; ignored");
+            None
+        }
+    }
+}
+
+/// Makes every panic end the process. A shard is one thread: if its panic only
+/// ended that thread, the other shards, the HTTP endpoint and the gRPC endpoint
+/// would go on without it (its partitions, groups and connections gone) and the
+/// broker would look alive. The hook logs which shard (or thread) panicked, where
+/// and why, at error level, lets the standard hook print the panic (and a
+/// backtrace with `RUST_BACKTRACE`) on stderr, and aborts, so the process
+/// supervisor restarts the broker and recovery rebuilds the state from the store.
+/// It is an equivalent of `panic = "abort"` that keeps unwinding (and the test
+/// harness's panic capture) for the tests, which run in the release profile;
+/// only the binary's `run` installs it, not brokers embedded by tests.
+fn abort_on_panic() {
+    let standard = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        let shard = match runtime::current_shard() {
+            Some(i) => format!("shard {i}"),
+            None => "no shard".to_string(),
+        };
+        let location = info
+            .location()
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "an unknown location".into());
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        tracing::error!(
+            %shard,
+            thread,
+            %location,
+            "panic in {shard} (thread {thread}) at {location}: {message}; aborting the process"
+        );
+        standard(info);
+        std::process::abort();
+    }));
 }
 
 fn store_config(cfg: &Config) -> StoreConfig {
@@ -121,6 +191,25 @@ impl Broker {
     /// The BrokerControl gRPC address.
     pub fn control_addr(&self) -> SocketAddr {
         self.control_addr
+    }
+
+    /// Testing only: runs `f` on shard `shard`'s thread, in the middle of its
+    /// inbox (it blocks that shard until it returns). `false` if there is no such
+    /// shard or it has stopped.
+    #[doc(hidden)]
+    pub fn run_on_shard_for_testing(
+        &self,
+        shard: usize,
+        f: impl FnOnce() + Send + 'static,
+    ) -> bool {
+        let Some(tx) = self.inboxes.get(shard) else {
+            return false;
+        };
+        let job: runtime::Job<Shard> = Box::new(move |_| {
+            f();
+            Box::pin(async {})
+        });
+        tx.unbounded_send(job).is_ok()
     }
 
     /// Blocks until SIGINT or SIGTERM.
@@ -268,6 +357,10 @@ impl Broker {
             .first()
             .and_then(|(tx, _)| tx.foreign(placement::METADATA_SHARD))
             .ok_or_else(|| "no shards".to_string())?;
+        let inboxes: Vec<ForeignTx<Shard>> = mesh
+            .first()
+            .map(|(tx, _)| (0..shards).filter_map(|i| tx.foreign(i)).collect())
+            .unwrap_or_default();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut stops = Vec::new();
         let mut boots = Vec::new();
@@ -311,6 +404,7 @@ impl Broker {
             stops,
             runner,
             etcd,
+            inboxes: inboxes.clone(),
         };
         for _ in 0..shards {
             match ready_rx.recv() {
@@ -323,7 +417,7 @@ impl Broker {
             }
         }
         control.set_shards(foreign_tx.clone());
-        endpoint.set_shards(foreign_tx);
+        endpoint.set_shards(foreign_tx, inboxes);
         info!(addr = %cfg.broker_addr, metrics = %metrics_addr, control = %control_addr, shards, advertised = %format!("{}:{}", cfg.advertised_host(), cfg.advertised_port()), "listening");
 
         Ok(broker)

@@ -120,6 +120,18 @@ impl<S: 'static> MeshRx<S> {
     }
 }
 
+thread_local! {
+    /// The shard this thread runs (set by `run_shards`).
+    static SHARD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The shard the current thread runs; `None` outside the shards (the I/O
+/// runtime, the main thread). glommio names a shard's thread `shard-<i>-<n>`,
+/// where `n` is its own executor count, so the thread name alone is ambiguous.
+pub fn current_shard() -> Option<usize> {
+    SHARD.with(|s| s.get())
+}
+
 /// io_uring memory glommio registers per executor. Shards do no file I/O through
 /// glommio, so the minimum is enough; the default (10 MiB) would exceed common
 /// `RLIMIT_MEMLOCK` settings (8 MiB) with a single shard.
@@ -141,7 +153,10 @@ where
             .name(&format!("shard-{i}"))
             .io_memory(IO_MEMORY)
             .preempt_timer(Duration::from_millis(10))
-            .spawn(move || main(i))
+            .spawn(move || {
+                SHARD.with(|s| s.set(Some(i)));
+                main(i)
+            })
             .map_err(|e| io::Error::other(format!("starting shard {i} on CPU {cpu}: {e}")))?;
         handles.push(h);
     }

@@ -47,60 +47,30 @@ pub struct BatchHeader {
     pub record_count: i32,
 }
 
+/// The `N` bytes at `at`, if `b` holds them.
 #[inline]
-fn be_i16(b: &[u8], at: usize) -> i16 {
-    i16::from_be_bytes([b[at], b[at + 1]])
-}
-#[inline]
-fn be_i32(b: &[u8], at: usize) -> i32 {
-    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-#[inline]
-fn be_i64(b: &[u8], at: usize) -> i64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    i64::from_be_bytes(a)
+fn bytes_at<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
+    b.get(at..)?.first_chunk::<N>().copied()
 }
 
 impl BatchHeader {
     /// Parses the header at the start of `buf`. Checks the magic and that the whole
     /// batch is present, not the CRC (see [`verify_crc`]).
     pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
-        if buf.len() < MAGIC_AT + 1 {
-            return Err(BatchError::Truncated {
-                have: buf.len(),
-                need: HEADER_LEN,
-            });
-        }
-        let magic = buf[MAGIC_AT] as i8;
+        let truncated = || BatchError::Truncated {
+            have: buf.len(),
+            need: HEADER_LEN,
+        };
+        let magic = *buf.get(MAGIC_AT).ok_or_else(truncated)? as i8;
         if magic != 2 {
             return Err(BatchError::UnsupportedMagic(magic));
         }
-        if buf.len() < HEADER_LEN {
-            return Err(BatchError::Truncated {
-                have: buf.len(),
-                need: HEADER_LEN,
-            });
+        let h = buf.first_chunk::<HEADER_LEN>().ok_or_else(truncated)?;
+        // Every field lies within the 61 bytes just taken: never `None`.
+        let h = Self::fields(h, magic).ok_or_else(truncated)?;
+        if h.batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
+            return Err(BatchError::BadLength(h.batch_length));
         }
-        let batch_length = be_i32(buf, 8);
-        if batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
-            return Err(BatchError::BadLength(batch_length));
-        }
-        let h = BatchHeader {
-            base_offset: be_i64(buf, 0),
-            batch_length,
-            partition_leader_epoch: be_i32(buf, 12),
-            magic,
-            crc: u32::from_be_bytes([buf[17], buf[18], buf[19], buf[20]]),
-            attributes: be_i16(buf, 21),
-            last_offset_delta: be_i32(buf, 23),
-            base_timestamp: be_i64(buf, 27),
-            max_timestamp: be_i64(buf, 35),
-            producer_id: be_i64(buf, 43),
-            producer_epoch: be_i16(buf, 51),
-            base_sequence: be_i32(buf, 53),
-            record_count: be_i32(buf, 57),
-        };
         if buf.len() < h.total_len() {
             return Err(BatchError::Truncated {
                 have: buf.len(),
@@ -108,6 +78,25 @@ impl BatchHeader {
             });
         }
         Ok(h)
+    }
+
+    /// The fields at their places in the layout above.
+    fn fields(h: &[u8; HEADER_LEN], magic: i8) -> Option<Self> {
+        Some(BatchHeader {
+            base_offset: i64::from_be_bytes(bytes_at(h, 0)?),
+            batch_length: i32::from_be_bytes(bytes_at(h, 8)?),
+            partition_leader_epoch: i32::from_be_bytes(bytes_at(h, 12)?),
+            magic,
+            crc: u32::from_be_bytes(bytes_at(h, CRC_AT)?),
+            attributes: i16::from_be_bytes(bytes_at(h, 21)?),
+            last_offset_delta: i32::from_be_bytes(bytes_at(h, 23)?),
+            base_timestamp: i64::from_be_bytes(bytes_at(h, 27)?),
+            max_timestamp: i64::from_be_bytes(bytes_at(h, 35)?),
+            producer_id: i64::from_be_bytes(bytes_at(h, 43)?),
+            producer_epoch: i16::from_be_bytes(bytes_at(h, 51)?),
+            base_sequence: i32::from_be_bytes(bytes_at(h, 53)?),
+            record_count: i32::from_be_bytes(bytes_at(h, 57)?),
+        })
     }
 
     /// Size of the whole batch in bytes, header included.
@@ -148,7 +137,13 @@ impl BatchHeader {
 
 /// Verifies the CRC32C of one complete batch (`batch` holds exactly that batch).
 pub fn verify_crc(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
-    let actual = crc32c::crc32c(&batch[CRC_FROM..header.total_len()]);
+    let covered = batch
+        .get(CRC_FROM..header.total_len())
+        .ok_or(BatchError::Truncated {
+            have: batch.len(),
+            need: header.total_len(),
+        })?;
+    let actual = crc32c::crc32c(covered);
     if actual != header.crc {
         return Err(BatchError::CrcMismatch {
             expected: header.crc,
@@ -159,11 +154,24 @@ pub fn verify_crc(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> 
 }
 
 /// Rewrites the offset and leader epoch of a batch in place. Neither field is
-/// covered by the batch CRC, so the producer's CRC stays valid.
+/// covered by the batch CRC, so the producer's CRC stays valid. Fails, changing
+/// nothing, if `batch` is too short to hold them.
 #[inline]
-pub fn patch_header(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
-    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
-    batch[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+pub fn patch_header(
+    batch: &mut [u8],
+    base_offset: i64,
+    leader_epoch: i32,
+) -> Result<(), BatchError> {
+    let have = batch.len();
+    let head = batch
+        .first_chunk_mut::<MAGIC_AT>()
+        .ok_or(BatchError::Truncated {
+            have,
+            need: HEADER_LEN,
+        })?;
+    head[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    head[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+    Ok(())
 }
 
 /// Iterates over the batches of a concatenated buffer: a produce request's
@@ -192,7 +200,7 @@ impl Iterator for Batches<'_> {
         if self.failed || self.pos >= self.buf.len() {
             return None;
         }
-        match BatchHeader::parse(&self.buf[self.pos..]) {
+        match BatchHeader::parse(self.buf.get(self.pos..)?) {
             Ok(h) => {
                 let start = self.pos;
                 self.pos += h.total_len();
@@ -231,23 +239,24 @@ pub fn build_batch(base_offset: i64, timestamp: i64, values: &[&[u8]]) -> Vec<u8
         records.extend_from_slice(&r);
     }
     let n = values.len() as i32;
-    let mut b = Vec::with_capacity(HEADER_LEN + records.len());
+    // What the CRC covers: attributes to the end.
+    let mut covered = Vec::with_capacity(HEADER_LEN - CRC_FROM + records.len());
+    covered.extend_from_slice(&0i16.to_be_bytes());
+    covered.extend_from_slice(&(n - 1).to_be_bytes());
+    covered.extend_from_slice(&timestamp.to_be_bytes());
+    covered.extend_from_slice(&timestamp.to_be_bytes());
+    covered.extend_from_slice(&(-1i64).to_be_bytes());
+    covered.extend_from_slice(&(-1i16).to_be_bytes());
+    covered.extend_from_slice(&(-1i32).to_be_bytes());
+    covered.extend_from_slice(&n.to_be_bytes());
+    covered.extend_from_slice(&records);
+    let mut b = Vec::with_capacity(CRC_FROM + covered.len());
     b.extend_from_slice(&base_offset.to_be_bytes());
     b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
     b.extend_from_slice(&0i32.to_be_bytes());
     b.push(2);
-    b.extend_from_slice(&[0; 4]);
-    b.extend_from_slice(&0i16.to_be_bytes());
-    b.extend_from_slice(&(n - 1).to_be_bytes());
-    b.extend_from_slice(&timestamp.to_be_bytes());
-    b.extend_from_slice(&timestamp.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes());
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
-    b.extend_from_slice(&n.to_be_bytes());
-    b.extend_from_slice(&records);
-    let crc = crc32c::crc32c(&b[CRC_FROM..]);
-    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    b.extend_from_slice(&crc32c::crc32c(&covered).to_be_bytes());
+    b.extend_from_slice(&covered);
     b
 }
 
@@ -278,8 +287,7 @@ pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
     if h.attributes & COMPRESSION_MASK != 0 {
         return None;
     }
-    let end = h.total_len().min(batch.len());
-    let body = &batch[..end];
+    let body = batch.get(..h.total_len())?;
     let mut pos = HEADER_LEN;
     let count = usize::try_from(h.record_count).ok()?;
     let mut out = Vec::with_capacity(count.min(body.len()));
@@ -322,12 +330,14 @@ mod tests {
     #[test]
     fn patching_offset_and_epoch_keeps_crc_valid() {
         let mut b = build_batch(0, 5, &[b"x"]);
-        patch_header(&mut b, 4242, 7);
+        patch_header(&mut b, 4242, 7).unwrap();
         let h = BatchHeader::parse(&b).unwrap();
         assert_eq!(h.base_offset, 4242);
         assert_eq!(h.partition_leader_epoch, 7);
         assert_eq!(h.last_offset(), 4242);
         verify_crc(&b, &h).unwrap();
+        assert!(patch_header(&mut b[..15], 1, 1).is_err());
+        assert_eq!(BatchHeader::parse(&b).unwrap().base_offset, 4242);
     }
 
     #[test]

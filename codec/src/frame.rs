@@ -19,10 +19,10 @@ pub enum FrameError {
 
 /// Length of the next frame's payload if its prefix is complete.
 pub fn peek_frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, FrameError> {
-    if buf.len() < SIZE_PREFIX {
+    let Some(prefix) = buf.first_chunk::<SIZE_PREFIX>() else {
         return Ok(None);
-    }
-    let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    };
+    let len = i32::from_be_bytes(*prefix);
     if len < 0 {
         return Err(FrameError::Negative(len));
     }
@@ -59,13 +59,13 @@ pub struct HeaderPrefix {
 /// Reads the fields every header version starts with, so that even a request we
 /// cannot decode can be answered with its correlation id.
 pub fn header_prefix(frame: &[u8]) -> Result<HeaderPrefix, FrameError> {
-    if frame.len() < MIN_HEADER {
+    let Some(&[k0, k1, v0, v1, c0, c1, c2, c3]) = frame.first_chunk::<MIN_HEADER>() else {
         return Err(FrameError::TooShort(frame.len()));
-    }
+    };
     Ok(HeaderPrefix {
-        api_key: i16::from_be_bytes([frame[0], frame[1]]),
-        api_version: i16::from_be_bytes([frame[2], frame[3]]),
-        correlation_id: i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]),
+        api_key: i16::from_be_bytes([k0, k1]),
+        api_version: i16::from_be_bytes([v0, v1]),
+        correlation_id: i32::from_be_bytes([c0, c1, c2, c3]),
     })
 }
 

@@ -4,6 +4,16 @@
 //! Message structs come from the `kafka-protocol` crate (generated from Apache
 //! Kafka's JSON specs); this crate only adds what the generator does not give:
 //! safe framing, the version policy and the record-batch view. Nothing here does I/O.
+//!
+//! Everything here reads bytes a client or the object store sent, so nothing may
+//! panic on them: no `unwrap`, `expect`, indexing or slicing outside tests
+//! (`get`, `first_chunk` and typed errors instead).
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod batch;
 pub mod frame;

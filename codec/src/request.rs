@@ -6,7 +6,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-use crate::frame::{header_prefix, FrameError, HeaderPrefix};
+use crate::frame::{header_prefix, FrameError, HeaderPrefix, SIZE_PREFIX};
 use crate::versions;
 
 #[derive(Debug, thiserror::Error)]
@@ -119,8 +119,12 @@ pub fn encode_response(
         .map_err(|e| err(e.to_string()))?;
     body.encode(&mut buf, version)
         .map_err(|e| err(e.to_string()))?;
-    let len = (buf.len() - 4) as i32;
-    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    let len = (buf.len() - SIZE_PREFIX) as i32;
+    // The placeholder put first is always there.
+    let prefix = buf
+        .first_chunk_mut::<SIZE_PREFIX>()
+        .ok_or_else(|| err("no size prefix".into()))?;
+    *prefix = len.to_be_bytes();
     Ok(buf.freeze())
 }
 

@@ -1,7 +1,9 @@
 //! The HTTP endpoint on `KAFSCALE_METRICS_ADDR`: Prometheus `/metrics`, liveness
 //! `/healthz`, readiness `/readyz` and the console `/ui/`. It runs on the tokio I/O runtime, never on
 //! a shard; it reaches the shards through one foreign-job channel into the
-//! metadata shard, which collects every shard's counters with `Shard::on_all`.
+//! metadata shard, which collects every shard's counters with `Shard::on_all`,
+//! except `/healthz`, which asks every shard through its own inbox (a stuck
+//! metadata shard must not hide the others' answers).
 
 pub mod admin;
 pub mod console;
@@ -30,6 +32,8 @@ pub struct Endpoint {
     pub store: SegmentStore,
     metadata_loaded: AtomicBool,
     shards: OnceLock<ForeignTx<Shard>>,
+    /// Every shard's inbox, by shard id (for `/healthz`).
+    inboxes: OnceLock<Vec<ForeignTx<Shard>>>,
     /// Outcome of the last object-store probe (`None` before the first one ends).
     store_status: Mutex<Option<Result<(), String>>>,
     started: std::time::Instant,
@@ -42,6 +46,7 @@ impl Endpoint {
             store,
             metadata_loaded: AtomicBool::new(false),
             shards: OnceLock::new(),
+            inboxes: OnceLock::new(),
             store_status: Mutex::new(None),
             started: std::time::Instant::now(),
         })
@@ -51,9 +56,11 @@ impl Endpoint {
         self.metadata_loaded.store(true, Ordering::Release);
     }
 
-    /// Connects the endpoint to the running shards (once they all listen).
-    pub fn set_shards(&self, tx: ForeignTx<Shard>) {
-        let _ = self.shards.set(tx);
+    /// Connects the endpoint to the running shards (once they all listen):
+    /// the metadata shard's inbox and every shard's, by shard id.
+    pub fn set_shards(&self, metadata: ForeignTx<Shard>, all: Vec<ForeignTx<Shard>>) {
+        let _ = self.shards.set(metadata);
+        let _ = self.inboxes.set(all);
     }
 
     /// The /metrics body: every shard's counters and levels, the object store's

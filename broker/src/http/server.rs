@@ -82,7 +82,10 @@ async fn route(ep: &Endpoint, req: Request<Incoming>) -> Response<Full<Bytes>> {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into(), PLAIN);
     }
     match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n".into(), PLAIN),
+        "/healthz" => match health::liveness(ep).await {
+            Ok(body) => text(StatusCode::OK, body, PLAIN),
+            Err(body) => text(StatusCode::SERVICE_UNAVAILABLE, body, PLAIN),
+        },
         "/readyz" => match health::readiness(ep).await {
             Ok(()) => text(StatusCode::OK, "ready\n".into(), PLAIN),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"), PLAIN),

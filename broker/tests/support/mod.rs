@@ -134,6 +134,30 @@ impl TestBroker {
         Client::connect(self.addr())
     }
 
+    pub fn broker(&self) -> &Broker {
+        self.broker.as_ref().expect("running")
+    }
+
+    /// `(status, body)` of `GET path` on the broker's HTTP endpoint.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(self.broker().metrics_addr()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("answer");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("HTTP answer");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("status");
+        (status, body.to_string())
+    }
+
     /// Stops the broker (everything buffered becomes durable first).
     pub fn stop(&mut self) {
         if let Some(b) = self.broker.take() {

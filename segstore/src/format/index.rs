@@ -37,45 +37,44 @@ pub fn encode_index(batches: &[BatchPos], interval: i32) -> Bytes {
 }
 
 pub fn parse_index(b: &[u8]) -> Result<Vec<(i64, i32)>, FormatError> {
-    if b.len() < INDEX_HEADER_LEN {
+    let Some(&[m0, m1, m2, m3, v0, v1, c0, c1, c2, c3, ..]) = b.first_chunk::<INDEX_HEADER_LEN>()
+    else {
         return Err(FormatError::Truncated {
             have: b.len(),
             need: INDEX_HEADER_LEN,
         });
+    };
+    if [m0, m1, m2, m3] != INDEX_MAGIC {
+        return Err(FormatError::BadMagic(u32::from_be_bytes([m0, m1, m2, m3])));
     }
-    if b[0..4] != INDEX_MAGIC {
-        return Err(FormatError::BadMagic(u32::from_be_bytes([
-            b[0], b[1], b[2], b[3],
-        ])));
-    }
-    let version = u16::from_be_bytes([b[4], b[5]]);
+    let version = u16::from_be_bytes([v0, v1]);
     if version != INDEX_VERSION {
         return Err(FormatError::BadVersion(version));
     }
-    let count = i32::from_be_bytes([b[6], b[7], b[8], b[9]]);
+    let count = i32::from_be_bytes([c0, c1, c2, c3]);
     if count < 0 {
         return Err(FormatError::Inconsistent(format!(
             "negative entry count {count}"
         )));
     }
     let need = INDEX_HEADER_LEN + count as usize * INDEX_ENTRY_LEN;
-    if b.len() < need {
-        return Err(FormatError::Truncated {
-            have: b.len(),
-            need,
-        });
-    }
-    Ok(b[INDEX_HEADER_LEN..need]
+    let truncated = || FormatError::Truncated {
+        have: b.len(),
+        need,
+    };
+    b.get(INDEX_HEADER_LEN..need)
+        .ok_or_else(truncated)?
         .chunks_exact(INDEX_ENTRY_LEN)
         .map(|e| {
-            let mut o = [0u8; 8];
-            o.copy_from_slice(&e[0..8]);
-            (
-                i64::from_be_bytes(o),
-                i32::from_be_bytes([e[8], e[9], e[10], e[11]]),
-            )
+            // `chunks_exact`: every entry has its 12 bytes.
+            let (offset, pos) = e.split_first_chunk::<8>()?;
+            Some((
+                i64::from_be_bytes(*offset),
+                i32::from_be_bytes(*pos.first_chunk::<4>()?),
+            ))
         })
-        .collect())
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(truncated)
 }
 
 #[cfg(test)]

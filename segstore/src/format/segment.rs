@@ -39,56 +39,67 @@ pub struct SegmentFooter {
     pub last_offset: i64,
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn i64_at(b: &[u8], at: usize) -> i64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    i64::from_be_bytes(a)
+/// The `N` bytes at `at`, if `b` holds them.
+fn bytes_at<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
+    b.get(at..)?.first_chunk::<N>().copied()
 }
 
 pub fn parse_header(b: &[u8]) -> Result<SegmentHeader, FormatError> {
-    if b.len() < SEGMENT_HEADER_LEN {
-        return Err(FormatError::Truncated {
-            have: b.len(),
-            need: SEGMENT_HEADER_LEN,
-        });
-    }
-    let magic = u32_at(b, 0);
+    let truncated = || FormatError::Truncated {
+        have: b.len(),
+        need: SEGMENT_HEADER_LEN,
+    };
+    let h = b
+        .first_chunk::<SEGMENT_HEADER_LEN>()
+        .ok_or_else(truncated)?;
+    // Within the 32 bytes just taken: never `None`.
+    let u16_at = |at| {
+        bytes_at(h, at)
+            .map(u16::from_be_bytes)
+            .ok_or_else(truncated)
+    };
+    let u32_at = |at| {
+        bytes_at(h, at)
+            .map(u32::from_be_bytes)
+            .ok_or_else(truncated)
+    };
+    let i64_at = |at| {
+        bytes_at(h, at)
+            .map(i64::from_be_bytes)
+            .ok_or_else(truncated)
+    };
+    let magic = u32_at(0)?;
     if magic != SEGMENT_MAGIC {
         return Err(FormatError::BadMagic(magic));
     }
-    let version = u16_at(b, 4);
+    let version = u16_at(4)?;
     if version != SEGMENT_VERSION {
         return Err(FormatError::BadVersion(version));
     }
     Ok(SegmentHeader {
-        base_offset: i64_at(b, 8),
-        message_count: u32_at(b, 16) as i32,
-        created_ms: i64_at(b, 20),
+        base_offset: i64_at(8)?,
+        message_count: u32_at(16)? as i32,
+        created_ms: i64_at(20)?,
     })
 }
 
 /// Parses the last 16 bytes of a segment (`b` may be longer: its tail is used).
 pub fn parse_footer(b: &[u8]) -> Result<SegmentFooter, FormatError> {
-    if b.len() < SEGMENT_FOOTER_LEN {
+    let Some(&[c0, c1, c2, c3, o0, o1, o2, o3, o4, o5, o6, o7, m0, m1, m2, m3]) =
+        b.last_chunk::<SEGMENT_FOOTER_LEN>()
+    else {
         return Err(FormatError::Truncated {
             have: b.len(),
             need: SEGMENT_FOOTER_LEN,
         });
-    }
-    let f = &b[b.len() - SEGMENT_FOOTER_LEN..];
-    let magic = u32_at(f, 12);
+    };
+    let magic = u32::from_be_bytes([m0, m1, m2, m3]);
     if magic != FOOTER_MAGIC {
         return Err(FormatError::BadMagic(magic));
     }
     Ok(SegmentFooter {
-        crc: u32_at(f, 0),
-        last_offset: i64_at(f, 4),
+        crc: u32::from_be_bytes([c0, c1, c2, c3]),
+        last_offset: i64::from_be_bytes([o0, o1, o2, o3, o4, o5, o6, o7]),
     })
 }
 
@@ -128,7 +139,12 @@ impl Segment {
         }
         let header = parse_header(&data)?;
         let footer = parse_footer(&data)?;
-        let body = &data[SEGMENT_HEADER_LEN..data.len() - SEGMENT_FOOTER_LEN];
+        let body = data
+            .get(SEGMENT_HEADER_LEN..data.len() - SEGMENT_FOOTER_LEN)
+            .ok_or(FormatError::Truncated {
+                have: data.len(),
+                need,
+            })?;
         let actual = crc32c::crc32c(body);
         if actual != footer.crc {
             return Err(FormatError::CrcMismatch {
@@ -179,9 +195,11 @@ impl Segment {
     /// batch, then as many more as fit in `max_bytes`.
     pub fn slice_from(&self, offset: i64, max_bytes: usize) -> Option<Bytes> {
         let first = self.find(offset)?;
-        let start = self.batches[first].pos as usize;
-        let mut end = start + self.batches[first].len as usize;
-        for b in &self.batches[first + 1..] {
+        let mut batches = self.batches.get(first..)?.iter();
+        let head = batches.next()?;
+        let start = head.pos as usize;
+        let mut end = start + head.len as usize;
+        for b in batches {
             let next = b.pos as usize + b.len as usize;
             if next - start > max_bytes {
                 break;
@@ -241,19 +259,26 @@ impl SegmentBuilder {
     /// Appends one validated batch (its CRC checked against `header.crc`),
     /// assigning it the next offsets. Returns the
     /// assigned (base, last) offsets.
+    ///
+    /// `batch` is the whole batch `header` was parsed from, so it holds at least a
+    /// batch header (`BatchHeader::parse` accepts nothing shorter).
     pub fn append(&mut self, batch: &[u8], header: &BatchHeader, leader_epoch: i32) -> (i64, i64) {
         let pos = self.buf.len();
         self.buf.extend_from_slice(batch);
-        let copy = &mut self.buf[pos..];
-        patch_header(copy, self.next_offset, leader_epoch);
-        self.crc = if copy.len() >= COMBINE_FROM && copy.len() > BATCH_CRC_FROM {
-            // The producer's CRC already covers everything after the patched
-            // fields, and the caller verified it: combine instead of a second pass.
-            let head = crc32c::crc32c_append(self.crc, &copy[..BATCH_CRC_FROM]);
-            crc32c::crc32c_combine(head, header.crc, copy.len() - BATCH_CRC_FROM)
-        } else {
-            crc32c::crc32c_append(self.crc, copy)
-        };
+        // From the old end of the buffer: never `None`.
+        if let Some(copy) = self.buf.get_mut(pos..) {
+            let patched = patch_header(copy, self.next_offset, leader_epoch);
+            debug_assert!(patched.is_ok(), "a batch shorter than its header");
+            self.crc = match copy.split_at_checked(BATCH_CRC_FROM) {
+                Some((head, _)) if copy.len() >= COMBINE_FROM => {
+                    // The producer's CRC already covers everything after the patched
+                    // fields, and the caller verified it: combine instead of a second pass.
+                    let head = crc32c::crc32c_append(self.crc, head);
+                    crc32c::crc32c_combine(head, header.crc, copy.len() - BATCH_CRC_FROM)
+                }
+                _ => crc32c::crc32c_append(self.crc, copy),
+            };
+        }
         let base = self.next_offset;
         let last = base + header.last_offset_delta as i64;
         self.batches.push(BatchPos {
@@ -292,7 +317,10 @@ impl SegmentBuilder {
         h[8..16].copy_from_slice(&self.base_offset.to_be_bytes());
         h[16..20].copy_from_slice(&self.message_count.to_be_bytes());
         h[20..28].copy_from_slice(&self.created_ms.to_be_bytes());
-        self.buf[..SEGMENT_HEADER_LEN].copy_from_slice(&h);
+        // `new` put the header's placeholder first.
+        if let Some(head) = self.buf.first_chunk_mut::<SEGMENT_HEADER_LEN>() {
+            *head = h;
+        }
         self.buf.put_u32(self.crc);
         self.buf.put_i64(last_offset);
         self.buf.put_u32(FOOTER_MAGIC);

@@ -344,7 +344,7 @@ impl Broker {
 
         let cfg = Arc::new(cfg);
         let shared = Arc::new(Shared {
-            cfg: cfg.clone(),
+            settings: Arc::new(cfg.settings()),
             io,
             store,
             meta,

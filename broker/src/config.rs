@@ -280,3 +280,52 @@ impl Config {
         self.s3_health.validate()
     }
 }
+
+impl Config {
+    /// The settings every layer below the command line reads.
+    pub fn settings(&self) -> crate::settings::Settings {
+        crate::settings::Settings {
+            broker_id: self.broker_id,
+            auto_create_topics: self.auto_create_topics,
+            auto_create_partitions: self.auto_create_partitions,
+            max_request_bytes: self.max_request_bytes,
+            trace_kafka: self.trace_kafka,
+            offset_metadata_max_bytes: self.offset_metadata_max_bytes,
+            throughput_window_sec: self.throughput_window_sec,
+            log: self.log_settings(),
+            groups: self.group_config(),
+            store: crate::settings::StoreSettings {
+                bucket: self.s3.s3_bucket.clone(),
+                region: self.s3.s3_region.clone(),
+                endpoint: self.s3.s3_endpoint.clone(),
+            },
+        }
+    }
+
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> crate::groups::coordinator::GroupConfig {
+        crate::groups::coordinator::GroupConfig {
+            initial_rebalance_delay: std::time::Duration::from_millis(
+                self.group_initial_rebalance_delay_ms,
+            ),
+            min_session_timeout_ms: self.group_min_session_timeout_ms,
+            max_session_timeout_ms: self.group_max_session_timeout_ms,
+        }
+    }
+
+    /// The log layer's settings (a plain struct: the layers below the command
+    /// line never see clap types).
+    pub fn log_settings(&self) -> crate::partition::LogSettings {
+        crate::partition::LogSettings {
+            segment_bytes: self.segment_bytes,
+            flush_interval: std::time::Duration::from_millis(self.flush_interval_ms),
+            readahead_segments: self.readahead_segments,
+            retention_check_interval: std::time::Duration::from_millis(
+                self.retention_check_interval_ms,
+            ),
+            max_buffered_bytes: self.max_buffered_bytes,
+            upload_concurrency: self.upload_concurrency,
+            cache_bytes: self.cache_bytes,
+        }
+    }
+}

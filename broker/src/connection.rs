@@ -158,7 +158,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let (mut tx, rx) = mpsc::channel::<(usize, Task<Outcome>)>(MAX_IN_FLIGHT);
     let budget = Rc::new(Budget::default());
     let writer = spawn(write_loop(wr, rx, fd, budget.clone()));
-    let max = shard.cfg.max_request_bytes;
+    let max = shard.settings.max_request_bytes;
     let mut buf = ReadBuf::new();
     // Produce requests take a turn in the order they were read; each holds it
     // until its partitions are handed to their owning shards (produce.rs), so a

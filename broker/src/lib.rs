@@ -12,11 +12,13 @@ mod handlers;
 mod http;
 mod io;
 mod metadata;
+mod obs;
 mod partition;
 mod placement;
 mod router;
 mod runtime;
 mod server;
+mod settings;
 mod shard;
 
 pub use boot::{run, Broker, StartOptions};

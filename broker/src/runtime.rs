@@ -258,3 +258,26 @@ where
     tx.unbounded_send(job).ok()?;
     answer.await.ok()
 }
+
+/// Waits until `ready()` holds (true) or the deadline passes (false), checking
+/// again each time a sender pushed onto `waiters` is fired.
+pub async fn wait_until(
+    deadline: std::time::Instant,
+    waiters: &std::cell::RefCell<Vec<futures::channel::oneshot::Sender<()>>>,
+    ready: impl Fn() -> bool,
+) -> bool {
+    loop {
+        if ready() {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        let (tx, rx) = futures::channel::oneshot::channel();
+        waiters.borrow_mut().push(tx);
+        let timeout = sleep(deadline - now);
+        futures::pin_mut!(timeout);
+        let _ = futures::future::select(rx, timeout).await;
+    }
+}

@@ -43,12 +43,18 @@ pub async fn shard_main(boot: ShardBoot) {
         ready,
     } = boot;
     let (tx, rx) = mesh;
-    let groups = Groups::restore(groups, Instant::now());
+    let groups = Groups::restore(
+        groups,
+        Instant::now(),
+        shared.settings.groups.clone(),
+        shared.io.clone(),
+        shared.meta.clone(),
+    );
     let shard = Rc::new(Shard::new(id, count, &shared, tx, cluster, groups));
     rx.serve(shard.clone());
-    spawn_detached(partition::flush_ticker(shard.clone()));
-    spawn_detached(partition::retention_ticker(shard.clone()));
-    Groups::start(&shard);
+    spawn_detached(partition::flush_ticker(shard.logs.clone()));
+    spawn_detached(partition::retention_ticker(shard.logs.clone()));
+    Groups::start(&shard.groups);
     if id == crate::placement::METADATA_SHARD {
         crate::handlers::topics::follow_store(&shard);
     }
@@ -80,16 +86,11 @@ pub async fn shard_main(boot: ShardBoot) {
 
 /// Seals every partition and waits until everything is durable.
 async fn drain(shard: &Rc<Shard>) {
-    shard.shutting_down.set(true);
-    crate::groups::release_all(shard);
-    let parts: Vec<_> = shard
-        .partitions
-        .borrow()
-        .values()
-        .flat_map(|m| m.values().cloned())
-        .collect();
+    shard.logs.begin_shutdown();
+    crate::groups::release_all(&shard.groups);
+    let parts = shard.logs.open_partitions();
     for p in &parts {
-        partition::seal(shard, p);
+        partition::seal(&shard.logs, p);
     }
     let started = Instant::now();
     let mut last_log = Instant::now();

@@ -3,35 +3,26 @@
 //! across an `.await`. Other shards reach it only through jobs on the mesh.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use futures::channel::oneshot;
-use kafscale_segstore::{HealthState, Segment, SegmentCache, SegmentStore, StoreStats};
+use kafscale_segstore::{HealthState, StoreStats};
 
-use crate::config::Config;
 use crate::groups::Groups;
-use crate::http::metrics::{GroupLevels, ShardGauges, ShardMetrics, Snapshot};
 use crate::io::Io;
 use crate::metadata::{Cluster, MetadataStore};
-use crate::partition::Partition;
-use crate::runtime::{Job, MeshTx};
-
-/// Key of a segment in the shard's read cache.
-pub type SegKey = (Arc<str>, i32, i64);
-/// The shard's partitions, by topic then index (looked up by `&str`, no allocation).
-pub type PartitionMap = HashMap<Arc<str>, HashMap<i32, Rc<Partition>>>;
-/// Readers waiting for a segment GET another reader started.
-pub type ReadWaiters =
-    HashMap<SegKey, Vec<oneshot::Sender<Result<Segment, crate::errors::KafkaError>>>>;
+use crate::obs::metrics::{GroupLevels, ShardGauges, ShardMetrics, Snapshot};
+use crate::partition::{LogHandles, Logs};
+use crate::runtime::{wait_until, Job, MeshTx};
+use crate::settings::Settings;
 
 /// State shared by every shard, built once at start.
 pub struct Shared {
-    pub cfg: Arc<Config>,
+    pub settings: Arc<Settings>,
     pub io: Io,
-    pub store: SegmentStore,
+    pub store: kafscale_segstore::SegmentStore,
     pub meta: Arc<dyn MetadataStore>,
     /// Object-store counters and health, fed by the I/O runtime.
     pub store_stats: Arc<StoreStats>,
@@ -46,37 +37,20 @@ pub struct ShardGone(pub usize);
 pub struct Shard {
     pub id: usize,
     pub count: usize,
-    pub cfg: Arc<Config>,
+    pub settings: Arc<Settings>,
     pub io: Io,
-    pub store: SegmentStore,
     pub meta: Arc<dyn MetadataStore>,
     store_stats: Arc<StoreStats>,
     mesh: MeshTx<Shard>,
-    cluster: RefCell<Arc<Cluster>>,
-    pub(crate) partitions: RefCell<PartitionMap>,
-    pub(crate) cache: RefCell<SegmentCache<SegKey>>,
-    /// Segment reads from the store in flight, so concurrent readers share one GET.
-    pub(crate) reads_in_flight: RefCell<ReadWaiters>,
-    /// Unflushed bytes (active buffers and sealed segments not yet durable).
-    pub(crate) buffered: Cell<usize>,
-    pub(crate) space_waiters: RefCell<Vec<oneshot::Sender<()>>>,
-    pub(crate) upload_slots: Cell<usize>,
-    pub(crate) upload_waiters: RefCell<std::collections::VecDeque<oneshot::Sender<()>>>,
-    /// Partitions with unflushed data, sealed at the next flush tick.
-    pub(crate) dirty: RefCell<Vec<Rc<Partition>>>,
-    pub(crate) shutting_down: Cell<bool>,
-    /// DrainPartitions for the whole broker: no partition of this shard takes
-    /// writes, including ones loaded later, until ResumePartitions.
-    pub(crate) draining_all: Cell<bool>,
+    /// This shard's partitions and their produce, upload and fetch state.
+    pub(crate) logs: Rc<Logs>,
     pub(crate) in_flight_requests: Cell<usize>,
     /// Serialises topic creation and deletion (used on the metadata shard only).
     pub(crate) admin_lock: futures::lock::Mutex<()>,
     /// The consumer groups hashed to this shard.
-    pub(crate) groups: Groups,
+    pub(crate) groups: Rc<Groups>,
     /// This shard's counters, summed over all shards at scrape time.
-    pub(crate) metrics: ShardMetrics,
-    /// The append order of each partition with produce parts in flight.
-    pub(crate) appends: crate::partition::OrderBook,
+    pub(crate) metrics: Rc<ShardMetrics>,
     /// Requests waiting for this shard to install a newer cluster snapshot.
     revision_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// Fault injection (tests): how late this shard installs snapshots.
@@ -92,32 +66,33 @@ impl Shard {
         cluster: Arc<Cluster>,
         groups: Groups,
     ) -> Self {
-        let cache_bytes = shared.cfg.cache_bytes / count.max(1);
-        Shard {
-            id,
-            count,
-            cfg: shared.cfg.clone(),
+        let metrics = Rc::new(ShardMetrics::new(shared.settings.throughput_window_sec));
+        let handles = LogHandles {
             io: shared.io.clone(),
             store: shared.store.clone(),
             meta: shared.meta.clone(),
+        };
+        let logs = Logs::new(
+            id,
+            count,
+            shared.settings.log.clone(),
+            handles,
+            metrics.clone(),
+            cluster,
+        );
+        Shard {
+            id,
+            count,
+            settings: shared.settings.clone(),
+            io: shared.io.clone(),
+            meta: shared.meta.clone(),
             store_stats: shared.store_stats.clone(),
             mesh,
-            cluster: RefCell::new(cluster),
-            partitions: RefCell::new(HashMap::new()),
-            cache: RefCell::new(SegmentCache::new(cache_bytes)),
-            reads_in_flight: RefCell::new(HashMap::new()),
-            buffered: Cell::new(0),
-            space_waiters: RefCell::new(Vec::new()),
-            upload_slots: Cell::new(shared.cfg.upload_concurrency),
-            upload_waiters: RefCell::new(Default::default()),
-            dirty: RefCell::new(Vec::new()),
-            shutting_down: Cell::new(false),
-            draining_all: Cell::new(false),
+            logs: Rc::new(logs),
             in_flight_requests: Cell::new(0),
             admin_lock: futures::lock::Mutex::new(()),
-            groups,
-            metrics: ShardMetrics::new(shared.cfg.throughput_window_sec),
-            appends: Default::default(),
+            groups: Rc::new(groups),
+            metrics,
             revision_waiters: RefCell::new(Vec::new()),
             snapshot_delay: shared
                 .snapshot_delay
@@ -134,17 +109,7 @@ impl Shard {
 
     /// This shard's counters and current levels, for /metrics.
     pub fn metrics_snapshot(&self) -> Snapshot {
-        let mut partitions = Vec::new();
-        let (mut pending_segments, mut pending_bytes) = (0, 0);
-        for parts in self.partitions.borrow().values() {
-            for p in parts.values() {
-                if let Some((levels, segments, bytes)) = p.levels() {
-                    partitions.push(levels);
-                    pending_segments += segments;
-                    pending_bytes += bytes;
-                }
-            }
-        }
+        let levels = self.logs.levels();
         let groups = self
             .groups
             .all()
@@ -163,21 +128,27 @@ impl Shard {
             .collect();
         let gauges = ShardGauges {
             shard: self.id,
-            buffered_bytes: self.buffered.get() as u64,
-            upload_queue: self.upload_waiters.borrow().len() as u64,
-            uploads_in_flight: self
-                .cfg
-                .upload_concurrency
-                .saturating_sub(self.upload_slots.get()) as u64,
-            pending_segments,
-            pending_bytes,
+            buffered_bytes: levels.buffered_bytes as u64,
+            upload_queue: levels.upload_queue as u64,
+            uploads_in_flight: levels.uploads_in_flight as u64,
+            pending_segments: levels.pending_segments,
+            pending_bytes: levels.pending_bytes,
         };
-        self.metrics.snapshot(gauges, partitions, groups)
+        self.metrics.snapshot(gauges, levels.partitions, groups)
     }
 
     /// This shard's current view of the cluster.
     pub fn cluster(&self) -> Arc<Cluster> {
-        self.cluster.borrow().clone()
+        self.logs.cluster()
+    }
+
+    /// The object store's segments.
+    pub fn store(&self) -> &kafscale_segstore::SegmentStore {
+        self.logs.store()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.logs.is_shutting_down()
     }
 
     /// Runs `f` on shard `target` with that shard's state and returns its result.
@@ -224,7 +195,7 @@ impl Shard {
     /// told exists.
     pub(crate) async fn wait_revision(&self, revision: i64, deadline: std::time::Instant) -> bool {
         wait_until(deadline, &self.revision_waiters, || {
-            self.cluster.borrow().revision >= revision
+            self.logs.cluster().revision >= revision
         })
         .await
     }
@@ -250,129 +221,11 @@ impl Shard {
         if let Some(d) = self.snapshot_delay {
             crate::runtime::sleep(d).await;
         }
-        let gone: Vec<Rc<Partition>> = {
-            let mut topics = self.partitions.borrow_mut();
-            let mut gone = Vec::new();
-            topics.retain(|name, parts| {
-                let keep = |p: &Rc<Partition>| match next.topic(name) {
-                    Some(t) => t.id == p.topic_id && p.index < t.partitions,
-                    None => false,
-                };
-                parts.retain(|_, p| {
-                    let k = keep(p);
-                    if !k {
-                        gone.push(p.clone());
-                    }
-                    k
-                });
-                !parts.is_empty()
-            });
-            gone
-        };
-        // Partitions that stay pick up their topic's current configs (segment.bytes,
-        // retention), so an AlterConfigs applies without a restart.
-        for (name, parts) in self.partitions.borrow().iter() {
-            if let Some(t) = next.topic(name) {
-                let settings = t.settings(self.cfg.segment_bytes);
-                for p in parts.values() {
-                    p.settings.set(settings);
-                }
-            }
-        }
-        *self.cluster.borrow_mut() = next;
+        let dropped = self.logs.install_cluster(next);
         for w in self.revision_waiters.borrow_mut().drain(..) {
             let _ = w.send(());
         }
-        for p in &gone {
-            let released = p.mark_deleted();
-            self.release_buffered(released);
-            let topic = p.topic.clone();
-            let index = p.index;
-            self.cache
-                .borrow_mut()
-                .remove_where(|k| k.0 == topic && k.1 == index);
-        }
-        // Wait until no upload of a dropped partition is still writing objects, so
-        // that the caller can delete the topic's objects without racing a PUT.
-        for p in gone {
-            p.uploads_idle().await;
-        }
-    }
-
-    /// Adds to the shard's unflushed byte count.
-    pub(crate) fn add_buffered(&self, n: usize) {
-        self.buffered.set(self.buffered.get() + n);
-    }
-
-    pub(crate) fn release_buffered(&self, n: usize) {
-        self.buffered.set(self.buffered.get().saturating_sub(n));
-        if n > 0 {
-            for w in self.space_waiters.borrow_mut().drain(..) {
-                let _ = w.send(());
-            }
-        }
-    }
-
-    /// Waits until the shard has room for `n` more unflushed bytes, up to the
-    /// deadline. False means the store is not keeping up: the producer gets a
-    /// retriable error rather than the broker growing without bound.
-    pub(crate) async fn reserve_space(&self, n: usize, deadline: std::time::Instant) -> bool {
-        wait_until(deadline, &self.space_waiters, || {
-            self.buffered.get() + n <= self.cfg.max_buffered_bytes || self.buffered.get() == 0
-        })
-        .await
-    }
-
-    /// Takes one of the shard's upload slots, waiting for one to free up.
-    pub(crate) async fn upload_slot(&self) -> UploadSlot<'_> {
-        loop {
-            let free = self.upload_slots.get();
-            if free > 0 {
-                self.upload_slots.set(free - 1);
-                return UploadSlot { shard: self };
-            }
-            let (tx, rx) = oneshot::channel();
-            self.upload_waiters.borrow_mut().push_back(tx);
-            let _ = rx.await;
-        }
-    }
-}
-
-/// Waits until `ready()` holds (true) or the deadline passes (false), checking
-/// again each time a sender pushed onto `waiters` is fired.
-async fn wait_until(
-    deadline: std::time::Instant,
-    waiters: &RefCell<Vec<oneshot::Sender<()>>>,
-    ready: impl Fn() -> bool,
-) -> bool {
-    loop {
-        if ready() {
-            return true;
-        }
-        let now = std::time::Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        let (tx, rx) = oneshot::channel();
-        waiters.borrow_mut().push(tx);
-        let timeout = crate::runtime::sleep(deadline - now);
-        futures::pin_mut!(timeout);
-        let _ = futures::future::select(rx, timeout).await;
-    }
-}
-
-/// A held upload slot; returned to the shard on drop.
-pub(crate) struct UploadSlot<'a> {
-    shard: &'a Shard,
-}
-
-impl Drop for UploadSlot<'_> {
-    fn drop(&mut self) {
-        self.shard
-            .upload_slots
-            .set(self.shard.upload_slots.get() + 1);
-        if let Some(w) = self.shard.upload_waiters.borrow_mut().pop_front() {
-            let _ = w.send(());
-        }
+        // So that the caller can delete a dropped topic's objects without racing a PUT.
+        dropped.uploads_idle().await;
     }
 }

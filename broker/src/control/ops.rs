@@ -76,10 +76,9 @@ async fn owned(sh: &Rc<Shard>, sel: &Selection) -> Vec<Result<Rc<Partition>, (St
     match sel {
         None => {
             let mut v: Vec<Rc<Partition>> = sh
-                .partitions
-                .borrow()
-                .values()
-                .flat_map(|m| m.values().cloned())
+                .logs
+                .open_partitions()
+                .into_iter()
                 .filter(|p| p.loaded())
                 .collect();
             v.sort_by(|a, b| (&a.topic, a.index).cmp(&(&b.topic, b.index)));
@@ -92,7 +91,7 @@ async fn owned(sh: &Rc<Shard>, sel: &Selection) -> Vec<Result<Rc<Partition>, (St
                     continue;
                 }
                 out.push(
-                    partition::partition(sh, t, *i)
+                    partition::partition(&sh.logs, t, *i)
                         .await
                         .map_err(|e| (t.clone(), *i, e.code())),
                 );
@@ -115,7 +114,7 @@ fn status_of(sh: &Shard, p: &Partition) -> PartitionStatus {
         unflushed_bytes: s.unflushed_bytes as u64,
         upload_queue_segments: s.pending_segments as u32,
         upload_queue_bytes: s.pending_bytes as u64,
-        draining: s.draining || sh.draining_all.get(),
+        draining: s.draining || sh.logs.draining_all(),
     }
 }
 
@@ -131,7 +130,7 @@ fn not_loaded(sh: &Shard, topic: &str, partition: i32) -> PartitionStatus {
         unflushed_bytes: 0,
         upload_queue_segments: 0,
         upload_queue_bytes: 0,
-        draining: sh.draining_all.get(),
+        draining: sh.logs.draining_all(),
     }
 }
 
@@ -151,19 +150,14 @@ pub async fn shard_status(sh: Rc<Shard>, sel: Selection) -> (ShardStatus, Vec<Pa
             // Every partition this shard owns, loaded or not: listing must not
             // load thousands of partitions from the object store.
             let cluster = sh.cluster();
-            let loaded = sh.partitions.borrow();
             for t in cluster.topics.values() {
                 for i in 0..t.partitions {
                     if partition_shard(&t.name, i, sh.count) != sh.id {
                         continue;
                     }
                     parts.push(
-                        match loaded
-                            .get(t.name.as_str())
-                            .and_then(|m| m.get(&i))
-                            .filter(|p| p.loaded())
-                        {
-                            Some(p) => status_of(&sh, p),
+                        match sh.logs.open_partition(&t.name, i).filter(|p| p.loaded()) {
+                            Some(p) => status_of(&sh, &p),
                             None => not_loaded(&sh, &t.name, i),
                         },
                     );
@@ -172,21 +166,19 @@ pub async fn shard_status(sh: Rc<Shard>, sel: Selection) -> (ShardStatus, Vec<Pa
         }
     }
     let loaded = sh
-        .partitions
-        .borrow()
-        .values()
-        .map(|m| m.values().filter(|p| p.loaded()).count())
-        .sum::<usize>();
+        .logs
+        .open_partitions()
+        .iter()
+        .filter(|p| p.loaded())
+        .count();
+    let levels = sh.logs.levels();
     let shard = ShardStatus {
         shard: sh.id as u32,
-        unflushed_bytes: sh.buffered.get() as u64,
-        upload_queue_depth: sh.upload_waiters.borrow().len() as u64,
-        uploads_in_flight: sh
-            .cfg
-            .upload_concurrency
-            .saturating_sub(sh.upload_slots.get()) as u64,
+        unflushed_bytes: levels.buffered_bytes as u64,
+        upload_queue_depth: levels.upload_queue as u64,
+        uploads_in_flight: levels.uploads_in_flight as u64,
         partitions: loaded as u32,
-        draining_all: sh.draining_all.get(),
+        draining_all: sh.logs.draining_all(),
     };
     (shard, parts)
 }
@@ -231,7 +223,7 @@ async fn flush_all(
 ) -> Vec<PartitionOffsets> {
     let waits = parts.into_iter().map(|p| {
         let target = p.status().log_end;
-        partition::seal(sh, &p);
+        partition::seal(&sh.logs, &p);
         async move {
             let wait = p.durable_to(target);
             let timer = sleep(deadline.saturating_duration_since(Instant::now()));
@@ -280,7 +272,7 @@ pub async fn shard_drain(
     let mut out = Vec::new();
     let mut parts = Vec::new();
     if sel.is_none() {
-        sh.draining_all.set(true);
+        sh.logs.set_draining_all(true);
     }
     for r in owned(&sh, &sel).await {
         match r {
@@ -301,7 +293,7 @@ pub async fn shard_drain(
 
 /// This shard's part of ResumePartitions: the partitions that were drained.
 pub async fn shard_resume(sh: Rc<Shard>, sel: Selection) -> (bool, Vec<PartitionOffsets>) {
-    let was_all = sel.is_none() && sh.draining_all.replace(false);
+    let was_all = sel.is_none() && sh.logs.set_draining_all(false);
     let mut out = Vec::new();
     for p in owned(&sh, &sel).await.into_iter().flatten() {
         if p.set_draining(false) {

@@ -131,7 +131,7 @@ impl BrokerControl for Service {
             .on_shards(QUICK, move |sh| async move {
                 let sel = ops::select(&sh, &topics)?;
                 if sel.is_some() {
-                    let whole = all(sh.on_all(|s| async move { s.draining_all.get() }).await)?;
+                    let whole = all(sh.on_all(|s| async move { s.logs.draining_all() }).await)?;
                     if whole.contains(&true) {
                         return Err(ControlError::FailedPrecondition(
                             "the whole broker is drained: resume it without naming partitions"

@@ -1,11 +1,10 @@
-//! Consumer groups (classic protocol) and committed offsets.
+//! Consumer groups (classic protocol) and committed offsets: the state of the
+//! groups one shard owns, their timers and their persistence.
 //!
-//! Each group lives on one shard, `placement::group_shard(group)`. The connection's
-//! shard decodes a request and forwards it there with `Shard::on`; the owner runs the
-//! state machine (`coordinator.rs`) on its own `RefCell` state, with no locks, and
-//! never holds a borrow across an `.await`. One file per API: `find_coordinator.rs`,
-//! `join.rs`, `sync.rs`, `heartbeat.rs`, `leave.rs`, `offset_commit.rs`,
-//! `offset_fetch.rs`.
+//! Each group lives on one shard, `placement::group_shard(group)`. The Kafka
+//! handlers (`handlers/groups/`, one file per API) forward a request there; the
+//! owner runs the state machine (`coordinator.rs`) on its own `RefCell` state,
+//! with no locks, and never holds a borrow across an `.await`.
 //!
 //! Timers: a group arms one timer task on its shard for its earliest deadline
 //! (`Group::next_deadline`: a session, a pending member id, the initial delay or
@@ -16,30 +15,19 @@
 //! answered only once the store has them durably.
 
 pub mod coordinator;
-pub mod delete;
-pub mod describe;
 pub mod error;
-pub mod find_coordinator;
-pub mod heartbeat;
-pub mod join;
-pub mod leave;
-pub mod list;
-pub mod offset_commit;
-pub mod offset_fetch;
-pub mod sync;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use crate::metadata::{OffsetMeta, StoredGroup};
-use crate::placement::group_shard;
+use crate::io::Io;
+use crate::metadata::{MetadataStore, OffsetMeta, StoredGroup};
 use crate::runtime::{sleep, spawn_detached};
-use crate::shard::Shard;
 use coordinator::{Group, GroupConfig};
 use error::GroupError;
 
@@ -71,17 +59,31 @@ impl GroupSlot {
 }
 
 /// The groups a shard owns.
-#[derive(Default)]
 pub struct Groups {
     slots: RefCell<HashMap<String, Rc<GroupSlot>>>,
     /// Background metadata writes in flight, waited for at shutdown.
     pub(crate) writes_in_flight: Cell<usize>,
+    config: GroupConfig,
+    pub(crate) io: Io,
+    pub(crate) meta: Arc<dyn MetadataStore>,
 }
 
 impl Groups {
     /// The shard's share of the stored groups.
-    pub fn restore(stored: Vec<StoredGroup>, now: Instant) -> Self {
-        let groups = Groups::default();
+    pub fn restore(
+        stored: Vec<StoredGroup>,
+        now: Instant,
+        config: GroupConfig,
+        io: Io,
+        meta: Arc<dyn MetadataStore>,
+    ) -> Self {
+        let groups = Groups {
+            slots: RefCell::new(HashMap::new()),
+            writes_in_flight: Cell::new(0),
+            config,
+            io,
+            meta,
+        };
         for sg in stored {
             let group = match sg.meta {
                 Some(meta) => Group::from_stored(&sg.group_id, meta, now),
@@ -96,6 +98,11 @@ impl Groups {
             groups.slots.borrow_mut().insert(sg.group_id, Rc::new(slot));
         }
         groups
+    }
+
+    /// Session timeout bounds and the initial rebalance delay.
+    pub fn config(&self) -> GroupConfig {
+        self.config.clone()
     }
 
     pub fn get(&self, id: &str) -> Option<Rc<GroupSlot>> {
@@ -121,58 +128,34 @@ impl Groups {
     }
 
     /// Starts the timers of restored groups (their static members' sessions).
-    pub fn start(shard: &Rc<Shard>) {
-        let slots: Vec<Rc<GroupSlot>> = shard.groups.slots.borrow().values().cloned().collect();
-        for slot in slots {
-            settle(shard, &slot);
+    pub fn start(groups: &Rc<Groups>) {
+        for slot in groups.all() {
+            settle(groups, &slot);
         }
     }
 }
 
 /// At shutdown: members waiting on a rebalance are told to look for the
 /// coordinator again (NOT_COORDINATOR) rather than held until the process exits.
-pub fn release_all(shard: &Shard) {
-    let slots: Vec<Rc<GroupSlot>> = shard.groups.slots.borrow().values().cloned().collect();
-    for slot in slots {
+pub fn release_all(groups: &Groups) {
+    for slot in groups.all() {
         slot.group
             .borrow_mut()
             .release_waiters(GroupError::NotCoordinator);
     }
 }
 
-pub fn config(shard: &Shard) -> GroupConfig {
-    GroupConfig {
-        initial_rebalance_delay: Duration::from_millis(shard.cfg.group_initial_rebalance_delay_ms),
-        min_session_timeout_ms: shard.cfg.group_min_session_timeout_ms,
-        max_session_timeout_ms: shard.cfg.group_max_session_timeout_ms,
-    }
-}
-
-/// Runs `f` on the shard that owns `group`.
-pub async fn on_owner<R, F, Fut>(shard: &Rc<Shard>, group: &str, f: F) -> Result<R, GroupError>
-where
-    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
-    Fut: Future<Output = R> + 'static,
-    R: Send + 'static,
-{
-    shard
-        .on(group_shard(group, shard.count), f)
-        .await
-        .map_err(|_| GroupError::CoordinatorNotAvailable)
-}
-
 /// After any change to a group: persist it if its stored form changed, and make
 /// sure a timer is armed for its next deadline.
-pub fn settle(shard: &Rc<Shard>, slot: &Rc<GroupSlot>) {
+pub fn settle(groups: &Rc<Groups>, slot: &Rc<GroupSlot>) {
     if slot.group.borrow_mut().take_dirty() {
         slot.meta_dirty.set(true);
         if !slot.writer_running.get() {
             slot.writer_running.set(true);
-            shard
-                .groups
+            groups
                 .writes_in_flight
-                .set(shard.groups.writes_in_flight.get() + 1);
-            spawn_detached(write_meta(shard.clone(), slot.clone()));
+                .set(groups.writes_in_flight.get() + 1);
+            spawn_detached(write_meta(groups.clone(), slot.clone()));
         }
     }
     let Some(deadline) = slot.group.borrow().next_deadline() else {
@@ -182,7 +165,7 @@ pub fn settle(shard: &Rc<Shard>, slot: &Rc<GroupSlot>) {
         return;
     }
     slot.timer_at.set(Some(deadline));
-    let (shard, slot) = (shard.clone(), slot.clone());
+    let (groups, slot) = (groups.clone(), slot.clone());
     spawn_detached(async move {
         sleep(deadline.saturating_duration_since(Instant::now())).await;
         // A later change armed an earlier timer, which has taken over.
@@ -191,13 +174,13 @@ pub fn settle(shard: &Rc<Shard>, slot: &Rc<GroupSlot>) {
         }
         slot.timer_at.set(None);
         slot.group.borrow_mut().expire(Instant::now());
-        settle(&shard, &slot);
+        settle(&groups, &slot);
     });
 }
 
 /// Writes the group's metadata until the stored form is the latest one. Every write
 /// takes the state at that moment, so a burst of changes costs one or two writes.
-async fn write_meta(shard: Rc<Shard>, slot: Rc<GroupSlot>) {
+async fn write_meta(groups: Rc<Groups>, slot: Rc<GroupSlot>) {
     let mut backoff = Duration::from_millis(50);
     while slot.meta_dirty.replace(false) {
         let _w = slot.write_lock.lock().await;
@@ -208,9 +191,9 @@ async fn write_meta(shard: Rc<Shard>, slot: Rc<GroupSlot>) {
                 g.is_empty() && slot.offsets.borrow().is_empty(),
             )
         };
-        let store = shard.meta.clone();
+        let store = groups.meta.clone();
         let id = slot.id.clone();
-        let res = shard
+        let res = groups
             .io
             .run(async move {
                 if forget {
@@ -236,25 +219,23 @@ async fn write_meta(shard: Rc<Shard>, slot: Rc<GroupSlot>) {
         }
     }
     slot.writer_running.set(false);
-    shard
-        .groups
+    groups
         .writes_in_flight
-        .set(shard.groups.writes_in_flight.get().saturating_sub(1));
+        .set(groups.writes_in_flight.get().saturating_sub(1));
 }
 
 /// Drops every group's committed offsets of a deleted topic on this shard, so
 /// that a topic re-created under the same name starts without them (as in Kafka).
-pub async fn forget_topic(shard: Rc<Shard>, topic: String) {
-    let slots: Vec<Rc<GroupSlot>> = shard.groups.slots.borrow().values().cloned().collect();
-    for slot in slots {
+pub async fn forget_topic(groups: Rc<Groups>, topic: String) {
+    for slot in groups.all() {
         let has = slot.offsets.borrow().keys().any(|(t, _)| *t == topic);
         if !has {
             continue;
         }
         let _w = slot.write_lock.lock().await;
-        let store = shard.meta.clone();
+        let store = groups.meta.clone();
         let (g, t) = (slot.id.clone(), topic.clone());
-        match shard
+        match groups
             .io
             .run(async move { store.delete_topic_offsets(&g, &t).await })
             .await

@@ -44,12 +44,6 @@ const SOURCE_DEFAULT: i8 = 5;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 
-/// Validates one topic config (CreateTopics, AlterConfigs,
-/// IncrementalAlterConfigs). The message is for the client.
-pub fn check_topic_config(name: &str, value: Option<&str>) -> Result<(), String> {
-    topic_config::check(name, value).map_err(|e| e.to_string())
-}
-
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
@@ -134,7 +128,7 @@ fn topic_entries(shard: &Shard, configs: &BTreeMap<String, String>) -> Vec<Entry
 }
 
 fn broker_entries(shard: &Shard) -> Vec<Entry> {
-    let cfg = &shard.cfg;
+    let cfg = &shard.settings;
     let cluster = shard.cluster();
     let ro = |name: &'static str, value: Option<String>, ty: ConfigType, doc: &'static str| Entry {
         name,
@@ -160,43 +154,43 @@ fn broker_entries(shard: &Shard) -> Vec<Entry> {
         ),
         ro(
             "kafscale.s3.bucket",
-            cfg.s3.s3_bucket.clone(),
+            cfg.store.bucket.clone(),
             ConfigType::String,
             "KAFSCALE_S3_BUCKET",
         ),
         ro(
             "kafscale.s3.region",
-            Some(cfg.s3.s3_region.clone()),
+            Some(cfg.store.region.clone()),
             ConfigType::String,
             "KAFSCALE_S3_REGION",
         ),
         ro(
             "kafscale.s3.endpoint",
-            cfg.s3.s3_endpoint.clone(),
+            cfg.store.endpoint.clone(),
             ConfigType::String,
             "KAFSCALE_S3_ENDPOINT",
         ),
         ro(
             "kafscale.cache.bytes",
-            Some(cfg.cache_bytes.to_string()),
+            Some(cfg.log.cache_bytes.to_string()),
             ConfigType::Long,
             "KAFSCALE_CACHE_BYTES",
         ),
         ro(
             "kafscale.readahead.segments",
-            Some(cfg.readahead_segments.to_string()),
+            Some(cfg.log.readahead_segments.to_string()),
             ConfigType::Int,
             "KAFSCALE_READAHEAD_SEGMENTS",
         ),
         ro(
             "kafscale.segment.bytes",
-            Some(cfg.segment_bytes.to_string()),
+            Some(cfg.log.segment_bytes.to_string()),
             ConfigType::Int,
             "KAFSCALE_SEGMENT_BYTES",
         ),
         ro(
             "kafscale.flush.interval.ms",
-            Some(cfg.flush_interval_ms.to_string()),
+            Some(cfg.log.flush_interval.as_millis().to_string()),
             ConfigType::Long,
             "KAFSCALE_FLUSH_INTERVAL_MS",
         ),
@@ -206,7 +200,7 @@ fn broker_entries(shard: &Shard) -> Vec<Entry> {
 /// Whether a broker resource name means this broker ("" is the cluster default,
 /// which for read-only configs is the same thing).
 fn is_this_broker(shard: &Shard, name: &str) -> bool {
-    name.is_empty() || name.trim().parse::<i32>().ok() == Some(shard.cfg.broker_id)
+    name.is_empty() || name.trim().parse::<i32>().ok() == Some(shard.settings.broker_id)
 }
 
 pub fn describe(
@@ -339,8 +333,8 @@ pub async fn alter(
                 let mut bad = None;
                 for c in &r.configs {
                     let value = c.value.as_deref();
-                    if let Err(e) = check_topic_config(&c.name, value) {
-                        bad = Some((INVALID_CONFIG, e));
+                    if let Err(e) = topic_config::check(&c.name, value) {
+                        bad = Some((INVALID_CONFIG, e.to_string()));
                         break;
                     }
                     if let Some(v) = value {
@@ -380,8 +374,9 @@ pub async fn incremental_alter(
                 for c in &r.configs {
                     let value = c.value.as_deref();
                     let checked = match c.config_operation {
-                        OP_SET => check_topic_config(&c.name, value)
-                            .map(|()| Some(value.unwrap_or_default().trim().to_string())),
+                        OP_SET => topic_config::check(&c.name, value)
+                            .map(|()| Some(value.unwrap_or_default().trim().to_string()))
+                            .map_err(|e| e.to_string()),
                         // Deleting an unknown key is as invalid as setting one.
                         OP_DELETE if topic_config::lookup(&c.name).is_some() => Ok(None),
                         OP_DELETE => Err(TopicConfigError::Unsupported {
@@ -415,23 +410,4 @@ pub async fn incremental_alter(
         resp.responses.push(out);
     }
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // The rules themselves are tested in kafscale_proto::topic_config.
-    #[test]
-    fn config_errors_reach_the_client_as_messages() {
-        assert!(check_topic_config("segment.bytes", Some("1048576")).is_ok());
-        assert_eq!(
-            check_topic_config("segment.bytes", Some("4294967296")),
-            Err("segment.bytes must be an integer in 1..=2147483647".to_string())
-        );
-        assert_eq!(
-            check_topic_config("max.message.bytes", Some("1")),
-            Err("config max.message.bytes is not supported".to_string())
-        );
-    }
 }

@@ -201,7 +201,7 @@ pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16) -> Fetch
 async fn read_local(sh: Rc<Shard>, parts: Vec<Part>, deadline: Option<Instant>) -> Vec<PartResult> {
     let mut loaded = Vec::with_capacity(parts.len());
     for part in &parts {
-        loaded.push(partition::partition(&sh, &part.topic, part.partition).await);
+        loaded.push(partition::partition(&sh.logs, &part.topic, part.partition).await);
     }
     if let Some(deadline) = deadline {
         let mut waits = Vec::new();
@@ -225,7 +225,7 @@ async fn read_local(sh: Rc<Shard>, parts: Vec<Part>, deadline: Option<Instant>) 
     for (part, p) in parts.into_iter().zip(loaded) {
         let r = match p {
             Err(e) => PartResult::err(e.code()),
-            Ok(p) => match partition::read(&sh, &p, part.offset, part.max_bytes).await {
+            Ok(p) => match partition::read(&sh.logs, &p, part.offset, part.max_bytes).await {
                 Ok(o) => PartResult {
                     error: NONE,
                     high_watermark: o.offsets.high_watermark,

@@ -51,7 +51,7 @@ pub async fn handle(
         move |sh, items| async move {
             let mut out = Vec::with_capacity(items.len());
             for (topic, index, ts) in items {
-                let r = match partition::partition(&sh, &topic, index).await {
+                let r = match partition::partition(&sh.logs, &topic, index).await {
                     Err(e) => (e.code(), -1, -1),
                     Ok(p) => {
                         let o = p.offsets();
@@ -64,7 +64,7 @@ pub async fn handle(
                         };
                         match lookup {
                             Err(answer) => answer,
-                            Ok(q) => match partition::offset_for_time(&sh, &p, q).await {
+                            Ok(q) => match partition::offset_for_time(&sh.logs, &p, q).await {
                                 Ok(Some((offset, timestamp))) => (NONE, offset, timestamp),
                                 Ok(None) => (NONE, -1, -1),
                                 Err(e) => (e.code(), -1, -1),

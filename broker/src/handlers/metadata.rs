@@ -21,7 +21,7 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
         _ => None,
     };
     let allow_auto = version < 4 || req.allow_auto_topic_creation;
-    if let (Some(topics), true) = (&requested, allow_auto && shard.cfg.auto_create_topics) {
+    if let (Some(topics), true) = (&requested, allow_auto && shard.settings.auto_create_topics) {
         let cluster = shard.cluster();
         let missing: Vec<String> = topics
             .iter()

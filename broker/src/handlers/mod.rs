@@ -6,6 +6,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod create_partitions;
 pub mod fetch;
+pub mod groups;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
@@ -23,7 +24,6 @@ use kafscale_codec::request::{
 };
 use tracing::{info, warn};
 
-use crate::groups;
 use crate::shard::Shard;
 
 /// What the connection does after a request.
@@ -98,7 +98,7 @@ pub async fn handle_frame(
             let resp = produce::handle(shard, r, version, turn).await;
             if acks == 0 {
                 record(shard, api, started, false);
-                if shard.cfg.trace_kafka {
+                if shard.settings.trace_kafka {
                     trace::log(trace::Request {
                         peer,
                         api,
@@ -179,9 +179,9 @@ pub async fn handle_frame(
         shard,
         api,
         started,
-        crate::http::admin::failed(api as i16, &response),
+        trace::admin_failed(api as i16, &response),
     );
-    if shard.cfg.trace_kafka {
+    if shard.settings.trace_kafka {
         trace::log(trace::Request {
             peer,
             api,

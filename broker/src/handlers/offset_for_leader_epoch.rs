@@ -63,7 +63,7 @@ pub async fn handle(
         |sh, items| async move {
             let mut out = Vec::with_capacity(items.len());
             for (topic, index, current, epoch) in items {
-                out.push(match partition::partition(&sh, &topic, index).await {
+                out.push(match partition::partition(&sh.logs, &topic, index).await {
                     Err(e) => (e.code(), -1, -1),
                     Ok(p) => answer(current, epoch, p.offsets().high_watermark),
                 });

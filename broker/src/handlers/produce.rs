@@ -67,7 +67,7 @@ pub async fn handle(
         t.turn().await;
     }
     let acks = req.acks;
-    if shard.cfg.auto_create_topics {
+    if shard.settings.auto_create_topics {
         let cluster = shard.cluster();
         let missing: Vec<String> = req
             .topic_data
@@ -161,7 +161,7 @@ fn produce_local(
 ) -> impl Future<Output = Vec<PartResult>> {
     let tickets: Vec<Ticket> = parts
         .iter()
-        .map(|p| sh.appends.ticket(&p.topic, p.partition))
+        .map(|p| sh.logs.appends().ticket(&p.topic, p.partition))
         .collect();
     async move {
         let appended = futures::future::join_all(
@@ -232,25 +232,25 @@ async fn append_part(
     deadline: Instant,
     revision: i64,
 ) -> (PartResult, Option<Durable>) {
-    if sh.shutting_down.get() {
+    if sh.is_shutting_down() {
         return (PartResult::err(NOT_LEADER_OR_FOLLOWER), None);
     }
     let Some(records) = part.records else {
         return (PartResult::err(INVALID_RECORD), None);
     };
-    let p = match partition::entry(sh, &part.topic, part.partition) {
+    let p = match partition::entry(&sh.logs, &part.topic, part.partition) {
         Ok(p) => p,
         Err(code) => {
             if !(sh.cluster().revision < revision && sh.wait_revision(revision, deadline).await) {
                 return (PartResult::err(code.code()), None);
             }
-            match partition::entry(sh, &part.topic, part.partition) {
+            match partition::entry(&sh.logs, &part.topic, part.partition) {
                 Ok(p) => p,
                 Err(e) => return (PartResult::err(e.code()), None),
             }
         }
     };
-    if let Err(e) = partition::ready(sh, &p, deadline).await {
+    if let Err(e) = partition::ready(&sh.logs, &p, deadline).await {
         return (PartResult::err(e.code()), None);
     }
     if !ticket.is_turn() {
@@ -262,10 +262,10 @@ async fn append_part(
             return (PartResult::err(REQUEST_TIMED_OUT), None);
         }
     }
-    if !sh.reserve_space(records.len(), deadline).await {
+    if !sh.logs.reserve_space(records.len(), deadline).await {
         return (PartResult::err(REQUEST_TIMED_OUT), None);
     }
-    let r = match partition::append(sh, &p, &records, acks) {
+    let r = match partition::append(&sh.logs, &p, &records, acks) {
         Ok(o) => {
             sh.metrics
                 .add_produce_bytes(&part.topic, records.len() as u64);

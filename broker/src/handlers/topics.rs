@@ -48,7 +48,7 @@ impl Outcome {
 /// Creates topics that a Metadata or Produce request named, with the default
 /// partition count. Errors are left for the caller's lookup to report.
 pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
-    let partitions = shard.cfg.auto_create_partitions;
+    let partitions = shard.settings.auto_create_partitions;
     let _ = shard
         .on(METADATA_SHARD, move |sh| async move {
             for name in names {
@@ -108,7 +108,7 @@ async fn install(sh: &Rc<Shard>, state: ClusterState) {
     )
     .await;
     for name in gone {
-        sh.on_all(move |s| crate::groups::forget_topic(s, name.clone()))
+        sh.on_all(move |s| crate::groups::forget_topic(s.groups.clone(), name.clone()))
             .await;
     }
 }
@@ -143,7 +143,7 @@ pub fn follow_store(shard: &Rc<Shard>) {
             }
         };
         while let Some(state) = stream.next().await {
-            if sh.shutting_down.get() {
+            if sh.is_shutting_down() {
                 break;
             }
             let _guard = sh.admin_lock.lock().await;
@@ -288,7 +288,7 @@ async fn delete_one(sh: &Rc<Shard>, name: String) -> i16 {
         return UNKNOWN_TOPIC_OR_PARTITION;
     }
     publish(sh, before.without_topic(&name)).await;
-    let store = sh.store.clone();
+    let store = sh.store().clone();
     let n = name.clone();
     let deleted = sh.io.run(async move { store.delete_topic(&n).await }).await;
     let count = match deleted {
@@ -314,7 +314,7 @@ async fn delete_one(sh: &Rc<Shard>, name: String) -> i16 {
             }
             info!(topic = %name, objects = count, "topic deleted");
             let n = name.clone();
-            sh.on_all(move |s| crate::groups::forget_topic(s, n.clone()))
+            sh.on_all(move |s| crate::groups::forget_topic(s.groups.clone(), n.clone()))
                 .await;
             NONE
         }
@@ -339,7 +339,7 @@ pub async fn create(
     req: CreateTopicsRequest,
     _version: i16,
 ) -> CreateTopicsResponse {
-    let default_partitions = shard.cfg.auto_create_partitions;
+    let default_partitions = shard.settings.auto_create_partitions;
     let validate_only = req.validate_only;
     let mut resp = CreateTopicsResponse::default();
     for t in req.topics {
@@ -355,8 +355,8 @@ pub async fn create(
         let mut bad = None;
         for c in &t.configs {
             let value = c.value.as_ref().map(|v| v.as_str());
-            if let Err(e) = super::configs::check_topic_config(&c.name, value) {
-                bad = Some(e);
+            if let Err(e) = kafscale_proto::topic_config::check(&c.name, value) {
+                bad = Some(e.to_string());
                 break;
             }
             if let Some(v) = value {

@@ -217,3 +217,43 @@ mod tests {
         assert_eq!(error_code(&ResponseKind::Heartbeat(h)), 27);
     }
 }
+
+/// True when an admin response carries an error code for any of its topics,
+/// resources, groups or partitions (non-admin responses: false).
+pub fn admin_failed(api: i16, resp: &ResponseKind) -> bool {
+    // `is_admin` first: the hot Produce/Fetch path never walks its response.
+    crate::obs::admin::is_admin(api) && error_code(resp) != 0
+}
+
+#[cfg(test)]
+mod admin_tests {
+    use super::*;
+    use kafka_protocol::messages::{CreateTopicsResponse, ListGroupsResponse};
+
+    #[test]
+    fn admin_errors_are_found_in_the_response() {
+        assert!(crate::obs::admin::is_admin(ApiKey::CreateTopics as i16));
+        assert!(!crate::obs::admin::is_admin(ApiKey::Produce as i16));
+        let mut ok = CreateTopicsResponse::default();
+        ok.topics.push(Default::default());
+        assert!(!admin_failed(
+            ApiKey::CreateTopics as i16,
+            &ResponseKind::CreateTopics(ok.clone())
+        ));
+        let mut bad = ok;
+        let mut t =
+            kafka_protocol::messages::create_topics_response::CreatableTopicResult::default();
+        t.error_code = 36;
+        bad.topics.push(t);
+        assert!(admin_failed(
+            ApiKey::CreateTopics as i16,
+            &ResponseKind::CreateTopics(bad)
+        ));
+        let mut lg = ListGroupsResponse::default();
+        lg.error_code = 15;
+        assert!(admin_failed(
+            ApiKey::ListGroups as i16,
+            &ResponseKind::ListGroups(lg)
+        ));
+    }
+}

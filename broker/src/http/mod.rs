@@ -5,7 +5,6 @@
 //! except `/healthz`, which asks every shard through its own inbox (a stuck
 //! metadata shard must not hide the others' answers).
 
-pub mod admin;
 pub mod console;
 pub mod health;
 pub mod metrics;

@@ -10,11 +10,11 @@ use futures::channel::oneshot;
 use kafscale_codec::batch::{verify_crc, BatchHeader, Batches};
 use kafscale_segstore::{SegmentBuilder, DEFAULT_INDEX_INTERVAL};
 
+use super::logs::Logs;
 use super::producers::SeqCheck;
 use super::Partition;
 use crate::errors::{batch_error, KafkaError};
 use crate::runtime::sleep;
-use crate::shard::Shard;
 
 /// Leader epoch written into every batch. Kafscale has one leader per partition
 /// and no replication, so the epoch never changes.
@@ -51,7 +51,7 @@ fn validate(records: &[u8]) -> Result<Vec<(BatchHeader, std::ops::Range<usize>)>
 
 /// Appends a producer's batches. The caller has reserved buffer space.
 pub fn append(
-    shard: &Rc<Shard>,
+    logs: &Rc<Logs>,
     p: &Rc<Partition>,
     records: &Bytes,
     acks: i16,
@@ -68,7 +68,7 @@ pub fn append(
         if st.deleted {
             return Err(KafkaError::UnknownTopicOrPartition);
         }
-        if st.draining || shard.draining_all.get() {
+        if st.draining || logs.draining_all() {
             // Drained through BrokerControl: retriable, so clients refresh
             // metadata and retry until the partition is resumed (or moved).
             return Err(KafkaError::NotLeaderOrFollower);
@@ -132,12 +132,12 @@ pub fn append(
             durable,
         }
     };
-    shard.add_buffered(added);
+    logs.add_buffered(added);
     if armed {
-        shard.dirty.borrow_mut().push(p.clone());
+        logs.dirty.borrow_mut().push(p.clone());
     }
     if sealed {
-        super::upload::kick(shard, p);
+        super::upload::kick(logs, p);
     }
     match rejected {
         Some(code) => Err(code),
@@ -158,7 +158,7 @@ fn seal_locked(st: &mut super::State) {
 }
 
 /// Seals the active buffer now (flush timer, TriggerFlush, shutdown).
-pub fn seal(shard: &Rc<Shard>, p: &Rc<Partition>) {
+pub fn seal(logs: &Rc<Logs>, p: &Rc<Partition>) {
     let had = {
         let mut st = p.st.borrow_mut();
         let had = st.active.as_ref().is_some_and(|a| !a.is_empty());
@@ -166,7 +166,7 @@ pub fn seal(shard: &Rc<Shard>, p: &Rc<Partition>) {
         had
     };
     if had {
-        super::upload::kick(shard, p);
+        super::upload::kick(logs, p);
     }
 }
 
@@ -175,19 +175,19 @@ pub fn seal(shard: &Rc<Shard>, p: &Rc<Partition>) {
 /// produce request spanning many partitions waits for one flush, not for the
 /// latest of many independently phased timers, and no byte waits longer than
 /// the interval.
-pub async fn flush_ticker(shard: Rc<Shard>) {
-    let interval = shard.cfg.flush_interval_ms.max(1) as i64;
+pub async fn flush_ticker(logs: Rc<Logs>) {
+    let interval = logs.settings.flush_interval.as_millis().max(1) as i64;
     loop {
         let now = now_ms();
         let next = (now / interval + 1) * interval;
         sleep(Duration::from_millis((next - now) as u64)).await;
-        if shard.shutting_down.get() {
+        if logs.is_shutting_down() {
             return;
         }
-        let dirty = std::mem::take(&mut *shard.dirty.borrow_mut());
+        let dirty = std::mem::take(&mut *logs.dirty.borrow_mut());
         for p in dirty {
             p.st.borrow_mut().flush_queued = false;
-            seal(&shard, &p);
+            seal(&logs, &p);
         }
     }
 }

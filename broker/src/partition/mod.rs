@@ -7,6 +7,7 @@
 //! watermark, and `acks=-1` producers are answered when it passes their batch.
 
 mod append;
+mod logs;
 mod order;
 mod producers;
 mod read;
@@ -24,6 +25,7 @@ use kafscale_segstore::{SealedSegment, SegmentBuilder};
 use uuid::Uuid;
 
 pub use append::{append, flush_ticker, seal, LEADER_EPOCH};
+pub use logs::{LogHandles, LogSettings, Logs};
 pub use order::{Order, OrderBook, Ticket};
 pub use read::{read, wait_for_data};
 pub use recovery::{entry, partition, ready};
@@ -110,6 +112,9 @@ pub struct Status {
     pub pending_segments: usize,
     pub pending_bytes: usize,
     pub draining: bool,
+    /// Durable segments, and the bytes of their `.kfs` objects.
+    pub segments: usize,
+    pub store_bytes: u64,
 }
 
 /// Offsets a client can ask about.
@@ -176,6 +181,8 @@ impl Partition {
             pending_segments: st.pending.len(),
             pending_bytes,
             draining: st.draining,
+            segments: st.durable.len(),
+            store_bytes: st.durable.iter().map(|s| s.bytes).sum(),
         }
     }
 
@@ -218,14 +225,14 @@ impl Partition {
 
     /// Offsets for /metrics, and the sealed segments not yet durable (count,
     /// bytes); `None` while the partition loads or after its topic was deleted.
-    pub(crate) fn levels(&self) -> Option<(crate::http::metrics::PartitionLevels, u64, u64)> {
+    pub(crate) fn levels(&self) -> Option<(crate::obs::metrics::PartitionLevels, u64, u64)> {
         let st = self.st.borrow();
         if st.deleted || !matches!(st.load, Load::Ready) {
             return None;
         }
         let bytes = st.pending.iter().map(|s| s.segment.size() as u64).sum();
         Some((
-            crate::http::metrics::PartitionLevels {
+            crate::obs::metrics::PartitionLevels {
                 topic: self.topic.to_string(),
                 partition: self.index,
                 log_start: st.log_start,

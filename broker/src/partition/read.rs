@@ -10,10 +10,10 @@ use futures::channel::oneshot;
 use kafscale_segstore::{Segment, StoreError};
 use tracing::error;
 
+use super::logs::{Logs, SegKey};
 use super::{Offsets, Partition};
 use crate::errors::KafkaError;
 use crate::runtime::spawn_detached;
-use crate::shard::{SegKey, Shard};
 
 pub struct ReadOutcome {
     pub records: Option<Bytes>,
@@ -23,7 +23,7 @@ pub struct ReadOutcome {
 /// Reads whole batches starting at the one holding `offset`, up to `max_bytes`
 /// (at least one batch). Errors are Kafka codes.
 pub async fn read(
-    shard: &Rc<Shard>,
+    logs: &Rc<Logs>,
     p: &Rc<Partition>,
     offset: i64,
     max_bytes: usize,
@@ -50,12 +50,12 @@ pub async fn read(
         let Some(seg) = i.checked_sub(1).and_then(|i| st.durable.get(i)).copied() else {
             return Err(KafkaError::OffsetOutOfRange);
         };
-        let n = shard.cfg.readahead_segments;
+        let n = logs.settings.readahead_segments;
         let following: Vec<i64> = st.durable[i..].iter().take(n).map(|s| s.base).collect();
         (offsets, seg, following)
     };
     let key: SegKey = (p.topic.clone(), p.index, seg.base);
-    let segment = match segment(shard, key).await {
+    let segment = match segment(logs, key).await {
         Ok(s) => s,
         // Retention removed the segment while it was being read: the offset is
         // now below the log start, which is what the client is told.
@@ -64,7 +64,7 @@ pub async fn read(
     };
     note_max_ts(p, &segment);
     for base in following {
-        readahead(shard, (p.topic.clone(), p.index, base));
+        readahead(logs, (p.topic.clone(), p.index, base));
     }
     let records = segment.slice_from(offset, max_bytes.max(1));
     Ok(ReadOutcome { records, offsets })
@@ -103,26 +103,24 @@ pub(crate) fn note_max_ts(p: &Partition, segment: &Segment) -> Option<i64> {
 /// sharing one GET. The reader that started the GET may be cancelled (its fetch
 /// answered or its connection closed): its registration is then removed and the
 /// readers that waited on it start again, so no segment is left unreadable.
-pub(crate) async fn segment(shard: &Rc<Shard>, key: SegKey) -> Result<Segment, KafkaError> {
+pub(crate) async fn segment(logs: &Rc<Logs>, key: SegKey) -> Result<Segment, KafkaError> {
     let mut first = true;
     loop {
-        if let Some(s) = shard.cache.borrow_mut().get(&key) {
+        if let Some(s) = logs.cache.borrow_mut().get(&key) {
             if first {
-                shard
-                    .metrics
+                logs.metrics
                     .cache_hits
-                    .set(shard.metrics.cache_hits.get() + 1);
+                    .set(logs.metrics.cache_hits.get() + 1);
             }
             return Ok(s);
         }
         if std::mem::replace(&mut first, false) {
-            shard
-                .metrics
+            logs.metrics
                 .cache_misses
-                .set(shard.metrics.cache_misses.get() + 1);
+                .set(logs.metrics.cache_misses.get() + 1);
         }
         let rx = {
-            let mut inflight = shard.reads_in_flight.borrow_mut();
+            let mut inflight = logs.reads_in_flight.borrow_mut();
             if let Some(waiters) = inflight.get_mut(&key) {
                 let (tx, rx) = oneshot::channel();
                 waiters.push(tx);
@@ -139,8 +137,8 @@ pub(crate) async fn segment(shard: &Rc<Shard>, key: SegKey) -> Result<Segment, K
                 Err(_) => continue,
             },
             None => {
-                let guard = ReadInFlight { shard, key: &key };
-                let result = read_from_store(shard, &key).await;
+                let guard = ReadInFlight { logs, key: &key };
+                let result = read_from_store(logs, &key).await;
                 drop(guard);
                 return result;
             }
@@ -151,7 +149,7 @@ pub(crate) async fn segment(shard: &Rc<Shard>, key: SegKey) -> Result<Segment, K
 /// A GET this reader started: its waiters are answered (or, if the reader is
 /// dropped first, released to try again) when it goes away.
 struct ReadInFlight<'a> {
-    shard: &'a Rc<Shard>,
+    logs: &'a Rc<Logs>,
     key: &'a SegKey,
 }
 
@@ -159,20 +157,20 @@ impl Drop for ReadInFlight<'_> {
     fn drop(&mut self) {
         // Dropping the senders wakes the waiters with `Canceled`; after a completed
         // read they have already been answered by `read_from_store`.
-        self.shard.reads_in_flight.borrow_mut().remove(self.key);
+        self.logs.reads_in_flight.borrow_mut().remove(self.key);
     }
 }
 
-async fn read_from_store(shard: &Rc<Shard>, key: &SegKey) -> Result<Segment, KafkaError> {
-    let store = shard.store.clone();
+async fn read_from_store(logs: &Rc<Logs>, key: &SegKey) -> Result<Segment, KafkaError> {
+    let store = logs.store.clone();
     let (topic, index, base) = (key.0.to_string(), key.1, key.2);
-    let res = shard
+    let res = logs
         .io
         .run(async move { store.read_segment(&topic, index, base).await })
         .await;
     let result = match res {
         Ok(Ok(seg)) => {
-            shard.cache.borrow_mut().insert(key.clone(), seg.clone());
+            logs.cache.borrow_mut().insert(key.clone(), seg.clone());
             Ok(seg)
         }
         Ok(Err(StoreError::Corrupt {
@@ -191,7 +189,7 @@ async fn read_from_store(shard: &Rc<Shard>, key: &SegKey) -> Result<Segment, Kaf
             Err(KafkaError::KafkaStorageError)
         }
     };
-    let waiters = shard
+    let waiters = logs
         .reads_in_flight
         .borrow_mut()
         .remove(key)
@@ -203,13 +201,12 @@ async fn read_from_store(shard: &Rc<Shard>, key: &SegKey) -> Result<Segment, Kaf
 }
 
 /// Starts loading a segment into the cache in the background.
-fn readahead(shard: &Rc<Shard>, key: SegKey) {
-    if shard.cache.borrow_mut().contains(&key) || shard.reads_in_flight.borrow().contains_key(&key)
-    {
+fn readahead(logs: &Rc<Logs>, key: SegKey) {
+    if logs.cache.borrow_mut().contains(&key) || logs.reads_in_flight.borrow().contains_key(&key) {
         return;
     }
-    let shard = shard.clone();
+    let logs = logs.clone();
     spawn_detached(async move {
-        let _ = segment(&shard, key).await;
+        let _ = segment(&logs, key).await;
     });
 }

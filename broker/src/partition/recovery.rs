@@ -16,10 +16,10 @@ use futures::future::Either;
 use kafscale_segstore::SegmentMeta;
 use tracing::{error, info, warn};
 
+use super::logs::Logs;
 use super::{Load, Partition, SegRef};
 use crate::errors::KafkaError;
 use crate::runtime::{sleep, spawn_detached};
-use crate::shard::Shard;
 
 /// How long a request other than produce waits for a partition to load before
 /// it is answered with the retriable KAFKA_STORAGE_ERROR (the load goes on).
@@ -31,19 +31,19 @@ const LOAD_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The partition `topic`/`index` of this shard, loaded. Errors are Kafka codes.
 pub async fn partition(
-    shard: &Rc<Shard>,
+    logs: &Rc<Logs>,
     topic: &str,
     index: i32,
 ) -> Result<Rc<Partition>, KafkaError> {
-    let p = entry(shard, topic, index)?;
-    ready(shard, &p, Instant::now() + LOAD_WAIT).await?;
+    let p = entry(logs, topic, index)?;
+    ready(logs, &p, Instant::now() + LOAD_WAIT).await?;
     Ok(p)
 }
 
 /// The partition `topic`/`index` of this shard, created (not yet loaded) if the
 /// shard's snapshot has it. The first `ready` starts the load.
-pub fn entry(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<Partition>, KafkaError> {
-    let existing = shard
+pub fn entry(logs: &Rc<Logs>, topic: &str, index: i32) -> Result<Rc<Partition>, KafkaError> {
+    let existing = logs
         .partitions
         .borrow()
         .get(topic)
@@ -52,7 +52,7 @@ pub fn entry(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<Partition>
     if let Some(p) = existing {
         return Ok(p);
     }
-    let cluster = shard.cluster();
+    let cluster = logs.cluster();
     let t = cluster
         .topic(topic)
         .ok_or(KafkaError::UnknownTopicOrPartition)?;
@@ -60,10 +60,9 @@ pub fn entry(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<Partition>
         return Err(KafkaError::UnknownTopicOrPartition);
     }
     let name: std::sync::Arc<str> = t.name.as_str().into();
-    let settings = t.settings(shard.cfg.segment_bytes);
+    let settings = t.settings(logs.settings.segment_bytes);
     let p = Rc::new(Partition::new(name.clone(), index, t.id, settings));
-    shard
-        .partitions
+    logs.partitions
         .borrow_mut()
         .entry(name)
         .or_default()
@@ -80,7 +79,7 @@ pub fn entry(shard: &Rc<Shard>, topic: &str, index: i32) -> Result<Rc<Partition>
 /// call can be answered by then, so a load started before anyone waited could
 /// find nobody waiting and give up on a partition a request is about to use.
 pub async fn ready(
-    shard: &Rc<Shard>,
+    logs: &Rc<Logs>,
     p: &Rc<Partition>,
     deadline: Instant,
 ) -> Result<(), KafkaError> {
@@ -103,7 +102,7 @@ pub async fn ready(
         }
     };
     if start {
-        spawn_detached(load(shard.clone(), p.clone()));
+        spawn_detached(load(logs.clone(), p.clone()));
     }
     let timeout = sleep(deadline.saturating_duration_since(Instant::now()));
     futures::pin_mut!(timeout);
@@ -174,10 +173,10 @@ fn with_committed(durable: Vec<SegRef>, next: i64, committed: Option<i64>) -> (V
     }
 }
 
-async fn load(shard: Rc<Shard>, p: Rc<Partition>) {
+async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
     let mut backoff = LOAD_RETRY_FIRST;
     let outcome = loop {
-        match load_once(&shard, &p).await {
+        match load_once(&logs, &p).await {
             Ok(r) => break Ok(r),
             Err(e) => {
                 let waiting = {
@@ -234,7 +233,7 @@ async fn load(shard: Rc<Shard>, p: Rc<Partition>) {
         waiters.into_iter().map(|w| (w, result)).collect::<Vec<_>>()
     };
     if p.st.borrow().deleted {
-        if let Some(m) = shard.partitions.borrow_mut().get_mut(&*p.topic) {
+        if let Some(m) = logs.partitions.borrow_mut().get_mut(&*p.topic) {
             if m.get(&p.index).is_some_and(|x| Rc::ptr_eq(x, &p)) {
                 m.remove(&p.index);
             }
@@ -247,13 +246,13 @@ async fn load(shard: Rc<Shard>, p: Rc<Partition>) {
 
 /// One attempt: the committed next offset (etcd), the segment listing and the
 /// last segment's footer.
-async fn load_once(shard: &Rc<Shard>, p: &Rc<Partition>) -> Result<(Vec<SegRef>, i64), LoadError> {
-    let store = shard.store.clone();
+async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<(Vec<SegRef>, i64), LoadError> {
+    let store = logs.store.clone();
     let topic = p.topic.to_string();
     let index = p.index;
-    let (meta, topic_id) = (shard.meta.clone(), p.topic_id);
+    let (meta, topic_id) = (logs.meta.clone(), p.topic_id);
     let tracked = meta.tracks_partition_state();
-    let res = shard
+    let res = logs
         .io
         .run(async move {
             let committed = if tracked {

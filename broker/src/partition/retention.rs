@@ -20,11 +20,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
+use super::logs::Logs;
 use super::timeindex::max_ts_of;
 use super::{Load, Partition};
 use crate::placement::partition_shard;
 use crate::runtime::sleep;
-use crate::shard::Shard;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -33,45 +33,48 @@ fn now_ms() -> i64 {
 }
 
 /// The shard's retention loop.
-pub async fn retention_ticker(shard: Rc<Shard>) {
-    let interval = Duration::from_millis(shard.cfg.retention_check_interval_ms.max(10));
+pub async fn retention_ticker(logs: Rc<Logs>) {
+    let interval = logs
+        .settings
+        .retention_check_interval
+        .max(Duration::from_millis(10));
     loop {
         sleep(interval).await;
-        if shard.shutting_down.get() {
+        if logs.is_shutting_down() {
             return;
         }
-        enforce_all(&shard).await;
+        enforce_all(&logs).await;
     }
 }
 
-async fn enforce_all(shard: &Rc<Shard>) {
-    let cluster = shard.cluster();
+async fn enforce_all(logs: &Rc<Logs>) {
+    let cluster = logs.cluster();
     let mut targets = Vec::new();
     for t in cluster.topics.values() {
-        if !t.settings(shard.cfg.segment_bytes).has_retention() {
+        if !t.settings(logs.settings.segment_bytes).has_retention() {
             continue;
         }
         for i in 0..t.partitions {
-            if partition_shard(&t.name, i, shard.count) == shard.id {
+            if partition_shard(&t.name, i, logs.shards) == logs.shard {
                 targets.push((t.name.clone(), i));
             }
         }
     }
     for (topic, index) in targets {
-        if shard.shutting_down.get() {
+        if logs.is_shutting_down() {
             return;
         }
         // Loads partitions nobody has touched since start (recovery is lazy), so
         // their expired data goes too.
-        if let Ok(p) = super::partition(shard, &topic, index).await {
-            enforce(shard, &p, now_ms()).await;
+        if let Ok(p) = super::partition(logs, &topic, index).await {
+            enforce(logs, &p, now_ms()).await;
         }
     }
 }
 
 /// One retention pass over one partition at wall-clock time `now`.
-pub(crate) async fn enforce(shard: &Rc<Shard>, p: &Rc<Partition>, now: i64) {
-    if !delete_doomed(shard, p).await {
+pub(crate) async fn enforce(logs: &Rc<Logs>, p: &Rc<Partition>, now: i64) {
+    if !delete_doomed(logs, p).await {
         return;
     }
     loop {
@@ -94,7 +97,7 @@ pub(crate) async fn enforce(shard: &Rc<Shard>, p: &Rc<Partition>, now: i64) {
             u64::try_from(settings.retention_bytes).is_ok_and(|limit| total - first.bytes >= limit);
         let by_time = !by_size
             && settings.retention_ms >= 0
-            && match max_ts_of(shard, p, &first).await {
+            && match max_ts_of(logs, p, &first).await {
                 Ok(max) => now.saturating_sub(max) > settings.retention_ms,
                 Err(_) => return,
             };
@@ -113,11 +116,10 @@ pub(crate) async fn enforce(shard: &Rc<Shard>, p: &Rc<Partition>, now: i64) {
             info!(topic = %p.topic, partition = p.index, base_offset = first.base, last_offset = first.last,
                   log_start = st.log_start, by_size, "retention: segment deleted");
         }
-        shard
-            .cache
+        logs.cache
             .borrow_mut()
             .remove(&(p.topic.clone(), p.index, first.base));
-        if !delete_doomed(shard, p).await {
+        if !delete_doomed(logs, p).await {
             return;
         }
     }
@@ -125,7 +127,7 @@ pub(crate) async fn enforce(shard: &Rc<Shard>, p: &Rc<Partition>, now: i64) {
 
 /// Deletes the objects of segments already removed from the log, oldest first.
 /// False if one failed (it is retried on the next pass).
-async fn delete_doomed(shard: &Rc<Shard>, p: &Rc<Partition>) -> bool {
+async fn delete_doomed(logs: &Rc<Logs>, p: &Rc<Partition>) -> bool {
     loop {
         let next = {
             let mut st = p.st.borrow_mut();
@@ -137,10 +139,10 @@ async fn delete_doomed(shard: &Rc<Shard>, p: &Rc<Partition>) -> bool {
             st.doomed.first().copied()
         };
         let Some(base) = next else { return true };
-        let store = shard.store.clone();
+        let store = logs.store.clone();
         let topic = p.topic.to_string();
         let index = p.index;
-        let res = shard
+        let res = logs
             .io
             .run(async move { store.delete_segment(&topic, index, base).await })
             .await;

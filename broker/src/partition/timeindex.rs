@@ -8,10 +8,10 @@ use std::rc::Rc;
 
 use kafscale_codec::batch::record_timestamps;
 
+use super::logs::{Logs, SegKey};
 use super::read::{note_max_ts, segment};
 use super::{Partition, SegRef};
 use crate::errors::KafkaError;
-use crate::shard::{SegKey, Shard};
 
 /// What a timestamp query asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,13 +25,13 @@ pub enum TimeLookup {
 /// `(offset, timestamp)` answering `q`, or `None` when no record qualifies (Kafka
 /// then answers offset -1, timestamp -1). Errors are Kafka codes.
 pub async fn offset_for_time(
-    shard: &Rc<Shard>,
+    logs: &Rc<Logs>,
     p: &Rc<Partition>,
     q: TimeLookup,
 ) -> Result<Option<(i64, i64)>, KafkaError> {
     match q {
-        TimeLookup::AtOrAfter(t) => at_or_after(shard, p, t).await,
-        TimeLookup::MaxTimestamp => max_timestamp(shard, p).await,
+        TimeLookup::AtOrAfter(t) => at_or_after(logs, p, t).await,
+        TimeLookup::MaxTimestamp => max_timestamp(logs, p).await,
     }
 }
 
@@ -47,14 +47,14 @@ fn next_segment(p: &Partition, from: i64) -> Result<Option<SegRef>, KafkaError> 
 
 /// The segment's max timestamp, reading the segment if it is not known yet.
 pub(crate) async fn max_ts_of(
-    shard: &Rc<Shard>,
+    logs: &Rc<Logs>,
     p: &Rc<Partition>,
     seg: &SegRef,
 ) -> Result<i64, KafkaError> {
     if let Some(t) = seg.max_ts {
         return Ok(t);
     }
-    let s = segment(shard, key(p, seg.base)).await?;
+    let s = segment(logs, key(p, seg.base)).await?;
     Ok(note_max_ts(p, &s).unwrap_or(-1))
 }
 
@@ -63,14 +63,14 @@ fn key(p: &Partition, base: i64) -> SegKey {
 }
 
 async fn at_or_after(
-    shard: &Rc<Shard>,
+    logs: &Rc<Logs>,
     p: &Rc<Partition>,
     t: i64,
 ) -> Result<Option<(i64, i64)>, KafkaError> {
     let mut from = p.st.borrow().log_start;
     while let Some(seg) = next_segment(p, from)? {
         from = seg.last + 1;
-        let max = match max_ts_of(shard, p, &seg).await {
+        let max = match max_ts_of(logs, p, &seg).await {
             Ok(m) => m,
             // Deleted by retention meanwhile: go on with what is left.
             Err(_) if p.st.borrow().log_start > seg.base => continue,
@@ -79,7 +79,7 @@ async fn at_or_after(
         if max < t {
             continue;
         }
-        let s = match segment(shard, key(p, seg.base)).await {
+        let s = match segment(logs, key(p, seg.base)).await {
             Ok(s) => s,
             Err(_) if p.st.borrow().log_start > seg.base => continue,
             Err(code) => return Err(code),
@@ -105,7 +105,7 @@ async fn at_or_after(
 }
 
 async fn max_timestamp(
-    shard: &Rc<Shard>,
+    logs: &Rc<Logs>,
     p: &Rc<Partition>,
 ) -> Result<Option<(i64, i64)>, KafkaError> {
     // The segment with the largest max timestamp (the first one on a tie, as Kafka).
@@ -113,7 +113,7 @@ async fn max_timestamp(
     let mut from = p.st.borrow().log_start;
     while let Some(seg) = next_segment(p, from)? {
         from = seg.last + 1;
-        let max = match max_ts_of(shard, p, &seg).await {
+        let max = match max_ts_of(logs, p, &seg).await {
             Ok(m) => m,
             Err(_) if p.st.borrow().log_start > seg.base => continue,
             Err(code) => return Err(code),
@@ -125,7 +125,7 @@ async fn max_timestamp(
     let Some((max, seg)) = best else {
         return Ok(None);
     };
-    let s = segment(shard, key(p, seg.base)).await?;
+    let s = segment(logs, key(p, seg.base)).await?;
     let Some(b) = s.batches.iter().find(|b| b.max_timestamp == max) else {
         return Ok(None);
     };

@@ -16,16 +16,16 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
+use super::logs::Logs;
 use super::{body_bytes, Partition, SegRef};
 use crate::runtime::{sleep, spawn_detached};
-use crate::shard::Shard;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Commits `next_offset` of the partition to the metadata store, retrying until
 /// it is stored; false if the topic was deleted meanwhile.
-async fn commit_next_offset(shard: &Rc<Shard>, p: &Rc<Partition>, next_offset: i64) -> bool {
+async fn commit_next_offset(logs: &Rc<Logs>, p: &Rc<Partition>, next_offset: i64) -> bool {
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 0u32;
     loop {
@@ -33,9 +33,9 @@ async fn commit_next_offset(shard: &Rc<Shard>, p: &Rc<Partition>, next_offset: i
             return false;
         }
         attempt += 1;
-        let meta = shard.meta.clone();
+        let meta = logs.meta.clone();
         let (topic, id, index) = (p.topic.clone(), p.topic_id, p.index);
-        let res = shard
+        let res = logs
             .io
             .run(async move { meta.commit_partition(&topic, id, index, next_offset).await })
             .await;
@@ -54,7 +54,7 @@ async fn commit_next_offset(shard: &Rc<Shard>, p: &Rc<Partition>, next_offset: i
 }
 
 /// Starts the partition's upload loop unless it is already running.
-pub fn kick(shard: &Rc<Shard>, p: &Rc<Partition>) {
+pub fn kick(logs: &Rc<Logs>, p: &Rc<Partition>) {
     {
         let mut st = p.st.borrow_mut();
         if st.uploading || st.pending.is_empty() || st.deleted {
@@ -62,10 +62,10 @@ pub fn kick(shard: &Rc<Shard>, p: &Rc<Partition>) {
         }
         st.uploading = true;
     }
-    spawn_detached(upload_loop(shard.clone(), p.clone()));
+    spawn_detached(upload_loop(logs.clone(), p.clone()));
 }
 
-async fn upload_loop(shard: Rc<Shard>, p: Rc<Partition>) {
+async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
     loop {
         let next = {
             let st = p.st.borrow();
@@ -76,7 +76,7 @@ async fn upload_loop(shard: Rc<Shard>, p: Rc<Partition>) {
             }
         };
         let Some(sealed) = next else { break };
-        let slot = shard.upload_slot().await;
+        let slot = logs.upload_slot().await;
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0u32;
         let uploaded = loop {
@@ -84,11 +84,11 @@ async fn upload_loop(shard: Rc<Shard>, p: Rc<Partition>) {
                 break false;
             }
             attempt += 1;
-            let store = shard.store.clone();
+            let store = logs.store.clone();
             let topic = p.topic.clone();
             let index = p.index;
             let seg = sealed.clone();
-            let res = shard
+            let res = logs
                 .io
                 .run(async move { store.put_segment(&topic, index, &seg).await })
                 .await;
@@ -108,8 +108,8 @@ async fn upload_loop(shard: Rc<Shard>, p: Rc<Partition>) {
         if !uploaded {
             break;
         }
-        if shard.meta.tracks_partition_state()
-            && !commit_next_offset(&shard, &p, sealed.segment.last_offset + 1).await
+        if logs.meta.tracks_partition_state()
+            && !commit_next_offset(&logs, &p, sealed.segment.last_offset + 1).await
         {
             break;
         }
@@ -134,10 +134,9 @@ async fn upload_loop(shard: Rc<Shard>, p: Rc<Partition>) {
             }
             (acked, std::mem::take(&mut st.hw_waiters))
         };
-        shard.release_buffered(body_bytes(&seg));
+        logs.release_buffered(body_bytes(&seg));
         // Tailing consumers read the newest segments; keep them in the cache.
-        shard
-            .cache
+        logs.cache
             .borrow_mut()
             .insert((p.topic.clone(), p.index, seg.base_offset), seg);
         for w in acked {
@@ -157,6 +156,6 @@ async fn upload_loop(shard: Rc<Shard>, p: Rc<Partition>) {
     }
     // A segment sealed while the last PUT finished may be waiting.
     if !p.st.borrow().pending.is_empty() {
-        kick(&shard, &p);
+        kick(&logs, &p);
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::http::metrics::Snapshot;
+use crate::obs::metrics::Snapshot;
 
 /// Two gatherings closer than this reuse the last rates instead of dividing a
 /// tiny difference by a tiny interval (several viewers, or a page load right

@@ -253,43 +253,39 @@ fn shard_part(sh: &Rc<Shard>) -> ShardPart {
     // ListOffsets would) so that the next gathering shows their offsets.
     let cluster = sh.cluster();
     let missing: Vec<(String, i32)> = {
-        let loaded = sh.partitions.borrow();
         cluster
             .topics
             .values()
             .flat_map(|t| (0..t.partitions).map(move |p| (t.name.clone(), p)))
             .filter(|(t, p)| partition_shard(t, *p, sh.count) == sh.id)
-            .filter(|(t, p)| !loaded.get(t.as_str()).is_some_and(|m| m.contains_key(p)))
+            .filter(|(t, p)| sh.logs.open_partition(t, *p).is_none())
             .collect()
     };
     for (t, p) in missing {
         let sh = sh.clone();
         crate::runtime::spawn_detached(async move {
             // A failure is logged by recovery and retried at the next gathering.
-            let _ = crate::partition::partition(&sh, &t, p).await;
+            let _ = crate::partition::partition(&sh.logs, &t, p).await;
         });
     }
 
     let mut partitions = Vec::new();
-    for (topic, parts) in sh.partitions.borrow().iter() {
-        for (index, p) in parts {
-            let unflushed = p.unflushed_bytes() as u64;
-            let st = p.st.borrow();
-            if st.deleted || !matches!(st.load, crate::partition::Load::Ready) {
-                continue;
-            }
-            partitions.push((
-                (topic.to_string(), *index),
-                LoadedPartition {
-                    log_start: st.log_start,
-                    high_watermark: st.high_watermark,
-                    next_offset: st.next_offset,
-                    segments: st.durable.len(),
-                    store_bytes: st.durable.iter().map(|s| s.bytes).sum(),
-                    unflushed_bytes: unflushed,
-                },
-            ));
+    for p in sh.logs.open_partitions() {
+        if !p.loaded() {
+            continue;
         }
+        let s = p.status();
+        partitions.push((
+            (p.topic.to_string(), p.index),
+            LoadedPartition {
+                log_start: s.log_start,
+                high_watermark: s.high_watermark,
+                next_offset: s.log_end,
+                segments: s.segments,
+                store_bytes: s.store_bytes,
+                unflushed_bytes: s.unflushed_bytes as u64,
+            },
+        ));
     }
 
     let groups: Vec<RawGroup> = sh

@@ -8,8 +8,9 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use tracing::{info, warn};
 
-use super::error::{code_of, GroupError};
-use super::{check_group_id, on_owner};
+use super::on_owner;
+use crate::groups::check_group_id;
+use crate::groups::error::{code_of, GroupError};
 use crate::shard::Shard;
 
 async fn delete_one(shard: &Rc<Shard>, group: String) -> Result<(), GroupError> {

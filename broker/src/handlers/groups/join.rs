@@ -8,9 +8,10 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::coordinator::{JoinOk, JoinParams};
-use super::error::GroupError;
-use super::{check_group_id, config, instance_id, on_owner, settle};
+use super::on_owner;
+use crate::groups::coordinator::{JoinOk, JoinParams};
+use crate::groups::error::GroupError;
+use crate::groups::{check_group_id, instance_id, settle};
 use crate::shard::Shard;
 
 pub async fn handle(
@@ -48,17 +49,17 @@ pub async fn handle(
             let reply = slot
                 .group
                 .borrow_mut()
-                .join(params, Instant::now(), &config(&sh));
-            if sh.shutting_down.get() {
+                .join(params, Instant::now(), &sh.groups.config());
+            if sh.is_shutting_down() {
                 // Nobody waits on a broker that is stopping: find the coordinator again.
                 slot.group
                     .borrow_mut()
                     .release_waiters(GroupError::NotCoordinator);
             }
-            settle(&sh, &slot);
+            settle(&sh.groups, &slot);
             let r = reply.wait().await;
             // Completing the rebalance changed the group (and woke this join).
-            settle(&sh, &slot);
+            settle(&sh.groups, &slot);
             r
         })
         .await

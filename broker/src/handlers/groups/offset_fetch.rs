@@ -15,8 +15,8 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::error::GroupError;
 use super::on_owner;
+use crate::groups::error::GroupError;
 use crate::shard::Shard;
 
 /// A partition's answer: index and committed (offset, metadata), if any.

@@ -10,8 +10,8 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::error::GroupError;
 use super::on_owner;
+use crate::groups::error::GroupError;
 use crate::shard::Shard;
 
 /// What the owner shard reports about one group (plain data: it crosses shards).

@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use super::error::{code_of, GroupError};
-use super::{check_group_id, instance_id, on_owner, settle};
+use super::on_owner;
+use crate::groups::error::{code_of, GroupError};
+use crate::groups::{check_group_id, instance_id, settle};
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, req: HeartbeatRequest) -> HeartbeatResponse {
@@ -25,7 +26,7 @@ pub async fn handle(shard: &Rc<Shard>, req: HeartbeatRequest) -> HeartbeatRespon
                 req.generation_id,
                 Instant::now(),
             );
-            settle(&sh, &slot);
+            settle(&sh.groups, &slot);
             r
         })
         .await

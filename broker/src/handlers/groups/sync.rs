@@ -7,8 +7,9 @@ use std::time::Instant;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::error::GroupError;
-use super::{check_group_id, instance_id, on_owner, settle};
+use super::on_owner;
+use crate::groups::error::GroupError;
+use crate::groups::{check_group_id, instance_id, settle};
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
@@ -32,13 +33,13 @@ pub async fn handle(shard: &Rc<Shard>, req: SyncGroupRequest, version: i16) -> S
                     .collect(),
                 Instant::now(),
             );
-            if sh.shutting_down.get() {
+            if sh.is_shutting_down() {
                 // Nobody waits on a broker that is stopping: find the coordinator again.
                 slot.group
                     .borrow_mut()
                     .release_waiters(GroupError::NotCoordinator);
             }
-            settle(&sh, &slot);
+            settle(&sh.groups, &slot);
             reply.wait().await
         })
         .await

@@ -10,8 +10,9 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, TopicName};
 use tracing::warn;
 
-use super::error::GroupError;
-use super::{instance_id, on_owner, settle};
+use super::on_owner;
+use crate::groups::error::GroupError;
+use crate::groups::{instance_id, settle};
 use crate::metadata::OffsetMeta;
 use crate::shard::Shard;
 
@@ -115,7 +116,7 @@ async fn commit(
         slot.group
             .borrow_mut()
             .validate_commit(member_id, instance, generation, Instant::now());
-    settle(shard, &slot);
+    settle(&shard.groups, &slot);
     if let Err(e) = checked {
         return vec![Err(e); n];
     }
@@ -124,7 +125,7 @@ async fn commit(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let max_meta = shard.cfg.offset_metadata_max_bytes;
+    let max_meta = shard.settings.offset_metadata_max_bytes;
     let mut results = Vec::with_capacity(n);
     let mut accepted = Vec::new();
     for it in items {

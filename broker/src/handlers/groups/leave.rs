@@ -8,8 +8,9 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::error::GroupError;
-use super::{check_group_id, instance_id, on_owner, settle};
+use super::on_owner;
+use crate::groups::error::GroupError;
+use crate::groups::{check_group_id, instance_id, settle};
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
@@ -32,7 +33,7 @@ pub async fn handle(shard: &Rc<Shard>, req: LeaveGroupRequest, version: i16) -> 
                     return vec![Err(GroupError::UnknownMemberId); n];
                 };
                 let r = slot.group.borrow_mut().leave(&leaving, Instant::now());
-                settle(&sh, &slot);
+                settle(&sh.groups, &slot);
                 r
             })
             .await

@@ -1,0 +1,315 @@
+//! A shard's logs: its partitions and everything their produce, upload and
+//! fetch paths share on that core (the segment cache, buffered bytes and the
+//! wait for room, upload slots, the flush list, the append order). The state is
+//! private to the log layer; the shard above holds one `Logs` and asks it
+//! through methods. No locks: it is touched only from its shard's thread.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use kafscale_segstore::{Segment, SegmentCache, SegmentStore};
+
+use super::{OrderBook, Partition};
+use crate::errors::KafkaError;
+use crate::io::Io;
+use crate::metadata::{Cluster, MetadataStore};
+use crate::obs::metrics::{PartitionLevels, ShardMetrics};
+use crate::runtime::wait_until;
+
+/// Key of a segment in the shard's read cache.
+pub type SegKey = (Arc<str>, i32, i64);
+/// The shard's partitions, by topic then index (looked up by `&str`, no allocation).
+pub type PartitionMap = HashMap<Arc<str>, HashMap<i32, Rc<Partition>>>;
+/// Readers waiting for a segment GET another reader started.
+pub type ReadWaiters = HashMap<SegKey, Vec<oneshot::Sender<Result<Segment, KafkaError>>>>;
+
+/// What the log layer reads from the broker's configuration: a plain struct,
+/// built from the command line by `Config::log_settings`.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Default `segment.bytes` of topics that do not set it.
+    pub segment_bytes: usize,
+    /// A partition's unflushed data is sealed and uploaded within this long.
+    pub flush_interval: Duration,
+    /// Segments fetched ahead of a consumer reading from the object store.
+    pub readahead_segments: usize,
+    pub retention_check_interval: Duration,
+    /// Unflushed bytes of the whole broker before producers wait for room.
+    pub max_buffered_bytes: usize,
+    /// Concurrent segment uploads per shard.
+    pub upload_concurrency: usize,
+    /// Bytes of segments read from the store kept in memory (all shards).
+    pub cache_bytes: usize,
+}
+
+/// The handles a shard's logs use: built once per broker, cloned per shard.
+#[derive(Clone)]
+pub struct LogHandles {
+    pub io: Io,
+    pub store: SegmentStore,
+    pub meta: Arc<dyn MetadataStore>,
+}
+
+pub struct Logs {
+    pub(super) shard: usize,
+    pub(super) shards: usize,
+    pub(super) settings: LogSettings,
+    pub(super) io: Io,
+    pub(super) store: SegmentStore,
+    pub(super) meta: Arc<dyn MetadataStore>,
+    pub(super) metrics: Rc<ShardMetrics>,
+    cluster: RefCell<Arc<Cluster>>,
+    pub(super) partitions: RefCell<PartitionMap>,
+    pub(super) cache: RefCell<SegmentCache<SegKey>>,
+    /// Segment reads from the store in flight, so concurrent readers share one GET.
+    pub(super) reads_in_flight: RefCell<ReadWaiters>,
+    /// Unflushed bytes (active buffers and sealed segments not yet durable).
+    buffered: Cell<usize>,
+    space_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    upload_slots: Cell<usize>,
+    upload_waiters: RefCell<VecDeque<oneshot::Sender<()>>>,
+    /// Partitions with unflushed data, sealed at the next flush tick.
+    pub(super) dirty: RefCell<Vec<Rc<Partition>>>,
+    shutting_down: Cell<bool>,
+    /// DrainPartitions for the whole broker: no partition of this shard takes
+    /// writes, including ones loaded later, until ResumePartitions.
+    draining_all: Cell<bool>,
+    /// The append order of each partition with produce parts in flight.
+    appends: OrderBook,
+}
+
+/// Gauges of a shard's logs for /metrics and the control API.
+pub struct LogLevels {
+    pub buffered_bytes: usize,
+    pub upload_queue: usize,
+    pub uploads_in_flight: usize,
+    pub pending_segments: u64,
+    pub pending_bytes: u64,
+    pub partitions: Vec<PartitionLevels>,
+}
+
+impl Logs {
+    pub fn new(
+        shard: usize,
+        shards: usize,
+        settings: LogSettings,
+        handles: LogHandles,
+        metrics: Rc<ShardMetrics>,
+        cluster: Arc<Cluster>,
+    ) -> Self {
+        let cache_bytes = settings.cache_bytes / shards.max(1);
+        Logs {
+            shard,
+            shards,
+            upload_slots: Cell::new(settings.upload_concurrency),
+            settings,
+            io: handles.io,
+            store: handles.store,
+            meta: handles.meta,
+            metrics,
+            cluster: RefCell::new(cluster),
+            partitions: RefCell::new(HashMap::new()),
+            cache: RefCell::new(SegmentCache::new(cache_bytes)),
+            reads_in_flight: RefCell::new(HashMap::new()),
+            buffered: Cell::new(0),
+            space_waiters: RefCell::new(Vec::new()),
+            upload_waiters: RefCell::new(VecDeque::new()),
+            dirty: RefCell::new(Vec::new()),
+            shutting_down: Cell::new(false),
+            draining_all: Cell::new(false),
+            appends: OrderBook::default(),
+        }
+    }
+
+    pub fn store(&self) -> &SegmentStore {
+        &self.store
+    }
+
+    /// The cluster snapshot these logs follow.
+    pub fn cluster(&self) -> Arc<Cluster> {
+        self.cluster.borrow().clone()
+    }
+
+    /// The partition's append order (see `order.rs`).
+    pub fn appends(&self) -> &OrderBook {
+        &self.appends
+    }
+
+    /// The partitions currently open on this shard.
+    pub fn open_partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
+    }
+
+    /// The partition `topic`/`index` if it is open on this shard (loaded or not).
+    pub fn open_partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .get(topic)
+            .and_then(|m| m.get(&index))
+            .cloned()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// Stops the flush and retention loops at their next tick.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.set(true);
+    }
+
+    pub fn draining_all(&self) -> bool {
+        self.draining_all.get()
+    }
+
+    /// Sets the broker-wide drain flag; returns the previous value.
+    pub fn set_draining_all(&self, on: bool) -> bool {
+        self.draining_all.replace(on)
+    }
+
+    /// Installs a new cluster snapshot and drops the partitions of topics that
+    /// no longer exist (or were re-created with a new id). The caller awaits
+    /// `Dropped::uploads_idle` before deleting the topic's objects, so that no
+    /// PUT of a dropped partition races the deletion.
+    pub fn install_cluster(&self, next: Arc<Cluster>) -> Dropped {
+        let gone: Vec<Rc<Partition>> = {
+            let mut topics = self.partitions.borrow_mut();
+            let mut gone = Vec::new();
+            topics.retain(|name, parts| {
+                let keep = |p: &Rc<Partition>| match next.topic(name) {
+                    Some(t) => t.id == p.topic_id && p.index < t.partitions,
+                    None => false,
+                };
+                parts.retain(|_, p| {
+                    let k = keep(p);
+                    if !k {
+                        gone.push(p.clone());
+                    }
+                    k
+                });
+                !parts.is_empty()
+            });
+            gone
+        };
+        // Partitions that stay pick up their topic's current configs (segment.bytes,
+        // retention), so an AlterConfigs applies without a restart.
+        for (name, parts) in self.partitions.borrow().iter() {
+            if let Some(t) = next.topic(name) {
+                let settings = t.settings(self.settings.segment_bytes);
+                for p in parts.values() {
+                    p.settings.set(settings);
+                }
+            }
+        }
+        *self.cluster.borrow_mut() = next;
+        for p in &gone {
+            let released = p.mark_deleted();
+            self.release_buffered(released);
+            let topic = p.topic.clone();
+            let index = p.index;
+            self.cache
+                .borrow_mut()
+                .remove_where(|k| k.0 == topic && k.1 == index);
+        }
+        Dropped(gone)
+    }
+
+    /// Adds to the shard's unflushed byte count.
+    pub(super) fn add_buffered(&self, n: usize) {
+        self.buffered.set(self.buffered.get() + n);
+    }
+
+    pub(super) fn release_buffered(&self, n: usize) {
+        self.buffered.set(self.buffered.get().saturating_sub(n));
+        if n > 0 {
+            for w in self.space_waiters.borrow_mut().drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    /// Waits until the shard has room for `n` more unflushed bytes, up to the
+    /// deadline. False means the store is not keeping up: the producer gets a
+    /// retriable error rather than the broker growing without bound.
+    pub async fn reserve_space(&self, n: usize, deadline: Instant) -> bool {
+        wait_until(deadline, &self.space_waiters, || {
+            self.buffered.get() + n <= self.settings.max_buffered_bytes || self.buffered.get() == 0
+        })
+        .await
+    }
+
+    /// Takes one of the shard's upload slots, waiting for one to free up.
+    pub(super) async fn upload_slot(&self) -> UploadSlot<'_> {
+        loop {
+            let free = self.upload_slots.get();
+            if free > 0 {
+                self.upload_slots.set(free - 1);
+                return UploadSlot { logs: self };
+            }
+            let (tx, rx) = oneshot::channel();
+            self.upload_waiters.borrow_mut().push_back(tx);
+            let _ = rx.await;
+        }
+    }
+
+    /// Buffered bytes, upload queue and per-partition offsets, for /metrics and
+    /// the control API's status.
+    pub fn levels(&self) -> LogLevels {
+        let mut partitions = Vec::new();
+        let (mut pending_segments, mut pending_bytes) = (0, 0);
+        for parts in self.partitions.borrow().values() {
+            for p in parts.values() {
+                if let Some((levels, segments, bytes)) = p.levels() {
+                    partitions.push(levels);
+                    pending_segments += segments;
+                    pending_bytes += bytes;
+                }
+            }
+        }
+        LogLevels {
+            buffered_bytes: self.buffered.get(),
+            upload_queue: self.upload_waiters.borrow().len(),
+            uploads_in_flight: self
+                .settings
+                .upload_concurrency
+                .saturating_sub(self.upload_slots.get()),
+            pending_segments,
+            pending_bytes,
+            partitions,
+        }
+    }
+}
+
+/// Partitions a new snapshot dropped.
+pub struct Dropped(Vec<Rc<Partition>>);
+
+impl Dropped {
+    /// Resolves when no upload of a dropped partition is still writing objects.
+    pub async fn uploads_idle(self) {
+        for p in self.0 {
+            p.uploads_idle().await;
+        }
+    }
+}
+
+/// A held upload slot; returned to the shard on drop.
+pub(super) struct UploadSlot<'a> {
+    logs: &'a Logs,
+}
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        self.logs.upload_slots.set(self.logs.upload_slots.get() + 1);
+        if let Some(w) = self.logs.upload_waiters.borrow_mut().pop_front() {
+            let _ = w.send(());
+        }
+    }
+}

@@ -4,6 +4,7 @@ across restarts and kill -9, and an etcd outage in the middle of a group run.
 
 Stored values are decoded from their protobuf bytes (harness.pb_fields) and
 compared with what the clients did. Waits are bounded polls for a state."""
+import os
 import threading
 import time
 
@@ -390,3 +391,43 @@ def test_config_changes_and_new_partitions_go_through_etcd(make_broker, etcd):
     wait_for(lambda: b2_retention() == "3600000", what="b2 seeing the new retention.ms")
     delivered, errors = produce(b2.bootstrap, "altered", [(None, b"p4", None, 4)])
     assert not errors and delivered[0][:2] == (4, 0)
+
+
+def test_a_live_broker_id_is_refused_and_a_restarted_broker_takes_its_own(make_broker, etcd, tmp_path):
+    """KAFSCALE_BROKER_ID is unique among live brokers: a second broker with a live
+    id refuses to start and says why; the same broker restarted after kill -9 (same
+    advertised address) replaces its previous incarnation at once instead of
+    waiting for the lease to run out."""
+    env = {**etcd.broker_env(), "KAFSCALE_BROKER_ID": "3", "KAFSCALE_ETCD_LEASE_TTL_SEC": "60"}
+    first = make_broker(env=env, shards=1)
+    reg = pb_fields(etcd.get("/kafscale/brokers/3"))
+    assert (reg[1][0], s(reg[2][0]), reg[3][0]) == (3, "127.0.0.1", first.port)
+
+    import subprocess
+    from harness import broker_bin, free_port
+    other_port = free_port()
+    e = dict(os.environ)
+    e.update({**env, "KAFSCALE_BROKER_ADDR": f"127.0.0.1:{other_port}",
+              "KAFSCALE_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+              "KAFSCALE_CONTROL_ADDR": f"127.0.0.1:{free_port()}",
+              "KAFSCALE_DATA_DIR": str(tmp_path / "second"), "KAFSCALE_SHARDS": "1"})
+    r = subprocess.run([broker_bin()], env=e, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert (f"broker id 3 is already registered by a live broker at 127.0.0.1:{first.port}; "
+            "every broker needs a distinct KAFSCALE_BROKER_ID") in r.stderr
+    # The refused broker left the registration alone.
+    reg = pb_fields(etcd.get("/kafscale/brokers/3"))
+    assert reg[3][0] == first.port
+
+    # kill -9 leaves the registration behind for the 60 s lease; the restart on
+    # the same address revokes it and registers anew (a new lease, a later start).
+    started = reg[4][0]
+    first.kill9()
+    assert etcd.get("/kafscale/brokers/3") is not None
+    first.start()
+    reg = pb_fields(etcd.get("/kafscale/brokers/3"))
+    assert reg[3][0] == first.port and reg[4][0] > started
+    assert "previous incarnation of this broker is still registered" in first.log()
+    create_topic(first.bootstrap, "after-restart", 1)
+    delivered, errors = produce(first.bootstrap, "after-restart", [(None, b"x", None, 0)])
+    assert not errors and delivered == [(0, 0, None, b"x")]

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{
-    Client, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
+    Txn, TxnOp, WatchOptions,
 };
 use futures::channel::mpsc;
 use futures::StreamExt;
@@ -217,6 +217,19 @@ pub(crate) fn offset_from_pb(o: pb::CommittedOffset) -> OffsetMeta {
     }
 }
 
+/// This broker's registration key and value.
+fn registration(broker: &BrokerInfo) -> (String, Vec<u8>) {
+    let value = pb::BrokerRegistration {
+        node_id: broker.id,
+        host: broker.host.clone(),
+        port: broker.port,
+        started_ms: now_ms(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+    .encode_to_vec();
+    (keys::broker(broker.id), value)
+}
+
 impl EtcdStore {
     /// Connects (and authenticates, with a username) within the call deadline, and
     /// registers this broker under a lease that a background task keeps alive.
@@ -256,7 +269,11 @@ impl EtcdStore {
             stop,
             registration: std::sync::Mutex::new(None),
         });
-        let task = tokio::spawn(store.clone().register(broker, stopped));
+        // The first registration happens before start-up goes on, so a broker
+        // whose id a live broker holds refuses to start.
+        let (key, value) = registration(&broker);
+        let lease = store.claim_registration(&broker, &key, &value).await?;
+        let task = tokio::spawn(store.clone().register(broker, Some(lease), stopped));
         *store.registration.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(store)
     }
@@ -299,26 +316,18 @@ impl EtcdStore {
     async fn register(
         self: Arc<Self>,
         broker: BrokerInfo,
+        first_lease: Option<i64>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let started_ms = now_ms();
-        let key = keys::broker(broker.id);
-        let value = pb::BrokerRegistration {
-            node_id: broker.id,
-            host: broker.host.clone(),
-            port: broker.port,
-            started_ms,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        }
-        .encode_to_vec();
+        let (key, value) = registration(&broker);
         let mut backoff = FIRST_BACKOFF;
-        let mut lease_id: Option<i64> = None;
+        let mut lease_id: Option<i64> = first_lease;
         loop {
             if *stop.borrow() {
                 break;
             }
             match self
-                .register_once(&key, &value, &mut lease_id, &mut stop)
+                .register_once(&broker, &key, &value, &mut lease_id, &mut stop)
                 .await
             {
                 Ok(()) => break,
@@ -339,30 +348,94 @@ impl EtcdStore {
         }
     }
 
-    /// One registration: grant, put, keep alive. Ok only when asked to stop.
+    /// Creates `/kafscale/brokers/{id}` under a new lease, only if no live broker
+    /// holds it; returns the lease. A registration with this broker's own
+    /// advertised address is its previous incarnation (a crash, then a restart
+    /// before the lease ran out): its lease is revoked, which also frees whatever
+    /// else it held, and the claim is tried again.
+    async fn claim_registration(
+        &self,
+        broker: &BrokerInfo,
+        key: &str,
+        value: &[u8],
+    ) -> Result<i64, MetaError> {
+        let mut c = self.client.clone();
+        for _ in 0..8 {
+            let lease = self
+                .timed("lease grant", c.lease_grant(self.lease_ttl_secs, None))
+                .await?
+                .id();
+            let txn = Txn::new()
+                .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key,
+                    value.to_vec(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )])
+                .or_else([TxnOp::get(key, None)]);
+            let resp = self.timed("register broker", c.txn(txn)).await?;
+            if resp.succeeded() {
+                info!(
+                    key,
+                    lease,
+                    ttl_secs = self.lease_ttl_secs,
+                    "registered in etcd"
+                );
+                return Ok(lease);
+            }
+            // Not needed after all; it would expire anyway.
+            let _ = self.timed("lease revoke", c.lease_revoke(lease)).await;
+            let holder = resp.op_responses().into_iter().find_map(|op| match op {
+                etcd_client::TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+                _ => None,
+            });
+            let Some(kv) = holder else {
+                continue; // gone in between: claim again
+            };
+            let reg = pb::BrokerRegistration::decode(kv.value()).map_err(|e| corrupt(key, e))?;
+            if reg.host != broker.host || reg.port != broker.port {
+                return Err(MetaError::BrokerIdTaken {
+                    id: broker.id,
+                    host: reg.host,
+                    port: reg.port,
+                });
+            }
+            warn!(
+                key,
+                lease = kv.lease(),
+                started_ms = reg.started_ms,
+                "a previous incarnation of this broker is still registered; revoking its lease"
+            );
+            if kv.lease() != 0 {
+                // NotFound means it expired meanwhile: the next claim succeeds.
+                let _ = self.timed("lease revoke", c.lease_revoke(kv.lease())).await;
+            } else {
+                self.timed("register broker", c.delete(key, None)).await?;
+            }
+        }
+        Err(MetaError::Unavailable(format!(
+            "registering {key}: the key kept changing"
+        )))
+    }
+
+    /// One registration: claim (unless `lease_id` holds a fresh claim), keep
+    /// alive. Ok only when asked to stop.
     async fn register_once(
         &self,
+        broker: &BrokerInfo,
         key: &str,
         value: &[u8],
         lease_id: &mut Option<i64>,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), MetaError> {
         let mut c = self.client.clone();
-        let lease = self
-            .timed("lease grant", c.lease_grant(self.lease_ttl_secs, None))
-            .await?;
-        *lease_id = Some(lease.id());
-        let put = PutOptions::new().with_lease(lease.id());
-        self.timed("register broker", c.put(key, value.to_vec(), Some(put)))
-            .await?;
-        info!(
-            key,
-            lease = lease.id(),
-            ttl_secs = self.lease_ttl_secs,
-            "registered in etcd"
-        );
+        let lease = match lease_id.take() {
+            Some(id) => id,
+            None => self.claim_registration(broker, key, value).await?,
+        };
+        *lease_id = Some(lease);
         let (mut keeper, mut stream) = self
-            .timed("lease keep-alive", c.lease_keep_alive(lease.id()))
+            .timed("lease keep-alive", c.lease_keep_alive(lease))
             .await?;
         let every = Duration::from_secs((self.lease_ttl_secs / 3).max(1) as u64);
         loop {
@@ -374,10 +447,8 @@ impl EtcdStore {
             match self.timed("lease keep-alive", stream.message()).await? {
                 Some(r) if r.ttl() > 0 => {}
                 _ => {
-                    return Err(MetaError::Unavailable(format!(
-                        "lease {} expired",
-                        lease.id()
-                    )))
+                    *lease_id = None;
+                    return Err(MetaError::Unavailable(format!("lease {lease} expired")));
                 }
             }
         }

@@ -203,6 +203,9 @@ pub enum MetaError {
     /// The store refused the request (permissions, limits): not retriable as is.
     #[error("metadata store refused the request: {0}")]
     Refused(String),
+    /// Another live broker holds this broker's id.
+    #[error("broker id {id} is already registered by a live broker at {host}:{port}; every broker needs a distinct KAFSCALE_BROKER_ID")]
+    BrokerIdTaken { id: i32, host: String, port: i32 },
 }
 
 impl MetaError {

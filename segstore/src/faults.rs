@@ -22,6 +22,11 @@ pub enum Fault {
     PutFail,
     PutHang,
     PutSlow(Duration),
+    /// The PUT reaches the inner store (and is stored, or refused, there), but its
+    /// answer is lost: the caller gets an error whatever the store said. For the
+    /// retry of a PUT whose first attempt did succeed. Single PUTs only; a multipart
+    /// upload proceeds unharmed.
+    PutLost,
 }
 
 /// Faults of each kind of call, set together: a control line holds one token per
@@ -75,7 +80,7 @@ impl ReadFault {
 }
 
 impl Faults {
-    /// One token per call kind: `put=fail|hang|slow:MS`, `list=fail|slow:MS`,
+    /// One token per call kind: `put=fail|hang|lost|slow:MS`, `list=fail|slow:MS`,
     /// `get=fail|slow:MS`; `none` or anything unknown is no fault.
     pub fn parse(s: &str) -> Faults {
         let mut f = Faults::default();
@@ -93,11 +98,13 @@ impl Faults {
 }
 
 impl Fault {
-    /// `none`, `put=fail`, `put=hang` or `put=slow:MS`; anything else is no fault.
+    /// `none`, `put=fail`, `put=hang`, `put=lost` or `put=slow:MS`; anything else is
+    /// no fault.
     pub fn parse(s: &str) -> Fault {
         match s.trim() {
             "put=fail" => Fault::PutFail,
             "put=hang" => Fault::PutHang,
+            "put=lost" => Fault::PutLost,
             other => other
                 .strip_prefix("put=")
                 .and_then(slow)
@@ -163,10 +170,12 @@ impl FaultyStore {
         }
     }
 
+    /// Applies the PUT fault that comes before the call; `PutLost` is for the caller
+    /// to apply after it.
     async fn before_put(&self) -> object_store::Result<()> {
         loop {
             match self.current().put {
-                Fault::None => return Ok(()),
+                Fault::None | Fault::PutLost => return Ok(()),
                 Fault::PutFail => {
                     return Err(object_store::Error::Generic {
                         store: "faulty",
@@ -192,7 +201,17 @@ impl ObjectStore for FaultyStore {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         self.before_put().await?;
-        self.inner.put_opts(location, payload, opts).await
+        let lost = self.current().put == Fault::PutLost;
+        let r = self.inner.put_opts(location, payload, opts).await;
+        if lost {
+            tracing::debug!(%location, stored = r.is_ok(), "injected lost PUT answer");
+            return Err(object_store::Error::Generic {
+                store: "faulty",
+                source: "injected PUT failure: the answer was lost (the request reached the store)"
+                    .into(),
+            });
+        }
+        r
     }
     async fn put_multipart_opts(
         &self,
@@ -242,6 +261,7 @@ mod tests {
     fn parses_fault_lines() {
         assert_eq!(Fault::parse("put=fail\n"), Fault::PutFail);
         assert_eq!(Fault::parse("put=hang"), Fault::PutHang);
+        assert_eq!(Fault::parse("put=lost"), Fault::PutLost);
         assert_eq!(
             Fault::parse("put=slow:250"),
             Fault::PutSlow(Duration::from_millis(250))
@@ -320,6 +340,43 @@ mod tests {
         assert_eq!(
             store.get(&p).await.unwrap().bytes().await.unwrap(),
             &b"2"[..]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_put_is_stored_but_reported_failed() {
+        let fault = Arc::new(Mutex::new(Faults {
+            put: Fault::PutLost,
+            ..Faults::default()
+        }));
+        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let store = FaultyStore::new(inner.clone(), FaultControl::Fixed(fault.clone()));
+        let p = Path::from("lost");
+        let err = store
+            .put(&p, PutPayload::from_static(b"1"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("answer was lost"), "{err}");
+        assert_eq!(
+            inner.get(&p).await.unwrap().bytes().await.unwrap(),
+            &b"1"[..]
+        );
+        // The options reach the inner store: a create-only PUT of an existing key is
+        // refused there.
+        let create = PutOptions {
+            mode: object_store::PutMode::Create,
+            ..PutOptions::default()
+        };
+        fault.lock().unwrap().put = Fault::None;
+        assert!(matches!(
+            store
+                .put_opts(&p, PutPayload::from_static(b"2"), create)
+                .await,
+            Err(object_store::Error::AlreadyExists { .. })
+        ));
+        assert_eq!(
+            inner.get(&p).await.unwrap().bytes().await.unwrap(),
+            &b"1"[..]
         );
     }
 

@@ -34,6 +34,15 @@ pub enum StoreError {
     Backend(#[from] object_store::Error),
     #[error("object store configuration: {0}")]
     Config(String),
+    /// A create-only PUT found an object with different bytes at its key: another
+    /// writer (e.g. a broker that took the partition over while this one was
+    /// paused) stored a different segment there. It was not overwritten, and no
+    /// retry can succeed.
+    #[error(
+        "object {key} already exists with different content: another writer stored a \
+         different object at that key; it was not overwritten"
+    )]
+    Conflict { key: String },
 }
 
 impl StoreError {

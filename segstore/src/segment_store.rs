@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectStore, PutPayload};
+use object_store::path::Path;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 
 use crate::format::segment::{
     parse_footer, SealedSegment, Segment, SegmentFooter, SEGMENT_FOOTER_LEN,
@@ -37,7 +39,7 @@ impl SegmentStore {
     /// One cheap LIST of the namespace prefix: the readiness check's proof that the
     /// object store answers (an empty namespace is a success).
     pub async fn probe(&self) -> Result<(), StoreError> {
-        let prefix = object_store::path::Path::from(self.namespace.as_ref());
+        let prefix = Path::from(self.namespace.as_ref());
         self.store.list_with_delimiter(Some(&prefix)).await?;
         Ok(())
     }
@@ -47,7 +49,24 @@ impl SegmentStore {
     }
 
     /// Stores the `.kfs` and its `.index` concurrently; both must succeed before the
-    /// segment counts as durable (a retry overwrites both, which is idempotent).
+    /// segment counts as durable.
+    ///
+    /// Both objects are written create-only (`PutMode::Create`: `If-None-Match: *` on
+    /// S3, a hard link that fails on an existing file in a local directory), so a
+    /// segment that was acknowledged can never be replaced, not even by a broker that
+    /// was paused while another one took the partition over and now writes its own,
+    /// different segment at the same base offset.
+    ///
+    /// A retry must still succeed when an earlier attempt of the same PUT reached the
+    /// store and only its answer was lost (a timeout, a dropped connection; object_store
+    /// may also resend a request itself): when the store answers that the key exists,
+    /// the stored object is read back and compared byte for byte with ours. The same
+    /// bytes are our own earlier write, so the PUT succeeded (idempotent retry);
+    /// different bytes are another writer's object, and the result is
+    /// [`StoreError::Conflict`], which no retry can cure. The `.kfs` and the `.index`
+    /// follow the same rule. (An index holds only offsets and positions, so two
+    /// different segments can have identical indexes; the `.kfs`, with its creation
+    /// time and CRC, is what tells them apart.)
     pub async fn put_segment(
         &self,
         topic: &str,
@@ -58,12 +77,62 @@ impl SegmentStore {
         let data = segment_path(&self.namespace, topic, partition, base);
         let index = index_path(&self.namespace, topic, partition, base);
         futures::try_join!(
-            self.store
-                .put(&data, PutPayload::from_bytes(sealed.segment.data.clone())),
-            self.store
-                .put(&index, PutPayload::from_bytes(sealed.index.clone())),
+            self.put_create_only(&data, &sealed.segment.data),
+            self.put_create_only(&index, &sealed.index),
         )?;
         Ok(())
+    }
+
+    /// One create-only PUT of `bytes` at `key`, with the idempotent-retry rule of
+    /// [`SegmentStore::put_segment`].
+    async fn put_create_only(&self, key: &Path, bytes: &Bytes) -> Result<(), StoreError> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(key, PutPayload::from_bytes(bytes.clone()), opts)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(exists @ object_store::Error::AlreadyExists { .. }) => {
+                self.check_stored(key, bytes, exists).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// After a create-only PUT of `bytes` at `key` was refused because the key exists:
+    /// Ok if the stored object is byte for byte `bytes` (our own earlier attempt),
+    /// `Conflict` if it differs.
+    async fn check_stored(
+        &self,
+        key: &Path,
+        bytes: &Bytes,
+        exists: object_store::Error,
+    ) -> Result<(), StoreError> {
+        let stored = match self.store.get(key).await {
+            Ok(r) => r,
+            // Refused, yet not there: a concurrent PUT still in flight (S3 answers 409
+            // ConditionalRequestConflict to the loser of a race, which object_store also
+            // reports as AlreadyExists) or a delete since. That proves neither outcome,
+            // so report the refusal as an ordinary store error: a retry decides.
+            Err(object_store::Error::NotFound { .. }) => return Err(exists.into()),
+            Err(e) => return Err(e.into()),
+        };
+        let conflict = || StoreError::Conflict {
+            key: key.to_string(),
+        };
+        // A different length is a conflict without reading the body.
+        if stored.meta.size != bytes.len() as u64 {
+            return Err(conflict());
+        }
+        if stored.bytes().await? == *bytes {
+            Ok(())
+        } else {
+            Err(conflict())
+        }
     }
 
     pub async fn list_segments(
@@ -237,11 +306,13 @@ mod tests {
 
     #[tokio::test]
     async fn local_directory_and_corruption() {
-        let dir = std::env::temp_dir().join(format!("kafscale-segstore-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        exercise(Arc::new(LocalFileSystem::new_with_prefix(&dir).unwrap())).await;
+        // A fresh directory: segments are created only once, so leftovers of an
+        // earlier run would conflict.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        exercise(Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap())).await;
         let s = SegmentStore::new(
-            Arc::new(LocalFileSystem::new_with_prefix(&dir).unwrap()),
+            Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap()),
             "ns",
         );
         s.put_segment("c", 0, &sealed(0, 2)).await.unwrap();
@@ -253,6 +324,5 @@ mod tests {
             s.read_segment("c", 0, 0).await,
             Err(StoreError::Corrupt { .. })
         ));
-        std::fs::remove_dir_all(dir).ok();
     }
 }

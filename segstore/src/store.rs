@@ -211,6 +211,34 @@ mod tests {
         assert!(replica.head(&Path::from("x")).await.is_err());
     }
 
+    #[tokio::test]
+    async fn writes_keep_their_put_mode() {
+        let primary: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let store = ReadReplicaStore {
+            primary: primary.clone(),
+            replica: Arc::new(InMemory::new()),
+        };
+        let p = Path::from("a/b");
+        let create = || PutOptions {
+            mode: object_store::PutMode::Create,
+            ..PutOptions::default()
+        };
+        store
+            .put_opts(&p, PutPayload::from_static(b"first"), create())
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .put_opts(&p, PutPayload::from_static(b"second"), create())
+                .await,
+            Err(object_store::Error::AlreadyExists { .. })
+        ));
+        assert_eq!(
+            primary.get(&p).await.unwrap().bytes().await.unwrap(),
+            &b"first"[..]
+        );
+    }
+
     #[test]
     fn local_directory_is_created_under_the_data_dir() {
         let dir = std::env::temp_dir().join(format!("kafscale-store-{}", std::process::id()));

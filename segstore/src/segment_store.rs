@@ -76,11 +76,26 @@ impl SegmentStore {
         let base = sealed.segment.base_offset;
         let data = segment_path(&self.namespace, topic, partition, base);
         let index = index_path(&self.namespace, topic, partition, base);
-        futures::try_join!(
+        let (kfs, idx) = futures::join!(
             self.put_create_only(&data, &sealed.segment.data),
             self.put_create_only(&index, &sealed.index),
-        )?;
-        Ok(())
+        );
+        kfs?;
+        match idx {
+            // The `.kfs` is ours (created now, or byte for byte ours from an earlier
+            // attempt), so the `.index` beside it is ours to write: a different one
+            // there is an orphan of an upload interrupted between its two PUTs (the
+            // `.index` landed, the `.kfs` did not, and recovery, which lists `.kfs`
+            // objects only, continued at the same base offset). Replacing it is safe
+            // because only the writer that owns the `.kfs` ever gets here.
+            Err(StoreError::Conflict { .. }) => {
+                self.store
+                    .put(&index, PutPayload::from_bytes(sealed.index.clone()))
+                    .await?;
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// One create-only PUT of `bytes` at `key`, with the idempotent-retry rule of

@@ -101,18 +101,35 @@ async fn create_only_cases(what: &str, inner: Arc<dyn ObjectStore>) {
         }
         r => panic!("{what}: same length, other bytes gave {r:?}"),
     }
-    // The `.index` follows the same rule as the `.kfs`: our data with another index.
-    let other_index = SealedSegment {
-        segment: first.segment.clone(),
-        index: sealed(0, 1_000, &["a0", "a1", "a2"], 1).index,
-    };
-    assert_ne!(other_index.index, first.index);
-    match store.put_segment("t", 0, &other_index).await {
-        Err(StoreError::Conflict { key }) => assert_eq!(key, idx(0).as_ref(), "{what}"),
-        r => panic!("{what}: a different index at a taken key gave {r:?}"),
+    // An orphaned `.index` (an upload cut short after its `.index` landed and
+    // before its `.kfs` did) does not block the segment that is written at that
+    // base offset next: whoever creates the `.kfs` owns the `.index` beside it.
+    let orphan = sealed(9, 500, &["z0", "z1", "z2", "z3"], 1);
+    inner
+        .put(
+            &idx(9),
+            object_store::PutPayload::from_bytes(orphan.index.clone()),
+        )
+        .await
+        .unwrap();
+    let at_nine = sealed(9, 9_000, &["n0", "n1"], 1);
+    assert_ne!(orphan.index, at_nine.index);
+    store.put_segment("t", 0, &at_nine).await.unwrap();
+    assert_eq!(
+        stored(&inner, &kfs(9)).await,
+        at_nine.segment.data,
+        "{what}"
+    );
+    assert_eq!(stored(&inner, &idx(9)).await, at_nine.index, "{what}");
+    // A writer whose `.kfs` lost may not touch the winner's `.index`.
+    let loser = sealed(9, 9_500, &["l0", "l1", "l2"], 1);
+    match store.put_segment("t", 0, &loser).await {
+        Err(StoreError::Conflict { key }) => assert_eq!(key, kfs(9).as_ref(), "{what}"),
+        r => panic!("{what}: a losing writer gave {r:?}"),
     }
-    assert_eq!(stored(&inner, &kfs(0)).await, first.segment.data, "{what}");
-    assert_eq!(stored(&inner, &idx(0)).await, first.index, "{what}");
+    assert_eq!(stored(&inner, &idx(9)).await, at_nine.index, "{what}");
+    inner.delete(&kfs(9)).await.unwrap();
+    inner.delete(&idx(9)).await.unwrap();
     let read = store.read_segment("t", 0, 0).await.unwrap();
     assert_eq!(read.data, first.segment.data, "{what}");
 

@@ -321,6 +321,9 @@ def render(results, meta):
 
 HOW_TO_READ = """## The suite
 
+Changes to the hot path are also measured side by side (the binary before and after,
+interleaved on one machine): [benchmarks-ab.md](benchmarks-ab.md).
+
 `make bench` builds the release broker and `kafscale-bench`, then runs `scripts/bench_suite.py`
 (`BENCH_SECONDS`, default 15, sets the length of each produce run). The matrix covers every
 dimension by changing one thing at a time from a base case (1 KiB, 6 partitions, `acks=all`,

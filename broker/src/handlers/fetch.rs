@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::errors::{NONE, NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION};
 use crate::partition;
 use crate::placement::partition_shard;
+use crate::router::fan_out;
 use crate::runtime::sleep;
 use crate::shard::Shard;
 
@@ -57,7 +58,7 @@ pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16) -> Fetch
     let cluster = shard.cluster();
     // (topic name, topic id, partition indexes, resolved?) per requested topic.
     let mut shape: Vec<(Option<Arc<str>>, Uuid, Vec<i32>)> = Vec::with_capacity(req.topics.len());
-    let mut parts: Vec<(usize, Part)> = Vec::new();
+    let mut parts: Vec<Part> = Vec::new();
     for t in &req.topics {
         let name: Option<Arc<str>> = if version >= 13 {
             cluster
@@ -74,74 +75,54 @@ pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16) -> Fetch
         ));
         if let Some(name) = name {
             for p in &t.partitions {
-                parts.push((
-                    parts.len(),
-                    Part {
-                        topic: name.clone(),
-                        partition: p.partition,
-                        offset: p.fetch_offset,
-                        max_bytes: p.partition_max_bytes.max(0) as usize,
-                    },
-                ));
+                parts.push(Part {
+                    topic: name.clone(),
+                    partition: p.partition,
+                    offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes.max(0) as usize,
+                });
             }
         }
     }
 
     let count = shard.count;
-    let mut groups: Vec<Vec<(usize, Part)>> = vec![Vec::new(); count];
-    for (i, p) in parts.iter().cloned() {
-        groups[partition_shard(&p.topic, p.partition, count)].push((i, p));
+    let owner = move |p: &Part| partition_shard(&p.topic, p.partition, count);
+    let n = parts.len();
+    let mut results: Vec<Option<PartResult>> = (0..n).map(|_| None).collect();
+    let lost = || PartResult::err(NOT_LEADER_OR_FOLLOWER);
+    let mut first: FuturesUnordered<_> = fan_out(shard, parts.clone(), owner, move |sh, items| {
+        read_local(sh, items, None)
+    })
+    .into_iter()
+    .collect();
+    while let Some(answer) = first.next().await {
+        answer.place(&mut results, lost);
     }
-    let groups: Vec<(usize, Vec<(usize, Part)>)> = groups
+    let mut results: Vec<PartResult> = results
         .into_iter()
-        .enumerate()
-        .filter(|(_, g)| !g.is_empty())
+        .map(|r| r.unwrap_or_else(lost))
         .collect();
-
-    let mut results: Vec<PartResult> = vec![PartResult::err(NOT_LEADER_OR_FOLLOWER); parts.len()];
-    let round = |deadline: Option<Instant>| {
-        groups
-            .iter()
-            .map(|(target, g)| {
-                let g = g.clone();
-                let target = *target;
-                async move {
-                    let idx: Vec<usize> = g.iter().map(|(i, _)| *i).collect();
-                    let items: Vec<Part> = g.into_iter().map(|(_, p)| p).collect();
-                    let r = shard
-                        .on(target, move |sh| read_local(sh, items, deadline))
-                        .await;
-                    (idx, r)
-                }
-            })
-            .collect::<FuturesUnordered<_>>()
-    };
-
-    let mut first = round(None);
-    while let Some((idx, r)) = first.next().await {
-        if let Ok(rs) = r {
-            for (i, res) in idx.into_iter().zip(rs) {
-                results[i] = res;
-            }
-        }
-    }
     let total: usize = results.iter().map(PartResult::bytes).sum();
     let any_error = results.iter().any(|r| r.error != NONE);
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
-    if total < req.min_bytes.max(1) as usize && !any_error && !wait.is_zero() && !groups.is_empty()
-    {
+    if total < req.min_bytes.max(1) as usize && !any_error && !wait.is_zero() && n > 0 {
         let deadline = Instant::now() + wait;
-        let mut second = round(Some(deadline));
-        while let Some((idx, r)) = second.next().await {
-            if let Ok(rs) = r {
-                let has_data = rs.iter().any(|x| x.bytes() > 0 || x.error != NONE);
-                for (i, res) in idx.into_iter().zip(rs) {
-                    results[i] = res;
+        let mut second: FuturesUnordered<_> = fan_out(shard, parts, owner, move |sh, items| {
+            read_local(sh, items, Some(deadline))
+        })
+        .into_iter()
+        .collect();
+        while let Some(answer) = second.next().await {
+            let Ok(rs) = answer.results else { continue };
+            let has_data = rs.iter().any(|x| x.bytes() > 0 || x.error != NONE);
+            for (i, res) in answer.positions.into_iter().zip(rs) {
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = res;
                 }
-                if has_data {
-                    // The other shards' waits end on their own at the deadline.
-                    break;
-                }
+            }
+            if has_data {
+                // The other shards' waits end on their own at the deadline.
+                break;
             }
         }
     }

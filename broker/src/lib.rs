@@ -18,6 +18,10 @@ mod router;
 mod runtime;
 mod server;
 mod shard;
+mod start_error;
 
 pub use boot::{run, Broker, StartOptions};
 pub use config::Config;
+pub use metadata::MetaError;
+pub use runtime::PreflightError;
+pub use start_error::{BindError, Listener, StartError};

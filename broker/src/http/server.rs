@@ -14,15 +14,12 @@ use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
 use super::{console, health, metrics, Endpoint};
+use crate::start_error::{bind_endpoint, BindError, Listener};
 
 /// Binds the endpoint's port now (so that a taken port fails start-up) and
 /// returns the listener to hand to `serve` on the I/O runtime.
-pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
-    let l = std::net::TcpListener::bind(addr)
-        .map_err(|e| format!("binding the metrics endpoint {addr}: {e}"))?;
-    l.set_nonblocking(true)
-        .map_err(|e| format!("metrics endpoint {addr}: {e}"))?;
-    Ok(l)
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
+    bind_endpoint(Listener::Metrics, addr)
 }
 
 /// Accepts connections forever; spawn on the I/O runtime.

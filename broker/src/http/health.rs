@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafscale_segstore::{HealthConfig, HealthState};
+use kafscale_segstore::HealthState;
 use tracing::{info, warn};
 
 use super::Endpoint;
@@ -117,68 +117,4 @@ pub async fn readiness(ep: &Endpoint) -> Result<(), String> {
         return Err(format!("object store unavailable: {}", h.reason));
     }
     Ok(())
-}
-
-/// The object-store health thresholds (names and defaults of the Go Kafscale,
-/// plus the failure streak and the minimum sample count).
-#[derive(Debug, Clone, clap::Args)]
-pub struct S3HealthArgs {
-    /// Window of the object-store health rating (error rate and average latency), in seconds.
-    #[arg(long, env = "KAFSCALE_S3_HEALTH_WINDOW_SEC", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub s3_health_window_sec: u64,
-    /// Average latency over the window at which the store is degraded.
-    #[arg(long, env = "KAFSCALE_S3_LATENCY_WARN_MS", default_value_t = 500)]
-    pub s3_latency_warn_ms: u64,
-    /// Average latency over the window at which the store is unavailable.
-    #[arg(long, env = "KAFSCALE_S3_LATENCY_CRIT_MS", default_value_t = 3000)]
-    pub s3_latency_crit_ms: u64,
-    /// Share of failed requests over the window at which the store is degraded.
-    #[arg(long, env = "KAFSCALE_S3_ERROR_RATE_WARN", default_value_t = 0.2)]
-    pub s3_error_rate_warn: f64,
-    /// Share of failed requests over the window at which the store is unavailable.
-    #[arg(long, env = "KAFSCALE_S3_ERROR_RATE_CRIT", default_value_t = 0.6)]
-    pub s3_error_rate_crit: f64,
-    /// Failed requests of one operation in a row (no success between) that make the
-    /// store unavailable at once; its next success ends the outage.
-    #[arg(long, env = "KAFSCALE_S3_HEALTH_FAILURE_STREAK", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    pub s3_health_failure_streak: u32,
-    /// Requests the window must hold before its error rate and latency are rated.
-    #[arg(long, env = "KAFSCALE_S3_HEALTH_MIN_SAMPLES", default_value_t = 10)]
-    pub s3_health_min_samples: u64,
-}
-
-impl S3HealthArgs {
-    pub fn config(&self) -> HealthConfig {
-        HealthConfig {
-            window: Duration::from_secs(self.s3_health_window_sec),
-            latency_warn: Duration::from_millis(self.s3_latency_warn_ms),
-            latency_crit: Duration::from_millis(self.s3_latency_crit_ms),
-            error_rate_warn: self.s3_error_rate_warn,
-            error_rate_crit: self.s3_error_rate_crit,
-            failure_streak: self.s3_health_failure_streak,
-            min_samples: self.s3_health_min_samples,
-        }
-    }
-
-    /// Checks what clap cannot: the warning thresholds are below the critical ones.
-    pub fn validate(&self) -> Result<(), String> {
-        let rate_ok = |r: f64| r.is_finite() && r > 0.0;
-        if !rate_ok(self.s3_error_rate_warn) || !rate_ok(self.s3_error_rate_crit) {
-            return Err(
-                "KAFSCALE_S3_ERROR_RATE_WARN and KAFSCALE_S3_ERROR_RATE_CRIT must be positive"
-                    .into(),
-            );
-        }
-        if self.s3_error_rate_warn > self.s3_error_rate_crit {
-            return Err(
-                "KAFSCALE_S3_ERROR_RATE_WARN must be at most KAFSCALE_S3_ERROR_RATE_CRIT".into(),
-            );
-        }
-        if self.s3_latency_warn_ms > self.s3_latency_crit_ms {
-            return Err(
-                "KAFSCALE_S3_LATENCY_WARN_MS must be at most KAFSCALE_S3_LATENCY_CRIT_MS".into(),
-            );
-        }
-        Ok(())
-    }
 }

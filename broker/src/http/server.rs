@@ -80,8 +80,8 @@ async fn route(ep: &Endpoint, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/healthz" => match health::liveness(ep).await {
-            Ok(body) => text(StatusCode::OK, body, PLAIN),
-            Err(body) => text(StatusCode::SERVICE_UNAVAILABLE, body, PLAIN),
+            Ok(live) => text(StatusCode::OK, live.to_string(), PLAIN),
+            Err(not_live) => text(StatusCode::SERVICE_UNAVAILABLE, not_live.to_string(), PLAIN),
         },
         "/readyz" => match health::readiness(ep).await {
             Ok(()) => text(StatusCode::OK, "ready\n".into(), PLAIN),

@@ -22,6 +22,7 @@ use crate::metadata::{Cluster, MetadataStore};
 use crate::runtime::ForeignTx;
 use crate::server::{shard_main, ShardBoot};
 use crate::shard::{Shard, Shared};
+use crate::start_error::{BindError, Listener, StartError};
 use crate::{control, http, io, metadata, placement, runtime, shard};
 
 /// What an embedding program (a test) can set beyond the settings.
@@ -50,7 +51,7 @@ pub struct Broker {
 
 /// Runs a broker until SIGINT or SIGTERM, then drains it. Any panic ends the
 /// process (see `abort_on_panic`).
-pub fn run(cfg: Config) -> Result<(), String> {
+pub fn run(cfg: Config) -> Result<(), StartError> {
     abort_on_panic();
     let broker = Broker::start(cfg, StartOptions::default())?;
     if let Some(shard) = testing_panic_shard() {
@@ -150,7 +151,7 @@ fn store_config(cfg: &Config) -> StoreConfig {
 /// its listener for a few milliseconds (the kernel tears down its io_uring, which
 /// owns a pending accept, after the process is gone), so the check retries
 /// briefly before giving up.
-fn check_port_free(addr: std::net::SocketAddr) -> Result<(), String> {
+fn check_port_free(addr: std::net::SocketAddr) -> Result<(), BindError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     loop {
         match std::net::TcpListener::bind(addr) {
@@ -161,20 +162,20 @@ fn check_port_free(addr: std::net::SocketAddr) -> Result<(), String> {
             {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            Err(e) => return Err(format!("binding {addr}: {e}")),
+            Err(e) => return Err(BindError::bind(Listener::Kafka, addr, e)),
         }
     }
 }
 
 /// With port 0, shards binding one by one (SO_REUSEPORT) would each get a port
 /// of their own: pick one free port first.
-fn concrete_addr(addr: SocketAddr) -> Result<SocketAddr, String> {
+fn concrete_addr(addr: SocketAddr) -> Result<SocketAddr, BindError> {
     if addr.port() != 0 {
         return Ok(addr);
     }
     std::net::TcpListener::bind(addr)
         .and_then(|l| l.local_addr())
-        .map_err(|e| format!("binding {addr}: {e}"))
+        .map_err(|e| BindError::bind(Listener::Kafka, addr, e))
 }
 
 impl Broker {
@@ -225,14 +226,14 @@ impl Broker {
 
     /// Stops accepting, makes everything buffered durable, answers waiting
     /// producers, and stops the shards.
-    pub fn shutdown(self) -> Result<(), String> {
+    pub fn shutdown(self) -> Result<(), StartError> {
         for s in self.stops {
             let _ = s.send(());
         }
         match self.runner.join() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("a shard panicked".into()),
+            Ok(Err(e)) => return Err(StartError::ShardRuntime(e)),
+            Err(_) => return Err(StartError::ShardPanicked),
         }
         if let Some(etcd) = self.etcd {
             self.rt.block_on(etcd.shutdown());
@@ -242,7 +243,7 @@ impl Broker {
     }
 
     /// Starts a broker and returns once every shard listens.
-    pub fn start(cfg: Config, opts: StartOptions) -> Result<Broker, String> {
+    pub fn start(cfg: Config, opts: StartOptions) -> Result<Broker, StartError> {
         let cpus = runtime::allowed_cpus();
         let shards = cfg.shards.unwrap_or(cpus.len()).max(1);
         if shards > cpus.len() {
@@ -262,14 +263,12 @@ impl Broker {
             .thread_name("kafscale-io")
             .enable_all()
             .build()
-            .map_err(|e| format!("starting the I/O runtime: {e}"))?;
+            .map_err(StartError::IoRuntime)?;
         let io = io::Io::new(rt.handle().clone());
 
         let mut object_store = match opts.object_store {
             Some(s) => s,
-            None => {
-                build_object_store(&store_config(&cfg)).map_err(|e| format!("object store: {e}"))?
-            }
+            None => build_object_store(&store_config(&cfg)).map_err(StartError::ObjectStore)?,
         };
         if let Some(path) = &cfg.faults_file {
             tracing::warn!(path = %path.display(), "object-store fault injection is enabled (testing only)");
@@ -297,9 +296,7 @@ impl Broker {
         let endpoints = cfg.etcd.endpoints();
         let mut etcd = None;
         let meta: Arc<dyn MetadataStore> = if endpoints.is_empty() {
-            Arc::new(
-                EmbeddedStore::open(&cfg.data_dir).map_err(|e| format!("metadata store: {e}"))?,
-            )
+            Arc::new(EmbeddedStore::open(&cfg.data_dir).map_err(StartError::MetadataStore)?)
         } else {
             let ecfg = EtcdConfig {
                 endpoints: endpoints.clone(),
@@ -315,7 +312,10 @@ impl Broker {
             };
             let store = rt
                 .block_on(EtcdStore::connect(ecfg, me))
-                .map_err(|e| format!("connecting to etcd at {}: {e}", endpoints.join(",")))?;
+                .map_err(|source| StartError::EtcdConnect {
+                    endpoints: endpoints.join(","),
+                    source,
+                })?;
             info!(endpoints = %endpoints.join(","), "metadata in etcd");
             etcd = Some(store.clone());
             Arc::new(metadata::etcd::EtcdHandle(store))
@@ -323,7 +323,7 @@ impl Broker {
         let m = meta.clone();
         let state = rt
             .block_on(async move { m.load().await })
-            .map_err(|e| format!("loading metadata: {e}"))?;
+            .map_err(StartError::LoadMetadata)?;
         let cluster = Arc::new(Cluster::new(
             &state,
             cfg.broker_id,
@@ -333,7 +333,7 @@ impl Broker {
         let m = meta.clone();
         let stored_groups = rt
             .block_on(async move { m.load_groups().await })
-            .map_err(|e| format!("loading consumer groups: {e}"))?;
+            .map_err(StartError::LoadGroups)?;
         endpoint.set_metadata_loaded();
         info!(cluster_id = %cluster.cluster_id, topics = cluster.topics.len(), groups = stored_groups.len(), "metadata loaded");
         let mut groups_by_shard: Vec<Vec<metadata::StoredGroup>> =
@@ -356,7 +356,7 @@ impl Broker {
         let foreign_tx = mesh
             .first()
             .and_then(|(tx, _)| tx.foreign(placement::METADATA_SHARD))
-            .ok_or_else(|| "no shards".to_string())?;
+            .ok_or(StartError::NoShards)?;
         let inboxes: Vec<ForeignTx<Shard>> = mesh
             .first()
             .map(|(tx, _)| (0..shards).filter_map(|i| tx.foreign(i)).collect())
@@ -394,7 +394,7 @@ impl Broker {
                     }
                 })
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(StartError::ShardThread)?;
 
         let broker = Broker {
             addr: cfg.broker_addr,
@@ -411,7 +411,7 @@ impl Broker {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     let _ = broker.shutdown();
-                    return Err(e);
+                    return Err(e.into());
                 }
                 Err(_) => break,
             }

@@ -3,8 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use kafscale_segstore::HealthConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -143,7 +145,7 @@ pub struct Config {
     #[command(flatten)]
     pub s3: S3Args,
     #[command(flatten)]
-    pub s3_health: crate::http::health::S3HealthArgs,
+    pub s3_health: S3HealthArgs,
     #[command(flatten)]
     pub etcd: EtcdArgs,
 }
@@ -223,7 +225,66 @@ pub struct S3Args {
     pub s3_unsigned_payload: Option<bool>,
 }
 
+/// The object-store health thresholds (names and defaults of the Go Kafscale,
+/// plus the failure streak and the minimum sample count).
+#[derive(Debug, Clone, Args)]
+pub struct S3HealthArgs {
+    /// Window of the object-store health rating (error rate and average latency), in seconds.
+    #[arg(long, env = "KAFSCALE_S3_HEALTH_WINDOW_SEC", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub s3_health_window_sec: u64,
+    /// Average latency over the window at which the store is degraded.
+    #[arg(long, env = "KAFSCALE_S3_LATENCY_WARN_MS", default_value_t = 500)]
+    pub s3_latency_warn_ms: u64,
+    /// Average latency over the window at which the store is unavailable.
+    #[arg(long, env = "KAFSCALE_S3_LATENCY_CRIT_MS", default_value_t = 3000)]
+    pub s3_latency_crit_ms: u64,
+    /// Share of failed requests over the window at which the store is degraded.
+    #[arg(long, env = "KAFSCALE_S3_ERROR_RATE_WARN", default_value_t = 0.2)]
+    pub s3_error_rate_warn: f64,
+    /// Share of failed requests over the window at which the store is unavailable.
+    #[arg(long, env = "KAFSCALE_S3_ERROR_RATE_CRIT", default_value_t = 0.6)]
+    pub s3_error_rate_crit: f64,
+    /// Failed requests of one operation in a row (no success between) that make the
+    /// store unavailable at once; its next success ends the outage.
+    #[arg(long, env = "KAFSCALE_S3_HEALTH_FAILURE_STREAK", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub s3_health_failure_streak: u32,
+    /// Requests the window must hold before its error rate and latency are rated.
+    #[arg(long, env = "KAFSCALE_S3_HEALTH_MIN_SAMPLES", default_value_t = 10)]
+    pub s3_health_min_samples: u64,
+}
+
+impl S3HealthArgs {
+    pub fn config(&self) -> HealthConfig {
+        HealthConfig {
+            window: Duration::from_secs(self.s3_health_window_sec),
+            latency_warn: Duration::from_millis(self.s3_latency_warn_ms),
+            latency_crit: Duration::from_millis(self.s3_latency_crit_ms),
+            error_rate_warn: self.s3_error_rate_warn,
+            error_rate_crit: self.s3_error_rate_crit,
+            failure_streak: self.s3_health_failure_streak,
+            min_samples: self.s3_health_min_samples,
+        }
+    }
+
+    /// Checks what clap cannot: the warning thresholds are below the critical ones.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let rate_ok = |r: f64| r.is_finite() && r > 0.0;
+        if !rate_ok(self.s3_error_rate_warn) || !rate_ok(self.s3_error_rate_crit) {
+            return Err(ConfigError::S3ErrorRatesNotPositive);
+        }
+        if self.s3_error_rate_warn > self.s3_error_rate_crit {
+            return Err(ConfigError::S3ErrorRatesInverted);
+        }
+        if self.s3_latency_warn_ms > self.s3_latency_crit_ms {
+            return Err(ConfigError::S3LatenciesInverted);
+        }
+        Ok(())
+    }
+}
+
 /// Accepts the spellings deployments use for booleans: 1/0, true/false, yes/no.
+/// A clap value parser: clap wants `Result<_, String>` (or any error it can box)
+/// and prints the text after the flag's name, so a String is the end product here.
 fn parse_flag(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -243,39 +304,35 @@ impl Config {
     }
 
     /// Checks values clap cannot, so that a bad setting fails at start-up with its name.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.segment_bytes < 1024 {
-            return Err("KAFSCALE_SEGMENT_BYTES must be at least 1024".into());
+            return Err(ConfigError::SegmentBytesTooSmall);
         }
         if self.flush_interval_ms == 0 {
-            return Err("KAFSCALE_FLUSH_INTERVAL_MS must be positive".into());
+            return Err(ConfigError::FlushIntervalZero);
         }
         if self.auto_create_partitions < 1 {
-            return Err("KAFSCALE_AUTO_CREATE_PARTITIONS must be at least 1".into());
+            return Err(ConfigError::AutoCreatePartitionsTooFew);
         }
         if self.max_buffered_bytes < self.segment_bytes {
-            return Err(
-                "KAFSCALE_MAX_BUFFERED_BYTES must be at least KAFSCALE_SEGMENT_BYTES".into(),
-            );
+            return Err(ConfigError::MaxBufferedBelowSegment);
         }
         if self.upload_concurrency == 0 || self.io_threads == 0 {
-            return Err(
-                "KAFSCALE_UPLOAD_CONCURRENCY and KAFSCALE_IO_THREADS must be positive".into(),
-            );
+            return Err(ConfigError::ConcurrencyZero);
         }
         if self.group_min_session_timeout_ms <= 0
             || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms
         {
-            return Err("KAFSCALE_GROUP_MIN_SESSION_TIMEOUT_MS must be positive and at most KAFSCALE_GROUP_MAX_SESSION_TIMEOUT_MS".into());
+            return Err(ConfigError::SessionTimeouts);
         }
         if matches!(self.shards, Some(0)) {
-            return Err("KAFSCALE_SHARDS must be positive".into());
+            return Err(ConfigError::ShardsZero);
         }
         if self.etcd.etcd_timeout_ms < 100 {
-            return Err("KAFSCALE_ETCD_TIMEOUT_MS must be at least 100".into());
+            return Err(ConfigError::EtcdTimeoutTooShort);
         }
         if self.etcd.etcd_lease_ttl_sec < 2 {
-            return Err("KAFSCALE_ETCD_LEASE_TTL_SEC must be at least 2".into());
+            return Err(ConfigError::EtcdLeaseTtlTooShort);
         }
         self.s3_health.validate()
     }
@@ -327,5 +384,66 @@ impl Config {
             upload_concurrency: self.upload_concurrency,
             cache_bytes: self.cache_bytes,
         }
+    }
+}
+
+/// A setting clap accepted but the broker cannot run with; the text names the
+/// setting (its environment variable) and the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("KAFSCALE_SEGMENT_BYTES must be at least 1024")]
+    SegmentBytesTooSmall,
+    #[error("KAFSCALE_FLUSH_INTERVAL_MS must be positive")]
+    FlushIntervalZero,
+    #[error("KAFSCALE_AUTO_CREATE_PARTITIONS must be at least 1")]
+    AutoCreatePartitionsTooFew,
+    #[error("KAFSCALE_MAX_BUFFERED_BYTES must be at least KAFSCALE_SEGMENT_BYTES")]
+    MaxBufferedBelowSegment,
+    #[error("KAFSCALE_UPLOAD_CONCURRENCY and KAFSCALE_IO_THREADS must be positive")]
+    ConcurrencyZero,
+    #[error("KAFSCALE_GROUP_MIN_SESSION_TIMEOUT_MS must be positive and at most KAFSCALE_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    SessionTimeouts,
+    #[error("KAFSCALE_SHARDS must be positive")]
+    ShardsZero,
+    #[error("KAFSCALE_ETCD_TIMEOUT_MS must be at least 100")]
+    EtcdTimeoutTooShort,
+    #[error("KAFSCALE_ETCD_LEASE_TTL_SEC must be at least 2")]
+    EtcdLeaseTtlTooShort,
+    #[error("KAFSCALE_S3_ERROR_RATE_WARN and KAFSCALE_S3_ERROR_RATE_CRIT must be positive")]
+    S3ErrorRatesNotPositive,
+    #[error("KAFSCALE_S3_ERROR_RATE_WARN must be at most KAFSCALE_S3_ERROR_RATE_CRIT")]
+    S3ErrorRatesInverted,
+    #[error("KAFSCALE_S3_LATENCY_WARN_MS must be at most KAFSCALE_S3_LATENCY_CRIT_MS")]
+    S3LatenciesInverted,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let argv = ["kafscale-broker"].iter().chain(args).copied();
+        Cli::try_parse_from(argv).expect("settings").config
+    }
+
+    #[test]
+    fn bad_settings_are_typed_and_named() {
+        assert_eq!(parse(&[]).validate(), Ok(()));
+        let e = parse(&["--segment-bytes", "10"]).validate().unwrap_err();
+        assert_eq!(e, ConfigError::SegmentBytesTooSmall);
+        assert_eq!(
+            e.to_string(),
+            "KAFSCALE_SEGMENT_BYTES must be at least 1024"
+        );
+        let e = parse(&["--shards", "0"]).validate().unwrap_err();
+        assert_eq!(e.to_string(), "KAFSCALE_SHARDS must be positive");
+        let e = parse(&["--s3-latency-warn-ms", "5000"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(e, ConfigError::S3LatenciesInverted);
+        assert_eq!(
+            e.to_string(),
+            "KAFSCALE_S3_LATENCY_WARN_MS must be at most KAFSCALE_S3_LATENCY_CRIT_MS"
+        );
     }
 }

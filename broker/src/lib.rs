@@ -20,6 +20,10 @@ mod runtime;
 mod server;
 mod settings;
 mod shard;
+mod start_error;
 
 pub use boot::{run, Broker, StartOptions};
-pub use config::Config;
+pub use config::{Config, ConfigError};
+pub use metadata::MetaError;
+pub use runtime::PreflightError;
+pub use start_error::{BindError, Listener, StartError};

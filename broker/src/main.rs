@@ -35,6 +35,8 @@ fn main() -> ExitCode {
     init_logging(&cfg);
     match kafscale_broker::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
+        // `{e}` already ends with its cause's text (see `StartError`); printing
+        // the source chain as well would repeat it.
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("kafscale-broker: {e}");

@@ -186,15 +186,40 @@ pub fn allowed_cpus() -> Vec<usize> {
         .collect()
 }
 
+/// What glommio needs and the machine does not give; each says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error("io_uring is disabled by the kernel (kernel.io_uring_disabled = {value}); set it to 0 with `sysctl -w kernel.io_uring_disabled=0`")]
+    IoUringDisabled {
+        /// The sysctl's value, trimmed.
+        value: String,
+    },
+    /// `io_uring_setup` answered ENOSYS.
+    #[error("io_uring is not available: Linux 5.8 or newer is required")]
+    IoUringMissing,
+    /// `io_uring_setup` answered EPERM.
+    #[error("io_uring_setup is not permitted: the container's seccomp profile blocks io_uring_* syscalls; run with a profile that allows io_uring_setup, io_uring_enter and io_uring_register (the Helm chart ships one)")]
+    IoUringBlocked,
+    #[error("io_uring_setup failed: {0}")]
+    IoUringSetup(#[source] io::Error),
+    #[error("RLIMIT_MEMLOCK is {} KiB but {shards} shard(s) need {} KiB: raise it (`ulimit -l {}`, or memlock in the pod's security settings) or lower KAFSCALE_SHARDS", .limit >> 10, .need >> 10, .need >> 10)]
+    Memlock {
+        /// The soft limit, in bytes.
+        limit: u64,
+        /// What the shards need, in bytes.
+        need: u64,
+        shards: usize,
+    },
+}
+
 /// Checks what glommio needs before starting it, so that a missing permission is
 /// reported with what to change instead of an opaque executor error.
-pub fn preflight(shards: usize) -> Result<(), String> {
+pub fn preflight(shards: usize) -> Result<(), PreflightError> {
     if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
         if s.trim() != "0" {
-            return Err(format!(
-                "io_uring is disabled by the kernel (kernel.io_uring_disabled = {}); set it to 0 with `sysctl -w kernel.io_uring_disabled=0`",
-                s.trim()
-            ));
+            return Err(PreflightError::IoUringDisabled {
+                value: s.trim().to_string(),
+            });
         }
     }
     // SAFETY: io_uring_setup with a zeroed params struct and 2 entries only creates a
@@ -205,9 +230,9 @@ pub fn preflight(shards: usize) -> Result<(), String> {
         if fd < 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::ENOSYS) => "io_uring is not available: Linux 5.8 or newer is required".into(),
-                Some(libc::EPERM) => "io_uring_setup is not permitted: the container's seccomp profile blocks io_uring_* syscalls; run with a profile that allows io_uring_setup, io_uring_enter and io_uring_register (the Helm chart ships one)".into(),
-                _ => format!("io_uring_setup failed: {e}"),
+                Some(libc::ENOSYS) => PreflightError::IoUringMissing,
+                Some(libc::EPERM) => PreflightError::IoUringBlocked,
+                _ => PreflightError::IoUringSetup(e),
             });
         }
         libc::close(fd as i32);
@@ -222,12 +247,11 @@ pub fn preflight(shards: usize) -> Result<(), String> {
     {
         let need = MEMLOCK_PER_SHARD * shards as u64;
         if lim.rlim_cur < need {
-            return Err(format!(
-                "RLIMIT_MEMLOCK is {} KiB but {shards} shard(s) need {} KiB: raise it (`ulimit -l {}`, or memlock in the pod's security settings) or lower KAFSCALE_SHARDS",
-                lim.rlim_cur >> 10,
-                need >> 10,
-                need >> 10
-            ));
+            return Err(PreflightError::Memlock {
+                limit: lim.rlim_cur,
+                need,
+                shards,
+            });
         }
     }
     Ok(())

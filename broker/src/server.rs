@@ -15,6 +15,7 @@ use crate::metadata::{Cluster, StoredGroup};
 use crate::partition;
 use crate::runtime::{bind, sleep, spawn_detached, MeshRx, MeshTx};
 use crate::shard::{Shard, Shared};
+use crate::start_error::{BindError, Listener};
 
 pub struct ShardBoot {
     pub id: usize,
@@ -27,7 +28,8 @@ pub struct ShardBoot {
     /// This shard's sending side of the mesh and its inbox.
     pub mesh: (MeshTx<Shard>, MeshRx<Shard>),
     pub shutdown: oneshot::Receiver<()>,
-    pub ready: std::sync::mpsc::Sender<Result<usize, String>>,
+    /// The shard's id once it listens, or why it could not bind the Kafka port.
+    pub ready: std::sync::mpsc::Sender<Result<usize, BindError>>,
 }
 
 pub async fn shard_main(boot: ShardBoot) {
@@ -61,7 +63,7 @@ pub async fn shard_main(boot: ShardBoot) {
     let listener = match bind(addr) {
         Ok(l) => l,
         Err(e) => {
-            let _ = ready.send(Err(format!("binding {addr}: {e}")));
+            let _ = ready.send(Err(BindError::bind(Listener::Kafka, addr, e)));
             return;
         }
     };

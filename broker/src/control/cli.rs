@@ -56,8 +56,40 @@ pub enum CtlOp {
     },
 }
 
+/// A partition selection that does not parse (exit status 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectionError {
+    #[error("{arg:?}: {part:?} is not a partition number")]
+    NotAPartition {
+        /// The whole argument, e.g. `orders:1,x`.
+        arg: String,
+        /// The piece that is not a number, untrimmed.
+        part: String,
+    },
+    #[error("{arg:?}: no topic name")]
+    NoTopic { arg: String },
+}
+
+/// Why a `ctl` call failed (exit status 1).
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("bad --addr {addr:?}: {source}")]
+    BadAddr {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot reach the control endpoint at {url}: {source}")]
+    Unreachable {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    /// The broker answered with an error status.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Rpc(#[from] tonic::Status),
+}
+
 /// Parses `TOPIC` or `TOPIC:P[,P...]` (Kafka topic names cannot contain `:`).
-pub fn parse_selection(args: &[String]) -> Result<Vec<TopicPartitions>, String> {
+pub fn parse_selection(args: &[String]) -> Result<Vec<TopicPartitions>, SelectionError> {
     let mut out: Vec<TopicPartitions> = Vec::new();
     for a in args {
         let (topic, parts) = match a.split_once(':') {
@@ -68,14 +100,17 @@ pub fn parse_selection(args: &[String]) -> Result<Vec<TopicPartitions>, String> 
                     .map(|p| {
                         p.trim()
                             .parse::<i32>()
-                            .map_err(|_| format!("{a:?}: {p:?} is not a partition number"))
+                            .map_err(|_| SelectionError::NotAPartition {
+                                arg: a.clone(),
+                                part: p.to_string(),
+                            })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 (t, parts)
             }
         };
         if topic.is_empty() {
-            return Err(format!("{a:?}: no topic name"));
+            return Err(SelectionError::NoTopic { arg: a.clone() });
         }
         out.push(TopicPartitions {
             topic: topic.to_string(),
@@ -253,7 +288,7 @@ enum Call {
 }
 
 impl Call {
-    fn parse(op: CtlOp) -> Result<Call, String> {
+    fn parse(op: CtlOp) -> Result<Call, SelectionError> {
         Ok(match op {
             CtlOp::Status { partitions } => Call::Status(GetStatusRequest {
                 topics: parse_selection(&partitions)?,
@@ -289,35 +324,40 @@ impl Call {
     }
 }
 
-async fn call(addr: &str, json: bool, call: Call) -> Result<bool, String> {
+async fn call(addr: &str, json: bool, call: Call) -> Result<bool, CtlError> {
     let endpoint = tonic::transport::Endpoint::from_shared(url(addr))
-        .map_err(|e| format!("bad --addr {addr:?}: {e}"))?
+        .map_err(|source| CtlError::BadAddr {
+            addr: addr.to_string(),
+            source,
+        })?
         .connect_timeout(Duration::from_secs(5))
         .timeout(call.deadline());
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| format!("cannot reach the control endpoint at {}: {e}", url(addr)))?;
+        .map_err(|source| CtlError::Unreachable {
+            url: url(addr),
+            source,
+        })?;
     let mut c = BrokerControlClient::new(channel);
-    let rpc = |s: tonic::Status| format!("{}: {}", s.code(), s.message());
     match call {
         Call::Status(req) => {
-            let r = c.get_status(req).await.map_err(rpc)?.into_inner();
+            let r = c.get_status(req).await?.into_inner();
             print(json, &r, || status_text(&r));
             Ok(true)
         }
         Call::Flush(req) => {
-            let r = c.trigger_flush(req).await.map_err(rpc)?.into_inner();
+            let r = c.trigger_flush(req).await?.into_inner();
             print(json, &r, || offsets_text(&r.partitions));
             Ok(!errors(&r.partitions))
         }
         Call::Drain(req) => {
-            let r = c.drain_partitions(req).await.map_err(rpc)?.into_inner();
+            let r = c.drain_partitions(req).await?.into_inner();
             print(json, &r, || offsets_text(&r.partitions));
             Ok(!errors(&r.partitions))
         }
         Call::Resume(req) => {
-            let r = c.resume_partitions(req).await.map_err(rpc)?.into_inner();
+            let r = c.resume_partitions(req).await?.into_inner();
             print(json, &r, || {
                 let mut s = String::new();
                 if r.resumed_all {
@@ -375,8 +415,17 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![("orders", vec![]), ("events", vec![0, 2]), ("x", vec![1])]
         );
-        assert!(parse_selection(&["a:b".into()]).is_err());
-        assert!(parse_selection(&[":1".into()]).is_err());
+        let e = parse_selection(&["a:1, b".into()]).unwrap_err();
+        assert_eq!(
+            e,
+            SelectionError::NotAPartition {
+                arg: "a:1, b".into(),
+                part: " b".into()
+            }
+        );
+        assert_eq!(e.to_string(), r#""a:1, b": " b" is not a partition number"#);
+        let e = parse_selection(&[":1".into()]).unwrap_err();
+        assert_eq!(e.to_string(), r#"":1": no topic name"#);
         assert!(parse_selection(&["a:".into()]).is_err());
     }
 

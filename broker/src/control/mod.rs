@@ -19,6 +19,7 @@ use tracing::warn;
 
 use crate::runtime::ForeignTx;
 use crate::shard::Shard;
+use crate::start_error::{bind_endpoint, BindError, Listener};
 use ops::ControlError;
 
 /// What the gRPC service serves from.
@@ -74,12 +75,8 @@ fn status(e: ControlError) -> tonic::Status {
 
 /// Binds the control port now (so that a taken port fails start-up) and returns
 /// the listener to hand to `serve` on the I/O runtime.
-pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
-    let l = std::net::TcpListener::bind(addr)
-        .map_err(|e| format!("binding the control endpoint {addr}: {e}"))?;
-    l.set_nonblocking(true)
-        .map_err(|e| format!("control endpoint {addr}: {e}"))?;
-    Ok(l)
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
+    bind_endpoint(Listener::Control, addr)
 }
 
 /// Serves BrokerControl until the process ends; spawn on the I/O runtime.

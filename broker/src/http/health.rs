@@ -6,13 +6,14 @@
 //! runtime so a scrape or readiness check never waits on the store), and the
 //! store's health not `unavailable` (see `kafscale_segstore::health`).
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafscale_segstore::{HealthConfig, HealthState};
+use kafscale_segstore::HealthState;
 use tracing::{info, warn};
 
-use super::Endpoint;
+use super::{Endpoint, ProbeError, ShardsError};
 
 /// How often the object store is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -25,8 +26,8 @@ pub async fn probe_store(ep: Arc<Endpoint>) {
     loop {
         let r = match tokio::time::timeout(PROBE_TIMEOUT, ep.store.probe()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())),
+            Ok(Err(e)) => Err(ProbeError::Store(Arc::new(e))),
+            Err(_) => Err(ProbeError::Timeout(PROBE_TIMEOUT)),
         };
         let changed = {
             let mut st = match ep.store_status.lock() {
@@ -54,53 +55,122 @@ pub async fn probe_store(ep: Arc<Endpoint>) {
 /// Helm chart and the operator (3 s), above any pause of a working shard.
 pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The `/healthz` answer: `Ok(body)` for a 200, `Err(body)` for a 503. The first
-/// line is `ok` or names the shards that did not answer; one line per shard
-/// follows (`shard <i>: ok`, `no answer within 1000 ms`, or `stopped`).
-pub async fn liveness(ep: &Endpoint) -> Result<String, String> {
+/// Why a shard failed the liveness check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardDown {
+    /// Its inbox is closed.
+    #[error("stopped")]
+    Stopped,
+    #[error("no answer within {} ms", .0.as_millis())]
+    NoAnswer(Duration),
+}
+
+/// Every shard's answer to the liveness job, by shard id; displayed as one line
+/// per shard (`shard <i>: ok`, `shard <i>: no answer within 1000 ms`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardAnswers(pub Vec<Result<(), ShardDown>>);
+
+impl ShardAnswers {
+    /// The shards that did not answer.
+    pub fn missing(&self) -> Vec<usize> {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.is_err())
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+impl fmt::Display for ShardAnswers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, a) in self.0.iter().enumerate() {
+            match a {
+                Ok(()) => writeln!(f, "shard {i}: ok")?,
+                Err(why) => writeln!(f, "shard {i}: {why}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A passed liveness check; displayed as the 200 body: `ok`, then `shards:
+/// starting` or one line per shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Live {
+    /// The shards are not running yet (metadata is loading): serving HTTP is enough.
+    Starting,
+    Answered(ShardAnswers),
+}
+
+impl fmt::Display for Live {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Live::Starting => f.write_str("ok\nshards: starting\n"),
+            Live::Answered(answers) => write!(f, "ok\n{answers}"),
+        }
+    }
+}
+
+/// A failed liveness check: some shards did not answer. Displayed as the 503
+/// body: a line naming them, then one line per shard.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} did not answer\n{answers}", named(&.answers.missing()))]
+pub struct NotLive {
+    pub answers: ShardAnswers,
+}
+
+/// `shard 1`, `shards 0, 2`.
+fn named(ids: &[usize]) -> String {
+    let s = if ids.len() == 1 { "" } else { "s" };
+    let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    format!("shard{s} {}", ids.join(", "))
+}
+
+/// The `/healthz` check: `Ok` for a 200, `Err` for a 503, each displayed as the
+/// response body.
+pub async fn liveness(ep: &Endpoint) -> Result<Live, NotLive> {
     let Some(inboxes) = ep.inboxes.get() else {
-        return Ok("ok\nshards: starting\n".into());
+        return Ok(Live::Starting);
     };
     let asks = inboxes.iter().map(|tx| async move {
         match tokio::time::timeout(LIVENESS_TIMEOUT, crate::runtime::ask(tx, |_| async {})).await {
             Ok(Some(())) => Ok(()),
-            Ok(None) => Err("stopped".to_string()),
-            Err(_) => Err(format!(
-                "no answer within {} ms",
-                LIVENESS_TIMEOUT.as_millis()
-            )),
+            Ok(None) => Err(ShardDown::Stopped),
+            Err(_) => Err(ShardDown::NoAnswer(LIVENESS_TIMEOUT)),
         }
     });
-    let answers = futures::future::join_all(asks).await;
-    let mut lines = String::new();
-    let mut missing = Vec::new();
-    for (i, a) in answers.iter().enumerate() {
-        match a {
-            Ok(()) => lines.push_str(&format!("shard {i}: ok\n")),
-            Err(why) => {
-                missing.push(i.to_string());
-                lines.push_str(&format!("shard {i}: {why}\n"));
-            }
-        }
-    }
-    if missing.is_empty() {
-        Ok(format!("ok\n{lines}"))
+    let answers = ShardAnswers(futures::future::join_all(asks).await);
+    if answers.missing().is_empty() {
+        Ok(Live::Answered(answers))
     } else {
-        let s = if missing.len() == 1 { "" } else { "s" };
-        Err(format!(
-            "shard{s} {} did not answer\n{lines}",
-            missing.join(", ")
-        ))
+        Err(NotLive { answers })
     }
 }
 
+/// Why the broker is not ready (the text is the 503 body).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotReady {
+    #[error("metadata not loaded")]
+    MetadataNotLoaded,
+    #[error("{0}")]
+    Shards(#[from] ShardsError),
+    #[error("object store unreachable: {0}")]
+    StoreUnreachable(#[source] ProbeError),
+    #[error("object store not checked yet")]
+    StoreNotChecked,
+    /// The store's health rating is `unavailable`, for this reason.
+    #[error("object store unavailable: {0}")]
+    StoreUnavailable(String),
+}
+
 /// `Ok` when ready, else the reason for a 503.
-pub async fn readiness(ep: &Endpoint) -> Result<(), String> {
+pub async fn readiness(ep: &Endpoint) -> Result<(), NotReady> {
     if !ep
         .metadata_loaded
         .load(std::sync::atomic::Ordering::Acquire)
     {
-        return Err("metadata not loaded".into());
+        return Err(NotReady::MetadataNotLoaded);
     }
     ep.snapshot().await?;
     let status = match ep.store_status.lock() {
@@ -109,76 +179,65 @@ pub async fn readiness(ep: &Endpoint) -> Result<(), String> {
     };
     match status {
         Some(Ok(())) => {}
-        Some(Err(e)) => return Err(format!("object store unreachable: {e}")),
-        None => return Err("object store not checked yet".into()),
+        Some(Err(e)) => return Err(NotReady::StoreUnreachable(e)),
+        None => return Err(NotReady::StoreNotChecked),
     }
     let h = ep.stats.health.snapshot();
     if h.state == HealthState::Unavailable {
-        return Err(format!("object store unavailable: {}", h.reason));
+        return Err(NotReady::StoreUnavailable(h.reason));
     }
     Ok(())
 }
 
-/// The object-store health thresholds (names and defaults of the Go Kafscale,
-/// plus the failure streak and the minimum sample count).
-#[derive(Debug, Clone, clap::Args)]
-pub struct S3HealthArgs {
-    /// Window of the object-store health rating (error rate and average latency), in seconds.
-    #[arg(long, env = "KAFSCALE_S3_HEALTH_WINDOW_SEC", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub s3_health_window_sec: u64,
-    /// Average latency over the window at which the store is degraded.
-    #[arg(long, env = "KAFSCALE_S3_LATENCY_WARN_MS", default_value_t = 500)]
-    pub s3_latency_warn_ms: u64,
-    /// Average latency over the window at which the store is unavailable.
-    #[arg(long, env = "KAFSCALE_S3_LATENCY_CRIT_MS", default_value_t = 3000)]
-    pub s3_latency_crit_ms: u64,
-    /// Share of failed requests over the window at which the store is degraded.
-    #[arg(long, env = "KAFSCALE_S3_ERROR_RATE_WARN", default_value_t = 0.2)]
-    pub s3_error_rate_warn: f64,
-    /// Share of failed requests over the window at which the store is unavailable.
-    #[arg(long, env = "KAFSCALE_S3_ERROR_RATE_CRIT", default_value_t = 0.6)]
-    pub s3_error_rate_crit: f64,
-    /// Failed requests of one operation in a row (no success between) that make the
-    /// store unavailable at once; its next success ends the outage.
-    #[arg(long, env = "KAFSCALE_S3_HEALTH_FAILURE_STREAK", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    pub s3_health_failure_streak: u32,
-    /// Requests the window must hold before its error rate and latency are rated.
-    #[arg(long, env = "KAFSCALE_S3_HEALTH_MIN_SAMPLES", default_value_t = 10)]
-    pub s3_health_min_samples: u64,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl S3HealthArgs {
-    pub fn config(&self) -> HealthConfig {
-        HealthConfig {
-            window: Duration::from_secs(self.s3_health_window_sec),
-            latency_warn: Duration::from_millis(self.s3_latency_warn_ms),
-            latency_crit: Duration::from_millis(self.s3_latency_crit_ms),
-            error_rate_warn: self.s3_error_rate_warn,
-            error_rate_crit: self.s3_error_rate_crit,
-            failure_streak: self.s3_health_failure_streak,
-            min_samples: self.s3_health_min_samples,
-        }
+    #[test]
+    fn liveness_bodies() {
+        assert_eq!(Live::Starting.to_string(), "ok\nshards: starting\n");
+        let all = ShardAnswers(vec![Ok(()), Ok(())]);
+        assert_eq!(
+            Live::Answered(all).to_string(),
+            "ok\nshard 0: ok\nshard 1: ok\n"
+        );
+        let late = ShardDown::NoAnswer(LIVENESS_TIMEOUT);
+        let one = NotLive {
+            answers: ShardAnswers(vec![Ok(()), Err(late.clone()), Ok(())]),
+        };
+        assert_eq!(one.answers.missing(), vec![1]);
+        assert_eq!(
+            one.to_string(),
+            "shard 1 did not answer\nshard 0: ok\nshard 1: no answer within 1000 ms\nshard 2: ok\n"
+        );
+        let two = NotLive {
+            answers: ShardAnswers(vec![Err(ShardDown::Stopped), Err(late)]),
+        };
+        assert_eq!(
+            two.to_string(),
+            "shards 0, 1 did not answer\nshard 0: stopped\nshard 1: no answer within 1000 ms\n"
+        );
     }
 
-    /// Checks what clap cannot: the warning thresholds are below the critical ones.
-    pub fn validate(&self) -> Result<(), String> {
-        let rate_ok = |r: f64| r.is_finite() && r > 0.0;
-        if !rate_ok(self.s3_error_rate_warn) || !rate_ok(self.s3_error_rate_crit) {
-            return Err(
-                "KAFSCALE_S3_ERROR_RATE_WARN and KAFSCALE_S3_ERROR_RATE_CRIT must be positive"
-                    .into(),
-            );
-        }
-        if self.s3_error_rate_warn > self.s3_error_rate_crit {
-            return Err(
-                "KAFSCALE_S3_ERROR_RATE_WARN must be at most KAFSCALE_S3_ERROR_RATE_CRIT".into(),
-            );
-        }
-        if self.s3_latency_warn_ms > self.s3_latency_crit_ms {
-            return Err(
-                "KAFSCALE_S3_LATENCY_WARN_MS must be at most KAFSCALE_S3_LATENCY_CRIT_MS".into(),
-            );
-        }
-        Ok(())
+    #[test]
+    fn readiness_reasons() {
+        let unreachable = NotReady::StoreUnreachable(ProbeError::Timeout(PROBE_TIMEOUT));
+        assert_eq!(
+            unreachable.to_string(),
+            "object store unreachable: no answer within 2000 ms"
+        );
+        assert!(std::error::Error::source(&unreachable).is_some());
+        assert_eq!(
+            NotReady::from(ShardsError::Missing(vec![1, 2])).to_string(),
+            "shards [1, 2] did not answer"
+        );
+        assert_eq!(
+            NotReady::from(ShardsError::Timeout(Duration::from_secs(2))).to_string(),
+            "shards did not answer within 2000 ms"
+        );
+        assert_eq!(
+            NotReady::MetadataNotLoaded.to_string(),
+            "metadata not loaded"
+        );
     }
 }

@@ -14,15 +14,12 @@ use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
 use super::{console, health, metrics, Endpoint};
+use crate::start_error::{bind_endpoint, BindError, Listener};
 
 /// Binds the endpoint's port now (so that a taken port fails start-up) and
 /// returns the listener to hand to `serve` on the I/O runtime.
-pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
-    let l = std::net::TcpListener::bind(addr)
-        .map_err(|e| format!("binding the metrics endpoint {addr}: {e}"))?;
-    l.set_nonblocking(true)
-        .map_err(|e| format!("metrics endpoint {addr}: {e}"))?;
-    Ok(l)
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
+    bind_endpoint(Listener::Metrics, addr)
 }
 
 /// Accepts connections forever; spawn on the I/O runtime.
@@ -83,8 +80,8 @@ async fn route(ep: &Endpoint, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/healthz" => match health::liveness(ep).await {
-            Ok(body) => text(StatusCode::OK, body, PLAIN),
-            Err(body) => text(StatusCode::SERVICE_UNAVAILABLE, body, PLAIN),
+            Ok(live) => text(StatusCode::OK, live.to_string(), PLAIN),
+            Err(not_live) => text(StatusCode::SERVICE_UNAVAILABLE, not_live.to_string(), PLAIN),
         },
         "/readyz" => match health::readiness(ep).await {
             Ok(()) => text(StatusCode::OK, "ready\n".into(), PLAIN),

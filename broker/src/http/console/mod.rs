@@ -17,7 +17,7 @@ use hyper::body::Frame;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::Endpoint;
+use super::{Endpoint, ShardsError};
 use state::StoreHealth;
 
 /// The body type of console responses: whole documents and the endless SSE stream.
@@ -51,7 +51,7 @@ impl Console {
 
     /// The current state. The object store's health combines the readiness probe
     /// and the rating of its requests (`segstore::health`).
-    pub async fn state(&self, ep: &Endpoint) -> Result<state::State, String> {
+    pub async fn state(&self, ep: &Endpoint) -> Result<state::State, ShardsError> {
         let health = StoreHealth::new(ep.store_probe(), &ep.stats.health.snapshot());
         state::gather(ep, health, &self.rates, self.started.elapsed()).await
     }
@@ -125,7 +125,11 @@ pub async fn route<B>(
                     json_error(&e.to_string()),
                 ),
             },
-            Err(why) => full(StatusCode::SERVICE_UNAVAILABLE, JSON, json_error(&why)),
+            Err(why) => full(
+                StatusCode::SERVICE_UNAVAILABLE,
+                JSON,
+                json_error(&why.to_string()),
+            ),
         }),
         "/ui/events" => events(ep.clone(), console.clone()),
         _ => full(StatusCode::NOT_FOUND, PLAIN, "not found\n"),
@@ -144,7 +148,10 @@ async fn event(ep: &Endpoint, console: &Console) -> Bytes {
                     json_error(&e.to_string())
                 )
             }),
-        Err(why) => format!("event: unavailable\ndata: {}\n\n", json_error(&why)),
+        Err(why) => format!(
+            "event: unavailable\ndata: {}\n\n",
+            json_error(&why.to_string())
+        ),
     };
     Bytes::from(text)
 }

@@ -15,7 +15,7 @@ use kafka_protocol::protocol::Decodable;
 use serde::Serialize;
 
 use super::rates::{Counters, Rates};
-use crate::http::Endpoint;
+use crate::http::{Endpoint, ProbeError, ShardsError};
 use crate::placement::partition_shard;
 use crate::shard::Shard;
 
@@ -37,11 +37,11 @@ impl StoreHealth {
     /// rating of the store's requests: an unreachable store is unavailable whatever
     /// the rating says; otherwise the rating (healthy, degraded, unavailable) holds.
     pub fn new(
-        probe: Option<Result<(), String>>,
+        probe: Option<Result<(), ProbeError>>,
         rating: &kafscale_segstore::health::HealthSnapshot,
     ) -> Self {
         let (state, detail) = match probe {
-            Some(Err(e)) => ("unavailable", Some(e)),
+            Some(Err(e)) => ("unavailable", Some(e.to_string())),
             None => ("unknown", Some("not probed yet".into())),
             Some(Ok(())) => (
                 rating.state.name(),
@@ -348,7 +348,7 @@ fn shard_part(sh: &Rc<Shard>) -> ShardPart {
     }
 }
 
-async fn collect(ep: &Endpoint) -> Result<Parts, String> {
+async fn collect(ep: &Endpoint) -> Result<Parts, ShardsError> {
     ep.on_shards(|sh: Rc<Shard>| async move {
         let cluster = sh.cluster();
         let answers = sh.on_all(|s| async move { shard_part(&s) }).await;
@@ -363,7 +363,7 @@ async fn collect(ep: &Endpoint) -> Result<Parts, String> {
         if missing.is_empty() {
             Ok(Parts { cluster, shards })
         } else {
-            Err(format!("shards {missing:?} did not answer"))
+            Err(ShardsError::Missing(missing))
         }
     })
     .await?
@@ -376,7 +376,7 @@ pub async fn gather(
     health: StoreHealth,
     rates: &super::rates::Tracker,
     uptime: Duration,
-) -> Result<State, String> {
+) -> Result<State, ShardsError> {
     let parts = collect(ep).await?;
     let store_ops: Vec<StoreOp> = ep
         .stats
@@ -528,6 +528,30 @@ mod tests {
     use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
     use kafka_protocol::messages::TopicName;
     use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    #[test]
+    fn a_failed_probe_makes_the_store_unavailable_with_its_text() {
+        let rating = kafscale_segstore::health::HealthSnapshot {
+            state: kafscale_segstore::HealthState::Healthy,
+            reason: String::new(),
+            requests: 0,
+            error_rate: 0.0,
+            latency_avg_ms: 0.0,
+            state_duration: Duration::ZERO,
+        };
+        let probe = Err(ProbeError::Timeout(Duration::from_secs(2)));
+        let h = StoreHealth::new(Some(probe), &rating);
+        assert_eq!(
+            (h.state, h.detail.as_deref()),
+            ("unavailable", Some("no answer within 2000 ms"))
+        );
+        let h = StoreHealth::new(None, &rating);
+        assert_eq!(
+            (h.state, h.detail.as_deref()),
+            ("unknown", Some("not probed yet"))
+        );
+        assert_eq!(StoreHealth::new(Some(Ok(())), &rating).detail, None);
+    }
 
     fn encoded(version: i16, parts: &[(&str, &[i32])]) -> Vec<u8> {
         let a = ConsumerProtocolAssignment::default().with_assigned_partitions(

@@ -13,7 +13,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("cluster", &["metadata"]),
     ("log", &["partition"]),
     ("groups", &["groups"]),
-    ("shard", &["shard", "router", "settings"]),
+    ("shard", &["shard", "router", "settings", "start_error"]),
     ("kafka", &["handlers", "connection", "server"]),
     ("ops", &["http", "control"]),
     ("top", &["config", "boot", "lib", "main"]),

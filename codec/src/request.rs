@@ -120,7 +120,7 @@ pub fn encode_response(
     body.encode(&mut buf, version)
         .map_err(|e| err(e.to_string()))?;
     let len = (buf.len() - SIZE_PREFIX) as i32;
-    // The placeholder put first is always there.
+    // `put_i32(0)` above reserved the size prefix; write the frame length into it.
     let prefix = buf
         .first_chunk_mut::<SIZE_PREFIX>()
         .ok_or_else(|| err("no size prefix".into()))?;

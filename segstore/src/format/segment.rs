@@ -317,7 +317,8 @@ impl SegmentBuilder {
         h[8..16].copy_from_slice(&self.base_offset.to_be_bytes());
         h[16..20].copy_from_slice(&self.message_count.to_be_bytes());
         h[20..28].copy_from_slice(&self.created_ms.to_be_bytes());
-        // `new` put the header's placeholder first.
+        // `new` reserved the header's bytes at the start; fill them in now that the
+        // count and base offset are known.
         if let Some(head) = self.buf.first_chunk_mut::<SEGMENT_HEADER_LEN>() {
             *head = h;
         }

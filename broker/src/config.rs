@@ -360,7 +360,7 @@ impl Config {
     }
 
     /// The group coordinator's settings.
-    pub fn group_config(&self) -> crate::groups::coordinator::GroupConfig {
+    fn group_config(&self) -> crate::groups::coordinator::GroupConfig {
         crate::groups::coordinator::GroupConfig {
             initial_rebalance_delay: std::time::Duration::from_millis(
                 self.group_initial_rebalance_delay_ms,
@@ -372,7 +372,7 @@ impl Config {
 
     /// The log layer's settings (a plain struct: the layers below the command
     /// line never see clap types).
-    pub fn log_settings(&self) -> crate::partition::LogSettings {
+    fn log_settings(&self) -> crate::partition::LogSettings {
         crate::partition::LogSettings {
             segment_bytes: self.segment_bytes,
             flush_interval: std::time::Duration::from_millis(self.flush_interval_ms),

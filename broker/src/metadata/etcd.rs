@@ -273,7 +273,7 @@ impl EtcdStore {
         // whose id a live broker holds refuses to start.
         let (key, value) = registration(&broker);
         let lease = store.claim_registration(&broker, &key, &value).await?;
-        let task = tokio::spawn(store.clone().register(broker, Some(lease), stopped));
+        let task = tokio::spawn(store.clone().register(broker, key, value, lease, stopped));
         *store.registration.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(store)
     }
@@ -316,12 +316,13 @@ impl EtcdStore {
     async fn register(
         self: Arc<Self>,
         broker: BrokerInfo,
-        first_lease: Option<i64>,
+        key: String,
+        value: Vec<u8>,
+        first_lease: i64,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let (key, value) = registration(&broker);
         let mut backoff = FIRST_BACKOFF;
-        let mut lease_id: Option<i64> = first_lease;
+        let mut lease_id: Option<i64> = Some(first_lease);
         loop {
             if *stop.borrow() {
                 break;

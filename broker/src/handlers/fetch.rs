@@ -20,7 +20,6 @@ use uuid::Uuid;
 use crate::errors::{NONE, NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION};
 use crate::partition;
 use crate::placement::partition_shard;
-use crate::runtime::sleep;
 use crate::shard::Shard;
 
 #[derive(Clone)]
@@ -130,7 +129,7 @@ pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16) -> Fetch
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
     if total < req.min_bytes.max(1) as usize && !any_error && !wait.is_zero() && !groups.is_empty()
     {
-        let deadline = Instant::now() + wait;
+        let deadline = shard.clock().now() + wait;
         let mut second = round(Some(deadline));
         while let Some((idx, r)) = second.next().await {
             if let Ok(rs) = r {
@@ -216,7 +215,7 @@ async fn read_local(sh: Rc<Shard>, parts: Vec<Part>, deadline: Option<Instant>) 
             }
         }
         if !ready && !waits.is_empty() {
-            let timer = sleep(deadline.saturating_duration_since(Instant::now()));
+            let timer = sh.clock().sleep_until(deadline);
             futures::pin_mut!(timer);
             let _ = futures::future::select(futures::future::select_all(waits), timer).await;
         }

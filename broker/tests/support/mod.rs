@@ -115,6 +115,7 @@ impl TestBroker {
             StartOptions {
                 object_store: Some(faulty),
                 snapshot_delay: setup.snapshot_delay,
+                clock: None,
             },
         )
         .expect("broker starts");

@@ -15,6 +15,7 @@ use kafscale_segstore::{
 use object_store::ObjectStore;
 use tracing::info;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::metadata::embedded::EmbeddedStore;
 use crate::metadata::etcd::{BrokerInfo as EtcdBroker, EtcdConfig, EtcdStore};
@@ -34,6 +35,9 @@ pub struct StartOptions {
     /// Fault injection for tests: shard `.0` installs every new cluster snapshot
     /// `.1` late, as a busy core would.
     pub snapshot_delay: Option<(usize, Duration)>,
+    /// The clock the broker's timers and deadlines follow (`clock.rs`); the
+    /// system clock when None. Tests pass a `ManualClock`'s clock to drive time.
+    pub clock: Option<Clock>,
 }
 
 /// A running broker.
@@ -350,6 +354,7 @@ impl Broker {
             meta,
             store_stats,
             snapshot_delay: opts.snapshot_delay,
+            clock: opts.clock.unwrap_or_default(),
         });
         let mesh = runtime::mesh::<shard::Shard>(shards);
         // The HTTP and gRPC endpoints hand their jobs to the metadata shard's inbox.

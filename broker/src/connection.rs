@@ -3,13 +3,21 @@
 //! concurrently (a produce waiting for durability does not hold up a metadata
 //! request behind it); the writer awaits those tasks in arrival order, because
 //! Kafka requires responses in request order on a connection.
+//!
+//! When the peer closes, its fetches that are not answered yet are cancelled
+//! (nobody reads the answers, and a long poll or a segment read from the store
+//! would otherwise hold the connection until it ends); every other request runs
+//! to its end, as in Kafka, where a produce that was read is appended even if
+//! its producer has gone.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::channel::{mpsc, oneshot};
+use futures::future::{AbortHandle, AbortRegistration, Abortable};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::{SinkExt, StreamExt};
 use kafscale_codec::frame::{peek_frame_len, FrameError, SIZE_PREFIX};
@@ -81,6 +89,41 @@ impl Drop for InFlight {
         self.0
             .in_flight_requests
             .set(self.0.in_flight_requests.get().saturating_sub(1));
+    }
+}
+
+/// The connection's fetches not answered yet, cancelled when the peer closes.
+#[derive(Default)]
+struct Fetches {
+    next: Cell<u64>,
+    running: RefCell<HashMap<u64, AbortHandle>>,
+}
+
+impl Fetches {
+    /// Registers a fetch; it stays registered until the guard drops.
+    fn register(self: &Rc<Self>) -> (FetchRegistered, AbortRegistration) {
+        let (handle, registration) = AbortHandle::new_pair();
+        let id = self.next.get();
+        self.next.set(id + 1);
+        self.running.borrow_mut().insert(id, handle);
+        (FetchRegistered(self.clone(), id), registration)
+    }
+
+    /// Cancels every registered fetch: each ends at its next poll, dropping what
+    /// it waited on (a high-watermark wait, its share of a segment GET).
+    fn cancel_all(&self) {
+        let handles: Vec<AbortHandle> = self.running.borrow_mut().drain().map(|(_, h)| h).collect();
+        for h in handles {
+            h.abort();
+        }
+    }
+}
+
+struct FetchRegistered(Rc<Fetches>, u64);
+
+impl Drop for FetchRegistered {
+    fn drop(&mut self) {
+        self.0.running.borrow_mut().remove(&self.1);
     }
 }
 
@@ -164,6 +207,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     // until its partitions are handed to their owning shards (produce.rs), so a
     // connection's batches reach every partition in the order they were sent.
     let produce_order = Rc::new(Order::default());
+    let fetches = Rc::new(Fetches::default());
+    let mut peer_closed = false;
     'conn: loop {
         loop {
             match buf.frame(max) {
@@ -173,11 +218,22 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                     let sh = shard.clone();
                     let p = peer.clone();
                     let guard = InFlight::new(&sh);
-                    let turn = is_produce(&frame).then(|| produce_order.ticket());
-                    let task = spawn(async move {
-                        let _guard = guard;
-                        handle_frame(&sh, frame, &p, turn).await
-                    });
+                    let task = if is_fetch(&frame) {
+                        let (registered, abort) = fetches.register();
+                        spawn(async move {
+                            let _guard = guard;
+                            let _registered = registered;
+                            Abortable::new(handle_frame(&sh, frame, &p, None), abort)
+                                .await
+                                .unwrap_or(Outcome::Silent)
+                        })
+                    } else {
+                        let turn = is_produce(&frame).then(|| produce_order.ticket());
+                        spawn(async move {
+                            let _guard = guard;
+                            handle_frame(&sh, frame, &p, turn).await
+                        })
+                    };
                     if tx.send((size, task)).await.is_err() {
                         break 'conn;
                     }
@@ -191,16 +247,23 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         }
         let spare = buf.spare(max);
         match rd.read(spare).await {
-            Ok(0) => break,
+            Ok(0) => {
+                peer_closed = true;
+                break;
+            }
             Ok(n) => {
                 buf.filled += n;
                 quick_ack(fd);
             }
             Err(e) => {
                 debug!(peer, error = %e, "connection read failed");
+                peer_closed = true;
                 break;
             }
         }
+    }
+    if peer_closed {
+        fetches.cancel_all();
     }
     drop(tx);
     let _ = writer.await;
@@ -210,6 +273,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 /// Whether a frame is a Produce request (API key 0 in its first two bytes).
 fn is_produce(frame: &[u8]) -> bool {
     frame.get(..2) == Some(&[0, 0][..])
+}
+
+/// Whether a frame is a Fetch request (API key 1).
+fn is_fetch(frame: &[u8]) -> bool {
+    frame.get(..2) == Some(&[0, 1][..])
 }
 
 /// Acknowledges received segments at once instead of after Linux's delayed-ACK

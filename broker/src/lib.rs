@@ -3,6 +3,7 @@
 //! several brokers in their own process. See docs/architecture.md.
 
 mod boot;
+pub mod clock;
 pub mod config;
 mod connection;
 pub mod control;

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::clock::Clock;
+
 pub use glommio::net::{TcpListener, TcpStream};
 pub use glommio::Task;
 
@@ -29,9 +31,21 @@ pub fn spawn_detached(fut: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(fut).detach();
 }
 
-/// Sleeps on the current shard's timer wheel.
+/// Sleeps on the current shard's timer wheel, in real time. The broker's logic
+/// sleeps on its `Clock` (`clock.rs`) instead; this is for what must follow real
+/// time whatever clock the broker runs on (retry back-offs towards the stores,
+/// shutdown's drain).
 pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;
+}
+
+/// A real-time timer on the current shard's timer wheel (the system clock's
+/// sleep); must be created and polled on a shard.
+pub type Timer = glommio::timer::Timer;
+
+/// A timer that fires `d` from now.
+pub fn timer(d: Duration) -> Timer {
+    glommio::timer::Timer::new(d)
 }
 
 /// Binds the Kafka port on the current shard. glommio sets `SO_REUSEPORT`, so
@@ -283,9 +297,10 @@ where
     answer.await.ok()
 }
 
-/// Waits until `ready()` holds (true) or the deadline passes (false), checking
-/// again each time a sender pushed onto `waiters` is fired.
+/// Waits until `ready()` holds (true) or the deadline passes on `clock` (false),
+/// checking again each time a sender pushed onto `waiters` is fired.
 pub async fn wait_until(
+    clock: &Clock,
     deadline: std::time::Instant,
     waiters: &std::cell::RefCell<Vec<futures::channel::oneshot::Sender<()>>>,
     ready: impl Fn() -> bool,
@@ -294,13 +309,12 @@ pub async fn wait_until(
         if ready() {
             return true;
         }
-        let now = std::time::Instant::now();
-        if now >= deadline {
+        if clock.now() >= deadline {
             return false;
         }
         let (tx, rx) = futures::channel::oneshot::channel();
         waiters.borrow_mut().push(tx);
-        let timeout = sleep(deadline - now);
+        let timeout = clock.sleep_until(deadline);
         futures::pin_mut!(timeout);
         let _ = futures::future::select(rx, timeout).await;
     }

@@ -47,10 +47,10 @@ pub async fn shard_main(boot: ShardBoot) {
     let (tx, rx) = mesh;
     let groups = Groups::restore(
         groups,
-        Instant::now(),
         shared.settings.groups.clone(),
         shared.io.clone(),
         shared.meta.clone(),
+        shared.clock.clone(),
     );
     let shard = Rc::new(Shard::new(id, count, &shared, tx, cluster, groups));
     rx.serve(shard.clone());
@@ -75,6 +75,7 @@ pub async fn shard_main(boot: ShardBoot) {
                 Ok(stream) => spawn_detached(crate::connection::serve(shard.clone(), stream)),
                 Err(e) => {
                     warn!(shard = id, error = %e, "accept failed");
+                    // Real time: a pause before accepting again, not a timer.
                     sleep(Duration::from_millis(10)).await;
                 }
             }
@@ -86,7 +87,9 @@ pub async fn shard_main(boot: ShardBoot) {
     drain(&shard).await;
 }
 
-/// Seals every partition and waits until everything is durable.
+/// Seals every partition and waits until everything is durable. Its waits are
+/// in real time whatever the broker's clock: shutdown polls state that the I/O
+/// runtime moves, and must end even when a test's manual clock stands still.
 async fn drain(shard: &Rc<Shard>) {
     shard.logs.begin_shutdown();
     crate::groups::release_all(&shard.groups);

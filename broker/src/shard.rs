@@ -10,6 +10,7 @@ use std::sync::Arc;
 use futures::channel::oneshot;
 use kafscale_segstore::{HealthState, StoreStats};
 
+use crate::clock::Clock;
 use crate::groups::Groups;
 use crate::io::Io;
 use crate::metadata::{Cluster, MetadataStore};
@@ -28,6 +29,8 @@ pub struct Shared {
     pub store_stats: Arc<StoreStats>,
     /// Fault injection (in-process tests): this shard installs snapshots late.
     pub snapshot_delay: Option<(usize, std::time::Duration)>,
+    /// Where every shard's timers and deadlines read the time.
+    pub clock: Clock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,7 @@ pub struct Shard {
     revision_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// Fault injection (tests): how late this shard installs snapshots.
     snapshot_delay: Option<std::time::Duration>,
+    clock: Clock,
 }
 
 impl Shard {
@@ -71,6 +75,7 @@ impl Shard {
             io: shared.io.clone(),
             store: shared.store.clone(),
             meta: shared.meta.clone(),
+            clock: shared.clock.clone(),
         };
         let logs = Logs::new(
             id,
@@ -98,7 +103,13 @@ impl Shard {
                 .snapshot_delay
                 .filter(|(shard, _)| *shard == id)
                 .map(|(_, d)| d),
+            clock: shared.clock.clone(),
         }
+    }
+
+    /// The clock request deadlines and the shard's timers follow.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The object store's health: one relaxed atomic load, cheap enough for every
@@ -194,7 +205,7 @@ impl Shard {
     /// instead of answering UNKNOWN_TOPIC_OR_PARTITION for a topic the client was
     /// told exists.
     pub(crate) async fn wait_revision(&self, revision: i64, deadline: std::time::Instant) -> bool {
-        wait_until(deadline, &self.revision_waiters, || {
+        wait_until(&self.clock, deadline, &self.revision_waiters, || {
             self.logs.cluster().revision >= revision
         })
         .await
@@ -219,6 +230,7 @@ impl Shard {
     /// topics that no longer exist (or were re-created with a new id).
     pub async fn apply_cluster(self: &Rc<Self>, next: Arc<Cluster>) {
         if let Some(d) = self.snapshot_delay {
+            // Real time: it simulates a core busy with other work.
             crate::runtime::sleep(d).await;
         }
         let dropped = self.logs.install_cluster(next);

@@ -1,6 +1,6 @@
 //! A consumer group through the Kafka API with a broker in this process: join,
-//! sync, commit, a second member causing a rebalance, and committed offsets
-//! surviving a restart.
+//! sync, commit, a second member causing a rebalance, committed offsets
+//! surviving a restart, and a member's session expiring on the broker's clock.
 
 mod support;
 
@@ -13,7 +13,10 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use support::{topic_name, Client, Setup, TestBroker};
+use std::time::Duration;
+
+use kafscale_broker::clock::ManualClock;
+use support::{topic_name, wait_for, Client, Setup, TestBroker};
 
 const REBALANCE_IN_PROGRESS: i16 = 27;
 
@@ -22,10 +25,14 @@ fn s(v: &str) -> StrBytes {
 }
 
 fn join(c: &mut Client, member: &str) -> JoinGroupResponse {
+    join_with(c, member, 30_000)
+}
+
+fn join_with(c: &mut Client, member: &str, session_timeout_ms: i32) -> JoinGroupResponse {
     let req = JoinGroupRequest::default()
         .with_group_id(GroupId(s("g")))
-        .with_session_timeout_ms(30_000)
-        .with_rebalance_timeout_ms(30_000)
+        .with_session_timeout_ms(session_timeout_ms)
+        .with_rebalance_timeout_ms(session_timeout_ms)
         .with_member_id(s(member))
         .with_protocol_type(s("consumer"))
         .with_protocols(vec![JoinGroupRequestProtocol::default()
@@ -63,6 +70,17 @@ fn heartbeat(c: &mut Client, generation: i32, member: &str) -> i16 {
         .with_generation_id(generation)
         .with_member_id(s(member));
     c.call(&req, 2).error_code
+}
+
+/// The group's state and its members' ids (sorted).
+fn describe(c: &mut Client) -> (String, Vec<String>) {
+    let req = DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]);
+    let r = c.call(&req, 5);
+    let g = &r.groups[0];
+    assert_eq!(g.error_code, 0);
+    let mut members: Vec<String> = g.members.iter().map(|m| m.member_id.to_string()).collect();
+    members.sort();
+    (g.group_state.to_string(), members)
 }
 
 fn committed(c: &mut Client) -> (i64, Option<String>) {
@@ -162,4 +180,86 @@ fn join_sync_commit_rebalance_and_restart() {
     let b = b.restart(3);
     let mut c = b.client();
     assert_eq!(committed(&mut c), (42, Some("m".into())));
+}
+
+#[test]
+fn a_silent_member_expires_when_the_clock_passes_its_session_timeout() {
+    // Two minutes of session: longer than any wait here, so only the broker's
+    // (manual) clock can end it.
+    const SESSION_MS: i32 = 120_000;
+    let clock = ManualClock::new(2_000_000_000_000);
+    let b = TestBroker::start(Setup {
+        args: vec!["--group-initial-rebalance-delay-ms".into(), "0".into()],
+        clock: Some(clock.clone()),
+        ..Setup::default()
+    });
+    let mut a = b.client();
+    let j = join_with(&mut a, "", SESSION_MS);
+    assert_eq!(j.error_code, 0);
+    let me = j.member_id.to_string();
+    let gen1 = j.generation_id;
+    assert_eq!(sync(&mut a, gen1, &me, &[(&me, "a-1")]).error_code, 0);
+
+    // A second member joins; the first rejoins when its heartbeat says so.
+    let addr = b.addr();
+    let second = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        let j = join_with(&mut c, "", SESSION_MS);
+        (c, j)
+    });
+    wait_for("the rebalance to be announced", || {
+        heartbeat(&mut a, gen1, &me) == REBALANCE_IN_PROGRESS
+    });
+    let j = join_with(&mut a, &me, SESSION_MS);
+    let (mut c2, j2) = second.join().unwrap();
+    assert_eq!((j.error_code, j2.error_code), (0, 0));
+    let gen2 = j.generation_id;
+    let other = j2.member_id.to_string();
+    let follower = std::thread::spawn(move || {
+        let r = sync(&mut c2, gen2, &other, &[]);
+        (c2, r.error_code)
+    });
+    let sy = sync(
+        &mut a,
+        gen2,
+        &me,
+        &[(&me, "a-2"), (j2.member_id.as_str(), "b-2")],
+    );
+    assert_eq!(sy.error_code, 0);
+    let (c2, code) = follower.join().unwrap();
+    assert_eq!(code, 0);
+    let both = {
+        let mut v = vec![me.clone(), j2.member_id.to_string()];
+        v.sort();
+        v
+    };
+    assert_eq!(describe(&mut a), ("Stable".to_string(), both.clone()));
+
+    // The first member heartbeats, the second stays silent (its connection open).
+    // Just short of the second one's session nothing has expired.
+    clock.advance(Duration::from_secs(100));
+    assert_eq!(heartbeat(&mut a, gen2, &me), 0);
+    clock.advance(Duration::from_secs(19));
+    assert_eq!(heartbeat(&mut a, gen2, &me), 0);
+    assert_eq!(describe(&mut a), ("Stable".to_string(), both));
+
+    // Past it: the broker's session timer removes the silent member, and the
+    // group rebalances without it.
+    clock.advance(Duration::from_secs(2));
+    wait_for("the silent member to expire", || {
+        describe(&mut a) == ("PreparingRebalance".to_string(), vec![me.clone()])
+    });
+    assert_eq!(heartbeat(&mut a, gen2, &me), REBALANCE_IN_PROGRESS);
+    let j = join_with(&mut a, &me, SESSION_MS);
+    assert_eq!(j.error_code, 0);
+    assert_eq!(j.generation_id, gen2 + 1);
+    assert_eq!(j.leader.to_string(), me);
+    assert_eq!(
+        j.members
+            .iter()
+            .map(|m| m.member_id.to_string())
+            .collect::<Vec<_>>(),
+        vec![me.clone()]
+    );
+    drop(c2);
 }

@@ -13,7 +13,6 @@ use kafscale_proto::control::{PartitionOffsets, PartitionStatus, ShardStatus, To
 use crate::errors::UNKNOWN_TOPIC_OR_PARTITION;
 use crate::partition::{self, Partition};
 use crate::placement::partition_shard;
-use crate::runtime::sleep;
 use crate::shard::Shard;
 
 /// Partitions an RPC acts on: `None` means every partition.
@@ -226,7 +225,7 @@ async fn flush_all(
         partition::seal(&sh.logs, &p);
         async move {
             let wait = p.durable_to(target);
-            let timer = sleep(deadline.saturating_duration_since(Instant::now()));
+            let timer = sh.clock().sleep_until(deadline);
             futures::pin_mut!(wait, timer);
             let error = match futures::future::select(wait, timer).await {
                 Either::Left((Ok(()), _)) => String::new(),
@@ -249,7 +248,7 @@ pub async fn shard_flush(
     sel: Selection,
     timeout: Duration,
 ) -> Vec<PartitionOffsets> {
-    let deadline = Instant::now() + timeout;
+    let deadline = sh.clock().now() + timeout;
     let mut out = Vec::new();
     let mut parts = Vec::new();
     for r in owned(&sh, &sel).await {
@@ -268,7 +267,7 @@ pub async fn shard_drain(
     sel: Selection,
     timeout: Duration,
 ) -> Vec<PartitionOffsets> {
-    let deadline = Instant::now() + timeout;
+    let deadline = sh.clock().now() + timeout;
     let mut out = Vec::new();
     let mut parts = Vec::new();
     if sel.is_none() {

@@ -9,6 +9,8 @@
 //! Timers: a group arms one timer task on its shard for its earliest deadline
 //! (`Group::next_deadline`: a session, a pending member id, the initial delay or
 //! the rebalance timeout) and re-arms it after every change; nothing polls.
+//! Timers and the "now" handed to the state machine come from the broker's
+//! `Clock`, so a test with a manual clock drives sessions and rebalances.
 //!
 //! Persistence: group metadata is written in the background after each change
 //! (latest state wins, one write at a time per group); committed offsets are
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
+use crate::clock::Clock;
 use crate::io::Io;
 use crate::metadata::{MetadataStore, OffsetMeta, StoredGroup};
 use crate::runtime::{sleep, spawn_detached};
@@ -66,23 +69,26 @@ pub struct Groups {
     config: GroupConfig,
     pub(crate) io: Io,
     pub(crate) meta: Arc<dyn MetadataStore>,
+    clock: Clock,
 }
 
 impl Groups {
     /// The shard's share of the stored groups.
     pub fn restore(
         stored: Vec<StoredGroup>,
-        now: Instant,
         config: GroupConfig,
         io: Io,
         meta: Arc<dyn MetadataStore>,
+        clock: Clock,
     ) -> Self {
+        let now = clock.now();
         let groups = Groups {
             slots: RefCell::new(HashMap::new()),
             writes_in_flight: Cell::new(0),
             config,
             io,
             meta,
+            clock,
         };
         for sg in stored {
             let group = match sg.meta {
@@ -98,6 +104,11 @@ impl Groups {
             groups.slots.borrow_mut().insert(sg.group_id, Rc::new(slot));
         }
         groups
+    }
+
+    /// The current time on the broker's clock, for the state machine.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     /// Session timeout bounds and the initial rebalance delay.
@@ -167,13 +178,13 @@ pub fn settle(groups: &Rc<Groups>, slot: &Rc<GroupSlot>) {
     slot.timer_at.set(Some(deadline));
     let (groups, slot) = (groups.clone(), slot.clone());
     spawn_detached(async move {
-        sleep(deadline.saturating_duration_since(Instant::now())).await;
+        groups.clock.sleep_until(deadline).await;
         // A later change armed an earlier timer, which has taken over.
         if slot.timer_at.get() != Some(deadline) {
             return;
         }
         slot.timer_at.set(None);
-        slot.group.borrow_mut().expire(Instant::now());
+        slot.group.borrow_mut().expire(groups.clock.now());
         settle(&groups, &slot);
     });
 }
@@ -209,6 +220,7 @@ async fn write_meta(groups: Rc<Groups>, slot: Rc<GroupSlot>) {
             Ok(Err(e)) => {
                 warn!(group = %slot.id, error = %e, "storing group metadata failed; retrying");
                 slot.meta_dirty.set(true);
+                // Real time: a retry towards the metadata store, not a group timer.
                 sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }

@@ -21,7 +21,6 @@ use crate::errors::{NONE, NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_ID, UNKNOWN_TOPI
 use crate::partition;
 use crate::placement::partition_shard;
 use crate::router::fan_out;
-use crate::runtime::sleep;
 use crate::shard::Shard;
 
 #[derive(Clone)]
@@ -106,7 +105,7 @@ pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16) -> Fetch
     let any_error = results.iter().any(|r| r.error != NONE);
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
     if total < req.min_bytes.max(1) as usize && !any_error && !wait.is_zero() && n > 0 {
-        let deadline = Instant::now() + wait;
+        let deadline = shard.clock().now() + wait;
         let mut second: FuturesUnordered<_> = fan_out(shard, parts, owner, move |sh, items| {
             read_local(sh, items, Some(deadline))
         })
@@ -197,7 +196,7 @@ async fn read_local(sh: Rc<Shard>, parts: Vec<Part>, deadline: Option<Instant>) 
             }
         }
         if !ready && !waits.is_empty() {
-            let timer = sleep(deadline.saturating_duration_since(Instant::now()));
+            let timer = sh.clock().sleep_until(deadline);
             futures::pin_mut!(timer);
             let _ = futures::future::select(futures::future::select_all(waits), timer).await;
         }

@@ -43,6 +43,7 @@ fn record(
     started: std::time::Instant,
     failed: bool,
 ) {
+    // Real time, not the shard's clock: request latency for /metrics.
     let now = std::time::Instant::now();
     shard.metrics.record_request(
         api as i16,

@@ -26,7 +26,6 @@ use crate::metadata::valid_topic_name;
 use crate::partition::{self, Ticket};
 use crate::placement::partition_shard;
 use crate::router::scatter;
-use crate::runtime::sleep;
 use crate::shard::Shard;
 
 struct Part {
@@ -99,7 +98,7 @@ pub async fn handle(
         }
     }
     let timeout = Duration::from_millis(req.timeout_ms.clamp(1000, 300_000) as u64);
-    let deadline = Instant::now() + timeout;
+    let deadline = shard.clock().now() + timeout;
     let count = shard.count;
     let results = if !(-1..=1).contains(&acks) {
         parts
@@ -188,7 +187,7 @@ fn produce_local(
                 .into_iter()
                 .map(|(i, rx)| async move { (i, rx.await) })
                 .collect();
-            let timer = sleep(deadline.saturating_duration_since(Instant::now()));
+            let timer = sh.clock().sleep_until(deadline);
             futures::pin_mut!(timer);
             while let Either::Left((Some((i, r)), _)) =
                 futures::future::select(pending.next(), &mut timer).await
@@ -256,7 +255,7 @@ async fn append_part(
     if !ticket.is_turn() {
         // Only a part that must wait arms a timer: the common case appends at once.
         let turn = ticket.turn();
-        let timer = sleep(deadline.saturating_duration_since(Instant::now()));
+        let timer = sh.clock().sleep_until(deadline);
         futures::pin_mut!(turn, timer);
         if let Either::Right(_) = futures::future::select(turn, timer).await {
             return (PartResult::err(REQUEST_TIMED_OUT), None);

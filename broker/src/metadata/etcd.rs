@@ -73,6 +73,9 @@ pub struct EtcdStore {
     registration: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+/// Real time, not the broker's `Clock`: informational timestamps in etcd records
+/// (a broker's start, a partition state's last update), written from the I/O
+/// runtime; nothing in the broker's logic reads them back.
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -64,7 +64,9 @@ impl RateWindow {
     }
 }
 
-/// The counters of one shard.
+/// The counters of one shard. Its times (request latency, the throughput
+/// window) are real time, not the broker's `Clock`: they measure what really
+/// elapsed.
 pub struct ShardMetrics {
     started: Instant,
     window_sec: u64,

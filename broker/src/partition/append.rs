@@ -3,7 +3,7 @@
 //! is full or its oldest byte is older than the flush interval.
 
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -14,7 +14,6 @@ use super::logs::Logs;
 use super::producers::SeqCheck;
 use super::Partition;
 use crate::errors::{batch_error, KafkaError};
-use crate::runtime::sleep;
 
 /// Leader epoch written into every batch. Kafscale has one leader per partition
 /// and no replication, so the epoch never changes.
@@ -25,12 +24,6 @@ pub struct ProduceOutcome {
     pub log_start: i64,
     /// For `acks=-1`: resolves with an error code once the batch is durable.
     pub durable: Option<oneshot::Receiver<Result<(), KafkaError>>>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Validates every batch in `records` before any of them is appended: a request's
@@ -95,7 +88,11 @@ pub fn append(
             if st.active.is_none() {
                 let hint = (st.last_sealed_bytes + st.last_sealed_bytes / 4 + (64 << 10))
                     .min(segment_bytes + (1 << 20));
-                st.active = Some(SegmentBuilder::new(st.next_offset, now_ms(), hint));
+                st.active = Some(SegmentBuilder::new(
+                    st.next_offset,
+                    logs.clock.wall_ms(),
+                    hint,
+                ));
                 if !st.flush_queued {
                     st.flush_queued = true;
                     armed = true;
@@ -174,13 +171,15 @@ pub fn seal(logs: &Rc<Logs>, p: &Rc<Partition>) {
 /// multiples of the flush interval. One clock for all partitions and shards: a
 /// produce request spanning many partitions waits for one flush, not for the
 /// latest of many independently phased timers, and no byte waits longer than
-/// the interval.
+/// the interval. Wall clock and sleep are the logs' `Clock`.
 pub async fn flush_ticker(logs: Rc<Logs>) {
     let interval = logs.settings.flush_interval.as_millis().max(1) as i64;
     loop {
-        let now = now_ms();
+        let now = logs.clock.wall_ms();
         let next = (now / interval + 1) * interval;
-        sleep(Duration::from_millis((next - now) as u64)).await;
+        logs.clock
+            .sleep(Duration::from_millis((next - now) as u64))
+            .await;
         if logs.is_shutting_down() {
             return;
         }

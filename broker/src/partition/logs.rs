@@ -14,6 +14,7 @@ use futures::channel::oneshot;
 use kafscale_segstore::{Segment, SegmentCache, SegmentStore};
 
 use super::{OrderBook, Partition};
+use crate::clock::Clock;
 use crate::errors::KafkaError;
 use crate::io::Io;
 use crate::metadata::{Cluster, MetadataStore};
@@ -52,6 +53,8 @@ pub struct LogHandles {
     pub io: Io,
     pub store: SegmentStore,
     pub meta: Arc<dyn MetadataStore>,
+    /// The time the flush tick, retention, load waits and buffer waits follow.
+    pub clock: Clock,
 }
 
 pub struct Logs {
@@ -61,6 +64,7 @@ pub struct Logs {
     pub(super) io: Io,
     pub(super) store: SegmentStore,
     pub(super) meta: Arc<dyn MetadataStore>,
+    pub(super) clock: Clock,
     pub(super) metrics: Rc<ShardMetrics>,
     cluster: RefCell<Arc<Cluster>>,
     pub(super) partitions: RefCell<PartitionMap>,
@@ -110,6 +114,7 @@ impl Logs {
             io: handles.io,
             store: handles.store,
             meta: handles.meta,
+            clock: handles.clock,
             metrics,
             cluster: RefCell::new(cluster),
             partitions: RefCell::new(HashMap::new()),
@@ -240,7 +245,7 @@ impl Logs {
     /// deadline. False means the store is not keeping up: the producer gets a
     /// retriable error rather than the broker growing without bound.
     pub async fn reserve_space(&self, n: usize, deadline: Instant) -> bool {
-        wait_until(deadline, &self.space_waiters, || {
+        wait_until(&self.clock, deadline, &self.space_waiters, || {
             self.buffered.get() + n <= self.settings.max_buffered_bytes || self.buffered.get() == 0
         })
         .await

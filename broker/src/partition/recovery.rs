@@ -36,7 +36,7 @@ pub async fn partition(
     index: i32,
 ) -> Result<Rc<Partition>, KafkaError> {
     let p = entry(logs, topic, index)?;
-    ready(logs, &p, Instant::now() + LOAD_WAIT).await?;
+    ready(logs, &p, logs.clock.now() + LOAD_WAIT).await?;
     Ok(p)
 }
 
@@ -104,7 +104,7 @@ pub async fn ready(
     if start {
         spawn_detached(load(logs.clone(), p.clone()));
     }
-    let timeout = sleep(deadline.saturating_duration_since(Instant::now()));
+    let timeout = logs.clock.sleep_until(deadline);
     futures::pin_mut!(timeout);
     match futures::future::select(rx, timeout).await {
         Either::Left((Ok(r), _)) => r,
@@ -199,6 +199,9 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
                     break Err(e);
                 }
                 warn!(topic = %p.topic, partition = p.index, error = %e, retry_ms = backoff.as_millis() as u64, "partition recovery failed; retrying");
+                // Real time, not the logs' clock: the back-off paces calls to a
+                // store that recovers in real time, and is no deadline or timer
+                // of the protocol (the waiting requests' deadlines are).
                 sleep(backoff).await;
                 backoff = (backoff * 2).min(LOAD_RETRY_MAX);
             }

@@ -16,7 +16,7 @@
 //! as a fetch below the log start does.
 
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -24,22 +24,16 @@ use super::logs::Logs;
 use super::timeindex::max_ts_of;
 use super::{Load, Partition};
 use crate::placement::partition_shard;
-use crate::runtime::sleep;
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The shard's retention loop.
+/// The shard's retention loop: its interval and the "now" segments are aged
+/// against are the logs' `Clock`.
 pub async fn retention_ticker(logs: Rc<Logs>) {
     let interval = logs
         .settings
         .retention_check_interval
         .max(Duration::from_millis(10));
     loop {
-        sleep(interval).await;
+        logs.clock.sleep(interval).await;
         if logs.is_shutting_down() {
             return;
         }
@@ -67,7 +61,7 @@ async fn enforce_all(logs: &Rc<Logs>) {
         // Loads partitions nobody has touched since start (recovery is lazy), so
         // their expired data goes too.
         if let Ok(p) = super::partition(logs, &topic, index).await {
-            enforce(logs, &p, now_ms()).await;
+            enforce(logs, &p, logs.clock.wall_ms()).await;
         }
     }
 }

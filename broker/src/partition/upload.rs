@@ -20,6 +20,10 @@ use super::logs::Logs;
 use super::{body_bytes, Partition, SegRef};
 use crate::runtime::{sleep, spawn_detached};
 
+/// Back-off between attempts of a failed PUT or next-offset commit. In real
+/// time, not the logs' clock: it paces calls to a store that recovers in real
+/// time, and no Kafka timeout or timer depends on it (a producer waiting for the
+/// upload has its own deadline on the clock).
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
@@ -18,6 +18,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafscale_broker::clock::ManualClock;
 use kafscale_broker::config::Cli;
 use kafscale_broker::{Broker, StartOptions};
 use kafscale_segstore::{FaultControl, Faults, FaultyStore};
@@ -31,6 +32,8 @@ pub struct TestBroker {
     pub store: Arc<dyn ObjectStore>,
     pub faults: Arc<Mutex<Faults>>,
     pub dir: PathBuf,
+    /// The manual clock the broker runs on, if the test gave one.
+    pub clock: Option<ManualClock>,
 }
 
 /// What a test sets for its broker.
@@ -42,6 +45,8 @@ pub struct Setup {
     /// The data directory (embedded metadata) of a broker that ran before; a
     /// fresh one when None.
     pub dir: Option<PathBuf>,
+    /// Time for the broker's timers and deadlines; the system clock when None.
+    pub clock: Option<ManualClock>,
 }
 
 impl Default for Setup {
@@ -52,6 +57,7 @@ impl Default for Setup {
             snapshot_delay: None,
             store: None,
             dir: None,
+            clock: None,
         }
     }
 }
@@ -115,6 +121,7 @@ impl TestBroker {
             StartOptions {
                 object_store: Some(faulty),
                 snapshot_delay: setup.snapshot_delay,
+                clock: setup.clock.as_ref().map(ManualClock::clock),
             },
         )
         .expect("broker starts");
@@ -123,7 +130,22 @@ impl TestBroker {
             store,
             faults,
             dir,
+            clock: setup.clock,
         }
+    }
+
+    /// The broker's manual clock (the test must have given one).
+    pub fn manual_clock(&self) -> &ManualClock {
+        self.clock.as_ref().expect("a broker on a manual clock")
+    }
+
+    /// The value of a sample on `/metrics` (`name{labels}` as exposed), 0 if absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (status, body) = self.http_get("/metrics");
+        assert_eq!(status, 200);
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.trim().parse().expect("a number"))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -165,8 +187,8 @@ impl TestBroker {
         }
     }
 
-    /// Stops this broker and starts a new one on the same store and data
-    /// directory (what a restarted pod sees: nothing in memory).
+    /// Stops this broker and starts a new one on the same store, data
+    /// directory and clock (what a restarted pod sees: nothing in memory).
     pub fn restart(mut self, shards: usize) -> TestBroker {
         self.stop();
         let dir = std::mem::replace(&mut self.dir, PathBuf::new());
@@ -174,6 +196,7 @@ impl TestBroker {
             shards,
             store: Some(self.store.clone()),
             dir: Some(dir),
+            clock: self.clock.clone(),
             ..Setup::default()
         })
     }
@@ -226,6 +249,67 @@ api!(
     ApiKey::OffsetCommit
 );
 api!(OffsetFetchRequest, OffsetFetchResponse, ApiKey::OffsetFetch);
+api!(
+    DescribeGroupsRequest,
+    DescribeGroupsResponse,
+    ApiKey::DescribeGroups
+);
+
+/// Polls `cond` until it holds: a bounded wait for a state the broker reaches
+/// on its own (work on the I/O runtime), never a result.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One partition's part of a fetch answer.
+#[derive(Debug)]
+pub struct Fetched {
+    pub error: i16,
+    pub high_watermark: i64,
+    pub log_start: i64,
+    pub records: Bytes,
+}
+
+impl Fetched {
+    /// `(base offset, last offset)` of every batch in the answer.
+    pub fn batches(&self) -> Vec<(i64, i64)> {
+        kafscale_codec::batch::Batches::new(&self.records)
+            .map(|b| {
+                let (h, _) = b.expect("well-formed batch");
+                (h.base_offset, h.last_offset())
+            })
+            .collect()
+    }
+}
+
+/// A fetch of one partition from `offset`, waiting up to `max_wait_ms` for a byte.
+pub fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(64 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(64 << 20)])])
+}
+
+/// The only partition of a fetch answer.
+pub fn fetched(r: &FetchResponse) -> Fetched {
+    let p = &r.responses[0].partitions[0];
+    Fetched {
+        error: p.error_code,
+        high_watermark: p.high_watermark,
+        log_start: p.log_start_offset,
+        records: p.records.clone().unwrap_or_default(),
+    }
+}
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
@@ -281,11 +365,32 @@ impl Client {
     }
 
     pub fn create_topic(&mut self, name: &str, partitions: i32) -> i16 {
+        self.create_topic_with(name, partitions, &[])
+    }
+
+    /// Creates a topic with topic configs (`retention.ms`, ...).
+    pub fn create_topic_with(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> i16 {
+        use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
         let req = CreateTopicsRequest::default()
             .with_topics(vec![CreatableTopic::default()
                 .with_name(topic_name(name))
                 .with_num_partitions(partitions)
-                .with_replication_factor(1)])
+                .with_replication_factor(1)
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from_string(k.to_string()))
+                                .with_value(Some(StrBytes::from_string(v.to_string())))
+                        })
+                        .collect(),
+                )])
             .with_timeout_ms(30_000);
         let resp = self.call(&req, 5);
         resp.topics.first().map_or(-1, |t| t.error_code)
@@ -330,17 +435,7 @@ impl Client {
         let mut out = Vec::new();
         let mut offset = 0;
         loop {
-            let req = FetchRequest::default()
-                .with_max_wait_ms(0)
-                .with_min_bytes(1)
-                .with_max_bytes(64 << 20)
-                .with_topics(vec![FetchTopic::default()
-                    .with_topic(topic_name(topic))
-                    .with_partitions(vec![FetchPartition::default()
-                        .with_partition(partition)
-                        .with_fetch_offset(offset)
-                        .with_partition_max_bytes(64 << 20)])]);
-            let resp = self.call(&req, 11);
+            let resp = self.call(&fetch_request(topic, partition, offset, 0), 11);
             let p = &resp.responses[0].partitions[0];
             assert_eq!(p.error_code, 0, "fetch {topic}/{partition} at {offset}");
             let records = p.records.clone().unwrap_or_default();

@@ -2,7 +2,6 @@
 //! to rejoin.
 
 use std::rc::Rc;
-use std::time::Instant;
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
@@ -24,7 +23,7 @@ pub async fn handle(shard: &Rc<Shard>, req: HeartbeatRequest) -> HeartbeatRespon
                 &req.member_id,
                 instance.as_deref(),
                 req.generation_id,
-                Instant::now(),
+                sh.groups.now(),
             );
             settle(&sh.groups, &slot);
             r

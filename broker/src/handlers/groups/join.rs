@@ -2,7 +2,6 @@
 //! the rebalance completes (or gets MEMBER_ID_REQUIRED, v4+).
 
 use std::rc::Rc;
-use std::time::Instant;
 
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
@@ -49,7 +48,7 @@ pub async fn handle(
             let reply = slot
                 .group
                 .borrow_mut()
-                .join(params, Instant::now(), &sh.groups.config());
+                .join(params, sh.groups.now(), &sh.groups.config());
             if sh.is_shutting_down() {
                 // Nobody waits on a broker that is stopping: find the coordinator again.
                 slot.group

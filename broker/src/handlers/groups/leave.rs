@@ -2,7 +2,6 @@
 //! group.instance.id (v3+), with an error per member.
 
 use std::rc::Rc;
-use std::time::Instant;
 
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
@@ -32,7 +31,7 @@ pub async fn handle(shard: &Rc<Shard>, req: LeaveGroupRequest, version: i16) -> 
                 let Some(slot) = sh.groups.get(&group) else {
                     return vec![Err(GroupError::UnknownMemberId); n];
                 };
-                let r = slot.group.borrow_mut().leave(&leaving, Instant::now());
+                let r = slot.group.borrow_mut().leave(&leaving, sh.groups.now());
                 settle(&sh.groups, &slot);
                 r
             })

@@ -2,7 +2,6 @@
 //! fencing), written to the metadata store, and answered only once durable.
 
 use std::rc::Rc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -112,19 +111,18 @@ async fn commit(
         None => return vec![Err(GroupError::IllegalGeneration); n],
     };
     let _w = slot.write_lock.lock().await;
-    let checked =
-        slot.group
-            .borrow_mut()
-            .validate_commit(member_id, instance, generation, Instant::now());
+    let checked = slot.group.borrow_mut().validate_commit(
+        member_id,
+        instance,
+        generation,
+        shard.groups.now(),
+    );
     settle(&shard.groups, &slot);
     if let Err(e) = checked {
         return vec![Err(e); n];
     }
     let cluster = shard.cluster();
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now_ms = shard.clock().wall_ms();
     let max_meta = shard.settings.offset_metadata_max_bytes;
     let mut results = Vec::with_capacity(n);
     let mut accepted = Vec::new();

@@ -2,7 +2,6 @@
 //! verbatim; followers wait for it on the group's shard.
 
 use std::rc::Rc;
-use std::time::Instant;
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -31,7 +30,7 @@ pub async fn handle(shard: &Rc<Shard>, req: SyncGroupRequest, version: i16) -> S
                     .into_iter()
                     .map(|a| (a.member_id.to_string(), a.assignment))
                     .collect(),
-                Instant::now(),
+                sh.groups.now(),
             );
             if sh.is_shutting_down() {
                 // Nobody waits on a broker that is stopping: find the coordinator again.

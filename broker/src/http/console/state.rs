@@ -450,6 +450,7 @@ pub async fn gather(
     let mut groups: Vec<GroupView> = raw_groups.into_iter().map(|g| group_view(g, &hw)).collect();
     groups.sort_by(|a, b| a.id.cmp(&b.id));
 
+    // Real time, like everything on the HTTP side: when this view was taken.
     let at_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

@@ -30,4 +30,14 @@ impl Io {
             .await
             .map_err(|e| IoGone(e.to_string()))
     }
+
+    /// Runs a fallible `fut` on the I/O runtime; a lost task becomes `E` too.
+    pub async fn call<T, E, F>(&self, fut: F) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<IoGone> + Send + 'static,
+    {
+        self.run(fut).await?
+    }
 }

@@ -7,6 +7,9 @@
 //! /kafscale/consumers/{group}/metadata                 GroupMetadata
 //! /kafscale/consumers/{group}/offsets/{topic}/{p}      CommittedOffset
 //! /kafscale/brokers/{id}                               BrokerRegistration (leased)
+//! /kafscale/controller                                 ControllerClaim (leased)
+//! /kafscale/assignments/{topic}                        Assignment
+//! /kafscale/owners/{topic}/{p}                         PartitionOwner (leased)
 //! ```
 //!
 //! Names are path segments, so any byte that could break the layout (`/`, `%`,
@@ -17,6 +20,9 @@
 pub const SNAPSHOT: &str = "/kafscale/metadata/snapshot";
 pub const CONSUMERS: &str = "/kafscale/consumers/";
 pub const BROKERS: &str = "/kafscale/brokers/";
+pub const CONTROLLER: &str = "/kafscale/controller";
+pub const ASSIGNMENTS: &str = "/kafscale/assignments/";
+pub const OWNERS: &str = "/kafscale/owners/";
 
 /// Percent-encodes every byte outside `[A-Za-z0-9._-]`.
 pub fn encode(name: &str) -> String {
@@ -59,6 +65,23 @@ pub fn topic_config(topic: &str) -> String {
 
 pub fn partition(topic: &str, partition: i32) -> String {
     format!("{}partitions/{partition}", topic_prefix(topic))
+}
+
+pub fn assignment(topic: &str) -> String {
+    format!("{ASSIGNMENTS}{}", encode(topic))
+}
+
+/// The topic name of an assignment key.
+pub fn parse_assignment(key: &str) -> Option<String> {
+    decode(key.strip_prefix(ASSIGNMENTS)?)
+}
+
+pub fn owners_prefix(topic: &str) -> String {
+    format!("{OWNERS}{}/", encode(topic))
+}
+
+pub fn owner(topic: &str, partition: i32) -> String {
+    format!("{}{partition}", owners_prefix(topic))
 }
 
 pub fn group_prefix(group: &str) -> String {

@@ -352,6 +352,7 @@ impl MetadataStore for EmbeddedStore {
         _topic_id: uuid::Uuid,
         _partition: i32,
         _next_offset: i64,
+        _claim: super::Claim,
     ) -> Result<(), MetaError> {
         Ok(())
     }

@@ -13,8 +13,9 @@
 //!   runtime that re-establish themselves after errors.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
@@ -29,9 +30,10 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::keys;
+use super::mirror::{self, Mirrored};
 use super::{
-    ClusterState, GroupMeta, MetaError, MetadataStore, OffsetMeta, SnapshotStream, StoredGroup,
-    StoredMember, TopicMeta,
+    Claim, ClusterState, GroupMeta, Live, LiveStream, MetaError, MetadataStore, OffsetMeta,
+    SnapshotStream, StoredGroup, StoredMember, TopicAssignment, TopicMeta,
 };
 
 /// etcd refuses transactions with more operations than `--max-txn-ops` (128 by
@@ -60,13 +62,21 @@ pub struct BrokerInfo {
 }
 
 pub struct EtcdStore {
-    client: Client,
+    pub(super) client: Client,
     /// The snapshot key, read and changed with the shared compare-and-swap loop.
     snapshots: Snapshots,
     /// This broker's id, recorded with its partition-state commits.
-    broker_id: i32,
-    timeout: Duration,
+    pub(super) broker_id: i32,
+    pub(super) timeout: Duration,
     lease_ttl_secs: i64,
+    /// The lease this broker's registration (and its claims) live under; None
+    /// while it registers again.
+    pub(super) lease: tokio::sync::watch::Sender<Option<i64>>,
+    /// Writes are accepted while `origin.elapsed()` is below this many ms: the
+    /// send time of the last answered keep-alive plus the TTL minus the safety
+    /// margin (docs/cluster.md, "Leases and the safety margin").
+    writable_until_ms: AtomicU64,
+    origin: Instant,
     /// Stops the registration task, which then revokes its lease.
     stop: tokio::sync::watch::Sender<bool>,
     /// The registration task, awaited (with the deadline) at shutdown.
@@ -269,6 +279,9 @@ impl EtcdStore {
             broker_id: broker.id,
             timeout: cfg.timeout,
             lease_ttl_secs: cfg.lease_ttl_secs.max(2),
+            lease: tokio::sync::watch::channel(None).0,
+            writable_until_ms: AtomicU64::new(0),
+            origin: Instant::now(),
             stop,
             registration: std::sync::Mutex::new(None),
         });
@@ -276,13 +289,43 @@ impl EtcdStore {
         // whose id a live broker holds refuses to start.
         let (key, value) = registration(&broker);
         let lease = store.claim_registration(&broker, &key, &value).await?;
-        let task = tokio::spawn(store.clone().register(broker, key, value, lease, stopped));
+        let task = tokio::spawn(store.clone().register(broker, key, value, lease, stopped.clone()));
         *store.registration.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        tokio::spawn(store.clone().controller_loop(stopped));
         Ok(store)
     }
 
+    /// The safety margin before a lease could expire: max(2 s, TTL/5), at most
+    /// half the TTL.
+    fn margin(ttl: Duration) -> Duration {
+        Duration::from_secs(2).max(ttl / 5).min(ttl / 2)
+    }
+
+    /// Notes that the lease was granted or renewed by a request sent at `sent`
+    /// with `ttl_secs` left: etcd cannot expire it before `sent + ttl`.
+    fn renewed(&self, lease: i64, sent: Instant, ttl_secs: i64) {
+        let ttl = Duration::from_secs(ttl_secs.max(0) as u64);
+        let until = (sent + ttl - Self::margin(ttl)).saturating_duration_since(self.origin);
+        self.writable_until_ms
+            .store(until.as_millis() as u64, Ordering::Relaxed);
+        self.lease.send_if_modified(|l| {
+            let changed = *l != Some(lease);
+            *l = Some(lease);
+            changed
+        });
+    }
+
+    fn lease_lost(&self) {
+        self.writable_until_ms.store(0, Ordering::Relaxed);
+        self.lease.send_replace(None);
+    }
+
+    pub(super) fn writable(&self) -> bool {
+        (self.origin.elapsed().as_millis() as u64) < self.writable_until_ms.load(Ordering::Relaxed)
+    }
+
     /// Runs an etcd call with the deadline.
-    async fn timed<T>(
+    pub(super) async fn timed<T>(
         &self,
         what: &str,
         fut: impl Future<Output = Result<T, etcd_client::Error>>,
@@ -345,6 +388,7 @@ impl EtcdStore {
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+        self.lease_lost();
         if let Some(id) = lease_id {
             let mut c = self.client.clone();
             // Best effort: the key goes now instead of after the TTL.
@@ -365,10 +409,11 @@ impl EtcdStore {
     ) -> Result<i64, MetaError> {
         let mut c = self.client.clone();
         for _ in 0..8 {
-            let lease = self
+            let sent = Instant::now();
+            let granted = self
                 .timed("lease grant", c.lease_grant(self.lease_ttl_secs, None))
-                .await?
-                .id();
+                .await?;
+            let (lease, ttl) = (granted.id(), granted.ttl());
             let txn = Txn::new()
                 .when([Compare::create_revision(key, CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(
@@ -385,6 +430,7 @@ impl EtcdStore {
                     ttl_secs = self.lease_ttl_secs,
                     "registered in etcd"
                 );
+                self.renewed(lease, sent, ttl);
                 return Ok(lease);
             }
             // Not needed after all; it would expire anyway.
@@ -447,13 +493,21 @@ impl EtcdStore {
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.changed() => return Ok(()),
             }
-            self.timed("lease keep-alive", keeper.keep_alive()).await?;
-            match self.timed("lease keep-alive", stream.message()).await? {
-                Some(r) if r.ttl() > 0 => {}
-                _ => {
+            let sent = Instant::now();
+            let answered = async {
+                self.timed("lease keep-alive", keeper.keep_alive()).await?;
+                self.timed("lease keep-alive", stream.message()).await
+            };
+            match answered.await {
+                Ok(Some(r)) if r.ttl() > 0 => self.renewed(lease, sent, r.ttl()),
+                Ok(_) => {
+                    self.lease_lost();
                     *lease_id = None;
                     return Err(MetaError::Unavailable(format!("lease {lease} expired")));
                 }
+                // The lease may still be alive: writes stop on their own once
+                // the margin is reached, and the next keep-alive may succeed.
+                Err(e) => return Err(e),
             }
         }
     }
@@ -555,6 +609,40 @@ impl EtcdStore {
     }
 }
 
+/// The live set, controller and assignments from their mirrored keys.
+fn live_view(brokers: &Mirrored, assignments: &Mirrored, ctrl: &Mirrored) -> Live {
+    let mut live = Live {
+        clustered: true,
+        ..Default::default()
+    };
+    for e in brokers.entries.values() {
+        if let Ok(r) = pb::BrokerRegistration::decode(e.value.as_slice()) {
+            live.brokers.insert(r.node_id, (r.host, r.port));
+        }
+    }
+    for (k, e) in &assignments.entries {
+        let (Some(name), Ok(a)) = (
+            keys::parse_assignment(k),
+            pb::Assignment::decode(e.value.as_slice()),
+        ) else {
+            continue;
+        };
+        live.assignments.insert(
+            name,
+            TopicAssignment {
+                topic_id: Uuid::from_slice(&a.topic_id).unwrap_or_default(),
+                owners: a.owners,
+            },
+        );
+    }
+    live.controller = ctrl
+        .entries
+        .get(keys::CONTROLLER)
+        .and_then(|e| pb::ControllerClaim::decode(e.value.as_slice()).ok())
+        .map(|c| c.broker_id);
+    live
+}
+
 /// The store as the trait object the broker uses, sharing the connection.
 pub struct EtcdHandle(pub Arc<EtcdStore>);
 
@@ -602,10 +690,18 @@ impl MetadataStore for EtcdHandle {
                 if snap.topics.len() == before {
                     return Err(MetaError::UnknownTopic(name.to_string()));
                 }
-                Ok(vec![TxnOp::delete(
-                    keys::topic_prefix(name),
-                    Some(DeleteOptions::new().with_prefix()),
-                )])
+                // Owner keys go too: their brokers' next publish is refused
+                // (the topic is gone anyway) and a re-created topic claims afresh.
+                Ok(vec![
+                    TxnOp::delete(
+                        keys::topic_prefix(name),
+                        Some(DeleteOptions::new().with_prefix()),
+                    ),
+                    TxnOp::delete(
+                        keys::owners_prefix(name),
+                        Some(DeleteOptions::new().with_prefix()),
+                    ),
+                ])
             })
             .await
     }
@@ -667,21 +763,190 @@ impl MetadataStore for EtcdHandle {
         topic_id: Uuid,
         partition: i32,
         next_offset: i64,
+        claim: Claim,
     ) -> Result<(), MetaError> {
         let st = pb::PartitionState {
             topic_id: topic_id.as_bytes().to_vec(),
             next_offset,
             broker_id: self.0.broker_id,
             updated_ms: now_ms(),
+            leader_epoch: claim.epoch,
         };
+        let owner = keys::owner(topic, partition);
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                owner.as_str(),
+                CompareOp::Equal,
+                claim.token,
+            )])
+            .and_then([TxnOp::put(
+                keys::partition(topic, partition),
+                st.encode_to_vec(),
+                None,
+            )]);
         let mut c = self.0.client.clone();
-        self.0
-            .timed(
-                "commit partition state",
-                c.put(keys::partition(topic, partition), st.encode_to_vec(), None),
-            )
-            .await?;
+        let resp = self.0.timed("commit partition state", c.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Err(MetaError::Fenced {
+                topic: topic.to_string(),
+                partition,
+            });
+        }
         Ok(())
+    }
+
+    fn tracks_ownership(&self) -> bool {
+        true
+    }
+
+    async fn claim_partition(
+        &self,
+        topic: &str,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Claim, MetaError> {
+        let owner_key = keys::owner(topic, partition);
+        let state_key = keys::partition(topic, partition);
+        let mut c = self.0.client.clone();
+        for _ in 0..8 {
+            let Some(lease) = *self.0.lease.borrow() else {
+                return Err(MetaError::Unavailable(
+                    "this broker's lease is being renewed".into(),
+                ));
+            };
+            let read = Txn::new().and_then([
+                TxnOp::get(owner_key.as_str(), None),
+                TxnOp::get(state_key.as_str(), None),
+            ]);
+            let resp = self.0.timed("read partition owner", c.txn(read)).await?;
+            let mut gets = resp.op_responses().into_iter().filter_map(|op| match op {
+                etcd_client::TxnOpResponse::Get(g) => Some(g.kvs().first().cloned()),
+                _ => None,
+            });
+            let (owner, state) = (gets.next().flatten(), gets.next().flatten());
+            if let Some(kv) = &owner {
+                let o = pb::PartitionOwner::decode(kv.value()).map_err(|e| corrupt(&owner_key, e))?;
+                if o.lease == lease && o.broker_id == self.0.broker_id && o.topic_id == topic_id.as_bytes() {
+                    // Claimed earlier by this incarnation (the partition was reopened).
+                    return Ok(Claim {
+                        token: kv.create_revision(),
+                        epoch: o.leader_epoch,
+                    });
+                }
+                return Err(MetaError::NotOwner {
+                    topic: topic.to_string(),
+                    partition,
+                    owner: o.broker_id,
+                });
+            }
+            let (mut st, state_rev) = match &state {
+                Some(kv) => (
+                    pb::PartitionState::decode(kv.value()).map_err(|e| corrupt(&state_key, e))?,
+                    kv.mod_revision(),
+                ),
+                None => (pb::PartitionState::default(), 0),
+            };
+            if st.topic_id != topic_id.as_bytes() {
+                // State of an earlier topic of this name: start over, epochs too.
+                st = pb::PartitionState {
+                    topic_id: topic_id.as_bytes().to_vec(),
+                    ..Default::default()
+                };
+            }
+            let epoch = st.leader_epoch + 1;
+            st.leader_epoch = epoch;
+            st.broker_id = self.0.broker_id;
+            st.updated_ms = now_ms();
+            let value = pb::PartitionOwner {
+                broker_id: self.0.broker_id,
+                lease,
+                leader_epoch: epoch,
+                topic_id: topic_id.as_bytes().to_vec(),
+            };
+            let txn = Txn::new()
+                .when([
+                    Compare::create_revision(owner_key.as_str(), CompareOp::Equal, 0),
+                    Compare::mod_revision(state_key.as_str(), CompareOp::Equal, state_rev),
+                ])
+                .and_then([
+                    TxnOp::put(
+                        owner_key.as_str(),
+                        value.encode_to_vec(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    ),
+                    TxnOp::put(state_key.as_str(), st.encode_to_vec(), None),
+                ]);
+            let resp = self.0.timed("claim partition", c.txn(txn)).await?;
+            if resp.succeeded() {
+                let token = resp.header().map_or(0, |h| h.revision());
+                info!(topic, partition, epoch, "partition claimed");
+                return Ok(Claim { token, epoch });
+            }
+        }
+        Err(MetaError::Unavailable(format!(
+            "claiming {topic}-{partition}: its keys kept changing"
+        )))
+    }
+
+    async fn release_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        claim: Claim,
+    ) -> Result<(), MetaError> {
+        let owner = keys::owner(topic, partition);
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                owner.as_str(),
+                CompareOp::Equal,
+                claim.token,
+            )])
+            .and_then([TxnOp::delete(owner.as_str(), None)]);
+        let mut c = self.0.client.clone();
+        self.0.timed("release partition", c.txn(txn)).await?;
+        info!(topic, partition, "partition released");
+        Ok(())
+    }
+
+    fn writable(&self) -> bool {
+        self.0.writable()
+    }
+
+    async fn watch_live(&self) -> Result<LiveStream, MetaError> {
+        let t = self.0.timeout;
+        let mut brokers = mirror::spawn(self.0.client.clone(), keys::BROKERS, t);
+        let mut assignments = mirror::spawn(self.0.client.clone(), keys::ASSIGNMENTS, t);
+        let mut ctrl = mirror::spawn(self.0.client.clone(), keys::CONTROLLER, t);
+        mirror::first(&mut brokers).await;
+        mirror::first(&mut assignments).await;
+        mirror::first(&mut ctrl).await;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Live>>();
+        tokio::spawn(async move {
+            let mut last: Option<Live> = None;
+            loop {
+                let live = live_view(
+                    &brokers.borrow_and_update(),
+                    &assignments.borrow_and_update(),
+                    &ctrl.borrow_and_update(),
+                );
+                if last.as_ref() != Some(&live) {
+                    if tx.send(Arc::new(live.clone())).is_err() {
+                        return;
+                    }
+                    last = Some(live);
+                }
+                let r = tokio::select! {
+                    r = brokers.changed() => r,
+                    r = assignments.changed() => r,
+                    r = ctrl.changed() => r,
+                    _ = tx.closed() => return,
+                };
+                if r.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) }).boxed())
     }
 
     async fn load_groups(&self) -> Result<Vec<StoredGroup>, MetaError> {

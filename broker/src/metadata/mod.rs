@@ -4,8 +4,11 @@
 //! `MetadataStore` is the durable home of that state; `Cluster` is the immutable
 //! snapshot each shard reads without locks (swapped as a whole on change).
 
+pub mod assign;
+mod controller;
 pub mod embedded;
 pub mod etcd;
+mod mirror;
 /// The etcd key layout lives beside the value schemas, so the operator writes the
 /// same keys the brokers read.
 pub use kafscale_proto::keys;
@@ -13,6 +16,7 @@ pub use kafscale_proto::keys;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -203,6 +207,18 @@ pub enum MetaError {
     /// The store refused the request (permissions, limits): not retriable as is.
     #[error("metadata store refused the request: {0}")]
     Refused(String),
+    /// Another live broker owns the partition (or is releasing it): retriable
+    /// once it lets go or its lease expires.
+    #[error("partition {topic}-{partition} is owned by broker {owner}")]
+    NotOwner {
+        topic: String,
+        partition: i32,
+        owner: i32,
+    },
+    /// This broker no longer owns the partition it tried to publish: the owner key
+    /// it claimed is gone (lease lost) or belongs to another claim.
+    #[error("ownership of partition {topic}-{partition} was lost")]
+    Fenced { topic: String, partition: i32 },
     /// Another live broker holds this broker's id.
     #[error("broker id {id} is already registered by a live broker at {host}:{port}; every broker needs a distinct KAFSCALE_BROKER_ID")]
     BrokerIdTaken { id: i32, host: String, port: i32 },
@@ -217,6 +233,45 @@ impl MetaError {
 
 /// Snapshots of the stored topics as they change, newest last.
 pub type SnapshotStream = futures::stream::BoxStream<'static, ClusterState>;
+/// The live set, the controller and the assignments as they change.
+pub type LiveStream = futures::stream::BoxStream<'static, Arc<Live>>;
+
+/// A granted claim on a partition: the fencing token every publish compares
+/// (etcd: the owner key's create revision) and the leader epoch it bumped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Claim {
+    pub token: i64,
+    pub epoch: i32,
+}
+
+/// The ownership space of consumer-group coordinators: a group's coordinator is
+/// the owner of slot `crc32c(group) % GROUP_SLOTS` of this pseudo-topic, which the
+/// controller assigns like any topic (it is never a readable topic).
+pub const GROUPS_TOPIC: &str = "__consumer_offsets";
+pub const GROUP_SLOTS: usize = 50;
+
+/// The slot of a group in the coordinators' ownership space.
+pub fn group_slot(group: &str) -> i32 {
+    (crc32c::crc32c(group.as_bytes()) % GROUP_SLOTS as u32) as i32
+}
+
+/// Which broker should own each partition of a topic (the controller's target).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicAssignment {
+    pub topic_id: Uuid,
+    pub owners: Vec<i32>,
+}
+
+/// The cluster beyond topics: live brokers, the controller and the assignments.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Live {
+    /// False for a broker on the embedded store: it is alone and owns everything.
+    pub clustered: bool,
+    /// Live brokers: id → (host, port).
+    pub brokers: BTreeMap<i32, (String, i32)>,
+    pub controller: Option<i32>,
+    pub assignments: HashMap<String, TopicAssignment>,
+}
 
 /// Durable metadata. Implementations: the embedded file store (single broker) and
 /// etcd (`KAFSCALE_ETCD_ENDPOINTS`). Calls run on the I/O runtime, so futures are
@@ -247,14 +302,50 @@ pub trait MetadataStore: Send + Sync + 'static {
         topic_id: Uuid,
         partition: i32,
     ) -> Result<Option<i64>, MetaError>;
-    /// Records that everything below `next_offset` of the partition is durable.
+    /// Records that everything below `next_offset` of the partition is durable,
+    /// only while `claim` is still this broker's (`MetaError::Fenced` otherwise).
     async fn commit_partition(
         &self,
         topic: &str,
         topic_id: Uuid,
         partition: i32,
         next_offset: i64,
+        claim: Claim,
     ) -> Result<(), MetaError>;
+    /// Whether partitions are owned through claims (several brokers). False for
+    /// the embedded store: its only broker owns everything.
+    fn tracks_ownership(&self) -> bool {
+        false
+    }
+    /// Claims a partition for this broker (bumping its leader epoch), or
+    /// `NotOwner` while another live broker holds it.
+    async fn claim_partition(
+        &self,
+        _topic: &str,
+        _topic_id: Uuid,
+        _partition: i32,
+    ) -> Result<Claim, MetaError> {
+        Ok(Claim::default())
+    }
+    /// Gives a claimed partition up (its next owner may claim it at once).
+    async fn release_partition(
+        &self,
+        _topic: &str,
+        _partition: i32,
+        _claim: Claim,
+    ) -> Result<(), MetaError> {
+        Ok(())
+    }
+    /// False from shortly before this broker's lease could expire until it is
+    /// renewed: its claims may be gone by then, so it accepts no writes.
+    fn writable(&self) -> bool {
+        true
+    }
+    /// The live set, controller and assignments: the current value first, then
+    /// every change. The embedded store's never changes.
+    async fn watch_live(&self) -> Result<LiveStream, MetaError> {
+        Ok(futures::stream::pending().boxed())
+    }
     /// Replaces an existing topic's partition count and configs (AlterConfigs,
     /// IncrementalAlterConfigs, CreatePartitions); returns the stored state with
     /// it. The name and id stay the same; `UnknownTopic` if the topic is gone.
@@ -286,6 +377,8 @@ pub struct Cluster {
     pub port: i32,
     pub topics: HashMap<String, Arc<TopicMeta>>,
     pub by_id: HashMap<Uuid, Arc<TopicMeta>>,
+    /// Brokers, controller and assignments (replaced on its own, topics kept).
+    pub live: Arc<Live>,
 }
 
 impl Cluster {
@@ -305,7 +398,54 @@ impl Cluster {
             port,
             topics,
             by_id,
+            live: Arc::new(Live::default()),
         }
+    }
+
+    /// This view with another live set and assignments.
+    pub fn with_live(mut self, live: Arc<Live>) -> Self {
+        self.live = live;
+        self
+    }
+
+    /// The broker that should own partition `p` of `t` now: this one when it is
+    /// alone, else the assigned broker if it is live. None: no leader yet.
+    pub fn leader(&self, t: &TopicMeta, p: i32) -> Option<i32> {
+        if !self.live.clustered {
+            return Some(self.broker_id);
+        }
+        self.assigned(&t.name, t.id, p)
+    }
+
+    fn assigned(&self, topic: &str, id: Uuid, p: i32) -> Option<i32> {
+        let a = self.live.assignments.get(topic)?;
+        if a.topic_id != id {
+            return None;
+        }
+        let owner = *a.owners.get(usize::try_from(p).ok()?)?;
+        self.live.brokers.contains_key(&owner).then_some(owner)
+    }
+
+    /// Whether this broker should own partition `p` of `t`.
+    pub fn owns(&self, t: &TopicMeta, p: i32) -> bool {
+        self.leader(t, p) == Some(self.broker_id)
+    }
+
+    /// The coordinator of a group: this broker when alone, else the owner of the
+    /// group's slot. None: no coordinator yet.
+    pub fn coordinator(&self, group: &str) -> Option<i32> {
+        if !self.live.clustered {
+            return Some(self.broker_id);
+        }
+        self.assigned(GROUPS_TOPIC, Uuid::nil(), group_slot(group))
+    }
+
+    /// A live broker's advertised address (this broker's own when alone).
+    pub fn broker_addr(&self, id: i32) -> Option<(String, i32)> {
+        if !self.live.clustered || id == self.broker_id {
+            return (id == self.broker_id).then(|| (self.host.clone(), self.port));
+        }
+        self.live.brokers.get(&id).cloned()
     }
 
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
@@ -328,13 +468,13 @@ impl Cluster {
         let mut s = self.state();
         s.topics.retain(|x| x.name != t.name);
         s.topics.push(t);
-        Cluster::new(&s, self.broker_id, self.host.clone(), self.port)
+        Cluster::new(&s, self.broker_id, self.host.clone(), self.port).with_live(self.live.clone())
     }
 
     pub fn without_topic(&self, name: &str) -> Self {
         let mut s = self.state();
         s.topics.retain(|x| x.name != name);
-        Cluster::new(&s, self.broker_id, self.host.clone(), self.port)
+        Cluster::new(&s, self.broker_id, self.host.clone(), self.port).with_live(self.live.clone())
     }
 }
 

@@ -61,6 +61,12 @@ pub fn append(
         if st.deleted {
             return Err(KafkaError::UnknownTopicOrPartition);
         }
+        if st.releasing || !logs.meta.writable() {
+            // Moving to another broker, or this broker's lease is close to
+            // expiring (its claim may be gone by then): the client re-reads
+            // Metadata and retries at the partition's owner.
+            return Err(KafkaError::NotLeaderOrFollower);
+        }
         if st.draining || logs.draining_all() {
             // Drained through BrokerControl: retriable, so clients refresh
             // metadata and retry until the partition is resumed (or moved).

@@ -19,7 +19,7 @@ use crate::errors::KafkaError;
 use crate::io::Io;
 use crate::metadata::{Cluster, MetadataStore};
 use crate::obs::metrics::{PartitionLevels, ShardMetrics};
-use crate::runtime::wait_until;
+use crate::runtime::{spawn_detached, wait_until};
 
 /// Key of a segment in the shard's read cache.
 pub type SegKey = (Arc<str>, i32, i64);
@@ -184,7 +184,7 @@ impl Logs {
     /// no longer exist (or were re-created with a new id). The caller awaits
     /// `Dropped::uploads_idle` before deleting the topic's objects, so that no
     /// PUT of a dropped partition races the deletion.
-    pub fn install_cluster(&self, next: Arc<Cluster>) -> Dropped {
+    pub fn install_cluster(self: &Rc<Self>, next: Arc<Cluster>) -> Dropped {
         let gone: Vec<Rc<Partition>> = {
             let mut topics = self.partitions.borrow_mut();
             let mut gone = Vec::new();
@@ -205,14 +205,23 @@ impl Logs {
             gone
         };
         // Partitions that stay pick up their topic's current configs (segment.bytes,
-        // retention), so an AlterConfigs applies without a restart.
+        // retention), so an AlterConfigs applies without a restart. Those now
+        // assigned to another broker are handed over.
+        let mut moved = Vec::new();
         for (name, parts) in self.partitions.borrow().iter() {
             if let Some(t) = next.topic(name) {
                 let settings = t.settings(self.settings.segment_bytes);
                 for p in parts.values() {
                     p.settings.set(settings);
+                    if !next.owns(t, p.index) && !p.st.borrow().releasing {
+                        p.st.borrow_mut().releasing = true;
+                        moved.push(p.clone());
+                    }
                 }
             }
+        }
+        for p in moved {
+            spawn_detached(release(self.clone(), p));
         }
         *self.cluster.borrow_mut() = next;
         for p in &gone {
@@ -225,6 +234,33 @@ impl Logs {
                 .remove_where(|k| k.0 == topic && k.1 == index);
         }
         Dropped(gone)
+    }
+
+    /// Removes `p` from the shard's map (if it is still the one there), so the
+    /// next request for the partition starts a fresh load.
+    pub(super) fn forget(&self, p: &Rc<Partition>) {
+        let mut parts = self.partitions.borrow_mut();
+        if let Some(m) = parts.get_mut(&*p.topic) {
+            if m.get(&p.index).is_some_and(|x| Rc::ptr_eq(x, p)) {
+                m.remove(&p.index);
+            }
+            if m.is_empty() {
+                parts.remove(&*p.topic);
+            }
+        }
+    }
+
+    /// Stops serving `p` here: waiters get `why`, its buffers are released and
+    /// it leaves the map and the read cache.
+    pub(super) fn drop_partition(&self, p: &Rc<Partition>, why: KafkaError) {
+        let released = p.mark_dropped(why);
+        self.release_buffered(released);
+        self.forget(p);
+        let topic = p.topic.clone();
+        let index = p.index;
+        self.cache
+            .borrow_mut()
+            .remove_where(|k| k.0 == topic && k.1 == index);
     }
 
     /// Adds to the shard's unflushed byte count.
@@ -291,6 +327,67 @@ impl Logs {
             partitions,
         }
     }
+}
+
+/// How long a partition moving away may take to publish what it buffered before
+/// it is dropped anyway (the store is not answering): waiting producers then get
+/// NOT_LEADER_OR_FOLLOWER and retry at the new owner.
+const RELEASE_WAIT: Duration = Duration::from_secs(15);
+
+/// Hands a partition over to the broker it is now assigned to: no more appends
+/// (`releasing` is set), what is buffered is sealed and published, then the
+/// partition is dropped here and its claim given back, so the new owner claims
+/// at once instead of waiting for a lease.
+async fn release(logs: Rc<Logs>, p: Rc<Partition>) {
+    super::append::seal(&logs, &p);
+    let deadline = logs.clock.now() + RELEASE_WAIT;
+    loop {
+        let busy = {
+            let st = p.st.borrow();
+            !st.deleted && (st.uploading || !st.pending.is_empty() || matches!(st.load, super::Load::Loading(_)))
+        };
+        if !busy || logs.clock.now() >= deadline {
+            break;
+        }
+        let idle = p.uploads_idle();
+        let tick = logs.clock.sleep(Duration::from_millis(50));
+        futures::pin_mut!(idle, tick);
+        futures::future::select(idle, tick).await;
+    }
+    let claim = p.st.borrow_mut().claim.take();
+    let was_deleted = p.st.borrow().deleted;
+    if !was_deleted {
+        logs.drop_partition(&p, KafkaError::NotLeaderOrFollower);
+    }
+    if let Some(claim) = claim {
+        release_claim(&logs, &p, claim).await;
+    }
+}
+
+/// Gives `claim` on `p` back to the metadata store (best effort: if it fails,
+/// the claim ends with this broker's lease).
+pub(super) async fn release_claim(logs: &Rc<Logs>, p: &Rc<Partition>, claim: crate::metadata::Claim) {
+    let meta = logs.meta.clone();
+    let (topic, index) = (p.topic.to_string(), p.index);
+    let res = logs
+        .io
+        .call(async move {
+            meta.release_partition(&topic, index, claim)
+                .await
+                .map_err(ReleaseError::from)
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "releasing a partition claim failed; it ends with this broker's lease");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReleaseError {
+    #[error(transparent)]
+    Meta(#[from] crate::metadata::MetaError),
+    #[error(transparent)]
+    Io(#[from] crate::io::IoGone),
 }
 
 /// Partitions a new snapshot dropped.

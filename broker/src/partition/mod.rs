@@ -74,6 +74,12 @@ pub(crate) enum Load {
 pub(crate) struct State {
     pub load: Load,
     pub deleted: bool,
+    /// This broker's claim on the partition (clusters; docs/cluster.md): the
+    /// token every next-offset commit compares. Set by the load.
+    pub claim: Option<crate::metadata::Claim>,
+    /// Ownership is moving to another broker: no more appends; what is buffered
+    /// is published, then the claim is released.
+    pub releasing: bool,
     pub log_start: i64,
     pub next_offset: i64,
     pub high_watermark: i64,
@@ -139,6 +145,8 @@ impl Partition {
             st: RefCell::new(State {
                 load: Load::Idle,
                 deleted: false,
+                claim: None,
+                releasing: false,
                 log_start: 0,
                 next_offset: 0,
                 high_watermark: 0,
@@ -247,20 +255,27 @@ impl Partition {
     /// The topic is gone: refuse further work, fail waiters, and hand back the
     /// unflushed bytes so the shard can release them.
     pub(crate) fn mark_deleted(&self) -> usize {
+        self.mark_dropped(KafkaError::UnknownTopicOrPartition)
+    }
+
+    /// This shard stops serving the partition (topic gone, or ownership lost):
+    /// refuse further work, fail waiters with `why`, and hand back the unflushed
+    /// bytes so the shard can release them.
+    pub(crate) fn mark_dropped(&self, why: KafkaError) -> usize {
         let released = self.unflushed_bytes();
         let mut st = self.st.borrow_mut();
         st.deleted = true;
         st.active = None;
         st.pending.clear();
         for (_, w) in st.ack_waiters.drain(..) {
-            let _ = w.send(Err(KafkaError::UnknownTopicOrPartition));
+            let _ = w.send(Err(why));
         }
         for w in st.hw_waiters.drain(..) {
             let _ = w.send(());
         }
         if let Load::Loading(ws) = &mut st.load {
             for w in ws.drain(..) {
-                let _ = w.send(Err(KafkaError::UnknownTopicOrPartition));
+                let _ = w.send(Err(why));
             }
         }
         released

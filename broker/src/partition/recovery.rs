@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 use super::logs::Logs;
 use super::{Load, Partition, SegRef};
 use crate::errors::KafkaError;
+use crate::metadata::MetaError;
 use crate::runtime::{sleep, spawn_detached};
 
 /// How long a request other than produce waits for a partition to load before
@@ -58,6 +59,10 @@ pub fn entry(logs: &Rc<Logs>, topic: &str, index: i32) -> Result<Rc<Partition>, 
         .ok_or(KafkaError::UnknownTopicOrPartition)?;
     if index < 0 || index >= t.partitions {
         return Err(KafkaError::UnknownTopicOrPartition);
+    }
+    if !cluster.owns(t, index) {
+        // Another broker owns it (or nobody yet): the client asks Metadata again.
+        return Err(KafkaError::NotLeaderOrFollower);
     }
     let name: std::sync::Arc<str> = t.name.as_str().into();
     let settings = t.settings(logs.settings.segment_bytes);
@@ -178,6 +183,12 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
     let outcome = loop {
         match load_once(&logs, &p).await {
             Ok(r) => break Ok(r),
+            Err(e @ LoadError::Meta(MetaError::NotOwner { .. })) => {
+                // Not retried here: the previous owner is still releasing it or
+                // its lease has not run out; the client retries.
+                info!(topic = %p.topic, partition = p.index, error = %e, "partition not claimed yet");
+                break Err(e);
+            }
             Err(e) => {
                 let waiting = {
                     let mut st = p.st.borrow_mut();
@@ -210,6 +221,13 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
     let waiters = {
         let mut st = p.st.borrow_mut();
         if st.deleted {
+            // Dropped while loading (moved away, topic deleted): a claim made
+            // meanwhile is given back so the next owner need not wait.
+            let claim = st.claim.take();
+            drop(st);
+            if let Some(claim) = claim {
+                super::logs::release_claim(&logs, &p, claim).await;
+            }
             return;
         }
         let result = match outcome {
@@ -224,6 +242,7 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
                 st.durable = durable;
                 Ok(())
             }
+            Err(LoadError::Meta(MetaError::NotOwner { .. })) => Err(KafkaError::NotLeaderOrFollower),
             Err(_) => Err(KafkaError::KafkaStorageError),
         };
         let waiters = match std::mem::replace(&mut st.load, Load::Ready) {
@@ -235,29 +254,46 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
         }
         waiters.into_iter().map(|w| (w, result)).collect::<Vec<_>>()
     };
+    let failed_claim = {
+        let mut st = p.st.borrow_mut();
+        if st.deleted { st.claim.take() } else { None }
+    };
     if p.st.borrow().deleted {
-        if let Some(m) = logs.partitions.borrow_mut().get_mut(&*p.topic) {
-            if m.get(&p.index).is_some_and(|x| Rc::ptr_eq(x, &p)) {
-                m.remove(&p.index);
-            }
-        }
+        logs.forget(&p);
     }
     for (w, r) in waiters {
         let _ = w.send(r);
     }
+    if let Some(claim) = failed_claim {
+        // The next load claims again; meanwhile another broker may take it.
+        super::logs::release_claim(&logs, &p, claim).await;
+    }
 }
 
-/// One attempt: the committed next offset (etcd), the segment listing and the
-/// last segment's footer.
-async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<(Vec<SegRef>, i64), LoadError> {
+/// What a load restores: durable segments and the next offset.
+type Loaded = (Vec<SegRef>, i64);
+
+/// One attempt: the claim (clusters), the committed next offset (etcd), the
+/// segment listing and the last segment's footer. The claim comes first, so that
+/// no other broker publishes after what this one reads; it is kept on the
+/// partition at once, so a failure after it cannot leak it.
+async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadError> {
     let store = logs.store.clone();
     let topic = p.topic.to_string();
     let index = p.index;
     let (meta, topic_id) = (logs.meta.clone(), p.topic_id);
+    if meta.tracks_ownership() && p.st.borrow().claim.is_none() {
+        let (m, t) = (meta.clone(), topic.clone());
+        let claim = logs
+            .io
+            .call(async move { m.claim_partition(&t, topic_id, index).await.map_err(LoadError::from) })
+            .await?;
+        p.st.borrow_mut().claim = Some(claim);
+    }
     let tracked = meta.tracks_partition_state();
-    let res = logs
+    let (segs, footer, committed) = logs
         .io
-        .run(async move {
+        .call(async move {
             let committed = if tracked {
                 meta.partition_next_offset(&topic, topic_id, index).await?
             } else {
@@ -270,13 +306,9 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<(Vec<SegRef>, i
             };
             Ok::<_, LoadError>((segs, footer, committed))
         })
-        .await;
-    match res {
-        Ok(Ok((segs, footer, committed))) => restore(&segs, footer.map(|f| f.last_offset))
-            .map(|(durable, next)| with_committed(durable, next, committed)),
-        Ok(Err(e)) => Err(e),
-        Err(e) => Err(e.into()),
-    }
+        .await?;
+    let (durable, next) = restore(&segs, footer.map(|f| f.last_offset))?;
+    Ok(with_committed(durable, next, committed))
 }
 
 #[cfg(test)]

@@ -16,8 +16,12 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
+use kafscale_segstore::StoreError;
+
 use super::logs::Logs;
 use super::{body_bytes, Partition, SegRef};
+use crate::errors::KafkaError;
+use crate::metadata::MetaError;
 use crate::runtime::{sleep, spawn_detached};
 
 /// Back-off between attempts of a failed PUT or next-offset commit. In real
@@ -28,7 +32,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Commits `next_offset` of the partition to the metadata store, retrying until
-/// it is stored; false if the topic was deleted meanwhile.
+/// it is stored; false if the topic was deleted meanwhile or this broker lost the
+/// partition (then it is dropped here and its waiting producers are told
+/// NOT_LEADER_OR_FOLLOWER: nothing in the upload is acknowledged).
 async fn commit_next_offset(logs: &Rc<Logs>, p: &Rc<Partition>, next_offset: i64) -> bool {
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 0u32;
@@ -39,12 +45,19 @@ async fn commit_next_offset(logs: &Rc<Logs>, p: &Rc<Partition>, next_offset: i64
         attempt += 1;
         let meta = logs.meta.clone();
         let (topic, id, index) = (p.topic.clone(), p.topic_id, p.index);
+        let claim = p.st.borrow().claim.unwrap_or_default();
         let res = logs
             .io
-            .run(async move { meta.commit_partition(&topic, id, index, next_offset).await })
+            .run(async move { meta.commit_partition(&topic, id, index, next_offset, claim).await })
             .await;
         match res {
             Ok(Ok(())) => return true,
+            Ok(Err(e @ MetaError::Fenced { .. })) => {
+                warn!(topic = %p.topic, partition = p.index, next_offset, error = %e, "partition lost to another broker; nothing of this upload is acknowledged");
+                p.st.borrow_mut().claim = None;
+                logs.drop_partition(p, KafkaError::NotLeaderOrFollower);
+                return false;
+            }
             Ok(Err(e)) => {
                 warn!(topic = %p.topic, partition = p.index, next_offset, attempt, error = %e, "committing the next offset failed; retrying")
             }
@@ -98,6 +111,19 @@ async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
                 .await;
             match res {
                 Ok(Ok(())) => break true,
+                Ok(Err(e @ StoreError::Conflict { .. })) => {
+                    // Another owner's segment holds this base offset (a late
+                    // upload of a previous owner): it is part of the log now.
+                    // Nothing here is acknowledged; the partition reloads after
+                    // it and the producers retry.
+                    warn!(topic = %p.topic, partition = p.index, base_offset = sealed.segment.base_offset, error = %e, "a segment at this offset exists already; reloading the partition");
+                    let claim = p.st.borrow_mut().claim.take();
+                    logs.drop_partition(&p, KafkaError::NotLeaderOrFollower);
+                    if let Some(claim) = claim {
+                        super::logs::release_claim(&logs, &p, claim).await;
+                    }
+                    break false;
+                }
                 Ok(Err(e)) => {
                     warn!(topic = %p.topic, partition = p.index, base_offset = sealed.segment.base_offset, attempt, error = %e, "segment upload failed; retrying")
                 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use crate::clock::Clock;
-use crate::io::Io;
+use crate::io::{CallError, Io};
 use crate::metadata::{MetadataStore, OffsetMeta, StoredGroup};
 use crate::runtime::{sleep, spawn_detached};
 use coordinator::{Group, GroupConfig};
@@ -206,7 +206,7 @@ async fn write_meta(groups: Rc<Groups>, slot: Rc<GroupSlot>) {
         let id = slot.id.clone();
         let res = groups
             .io
-            .run(async move {
+            .call(async move {
                 if forget {
                     // No members and no offsets: nothing worth keeping on disk.
                     store.delete_group(&id).await
@@ -216,15 +216,15 @@ async fn write_meta(groups: Rc<Groups>, slot: Rc<GroupSlot>) {
             })
             .await;
         match res {
-            Ok(Ok(())) => backoff = Duration::from_millis(50),
-            Ok(Err(e)) => {
+            Ok(()) => backoff = Duration::from_millis(50),
+            Err(CallError::Failed(e)) => {
                 warn!(group = %slot.id, error = %e, "storing group metadata failed; retrying");
                 slot.meta_dirty.set(true);
                 // Real time: a retry towards the metadata store, not a group timer.
                 sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
-            Err(e) => {
+            Err(CallError::Gone(e)) => {
                 warn!(group = %slot.id, error = %e, "storing group metadata failed");
                 break;
             }
@@ -249,13 +249,10 @@ pub async fn forget_topic(groups: Rc<Groups>, topic: String) {
         let (g, t) = (slot.id.clone(), topic.clone());
         match groups
             .io
-            .run(async move { store.delete_topic_offsets(&g, &t).await })
+            .call(async move { store.delete_topic_offsets(&g, &t).await })
             .await
         {
-            Ok(Ok(())) => slot.offsets.borrow_mut().retain(|(t, _), _| *t != topic),
-            Ok(Err(e)) => {
-                warn!(group = %slot.id, topic, error = %e, "removing offsets of a deleted topic failed")
-            }
+            Ok(()) => slot.offsets.borrow_mut().retain(|(t, _), _| *t != topic),
             Err(e) => {
                 warn!(group = %slot.id, topic, error = %e, "removing offsets of a deleted topic failed")
             }

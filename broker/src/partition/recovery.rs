@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 use super::logs::Logs;
 use super::{Load, Partition, SegRef};
 use crate::errors::KafkaError;
+use crate::io::CallError;
 use crate::runtime::{sleep, spawn_detached};
 
 /// How long a request other than produce waits for a partition to load before
@@ -255,9 +256,9 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<(Vec<SegRef>, i
     let index = p.index;
     let (meta, topic_id) = (logs.meta.clone(), p.topic_id);
     let tracked = meta.tracks_partition_state();
-    let res = logs
+    let (segs, footer, committed) = logs
         .io
-        .run(async move {
+        .call(async move {
             let committed = if tracked {
                 meta.partition_next_offset(&topic, topic_id, index).await?
             } else {
@@ -270,13 +271,10 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<(Vec<SegRef>, i
             };
             Ok::<_, LoadError>((segs, footer, committed))
         })
-        .await;
-    match res {
-        Ok(Ok((segs, footer, committed))) => restore(&segs, footer.map(|f| f.last_offset))
-            .map(|(durable, next)| with_committed(durable, next, committed)),
-        Ok(Err(e)) => Err(e),
-        Err(e) => Err(e.into()),
-    }
+        .await
+        .map_err(CallError::flatten)?;
+    restore(&segs, footer.map(|f| f.last_offset))
+        .map(|(durable, next)| with_committed(durable, next, committed))
 }
 
 #[cfg(test)]

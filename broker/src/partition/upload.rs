@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 
 use super::logs::Logs;
 use super::{body_bytes, Partition, SegRef};
+use crate::io::CallError;
 use crate::runtime::{sleep, spawn_detached};
 
 /// Back-off between attempts of a failed PUT or next-offset commit. In real
@@ -41,14 +42,14 @@ async fn commit_next_offset(logs: &Rc<Logs>, p: &Rc<Partition>, next_offset: i64
         let (topic, id, index) = (p.topic.clone(), p.topic_id, p.index);
         let res = logs
             .io
-            .run(async move { meta.commit_partition(&topic, id, index, next_offset).await })
+            .call(async move { meta.commit_partition(&topic, id, index, next_offset).await })
             .await;
         match res {
-            Ok(Ok(())) => return true,
-            Ok(Err(e)) => {
+            Ok(()) => return true,
+            Err(CallError::Failed(e)) => {
                 warn!(topic = %p.topic, partition = p.index, next_offset, attempt, error = %e, "committing the next offset failed; retrying")
             }
-            Err(e) => {
+            Err(CallError::Gone(e)) => {
                 warn!(topic = %p.topic, partition = p.index, attempt, error = %e, "next-offset commit task lost; retrying")
             }
         }
@@ -94,14 +95,14 @@ async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
             let seg = sealed.clone();
             let res = logs
                 .io
-                .run(async move { store.put_segment(&topic, index, &seg).await })
+                .call(async move { store.put_segment(&topic, index, &seg).await })
                 .await;
             match res {
-                Ok(Ok(())) => break true,
-                Ok(Err(e)) => {
+                Ok(()) => break true,
+                Err(CallError::Failed(e)) => {
                     warn!(topic = %p.topic, partition = p.index, base_offset = sealed.segment.base_offset, attempt, error = %e, "segment upload failed; retrying")
                 }
-                Err(e) => {
+                Err(CallError::Gone(e)) => {
                     warn!(topic = %p.topic, partition = p.index, attempt, error = %e, "segment upload task lost; retrying")
                 }
             }

@@ -30,7 +30,7 @@ use tracing::warn;
 use crate::clock::Clock;
 use crate::io::{CallError, Io};
 use crate::metadata::{MetadataStore, OffsetMeta, StoredGroup};
-use crate::runtime::{sleep, spawn_detached};
+use crate::runtime::{sleep, spawn_detached, Backoff};
 use coordinator::{Group, GroupConfig};
 use error::GroupError;
 
@@ -192,7 +192,7 @@ pub fn settle(groups: &Rc<Groups>, slot: &Rc<GroupSlot>) {
 /// Writes the group's metadata until the stored form is the latest one. Every write
 /// takes the state at that moment, so a burst of changes costs one or two writes.
 async fn write_meta(groups: Rc<Groups>, slot: Rc<GroupSlot>) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     while slot.meta_dirty.replace(false) {
         let _w = slot.write_lock.lock().await;
         let (meta, forget) = {
@@ -216,13 +216,12 @@ async fn write_meta(groups: Rc<Groups>, slot: Rc<GroupSlot>) {
             })
             .await;
         match res {
-            Ok(()) => backoff = Duration::from_millis(50),
+            Ok(()) => backoff.reset(),
             Err(CallError::Failed(e)) => {
                 warn!(group = %slot.id, error = %e, "storing group metadata failed; retrying");
                 slot.meta_dirty.set(true);
                 // Real time: a retry towards the metadata store, not a group timer.
-                sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                sleep(backoff.next()).await;
             }
             Err(CallError::Gone(e)) => {
                 warn!(group = %slot.id, error = %e, "storing group metadata failed");

@@ -20,7 +20,7 @@ use super::logs::Logs;
 use super::{Load, Partition, SegRef};
 use crate::errors::KafkaError;
 use crate::io::CallError;
-use crate::runtime::{sleep, spawn_detached};
+use crate::runtime::{sleep, spawn_detached, Backoff};
 
 /// How long a request other than produce waits for a partition to load before
 /// it is answered with the retriable KAFKA_STORAGE_ERROR (the load goes on).
@@ -175,7 +175,7 @@ fn with_committed(durable: Vec<SegRef>, next: i64, committed: Option<i64>) -> (V
 }
 
 async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
-    let mut backoff = LOAD_RETRY_FIRST;
+    let mut backoff = Backoff::new(LOAD_RETRY_FIRST, LOAD_RETRY_MAX);
     let outcome = loop {
         match load_once(&logs, &p).await {
             Ok(r) => break Ok(r),
@@ -199,12 +199,12 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
                     error!(topic = %p.topic, partition = p.index, error = %e, "partition recovery failed; will retry on next request");
                     break Err(e);
                 }
-                warn!(topic = %p.topic, partition = p.index, error = %e, retry_ms = backoff.as_millis() as u64, "partition recovery failed; retrying");
+                let delay = backoff.next();
+                warn!(topic = %p.topic, partition = p.index, error = %e, retry_ms = delay.as_millis() as u64, "partition recovery failed; retrying");
                 // Real time, not the logs' clock: the back-off paces calls to a
                 // store that recovers in real time, and is no deadline or timer
                 // of the protocol (the waiting requests' deadlines are).
-                sleep(backoff).await;
-                backoff = (backoff * 2).min(LOAD_RETRY_MAX);
+                sleep(delay).await;
             }
         }
     };

@@ -19,19 +19,18 @@ use tracing::{debug, warn};
 use super::logs::Logs;
 use super::{body_bytes, Partition, SegRef};
 use crate::io::CallError;
-use crate::runtime::{sleep, spawn_detached};
+use crate::runtime::{sleep, spawn_detached, Backoff};
 
 /// Back-off between attempts of a failed PUT or next-offset commit. In real
 /// time, not the logs' clock: it paces calls to a store that recovers in real
 /// time, and no Kafka timeout or timer depends on it (a producer waiting for the
 /// upload has its own deadline on the clock).
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
 
 /// Commits `next_offset` of the partition to the metadata store, retrying until
 /// it is stored; false if the topic was deleted meanwhile.
 async fn commit_next_offset(logs: &Rc<Logs>, p: &Rc<Partition>, next_offset: i64) -> bool {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = BACKOFF;
     let mut attempt = 0u32;
     loop {
         if p.st.borrow().deleted {
@@ -53,8 +52,7 @@ async fn commit_next_offset(logs: &Rc<Logs>, p: &Rc<Partition>, next_offset: i64
                 warn!(topic = %p.topic, partition = p.index, attempt, error = %e, "next-offset commit task lost; retrying")
             }
         }
-        sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        sleep(backoff.next()).await;
     }
 }
 
@@ -82,7 +80,7 @@ async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
         };
         let Some(sealed) = next else { break };
         let slot = logs.upload_slot().await;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = BACKOFF;
         let mut attempt = 0u32;
         let uploaded = loop {
             if p.st.borrow().deleted {
@@ -106,8 +104,7 @@ async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
                     warn!(topic = %p.topic, partition = p.index, attempt, error = %e, "segment upload task lost; retrying")
                 }
             }
-            sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            sleep(backoff.next()).await;
         };
         drop(slot);
         if !uploaded {

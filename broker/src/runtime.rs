@@ -39,6 +39,40 @@ pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;
 }
 
+/// Exponential back-off between retries: each `next` delay is twice the last,
+/// from `first` up to `cap`. Pure arithmetic; callers sleep the delay in real
+/// time (`sleep` on a shard, tokio's sleep on the I/O runtime), never on the
+/// broker's `Clock`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    cap: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub const fn new(first: Duration, cap: Duration) -> Self {
+        Backoff {
+            first,
+            cap,
+            current: first,
+        }
+    }
+
+    /// The delay before the next attempt; the one after it is twice as long, up
+    /// to the cap.
+    pub fn next(&mut self) -> Duration {
+        let d = self.current;
+        self.current = (d * 2).min(self.cap);
+        d
+    }
+
+    /// Starts again from the first delay (after a success).
+    pub fn reset(&mut self) {
+        self.current = self.first;
+    }
+}
+
 /// A real-time timer on the current shard's timer wheel (the system clock's
 /// sleep); must be created and polled on a shard.
 pub type Timer = glommio::timer::Timer;
@@ -317,5 +351,43 @@ pub async fn wait_until(
         let timeout = clock.sleep_until(deadline);
         futures::pin_mut!(timeout);
         let _ = futures::future::select(rx, timeout).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let mut b = Backoff::new(50 * MS, 1000 * MS);
+        let delays: Vec<_> = (0..8).map(|_| b.next()).collect();
+        assert_eq!(
+            delays,
+            [50, 100, 200, 400, 800, 1000, 1000, 1000].map(|ms| ms * MS)
+        );
+    }
+
+    #[test]
+    fn backoff_cap_that_is_no_doubling_of_the_first() {
+        let mut b = Backoff::new(100 * MS, 250 * MS);
+        assert_eq!(b.next(), 100 * MS);
+        assert_eq!(b.next(), 200 * MS);
+        assert_eq!(b.next(), 250 * MS);
+        assert_eq!(b.next(), 250 * MS);
+    }
+
+    #[test]
+    fn backoff_reset_starts_from_the_first_delay() {
+        let mut b = Backoff::new(50 * MS, 5000 * MS);
+        for _ in 0..10 {
+            b.next();
+        }
+        assert_eq!(b.next(), 5000 * MS);
+        b.reset();
+        assert_eq!(b.next(), 50 * MS);
+        assert_eq!(b.next(), 100 * MS);
     }
 }

@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use crate::clock::Clock;
-use crate::io::Io;
+use crate::io::{CallError, Io};
 use crate::metadata::{MetadataStore, OffsetMeta, StoredGroup};
-use crate::runtime::{sleep, spawn_detached};
+use crate::runtime::{sleep, spawn_detached, Backoff};
 use coordinator::{Group, GroupConfig};
 use error::GroupError;
 
@@ -192,7 +192,7 @@ pub fn settle(groups: &Rc<Groups>, slot: &Rc<GroupSlot>) {
 /// Writes the group's metadata until the stored form is the latest one. Every write
 /// takes the state at that moment, so a burst of changes costs one or two writes.
 async fn write_meta(groups: Rc<Groups>, slot: Rc<GroupSlot>) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     while slot.meta_dirty.replace(false) {
         let _w = slot.write_lock.lock().await;
         let (meta, forget) = {
@@ -206,7 +206,7 @@ async fn write_meta(groups: Rc<Groups>, slot: Rc<GroupSlot>) {
         let id = slot.id.clone();
         let res = groups
             .io
-            .run(async move {
+            .call(async move {
                 if forget {
                     // No members and no offsets: nothing worth keeping on disk.
                     store.delete_group(&id).await
@@ -216,15 +216,14 @@ async fn write_meta(groups: Rc<Groups>, slot: Rc<GroupSlot>) {
             })
             .await;
         match res {
-            Ok(Ok(())) => backoff = Duration::from_millis(50),
-            Ok(Err(e)) => {
+            Ok(()) => backoff.reset(),
+            Err(CallError::Failed(e)) => {
                 warn!(group = %slot.id, error = %e, "storing group metadata failed; retrying");
                 slot.meta_dirty.set(true);
                 // Real time: a retry towards the metadata store, not a group timer.
-                sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                sleep(backoff.next()).await;
             }
-            Err(e) => {
+            Err(CallError::Gone(e)) => {
                 warn!(group = %slot.id, error = %e, "storing group metadata failed");
                 break;
             }
@@ -249,13 +248,10 @@ pub async fn forget_topic(groups: Rc<Groups>, topic: String) {
         let (g, t) = (slot.id.clone(), topic.clone());
         match groups
             .io
-            .run(async move { store.delete_topic_offsets(&g, &t).await })
+            .call(async move { store.delete_topic_offsets(&g, &t).await })
             .await
         {
-            Ok(Ok(())) => slot.offsets.borrow_mut().retain(|(t, _), _| *t != topic),
-            Ok(Err(e)) => {
-                warn!(group = %slot.id, topic, error = %e, "removing offsets of a deleted topic failed")
-            }
+            Ok(()) => slot.offsets.borrow_mut().retain(|(t, _), _| *t != topic),
             Err(e) => {
                 warn!(group = %slot.id, topic, error = %e, "removing offsets of a deleted topic failed")
             }

@@ -25,6 +25,7 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::errors::*;
+use crate::io::CallError;
 use crate::metadata::{valid_topic_name, Cluster, ClusterState, MetaError, TopicMeta};
 use crate::placement::METADATA_SHARD;
 use crate::shard::Shard;
@@ -131,13 +132,13 @@ pub fn follow_store(shard: &Rc<Shard>) {
     crate::runtime::spawn_detached(async move {
         let meta = sh.meta.clone();
         let from = sh.cluster().revision;
-        let mut stream = match sh.io.run(async move { meta.watch(from).await }).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
+        let mut stream = match sh.io.call(async move { meta.watch(from).await }).await {
+            Ok(s) => s,
+            Err(CallError::Failed(e)) => {
                 error!(error = %e, "cannot watch the metadata store; topic changes made elsewhere need a restart");
                 return;
             }
-            Err(e) => {
+            Err(CallError::Gone(e)) => {
                 error!(error = %e, "cannot watch the metadata store");
                 return;
             }
@@ -192,19 +193,19 @@ where
             }
             let meta = sh.meta.clone();
             let t = next.clone();
-            let state = match sh.io.run(async move { meta.update_topic(t).await }).await {
-                Ok(Ok(state)) => state,
-                Ok(Err(MetaError::UnknownTopic(_))) => {
+            let state = match sh.io.call(async move { meta.update_topic(t).await }).await {
+                Ok(state) => state,
+                Err(CallError::Failed(MetaError::UnknownTopic(_))) => {
                     return Err((
                         UNKNOWN_TOPIC_OR_PARTITION,
                         format!("topic {name} does not exist"),
                     ))
                 }
-                Ok(Err(e)) => {
+                Err(CallError::Failed(e)) => {
                     error!(topic = %name, error = %e, "updating topic failed");
                     return Err((store_error_code(&e), e.to_string()));
                 }
-                Err(e) => return Err((KAFKA_STORAGE_ERROR, e.to_string())),
+                Err(CallError::Gone(e)) => return Err((KAFKA_STORAGE_ERROR, e.to_string())),
             };
             info!(topic = %name, partitions = next.partitions, configs = ?next.configs, "topic updated");
             install(&sh, state).await;
@@ -252,22 +253,22 @@ async fn create_one(
     }
     let meta = sh.meta.clone();
     let t = topic.clone();
-    match sh.io.run(async move { meta.create_topic(t).await }).await {
-        Ok(Ok(state)) => install(sh, state).await,
-        Ok(Err(MetaError::TopicExists(_))) => {
+    match sh.io.call(async move { meta.create_topic(t).await }).await {
+        Ok(state) => install(sh, state).await,
+        Err(CallError::Failed(MetaError::TopicExists(_))) => {
             // Created elsewhere and not seen here yet: take the store's state now
             // rather than wait for the watch, so the caller can use the topic.
             let meta = sh.meta.clone();
-            if let Ok(Ok(state)) = sh.io.run(async move { meta.load().await }).await {
+            if let Ok(state) = sh.io.call(async move { meta.load().await }).await {
                 install(sh, state).await;
             }
             return Outcome::err(TOPIC_ALREADY_EXISTS, format!("topic {name} already exists"));
         }
-        Ok(Err(e)) => {
+        Err(CallError::Failed(e)) => {
             error!(topic = %name, error = %e, "creating topic failed");
             return Outcome::err(store_error_code(&e), e.to_string());
         }
-        Err(e) => return Outcome::err(KAFKA_STORAGE_ERROR, e.to_string()),
+        Err(CallError::Gone(e)) => return Outcome::err(KAFKA_STORAGE_ERROR, e.to_string()),
     }
     if sh.cluster().topic(&name).is_none_or(|t| t.id != topic.id) {
         // Cannot happen while the admin lock is held (nothing newer can have been
@@ -290,26 +291,24 @@ async fn delete_one(sh: &Rc<Shard>, name: String) -> i16 {
     publish(sh, before.without_topic(&name)).await;
     let store = sh.store().clone();
     let n = name.clone();
-    let deleted = sh.io.run(async move { store.delete_topic(&n).await }).await;
-    let count = match deleted {
-        Ok(Ok(count)) => count,
-        failure => {
-            let why = match failure {
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => e.to_string(),
-                Ok(Ok(_)) => String::new(),
-            };
-            error!(topic = %name, error = %why, "deleting topic objects failed; topic kept");
+    let count = match sh
+        .io
+        .call(async move { store.delete_topic(&n).await })
+        .await
+    {
+        Ok(count) => count,
+        Err(e) => {
+            error!(topic = %name, error = %e, "deleting topic objects failed; topic kept");
             show_again(sh, &before).await;
             return KAFKA_STORAGE_ERROR;
         }
     };
     let meta = sh.meta.clone();
     let n = name.clone();
-    let outcome = sh.io.run(async move { meta.delete_topic(&n).await }).await;
+    let outcome = sh.io.call(async move { meta.delete_topic(&n).await }).await;
     match outcome {
-        Ok(Ok(_)) | Ok(Err(MetaError::UnknownTopic(_))) => {
-            if let Ok(Ok(state)) = outcome {
+        Ok(_) | Err(CallError::Failed(MetaError::UnknownTopic(_))) => {
+            if let Ok(state) = outcome {
                 install(sh, state).await;
             }
             info!(topic = %name, objects = count, "topic deleted");
@@ -320,7 +319,7 @@ async fn delete_one(sh: &Rc<Shard>, name: String) -> i16 {
         }
         failure => {
             let code = match &failure {
-                Ok(Err(e)) => {
+                Err(CallError::Failed(e)) => {
                     error!(topic = %name, error = %e, "deleting topic metadata failed; topic kept");
                     store_error_code(e)
                 }

@@ -35,12 +35,13 @@ use super::{
     Claim, ClusterState, GroupMeta, Live, LiveStream, MetaError, MetadataStore, OffsetMeta,
     SnapshotStream, StoredGroup, StoredMember, TopicAssignment, TopicMeta,
 };
+use crate::runtime::Backoff;
 
 /// etcd refuses transactions with more operations than `--max-txn-ops` (128 by
 /// default); offset commits are split into transactions of at most this many puts.
 const MAX_TXN_OPS: usize = 64;
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Back-off between attempts to register again and to re-establish the watch.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 #[derive(Debug, Clone)]
 pub struct EtcdConfig {
@@ -367,7 +368,7 @@ impl EtcdStore {
         first_lease: i64,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = BACKOFF;
         let mut lease_id: Option<i64> = Some(first_lease);
         loop {
             if *stop.borrow() {
@@ -383,10 +384,9 @@ impl EtcdStore {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(backoff.next()) => {}
                 _ = stop.changed() => {}
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         self.lease_lost();
         if let Some(id) = lease_id {
@@ -530,7 +530,7 @@ impl EtcdStore {
     /// re-establishing the watch after errors from the last revision seen.
     async fn watch_loop(self: Arc<Self>, from: i64, tx: mpsc::UnboundedSender<ClusterState>) {
         let mut next = from + 1;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = BACKOFF;
         while !tx.is_closed() {
             let mut c = self.client.clone();
             let opts = WatchOptions::new()
@@ -544,7 +544,7 @@ impl EtcdStore {
                     loop {
                         match stream.message().await {
                             Ok(Some(resp)) => {
-                                backoff = FIRST_BACKOFF;
+                                backoff.reset();
                                 if resp.compact_revision() > 0 || resp.canceled() {
                                     // History up to `next` is gone: read the current
                                     // snapshot instead, then watch on from there.
@@ -603,8 +603,7 @@ impl EtcdStore {
                 }
                 Err(e) => warn!(error = %e, "starting the snapshot watch failed; retrying"),
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            tokio::time::sleep(backoff.next()).await;
         }
     }
 }

@@ -371,23 +371,11 @@ pub(super) async fn release_claim(logs: &Rc<Logs>, p: &Rc<Partition>, claim: cra
     let (topic, index) = (p.topic.to_string(), p.index);
     let res = logs
         .io
-        .call(async move {
-            meta.release_partition(&topic, index, claim)
-                .await
-                .map_err(ReleaseError::from)
-        })
+        .call(async move { meta.release_partition(&topic, index, claim).await })
         .await;
     if let Err(e) = res {
         tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "releasing a partition claim failed; it ends with this broker's lease");
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum ReleaseError {
-    #[error(transparent)]
-    Meta(#[from] crate::metadata::MetaError),
-    #[error(transparent)]
-    Io(#[from] crate::io::IoGone),
 }
 
 /// Partitions a new snapshot dropped.

@@ -13,6 +13,7 @@ use tracing::error;
 use super::logs::{Logs, SegKey};
 use super::{Offsets, Partition};
 use crate::errors::KafkaError;
+use crate::io::CallError;
 use crate::runtime::spawn_detached;
 
 pub struct ReadOutcome {
@@ -166,25 +167,25 @@ async fn read_from_store(logs: &Rc<Logs>, key: &SegKey) -> Result<Segment, Kafka
     let (topic, index, base) = (key.0.to_string(), key.1, key.2);
     let res = logs
         .io
-        .run(async move { store.read_segment(&topic, index, base).await })
+        .call(async move { store.read_segment(&topic, index, base).await })
         .await;
     let result = match res {
-        Ok(Ok(seg)) => {
+        Ok(seg) => {
             logs.cache.borrow_mut().insert(key.clone(), seg.clone());
             Ok(seg)
         }
-        Ok(Err(StoreError::Corrupt {
+        Err(CallError::Failed(StoreError::Corrupt {
             key: object,
             source,
         })) => {
             error!(object = %object, error = %source, "corrupt segment in the object store; not serving it");
             Err(KafkaError::CorruptMessage)
         }
-        Ok(Err(e)) => {
+        Err(CallError::Failed(e)) => {
             error!(topic = %key.0, partition = key.1, base_offset = key.2, error = %e, "segment read failed");
             Err(KafkaError::KafkaStorageError)
         }
-        Err(e) => {
+        Err(CallError::Gone(e)) => {
             error!(error = %e, "segment read task lost");
             Err(KafkaError::KafkaStorageError)
         }

@@ -19,8 +19,9 @@ use tracing::{error, info, warn};
 use super::logs::Logs;
 use super::{Load, Partition, SegRef};
 use crate::errors::KafkaError;
+use crate::io::CallError;
 use crate::metadata::MetaError;
-use crate::runtime::{sleep, spawn_detached};
+use crate::runtime::{sleep, spawn_detached, Backoff};
 
 /// How long a request other than produce waits for a partition to load before
 /// it is answered with the retriable KAFKA_STORAGE_ERROR (the load goes on).
@@ -179,7 +180,7 @@ fn with_committed(durable: Vec<SegRef>, next: i64, committed: Option<i64>) -> (V
 }
 
 async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
-    let mut backoff = LOAD_RETRY_FIRST;
+    let mut backoff = Backoff::new(LOAD_RETRY_FIRST, LOAD_RETRY_MAX);
     let outcome = loop {
         match load_once(&logs, &p).await {
             Ok(r) => break Ok(r),
@@ -209,12 +210,12 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
                     error!(topic = %p.topic, partition = p.index, error = %e, "partition recovery failed; will retry on next request");
                     break Err(e);
                 }
-                warn!(topic = %p.topic, partition = p.index, error = %e, retry_ms = backoff.as_millis() as u64, "partition recovery failed; retrying");
+                let delay = backoff.next();
+                warn!(topic = %p.topic, partition = p.index, error = %e, retry_ms = delay.as_millis() as u64, "partition recovery failed; retrying");
                 // Real time, not the logs' clock: the back-off paces calls to a
                 // store that recovers in real time, and is no deadline or timer
                 // of the protocol (the waiting requests' deadlines are).
-                sleep(backoff).await;
-                backoff = (backoff * 2).min(LOAD_RETRY_MAX);
+                sleep(delay).await;
             }
         }
     };
@@ -287,7 +288,8 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
         let claim = logs
             .io
             .call(async move { m.claim_partition(&t, topic_id, index).await.map_err(LoadError::from) })
-            .await?;
+            .await
+            .map_err(CallError::flatten)?;
         p.st.borrow_mut().claim = Some(claim);
     }
     let tracked = meta.tracks_partition_state();
@@ -306,7 +308,8 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
             };
             Ok::<_, LoadError>((segs, footer, committed))
         })
-        .await?;
+        .await
+        .map_err(CallError::flatten)?;
     let (durable, next) = restore(&segs, footer.map(|f| f.last_offset))?;
     Ok(with_committed(durable, next, committed))
 }

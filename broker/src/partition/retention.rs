@@ -138,14 +138,9 @@ async fn delete_doomed(logs: &Rc<Logs>, p: &Rc<Partition>) -> bool {
         let index = p.index;
         let res = logs
             .io
-            .run(async move { store.delete_segment(&topic, index, base).await })
+            .call(async move { store.delete_segment(&topic, index, base).await })
             .await;
-        let failure = match res {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(e) => Some(e.to_string()),
-        };
-        if let Some(e) = failure {
+        if let Err(e) = res {
             warn!(topic = %p.topic, partition = p.index, base_offset = base, error = %e, "retention: deleting segment objects failed; will retry");
             return false;
         }

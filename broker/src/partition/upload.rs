@@ -21,22 +21,22 @@ use kafscale_segstore::StoreError;
 use super::logs::Logs;
 use super::{body_bytes, Partition, SegRef};
 use crate::errors::KafkaError;
+use crate::io::CallError;
 use crate::metadata::MetaError;
-use crate::runtime::{sleep, spawn_detached};
+use crate::runtime::{sleep, spawn_detached, Backoff};
 
 /// Back-off between attempts of a failed PUT or next-offset commit. In real
 /// time, not the logs' clock: it paces calls to a store that recovers in real
 /// time, and no Kafka timeout or timer depends on it (a producer waiting for the
 /// upload has its own deadline on the clock).
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
 
 /// Commits `next_offset` of the partition to the metadata store, retrying until
 /// it is stored; false if the topic was deleted meanwhile or this broker lost the
 /// partition (then it is dropped here and its waiting producers are told
 /// NOT_LEADER_OR_FOLLOWER: nothing in the upload is acknowledged).
 async fn commit_next_offset(logs: &Rc<Logs>, p: &Rc<Partition>, next_offset: i64) -> bool {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = BACKOFF;
     let mut attempt = 0u32;
     loop {
         if p.st.borrow().deleted {
@@ -48,25 +48,24 @@ async fn commit_next_offset(logs: &Rc<Logs>, p: &Rc<Partition>, next_offset: i64
         let claim = p.st.borrow().claim.unwrap_or_default();
         let res = logs
             .io
-            .run(async move { meta.commit_partition(&topic, id, index, next_offset, claim).await })
+            .call(async move { meta.commit_partition(&topic, id, index, next_offset, claim).await })
             .await;
         match res {
-            Ok(Ok(())) => return true,
-            Ok(Err(e @ MetaError::Fenced { .. })) => {
+            Ok(()) => return true,
+            Err(CallError::Failed(e @ MetaError::Fenced { .. })) => {
                 warn!(topic = %p.topic, partition = p.index, next_offset, error = %e, "partition lost to another broker; nothing of this upload is acknowledged");
                 p.st.borrow_mut().claim = None;
                 logs.drop_partition(p, KafkaError::NotLeaderOrFollower);
                 return false;
             }
-            Ok(Err(e)) => {
+            Err(CallError::Failed(e)) => {
                 warn!(topic = %p.topic, partition = p.index, next_offset, attempt, error = %e, "committing the next offset failed; retrying")
             }
-            Err(e) => {
+            Err(CallError::Gone(e)) => {
                 warn!(topic = %p.topic, partition = p.index, attempt, error = %e, "next-offset commit task lost; retrying")
             }
         }
-        sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        sleep(backoff.next()).await;
     }
 }
 
@@ -94,7 +93,7 @@ async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
         };
         let Some(sealed) = next else { break };
         let slot = logs.upload_slot().await;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = BACKOFF;
         let mut attempt = 0u32;
         let uploaded = loop {
             if p.st.borrow().deleted {
@@ -107,32 +106,28 @@ async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
             let seg = sealed.clone();
             let res = logs
                 .io
-                .run(async move { store.put_segment(&topic, index, &seg).await })
+                .call(async move { store.put_segment(&topic, index, &seg).await })
                 .await;
             match res {
-                Ok(Ok(())) => break true,
-                Ok(Err(e @ StoreError::Conflict { .. })) => {
+                Ok(()) => break true,
+                Err(CallError::Failed(e @ StoreError::Conflict { .. })) => {
                     // Another owner's segment holds this base offset (a late
                     // upload of a previous owner): it is part of the log now.
                     // Nothing here is acknowledged; the partition reloads after
-                    // it and the producers retry.
+                    // it (keeping this broker's claim, which the next load
+                    // finds) and the producers retry.
                     warn!(topic = %p.topic, partition = p.index, base_offset = sealed.segment.base_offset, error = %e, "a segment at this offset exists already; reloading the partition");
-                    let claim = p.st.borrow_mut().claim.take();
                     logs.drop_partition(&p, KafkaError::NotLeaderOrFollower);
-                    if let Some(claim) = claim {
-                        super::logs::release_claim(&logs, &p, claim).await;
-                    }
                     break false;
                 }
-                Ok(Err(e)) => {
+                Err(CallError::Failed(e)) => {
                     warn!(topic = %p.topic, partition = p.index, base_offset = sealed.segment.base_offset, attempt, error = %e, "segment upload failed; retrying")
                 }
-                Err(e) => {
+                Err(CallError::Gone(e)) => {
                     warn!(topic = %p.topic, partition = p.index, attempt, error = %e, "segment upload task lost; retrying")
                 }
             }
-            sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            sleep(backoff.next()).await;
         };
         drop(slot);
         if !uploaded {

@@ -27,20 +27,13 @@ async fn delete_one(shard: &Rc<Shard>, group: String) -> Result<(), GroupError> 
         }
         let store = sh.meta.clone();
         let id = group.clone();
-        match sh
+        if let Err(e) = sh
             .io
-            .run(async move { store.delete_group(&id).await })
+            .call(async move { store.delete_group(&id).await })
             .await
         {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                warn!(group = %group, error = %e, "deleting group failed");
-                return Err(GroupError::Storage);
-            }
-            Err(e) => {
-                warn!(group = %group, error = %e, "deleting group failed");
-                return Err(GroupError::Storage);
-            }
+            warn!(group = %group, error = %e, "deleting group failed");
+            return Err(GroupError::Storage);
         }
         // A background metadata write still holding the slot now finds it empty
         // and without offsets, and deletes (idempotently) rather than stores.

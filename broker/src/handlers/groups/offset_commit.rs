@@ -155,23 +155,18 @@ async fn commit(
     let (g, batch) = (group.to_string(), accepted.clone());
     let stored = shard
         .io
-        .run(async move { store.commit_offsets(&g, batch).await })
+        .call(async move { store.commit_offsets(&g, batch).await })
         .await;
     match stored {
-        Ok(Ok(())) => {
+        Ok(()) => {
             let mut offsets = slot.offsets.borrow_mut();
             for (t, p, o) in accepted {
                 offsets.insert((t, p), o);
             }
             results
         }
-        failed => {
-            let reason = match failed {
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => e.to_string(),
-                Ok(Ok(())) => String::new(),
-            };
-            warn!(group, error = %reason, "storing committed offsets failed");
+        Err(e) => {
+            warn!(group, error = %e, "storing committed offsets failed");
             results
                 .into_iter()
                 .map(|r| r.and(Err(GroupError::CoordinatorNotAvailable)))

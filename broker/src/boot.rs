@@ -328,16 +328,29 @@ impl Broker {
         let state = rt
             .block_on(async move { m.load().await })
             .map_err(StartError::LoadMetadata)?;
-        let cluster = Arc::new(Cluster::new(
-            &state,
-            cfg.broker_id,
-            cfg.advertised_host(),
-            cfg.advertised_port(),
-        ));
+        // In a cluster nothing is owned until the live view arrives.
+        let live = metadata::Live {
+            clustered: meta.tracks_ownership(),
+            ..Default::default()
+        };
+        let cluster = Arc::new(
+            Cluster::new(
+                &state,
+                cfg.broker_id,
+                cfg.advertised_host(),
+                cfg.advertised_port(),
+            )
+            .with_live(Arc::new(live)),
+        );
         let m = meta.clone();
-        let stored_groups = rt
-            .block_on(async move { m.load_groups().await })
-            .map_err(StartError::LoadGroups)?;
+        let stored_groups = if meta.tracks_ownership() {
+            // In a cluster a broker reads a group when it becomes its
+            // coordinator (`groups::follow_coordination`), not at start.
+            Vec::new()
+        } else {
+            rt.block_on(async move { m.load_groups().await })
+                .map_err(StartError::LoadGroups)?
+        };
         endpoint.set_metadata_loaded();
         info!(cluster_id = %cluster.cluster_id, topics = cluster.topics.len(), groups = stored_groups.len(), "metadata loaded");
         let mut groups_by_shard: Vec<Vec<metadata::StoredGroup>> =

@@ -23,6 +23,8 @@ pub const UNKNOWN_TOPIC_ID: i16 = K::UnknownTopicId.code();
 pub const INVALID_REQUIRED_ACKS: i16 = K::InvalidRequiredAcks.code();
 pub const INVALID_REPLICA_ASSIGNMENT: i16 = K::InvalidReplicaAssignment.code();
 pub const UNKNOWN_LEADER_EPOCH: i16 = K::UnknownLeaderEpoch.code();
+pub const LEADER_NOT_AVAILABLE: i16 = K::LeaderNotAvailable.code();
+pub const COORDINATOR_NOT_AVAILABLE: i16 = K::CoordinatorNotAvailable.code();
 
 /// The error a producer gets for a batch we refuse.
 pub fn batch_error(e: &kafscale_codec::batch::BatchError) -> KafkaError {

@@ -59,6 +59,9 @@ pub async fn shard_main(boot: ShardBoot) {
     Groups::start(&shard.groups);
     if id == crate::placement::METADATA_SHARD {
         crate::handlers::topics::follow_store(&shard);
+        if shard.meta.tracks_ownership() {
+            crate::handlers::topics::follow_live(&shard);
+        }
     }
     let listener = match bind(addr) {
         Ok(l) => l,

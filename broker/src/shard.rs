@@ -233,7 +233,11 @@ impl Shard {
             // Real time: it simulates a core busy with other work.
             crate::runtime::sleep(d).await;
         }
-        let dropped = self.logs.install_cluster(next);
+        let prev = self.logs.cluster();
+        let dropped = self.logs.install_cluster(next.clone());
+        if next.live.clustered {
+            crate::groups::follow_coordination(&self.groups, &prev, &next, self.id, self.count);
+        }
         for w in self.revision_waiters.borrow_mut().drain(..) {
             let _ = w.send(());
         }

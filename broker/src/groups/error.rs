@@ -27,6 +27,9 @@ pub enum GroupError {
     /// This broker stopped coordinating the group (it is shutting down).
     #[error("this broker no longer coordinates the group")]
     NotCoordinator,
+    /// This broker just became the group's coordinator and is loading it.
+    #[error("the coordinator is loading the group")]
+    CoordinatorLoadInProgress,
     #[error("no such topic or partition")]
     UnknownTopicOrPartition,
     #[error("the offset metadata is too long")]
@@ -52,6 +55,7 @@ impl GroupError {
             GroupError::InconsistentGroupProtocol => K::InconsistentGroupProtocol,
             GroupError::CoordinatorNotAvailable => K::CoordinatorNotAvailable,
             GroupError::NotCoordinator => K::NotCoordinator,
+            GroupError::CoordinatorLoadInProgress => K::CoordinatorLoadInProgress,
             GroupError::UnknownTopicOrPartition => K::UnknownTopicOrPartition,
             GroupError::OffsetMetadataTooLarge => K::OffsetMetadataTooLarge,
             GroupError::GroupIdNotFound => K::GroupIdNotFound,

@@ -20,7 +20,7 @@ pub mod coordinator;
 pub mod error;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ use tracing::warn;
 
 use crate::clock::Clock;
 use crate::io::{CallError, Io};
-use crate::metadata::{MetadataStore, OffsetMeta, StoredGroup};
+use crate::metadata::{group_slot, Cluster, MetadataStore, OffsetMeta, StoredGroup, GROUP_SLOTS};
 use crate::runtime::{sleep, spawn_detached, Backoff};
 use coordinator::{Group, GroupConfig};
 use error::GroupError;
@@ -70,6 +70,9 @@ pub struct Groups {
     pub(crate) io: Io,
     pub(crate) meta: Arc<dyn MetadataStore>,
     clock: Clock,
+    /// Coordinator slots this broker just gained whose groups are being read
+    /// from the store (clusters): their requests wait (COORDINATOR_LOAD_IN_PROGRESS).
+    loading: RefCell<HashSet<i32>>,
 }
 
 impl Groups {
@@ -89,6 +92,7 @@ impl Groups {
             io,
             meta,
             clock,
+            loading: RefCell::new(HashSet::new()),
         };
         for sg in stored {
             let group = match sg.meta {
@@ -138,6 +142,39 @@ impl Groups {
             .clone()
     }
 
+    /// Whether the groups of `slot` are still being loaded after a takeover.
+    pub fn loading(&self, slot: i32) -> bool {
+        self.loading.borrow().contains(&slot)
+    }
+
+    /// Replaces the groups of the shard with their stored state.
+    fn install_stored(groups: &Rc<Groups>, stored: Vec<StoredGroup>) {
+        let now = groups.clock.now();
+        for sg in stored {
+            let group = match sg.meta {
+                Some(meta) => Group::from_stored(&sg.group_id, meta, now),
+                None => Group::new(&sg.group_id),
+            };
+            let slot = GroupSlot::new(group);
+            *slot.offsets.borrow_mut() = sg
+                .offsets
+                .into_iter()
+                .map(|(t, p, o)| ((t, p), o))
+                .collect();
+            let slot = Rc::new(slot);
+            let old = groups
+                .slots
+                .borrow_mut()
+                .insert(sg.group_id.clone(), slot.clone());
+            if let Some(old) = old {
+                old.group
+                    .borrow_mut()
+                    .release_waiters(GroupError::NotCoordinator);
+            }
+            settle(groups, &slot);
+        }
+    }
+
     /// Starts the timers of restored groups (their static members' sessions).
     pub fn start(groups: &Rc<Groups>) {
         for slot in groups.all() {
@@ -145,6 +182,84 @@ impl Groups {
         }
     }
 }
+
+/// Coordination moved between brokers (clusters; docs/cluster.md, "Consumer
+/// groups"): groups of slots this broker lost are dropped from memory (their
+/// waiting members are told NOT_COORDINATOR); groups of slots it gained are read
+/// again from the store, since their previous coordinator changed them, and
+/// their requests wait until that is done. `shard`/`shards` pick this shard's share.
+pub fn follow_coordination(
+    groups: &Rc<Groups>,
+    prev: &Cluster,
+    next: &Cluster,
+    shard: usize,
+    shards: usize,
+) {
+    let me = next.broker_id;
+    let (mut gained, mut lost) = (HashSet::new(), HashSet::new());
+    for slot in 0..GROUP_SLOTS as i32 {
+        let (was, is) = (
+            prev.slot_owner(slot) == Some(me),
+            next.slot_owner(slot) == Some(me),
+        );
+        if is && !was {
+            gained.insert(slot);
+        } else if was && !is {
+            lost.insert(slot);
+        }
+    }
+    if !lost.is_empty() {
+        let gone: Vec<Rc<GroupSlot>> = groups
+            .all()
+            .into_iter()
+            .filter(|g| lost.contains(&group_slot(&g.id)))
+            .collect();
+        for g in gone {
+            g.group
+                .borrow_mut()
+                .release_waiters(GroupError::NotCoordinator);
+            groups.slots.borrow_mut().remove(&g.id);
+        }
+    }
+    if gained.is_empty() {
+        return;
+    }
+    groups.loading.borrow_mut().extend(gained.iter().copied());
+    let groups = groups.clone();
+    spawn_detached(async move {
+        let mut backoff = LOAD_BACKOFF;
+        let stored = loop {
+            let meta = groups.meta.clone();
+            match groups
+                .io
+                .call(async move { meta.load_groups().await })
+                .await
+            {
+                Ok(all) => break all,
+                Err(e) => {
+                    warn!(error = %e, "loading the groups of newly coordinated slots failed; retrying");
+                    sleep(backoff.next()).await;
+                }
+            }
+        };
+        let mine: Vec<StoredGroup> = stored
+            .into_iter()
+            .filter(|g| {
+                gained.contains(&group_slot(&g.group_id))
+                    && crate::placement::group_shard(&g.group_id, shards) == shard
+            })
+            .collect();
+        // Groups created here meanwhile cannot exist: their requests waited.
+        Groups::install_stored(&groups, mine);
+        let mut loading = groups.loading.borrow_mut();
+        for s in &gained {
+            loading.remove(s);
+        }
+    });
+}
+
+/// Back-off of the group load after a coordinator takeover (real time).
+const LOAD_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
 
 /// At shutdown: members waiting on a rebalance are told to look for the
 /// coordinator again (NOT_COORDINATOR) rather than held until the process exits.

@@ -1,6 +1,9 @@
-//! Metadata: this broker leads every partition (storage is shared, so there are
-//! no replicas to report beyond the leader). Unknown topics are created when
-//! auto-creation is on and the client allows it.
+//! Metadata: the live brokers and each partition's leader, the broker the
+//! controller assigned it to (docs/cluster.md); a broker alone leads everything.
+//! Storage is shared, so there are no replicas to report beyond the leader. A
+//! partition without a live assignee has no leader (LEADER_NOT_AVAILABLE, which
+//! clients retry). Unknown topics are created when auto-creation is on and the
+//! client allows it.
 
 use std::rc::Rc;
 
@@ -10,7 +13,9 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::errors::{INVALID_TOPIC_EXCEPTION, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION};
+use crate::errors::{
+    INVALID_TOPIC_EXCEPTION, LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION,
+};
 use crate::metadata::{valid_topic_name, TopicMeta};
 use crate::shard::Shard;
 
@@ -34,13 +39,33 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
     }
     let cluster = shard.cluster();
     let mut resp = MetadataResponse::default();
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = BrokerId(cluster.broker_id);
-    broker.host = StrBytes::from_string(cluster.host.clone());
-    broker.port = cluster.port;
-    resp.brokers = vec![broker];
+    let describe_broker = |id: i32, host: &str, port: i32| {
+        let mut b = MetadataResponseBroker::default();
+        b.node_id = BrokerId(id);
+        b.host = StrBytes::from_string(host.to_string());
+        b.port = port;
+        b
+    };
+    resp.brokers = if cluster.live.clustered {
+        cluster
+            .live
+            .brokers
+            .iter()
+            .map(|(id, (host, port))| describe_broker(*id, host, *port))
+            .collect()
+    } else {
+        vec![describe_broker(
+            cluster.broker_id,
+            &cluster.host,
+            cluster.port,
+        )]
+    };
     resp.cluster_id = Some(StrBytes::from_string(cluster.cluster_id.clone()));
-    resp.controller_id = BrokerId(cluster.broker_id);
+    resp.controller_id = BrokerId(if cluster.live.clustered {
+        cluster.live.controller.unwrap_or(-1)
+    } else {
+        cluster.broker_id
+    });
     let describe = |t: &TopicMeta| {
         let mut out = MetadataResponseTopic::default();
         out.name = Some(TopicName(StrBytes::from_string(t.name.clone())));
@@ -49,10 +74,21 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
             .map(|i| {
                 let mut p = MetadataResponsePartition::default();
                 p.partition_index = i;
-                p.leader_id = BrokerId(cluster.broker_id);
+                // Clients see one epoch: with shared storage there is no divergent
+                // log for KIP-320's truncation detection to find, and the fencing
+                // that matters happens in etcd (docs/cluster.md).
                 p.leader_epoch = crate::partition::LEADER_EPOCH;
-                p.replica_nodes = vec![BrokerId(cluster.broker_id)];
-                p.isr_nodes = vec![BrokerId(cluster.broker_id)];
+                match cluster.leader(t, i) {
+                    Some(leader) => {
+                        p.leader_id = BrokerId(leader);
+                        p.replica_nodes = vec![BrokerId(leader)];
+                        p.isr_nodes = vec![BrokerId(leader)];
+                    }
+                    None => {
+                        p.error_code = LEADER_NOT_AVAILABLE;
+                        p.leader_id = BrokerId(-1);
+                    }
+                }
                 p
             })
             .collect();

@@ -56,10 +56,34 @@ pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
                 let o = create_one(&sh, name.clone(), partitions, BTreeMap::new(), false).await;
                 if o.error == NONE {
                     info!(topic = %name, partitions, "topic auto-created");
+                    wait_for_leaders(&sh, &name).await;
                 }
             }
         })
         .await;
+}
+
+/// How long a topic creation waits for the controller to assign the new
+/// partitions (clusters), so that the client's first Metadata finds leaders.
+const LEADERS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits (bounded) until every partition of `topic` has a live leader in this
+/// shard's view; at once for a broker alone. Clients cope with a partition
+/// without a leader (LEADER_NOT_AVAILABLE, retried), so the wait only spares
+/// them a round of retries; it holds no lock.
+async fn wait_for_leaders(sh: &Rc<Shard>, topic: &str) {
+    let deadline = sh.clock().now() + LEADERS_WAIT;
+    loop {
+        let cluster = sh.cluster();
+        let done = match cluster.topic(topic) {
+            Some(t) => (0..t.partitions).all(|p| cluster.leader(t, p).is_some()),
+            None => true,
+        };
+        if done || sh.clock().now() >= deadline {
+            return;
+        }
+        sh.clock().sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Installs `next` on every shard.
@@ -71,7 +95,8 @@ async fn show_again(sh: &Rc<Shard>, before: &Cluster) {
         before.broker_id,
         before.host.clone(),
         before.port,
-    );
+    )
+    .with_live(sh.cluster().live.clone());
     publish(sh, again).await;
 }
 
@@ -105,7 +130,7 @@ async fn install(sh: &Rc<Shard>, state: ClusterState) {
         .collect();
     publish(
         sh,
-        Cluster::new(&state, cur.broker_id, cur.host.clone(), cur.port),
+        Cluster::new(&state, cur.broker_id, cur.host.clone(), cur.port).with_live(cur.live.clone()),
     )
     .await;
     for name in gone {
@@ -158,6 +183,39 @@ pub fn follow_store(shard: &Rc<Shard>) {
                     "metadata snapshot changed in the store; installed"
                 );
             }
+        }
+    });
+}
+
+/// Follows the live brokers, the controller and the assignments (clusters) on
+/// the metadata shard, installing each change on every shard with the topics
+/// kept: partitions assigned elsewhere are handed over there (`partition::logs`),
+/// Metadata lists the new leaders.
+pub fn follow_live(shard: &Rc<Shard>) {
+    let sh = shard.clone();
+    crate::runtime::spawn_detached(async move {
+        let meta = sh.meta.clone();
+        let mut stream = match sh.io.call(async move { meta.watch_live().await }).await {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "cannot follow the live brokers and assignments");
+                return;
+            }
+        };
+        while let Some(live) = stream.next().await {
+            if sh.is_shutting_down() {
+                break;
+            }
+            let _guard = sh.admin_lock.lock().await;
+            let cur = sh.cluster();
+            info!(
+                brokers = ?live.brokers.keys().collect::<Vec<_>>(),
+                controller = ?live.controller,
+                "live brokers or assignments changed"
+            );
+            let next = Cluster::new(&cur.state(), cur.broker_id, cur.host.clone(), cur.port)
+                .with_live(live);
+            publish(&sh, next).await;
         }
     });
 }
@@ -370,12 +428,17 @@ pub async fn create(
         } else if let Some(e) = bad {
             Outcome::err(INVALID_CONFIG, e)
         } else {
-            shard
+            let n = name.clone();
+            let o = shard
                 .on(METADATA_SHARD, move |sh| async move {
-                    create_one(&sh, name, partitions, configs, validate_only).await
+                    create_one(&sh, n, partitions, configs, validate_only).await
                 })
                 .await
-                .unwrap_or_else(|e| Outcome::err(NOT_LEADER_OR_FOLLOWER, e.to_string()))
+                .unwrap_or_else(|e| Outcome::err(NOT_LEADER_OR_FOLLOWER, e.to_string()));
+            if o.error == NONE && !validate_only {
+                wait_for_leaders(shard, &name).await;
+            }
+            o
         };
         let mut r = CreatableTopicResult::default();
         r.name = t.name;

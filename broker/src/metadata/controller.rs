@@ -72,8 +72,15 @@ impl EtcdStore {
                 match self.campaign(l).await {
                     Ok(Some(token)) => {
                         info!(broker = self.broker_id, "elected controller");
-                        self.lead(token, &mut brokers, &mut assignments, &mut ctrl, &mut snap, &mut stop)
-                            .await;
+                        self.lead(
+                            token,
+                            &mut brokers,
+                            &mut assignments,
+                            &mut ctrl,
+                            &mut snap,
+                            &mut stop,
+                        )
+                        .await;
                         info!(broker = self.broker_id, "no longer the controller");
                         continue;
                     }
@@ -139,7 +146,10 @@ impl EtcdStore {
             let live = live_ids(&brokers.borrow_and_update());
             let current = assignments.borrow_and_update().clone();
             let wanted = topics(&snap.borrow_and_update());
-            match self.write_assignments(token, &live, &current, &wanted).await {
+            match self
+                .write_assignments(token, &live, &current, &wanted)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => {

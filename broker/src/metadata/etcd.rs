@@ -290,7 +290,11 @@ impl EtcdStore {
         // whose id a live broker holds refuses to start.
         let (key, value) = registration(&broker);
         let lease = store.claim_registration(&broker, &key, &value).await?;
-        let task = tokio::spawn(store.clone().register(broker, key, value, lease, stopped.clone()));
+        let task = tokio::spawn(
+            store
+                .clone()
+                .register(broker, key, value, lease, stopped.clone()),
+        );
         *store.registration.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         tokio::spawn(store.clone().controller_loop(stopped));
         Ok(store)
@@ -824,8 +828,12 @@ impl MetadataStore for EtcdHandle {
             });
             let (owner, state) = (gets.next().flatten(), gets.next().flatten());
             if let Some(kv) = &owner {
-                let o = pb::PartitionOwner::decode(kv.value()).map_err(|e| corrupt(&owner_key, e))?;
-                if o.lease == lease && o.broker_id == self.0.broker_id && o.topic_id == topic_id.as_bytes() {
+                let o =
+                    pb::PartitionOwner::decode(kv.value()).map_err(|e| corrupt(&owner_key, e))?;
+                if o.lease == lease
+                    && o.broker_id == self.0.broker_id
+                    && o.topic_id == topic_id.as_bytes()
+                {
                     // Claimed earlier by this incarnation (the partition was reopened).
                     return Ok(Claim {
                         token: kv.create_revision(),
@@ -945,7 +953,10 @@ impl MetadataStore for EtcdHandle {
                 }
             }
         });
-        Ok(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) }).boxed())
+        Ok(
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+                .boxed(),
+        )
     }
 
     async fn load_groups(&self) -> Result<Vec<StoredGroup>, MetaError> {

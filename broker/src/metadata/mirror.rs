@@ -121,22 +121,21 @@ async fn run(
             .with_prefix()
             .with_start_revision(cur.revision + 1)
             .with_progress_notify();
-        let mut stream = match tokio::time::timeout(timeout, client.watch(prefix.as_str(), Some(opts)))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                warn!(prefix, error = %e, "watching an etcd prefix failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-            Err(_) => {
-                warn!(prefix, "watching an etcd prefix timed out; retrying");
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
-        };
+        let mut stream =
+            match tokio::time::timeout(timeout, client.watch(prefix.as_str(), Some(opts))).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    warn!(prefix, error = %e, "watching an etcd prefix failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+                Err(_) => {
+                    warn!(prefix, "watching an etcd prefix timed out; retrying");
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            };
         backoff = FIRST_BACKOFF;
         loop {
             let msg = tokio::select! {

@@ -434,10 +434,15 @@ impl Cluster {
     /// The coordinator of a group: this broker when alone, else the owner of the
     /// group's slot. None: no coordinator yet.
     pub fn coordinator(&self, group: &str) -> Option<i32> {
+        self.slot_owner(group_slot(group))
+    }
+
+    /// The broker coordinating the groups of `slot` (see `coordinator`).
+    pub fn slot_owner(&self, slot: i32) -> Option<i32> {
         if !self.live.clustered {
             return Some(self.broker_id);
         }
-        self.assigned(GROUPS_TOPIC, Uuid::nil(), group_slot(group))
+        self.assigned(GROUPS_TOPIC, Uuid::nil(), slot)
     }
 
     /// A live broker's advertised address (this broker's own when alone).

@@ -344,7 +344,10 @@ async fn release(logs: Rc<Logs>, p: Rc<Partition>) {
     loop {
         let busy = {
             let st = p.st.borrow();
-            !st.deleted && (st.uploading || !st.pending.is_empty() || matches!(st.load, super::Load::Loading(_)))
+            !st.deleted
+                && (st.uploading
+                    || !st.pending.is_empty()
+                    || matches!(st.load, super::Load::Loading(_)))
         };
         if !busy || logs.clock.now() >= deadline {
             break;
@@ -366,7 +369,11 @@ async fn release(logs: Rc<Logs>, p: Rc<Partition>) {
 
 /// Gives `claim` on `p` back to the metadata store (best effort: if it fails,
 /// the claim ends with this broker's lease).
-pub(super) async fn release_claim(logs: &Rc<Logs>, p: &Rc<Partition>, claim: crate::metadata::Claim) {
+pub(super) async fn release_claim(
+    logs: &Rc<Logs>,
+    p: &Rc<Partition>,
+    claim: crate::metadata::Claim,
+) {
     let meta = logs.meta.clone();
     let (topic, index) = (p.topic.to_string(), p.index);
     let res = logs

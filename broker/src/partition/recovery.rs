@@ -243,7 +243,9 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
                 st.durable = durable;
                 Ok(())
             }
-            Err(LoadError::Meta(MetaError::NotOwner { .. })) => Err(KafkaError::NotLeaderOrFollower),
+            Err(LoadError::Meta(MetaError::NotOwner { .. })) => {
+                Err(KafkaError::NotLeaderOrFollower)
+            }
             Err(_) => Err(KafkaError::KafkaStorageError),
         };
         let waiters = match std::mem::replace(&mut st.load, Load::Ready) {
@@ -257,7 +259,11 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
     };
     let failed_claim = {
         let mut st = p.st.borrow_mut();
-        if st.deleted { st.claim.take() } else { None }
+        if st.deleted {
+            st.claim.take()
+        } else {
+            None
+        }
     };
     if p.st.borrow().deleted {
         logs.forget(&p);
@@ -287,7 +293,11 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
         let (m, t) = (meta.clone(), topic.clone());
         let claim = logs
             .io
-            .call(async move { m.claim_partition(&t, topic_id, index).await.map_err(LoadError::from) })
+            .call(async move {
+                m.claim_partition(&t, topic_id, index)
+                    .await
+                    .map_err(LoadError::from)
+            })
             .await
             .map_err(CallError::flatten)?;
         p.st.borrow_mut().claim = Some(claim);

@@ -48,7 +48,10 @@ async fn commit_next_offset(logs: &Rc<Logs>, p: &Rc<Partition>, next_offset: i64
         let claim = p.st.borrow().claim.unwrap_or_default();
         let res = logs
             .io
-            .call(async move { meta.commit_partition(&topic, id, index, next_offset, claim).await })
+            .call(async move {
+                meta.commit_partition(&topic, id, index, next_offset, claim)
+                    .await
+            })
             .await;
         match res {
             Ok(()) => return true,

@@ -1,5 +1,7 @@
-//! FindCoordinator: this broker coordinates every group (one broker; its shards
-//! split the groups among themselves internally). v4 looks up a batch of keys.
+//! FindCoordinator: the broker that owns the group's slot of the coordinators'
+//! ownership space (docs/cluster.md, "Consumer groups"); a broker alone
+//! coordinates every group. Inside a broker the shards split the groups among
+//! themselves. v4 looks up a batch of keys.
 //! Transactions are a non-goal, so a transaction key gets the same refusal as
 //! InitProducerId with a transactional id.
 
@@ -9,7 +11,9 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::errors::{INVALID_REQUEST, NONE, TRANSACTIONAL_ID_AUTHORIZATION_FAILED};
+use crate::errors::{
+    COORDINATOR_NOT_AVAILABLE, INVALID_REQUEST, NONE, TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+};
 use crate::shard::Shard;
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -30,11 +34,18 @@ pub fn handle(
             KEY_TYPE_TRANSACTION => TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
             _ => INVALID_REQUEST,
         };
-        c.error_code = error;
-        if error == NONE {
-            c.node_id = BrokerId(cluster.broker_id);
-            c.host = StrBytes::from_string(cluster.host.clone());
-            c.port = cluster.port;
+        let coordinator = (error == NONE)
+            .then(|| cluster.coordinator(key))
+            .flatten()
+            .and_then(|id| Some((id, cluster.broker_addr(id)?)));
+        c.error_code = match (error, &coordinator) {
+            (NONE, None) => COORDINATOR_NOT_AVAILABLE,
+            (e, _) => e,
+        };
+        if let Some((id, (host, port))) = coordinator {
+            c.node_id = BrokerId(id);
+            c.host = StrBytes::from_string(host);
+            c.port = port;
         } else {
             c.node_id = BrokerId(-1);
             c.port = -1;

@@ -17,18 +17,31 @@ use std::future::Future;
 use std::rc::Rc;
 
 use crate::groups::error::GroupError;
+use crate::metadata::group_slot;
 use crate::placement::group_shard;
 use crate::shard::Shard;
 
-/// Runs `f` on the shard that owns `group`.
+/// Runs `f` on the shard that owns `group`, if this broker coordinates it
+/// (NOT_COORDINATOR otherwise; COORDINATOR_LOAD_IN_PROGRESS while it reads the
+/// group after taking over its slot).
 pub async fn on_owner<R, F, Fut>(shard: &Rc<Shard>, group: &str, f: F) -> Result<R, GroupError>
 where
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
     Fut: Future<Output = R> + 'static,
     R: Send + 'static,
 {
+    let cluster = shard.cluster();
+    if cluster.coordinator(group) != Some(cluster.broker_id) {
+        return Err(GroupError::NotCoordinator);
+    }
+    let slot = group_slot(group);
     shard
-        .on(group_shard(group, shard.count), f)
+        .on(group_shard(group, shard.count), move |sh| async move {
+            if sh.groups.loading(slot) {
+                return Err(GroupError::CoordinatorLoadInProgress);
+            }
+            Ok(f(sh).await)
+        })
         .await
-        .map_err(|_| GroupError::CoordinatorNotAvailable)
+        .map_err(|_| GroupError::CoordinatorNotAvailable)?
 }

@@ -219,18 +219,20 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
             }
         }
     };
+    let dropped = {
+        let mut st = p.st.borrow_mut();
+        st.deleted.then(|| st.claim.take())
+    };
+    if let Some(claim) = dropped {
+        // Dropped while loading (moved away, topic deleted): a claim made
+        // meanwhile is given back so the next owner need not wait.
+        if let Some(claim) = claim {
+            super::logs::release_claim(&logs, &p, claim).await;
+        }
+        return;
+    }
     let waiters = {
         let mut st = p.st.borrow_mut();
-        if st.deleted {
-            // Dropped while loading (moved away, topic deleted): a claim made
-            // meanwhile is given back so the next owner need not wait.
-            let claim = st.claim.take();
-            drop(st);
-            if let Some(claim) = claim {
-                super::logs::release_claim(&logs, &p, claim).await;
-            }
-            return;
-        }
         let result = match outcome {
             Ok((durable, next)) => {
                 // No segments left (or none yet): the log starts where it goes on.

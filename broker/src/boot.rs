@@ -368,6 +368,7 @@ impl Broker {
             store_stats,
             snapshot_delay: opts.snapshot_delay,
             clock: opts.clock.unwrap_or_default(),
+            flushed: Default::default(),
         });
         let mesh = runtime::mesh::<shard::Shard>(shards);
         // The HTTP and gRPC endpoints hand their jobs to the metadata shard's inbox.

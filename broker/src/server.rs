@@ -121,6 +121,17 @@ async fn drain(shard: &Rc<Shard>) {
     while shard.groups.writes_in_flight.get() > 0 && started.elapsed() < Duration::from_secs(10) {
         sleep(Duration::from_millis(10)).await;
     }
+    // Everything this shard buffered is published: once every shard is there,
+    // give the partitions up at once (clusters: the lease is revoked, so other
+    // brokers claim them now instead of after the lease TTL).
+    let done = shard
+        .flushed
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+        + 1;
+    if done == shard.count {
+        let meta = shard.meta.clone();
+        let _ = shard.io.run(async move { meta.resign().await }).await;
+    }
     // Let connections write the answers that the last uploads released.
     let until = Instant::now() + Duration::from_secs(5);
     while shard.in_flight_requests.get() > 0 && Instant::now() < until {

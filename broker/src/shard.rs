@@ -31,6 +31,9 @@ pub struct Shared {
     pub snapshot_delay: Option<(usize, std::time::Duration)>,
     /// Where every shard's timers and deadlines read the time.
     pub clock: Clock,
+    /// Shards that finished their shutdown flush; the last one gives the
+    /// broker's partitions up (`MetadataStore::resign`).
+    pub flushed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,7 @@ pub struct ShardGone(pub usize);
 pub struct Shard {
     pub id: usize,
     pub count: usize,
+    pub(crate) flushed: Arc<std::sync::atomic::AtomicUsize>,
     pub settings: Arc<Settings>,
     pub io: Io,
     pub meta: Arc<dyn MetadataStore>,
@@ -89,6 +93,7 @@ impl Shard {
             id,
             count,
             settings: shared.settings.clone(),
+            flushed: shared.flushed.clone(),
             io: shared.io.clone(),
             meta: shared.meta.clone(),
             store_stats: shared.store_stats.clone(),

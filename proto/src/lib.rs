@@ -78,6 +78,7 @@ mod tests {
             broker_id: 0,
             updated_ms: 0,
             leader_epoch: 0,
+            log_start_offset: 0,
         }
         .encode_to_vec();
         b.extend_from_slice(&[0x98, 0x06, 0x01]);

@@ -70,6 +70,7 @@ fn status(e: ControlError) -> tonic::Status {
         ControlError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
         ControlError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
         e @ ControlError::ShardGone(_) => tonic::Status::unavailable(e.to_string()),
+        ControlError::Unavailable(m) => tonic::Status::unavailable(m),
     }
 }
 

@@ -28,6 +28,9 @@ pub enum ControlError {
     FailedPrecondition(String),
     #[error("shard {0} did not answer")]
     ShardGone(usize),
+    /// The metadata store did not take the change (retriable).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Expands a request's topics into (topic, partition) pairs, sorted and without
@@ -288,6 +291,16 @@ pub async fn shard_drain(
     // the copy, so from here on nothing is added to these partitions.
     out.extend(flush_all(&sh, parts, deadline).await);
     out
+}
+
+/// Marks the whole broker as drained (or not) in the metadata store, so a
+/// cluster's controller assigns it nothing while drained. Nothing to do alone.
+pub async fn set_broker_draining(sh: &Rc<Shard>, on: bool) -> Result<(), ControlError> {
+    let meta = sh.meta.clone();
+    sh.io
+        .call(async move { meta.set_draining(on).await })
+        .await
+        .map_err(|e| ControlError::Unavailable(format!("marking the broker drained: {e}")))
 }
 
 /// This shard's part of ResumePartitions: the partitions that were drained.

@@ -108,9 +108,16 @@ impl BrokerControl for Service {
             .0
             .on_shards(wait + QUICK, move |sh| async move {
                 let sel = ops::select(&sh, &topics)?;
+                let whole = sel.is_none();
                 let answers = all(sh
                     .on_all(move |s| ops::shard_drain(s, sel.clone(), wait))
                     .await)?;
+                if whole {
+                    // In a cluster the controller moves a drained broker's
+                    // partitions and coordinator slots to the others, which
+                    // claim them as soon as this broker has released them.
+                    ops::set_broker_draining(&sh, true).await?;
+                }
                 Ok(sorted(answers.into_iter().flatten().collect()))
             })
             .await?;
@@ -139,8 +146,12 @@ impl BrokerControl for Service {
                         ));
                     }
                 }
+                let whole = sel.is_none();
                 let answers = all(sh.on_all(move |s| ops::shard_resume(s, sel.clone())).await)?;
                 let resumed_all = answers.iter().any(|(all, _)| *all);
+                if whole {
+                    ops::set_broker_draining(&sh, false).await?;
+                }
                 let partitions = sorted(answers.into_iter().flat_map(|(_, p)| p).collect());
                 Ok(ResumePartitionsResponse {
                     partitions,

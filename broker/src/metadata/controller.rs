@@ -27,12 +27,13 @@ use super::{keys, GROUPS_TOPIC, GROUP_SLOTS};
 
 type Rx = watch::Receiver<Arc<Mirrored>>;
 
-/// Live broker ids from the registrations.
+/// Ids of the live brokers that take work: registered and not drained.
 pub(super) fn live_ids(brokers: &Mirrored) -> Vec<i32> {
     brokers
         .entries
         .values()
         .filter_map(|e| pb::BrokerRegistration::decode(e.value.as_slice()).ok())
+        .filter(|r| !r.draining)
         .map(|r| r.node_id)
         .collect()
 }

@@ -335,16 +335,16 @@ impl MetadataStore for EmbeddedStore {
     }
 
     /// Not kept: a single broker recovers next offsets from the segment footers.
-    async fn partition_next_offset(
+    async fn partition_state(
         &self,
         _topic: &str,
         _topic_id: uuid::Uuid,
         _partition: i32,
-    ) -> Result<Option<i64>, MetaError> {
+    ) -> Result<Option<super::Committed>, MetaError> {
         Ok(None)
     }
 
-    /// Not kept (see `partition_next_offset`); the upload path does not call it
+    /// Not kept (see `partition_state`); the upload path does not call it
     /// because `tracks_partition_state` is false.
     async fn commit_partition(
         &self,
@@ -352,6 +352,7 @@ impl MetadataStore for EmbeddedStore {
         _topic_id: uuid::Uuid,
         _partition: i32,
         _next_offset: i64,
+        _log_start: i64,
         _claim: super::Claim,
     ) -> Result<(), MetaError> {
         Ok(())

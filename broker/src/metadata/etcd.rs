@@ -32,8 +32,8 @@ use uuid::Uuid;
 use super::keys;
 use super::mirror::{self, Mirrored};
 use super::{
-    Claim, ClusterState, GroupMeta, Live, LiveStream, MetaError, MetadataStore, OffsetMeta,
-    SnapshotStream, StoredGroup, StoredMember, TopicAssignment, TopicMeta,
+    Claim, ClusterState, Committed, GroupMeta, Live, LiveStream, MetaError, MetadataStore,
+    OffsetMeta, SnapshotStream, StoredGroup, StoredMember, TopicAssignment, TopicMeta,
 };
 use crate::runtime::Backoff;
 
@@ -78,6 +78,9 @@ pub struct EtcdStore {
     /// margin (docs/cluster.md, "Leases and the safety margin").
     writable_until_ms: AtomicU64,
     origin: Instant,
+    /// The registration value (re-registrations write it again; `ctl drain`
+    /// changes it).
+    registration_value: std::sync::Mutex<Vec<u8>>,
     /// Stops the registration task, which then revokes its lease.
     stop: tokio::sync::watch::Sender<bool>,
     /// The registration task, awaited (with the deadline) at shutdown.
@@ -239,6 +242,7 @@ fn registration(broker: &BrokerInfo) -> (String, Vec<u8>) {
         port: broker.port,
         started_ms: now_ms(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        draining: false,
     }
     .encode_to_vec();
     (keys::broker(broker.id), value)
@@ -283,12 +287,17 @@ impl EtcdStore {
             lease: tokio::sync::watch::channel(None).0,
             writable_until_ms: AtomicU64::new(0),
             origin: Instant::now(),
+            registration_value: std::sync::Mutex::new(Vec::new()),
             stop,
             registration: std::sync::Mutex::new(None),
         });
         // The first registration happens before start-up goes on, so a broker
         // whose id a live broker holds refuses to start.
         let (key, value) = registration(&broker);
+        *store
+            .registration_value
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = value.clone();
         let lease = store.claim_registration(&broker, &key, &value).await?;
         let task = tokio::spawn(
             store
@@ -378,6 +387,16 @@ impl EtcdStore {
             if *stop.borrow() {
                 break;
             }
+            let current = self
+                .registration_value
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let value = if current.is_empty() {
+                value.clone()
+            } else {
+                current
+            };
             match self
                 .register_once(&broker, &key, &value, &mut lease_id, &mut stop)
                 .await
@@ -737,12 +756,12 @@ impl MetadataStore for EtcdHandle {
         true
     }
 
-    async fn partition_next_offset(
+    async fn partition_state(
         &self,
         topic: &str,
         topic_id: Uuid,
         partition: i32,
-    ) -> Result<Option<i64>, MetaError> {
+    ) -> Result<Option<Committed>, MetaError> {
         let key = keys::partition(topic, partition);
         let mut c = self.0.client.clone();
         let resp = self
@@ -757,7 +776,10 @@ impl MetadataStore for EtcdHandle {
         if st.topic_id != topic_id.as_bytes() {
             return Ok(None);
         }
-        Ok(Some(st.next_offset))
+        Ok(Some(Committed {
+            next_offset: st.next_offset,
+            log_start: st.log_start_offset,
+        }))
     }
 
     async fn commit_partition(
@@ -766,6 +788,7 @@ impl MetadataStore for EtcdHandle {
         topic_id: Uuid,
         partition: i32,
         next_offset: i64,
+        log_start: i64,
         claim: Claim,
     ) -> Result<(), MetaError> {
         let st = pb::PartitionState {
@@ -774,6 +797,7 @@ impl MetadataStore for EtcdHandle {
             broker_id: self.0.broker_id,
             updated_ms: now_ms(),
             leader_epoch: claim.epoch,
+            log_start_offset: log_start,
         };
         let owner = keys::owner(topic, partition);
         let txn = Txn::new()
@@ -917,6 +941,42 @@ impl MetadataStore for EtcdHandle {
 
     fn writable(&self) -> bool {
         self.0.writable()
+    }
+
+    async fn resign(&self) {
+        self.0.shutdown().await;
+    }
+
+    async fn set_draining(&self, on: bool) -> Result<(), MetaError> {
+        let value = {
+            let mut v = self
+                .0
+                .registration_value
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut reg = pb::BrokerRegistration::decode(v.as_slice())
+                .map_err(|e| corrupt("registration", e))?;
+            reg.draining = on;
+            *v = reg.encode_to_vec();
+            v.clone()
+        };
+        let Some(lease) = *self.0.lease.borrow() else {
+            // Re-registering: it writes the new value.
+            return Ok(());
+        };
+        let mut c = self.0.client.clone();
+        self.0
+            .timed(
+                "mark broker drained",
+                c.put(
+                    keys::broker(self.0.broker_id),
+                    value,
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+            )
+            .await?;
+        info!(draining = on, "broker registration updated");
+        Ok(())
     }
 
     async fn watch_live(&self) -> Result<LiveStream, MetaError> {

@@ -236,6 +236,15 @@ pub type SnapshotStream = futures::stream::BoxStream<'static, ClusterState>;
 /// The live set, the controller and the assignments as they change.
 pub type LiveStream = futures::stream::BoxStream<'static, Arc<Live>>;
 
+/// A partition's committed state (etcd: `PartitionState`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// One past the last offset ever published; 0: nothing published yet.
+    pub next_offset: i64,
+    /// The first offset of the log; segments below it are not the topic's.
+    pub log_start: i64,
+}
+
 /// A granted claim on a partition: the fencing token every publish compares
 /// (etcd: the owner key's create revision) and the leader epoch it bumped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -295,21 +304,23 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// segment upload. False for the embedded store, whose broker recovers them
     /// from the segments alone (nothing else writes them).
     fn tracks_partition_state(&self) -> bool;
-    /// The next offset committed for a partition of the topic with this id, if any.
-    async fn partition_next_offset(
+    /// What was committed for a partition of the topic with this id, if anything.
+    async fn partition_state(
         &self,
         topic: &str,
         topic_id: Uuid,
         partition: i32,
-    ) -> Result<Option<i64>, MetaError>;
-    /// Records that everything below `next_offset` of the partition is durable,
-    /// only while `claim` is still this broker's (`MetaError::Fenced` otherwise).
+    ) -> Result<Option<Committed>, MetaError>;
+    /// Records that everything below `next_offset` of the partition is durable
+    /// and that the log starts at `log_start`, only while `claim` is still this
+    /// broker's (`MetaError::Fenced` otherwise).
     async fn commit_partition(
         &self,
         topic: &str,
         topic_id: Uuid,
         partition: i32,
         next_offset: i64,
+        log_start: i64,
         claim: Claim,
     ) -> Result<(), MetaError>;
     /// Whether partitions are owned through claims (several brokers). False for
@@ -336,6 +347,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> Result<(), MetaError> {
         Ok(())
     }
+    /// Marks this broker as drained (ctl drain) or not: a cluster's controller
+    /// assigns a drained broker no partitions and no coordinator slots.
+    async fn set_draining(&self, _on: bool) -> Result<(), MetaError> {
+        Ok(())
+    }
+    /// Gives up everything this broker holds (its registration, claims and the
+    /// controller role) at shutdown, once everything it buffered is published.
+    async fn resign(&self) {}
     /// False from shortly before this broker's lease could expire until it is
     /// renewed: its claims may be gone by then, so it accepts no writes.
     fn writable(&self) -> bool {

@@ -74,6 +74,9 @@ pub(crate) enum Load {
 pub(crate) struct State {
     pub load: Load,
     pub deleted: bool,
+    /// What requests for a deleted (dropped) partition are told: the topic is
+    /// gone, or the partition moved to another broker.
+    pub gone: KafkaError,
     /// This broker's claim on the partition (clusters; docs/cluster.md): the
     /// token every next-offset commit compares. Set by the load.
     pub claim: Option<crate::metadata::Claim>,
@@ -145,6 +148,7 @@ impl Partition {
             st: RefCell::new(State {
                 load: Load::Idle,
                 deleted: false,
+                gone: KafkaError::UnknownTopicOrPartition,
                 claim: None,
                 releasing: false,
                 log_start: 0,
@@ -265,6 +269,7 @@ impl Partition {
         let released = self.unflushed_bytes();
         let mut st = self.st.borrow_mut();
         st.deleted = true;
+        st.gone = why;
         st.active = None;
         st.pending.clear();
         for (_, w) in st.ack_waiters.drain(..) {

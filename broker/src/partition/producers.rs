@@ -3,10 +3,11 @@
 //! its original offsets instead of being written twice, and a gap in sequence
 //! numbers is refused (`OUT_OF_ORDER_SEQUENCE_NUMBER`) as Kafka does.
 //!
-//! The state lives in memory and is not rebuilt from the log after a restart: a
-//! producer the partition does not know is accepted at any sequence. Across a
-//! broker crash a retried batch can therefore be written twice (at-least-once),
-//! which is also what a non-idempotent producer gets.
+//! The state lives in memory; a partition's load (after a restart, or when
+//! another broker takes it over) rebuilds it from the batches of the newest
+//! segment (`recovery::producers_from`). A producer the partition does not know
+//! is accepted at any sequence, so only a producer whose last batch lies in an
+//! older segment could get a retried batch written twice (at-least-once).
 
 use std::collections::{HashMap, VecDeque};
 

@@ -32,7 +32,7 @@ pub async fn read(
     let (offsets, seg, following) = {
         let st = p.st.borrow();
         if st.deleted {
-            return Err(KafkaError::UnknownTopicOrPartition);
+            return Err(st.gone);
         }
         let offsets = Offsets {
             log_start: st.log_start,

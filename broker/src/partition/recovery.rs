@@ -13,14 +13,16 @@ use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use futures::future::Either;
-use kafscale_segstore::SegmentMeta;
+use kafscale_codec::batch::BatchHeader;
+use kafscale_segstore::{Segment, SegmentMeta};
 use tracing::{error, info, warn};
 
 use super::logs::Logs;
+use super::producers::Producers;
 use super::{Load, Partition, SegRef};
 use crate::errors::KafkaError;
 use crate::io::CallError;
-use crate::metadata::MetaError;
+use crate::metadata::{Committed, MetaError};
 use crate::runtime::{sleep, spawn_detached, Backoff};
 
 /// How long a request other than produce waits for a partition to load before
@@ -92,7 +94,7 @@ pub async fn ready(
     let (rx, start) = {
         let mut st = p.st.borrow_mut();
         if st.deleted {
-            return Err(KafkaError::UnknownTopicOrPartition);
+            return Err(st.gone);
         }
         let (tx, rx) = oneshot::channel();
         match &mut st.load {
@@ -162,21 +164,52 @@ fn restore(
     Ok((out, next))
 }
 
-/// The next offset from the segments, raised to the committed one if that is
-/// larger (the difference is logged: it means acknowledged offsets that are not
-/// in the object store's listing).
-fn with_committed(durable: Vec<SegRef>, next: i64, committed: Option<i64>) -> (Vec<SegRef>, i64) {
-    match committed {
-        Some(c) if c > next => {
-            warn!(
-                from_segments = next,
-                committed = c,
-                "committed next offset is ahead of the segments; continuing after it"
-            );
-            (durable, c)
-        }
-        _ => (durable, next),
+/// Where the log continues: durable segments, the next offset and the log
+/// start, from the segments and (stores that track it) the committed state.
+///
+/// - The next offset is raised to the committed one if that is larger (logged:
+///   acknowledged offsets that are not in the object store's listing).
+/// - Segments below the committed log start are not this topic's.
+/// - With nothing ever committed for this topic id, segments under its prefix
+///   are a deleted namesake's (late uploads of a paused owner, or objects whose
+///   deletion failed): they are not served, and the log starts after them so
+///   that no segment is ever written over.
+fn with_committed(
+    durable: Vec<SegRef>,
+    next: i64,
+    committed: Option<Committed>,
+    tracked: bool,
+) -> (Vec<SegRef>, i64, i64) {
+    let first = |d: &[SegRef], next: i64| d.first().map_or(next, |s| s.base);
+    if !tracked {
+        let start = first(&durable, next);
+        return (durable, next, start);
     }
+    let c = committed.unwrap_or_default();
+    if c.next_offset == 0 {
+        if !durable.is_empty() {
+            warn!(
+                segments = durable.len(),
+                next_offset = next,
+                "segments under this partition belong to no publish of this topic; not serving them"
+            );
+        }
+        return (Vec::new(), next, next);
+    }
+    let mut durable = durable;
+    durable.retain(|s| s.last >= c.log_start);
+    let next = if c.next_offset > next {
+        warn!(
+            from_segments = next,
+            committed = c.next_offset,
+            "committed next offset is ahead of the segments; continuing after it"
+        );
+        c.next_offset
+    } else {
+        next
+    };
+    let start = first(&durable, next).max(c.log_start.min(next));
+    (durable, next, start)
 }
 
 async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
@@ -234,9 +267,21 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
     let waiters = {
         let mut st = p.st.borrow_mut();
         let result = match outcome {
-            Ok((durable, next)) => {
-                // No segments left (or none yet): the log starts where it goes on.
-                st.log_start = durable.first().map_or(next, |s| s.base);
+            Ok(Loaded {
+                durable,
+                next,
+                log_start,
+                producers,
+                tail,
+            }) => {
+                st.producers = producers;
+                if let Some(seg) = tail {
+                    // Tailing consumers read it next; it was read anyway.
+                    logs.cache
+                        .borrow_mut()
+                        .insert((p.topic.clone(), p.index, seg.base_offset), seg);
+                }
+                st.log_start = log_start;
                 st.next_offset = next;
                 st.high_watermark = next;
                 if !durable.is_empty() {
@@ -279,8 +324,38 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
     }
 }
 
-/// What a load restores: durable segments and the next offset.
-type Loaded = (Vec<SegRef>, i64);
+/// What a load restores.
+struct Loaded {
+    durable: Vec<SegRef>,
+    next: i64,
+    log_start: i64,
+    /// Idempotent producers' sequence state, from the newest segment's batches.
+    producers: Producers,
+    /// The newest segment, when it could be read.
+    tail: Option<Segment>,
+}
+
+/// Idempotent-producer state from the batches of the newest segment: a producer
+/// retrying a batch that a previous owner (or a previous run) stored gets its
+/// offsets back instead of a second copy, and its next batch is in sequence.
+/// Producers whose last batch is in an older segment are unknown, and accepted
+/// at any sequence (as after a restart in Kafka when their state expired).
+fn producers_from(seg: &Segment) -> Producers {
+    let mut producers = Producers::default();
+    for b in &seg.batches {
+        let (from, to) = (
+            b.pos as usize,
+            (b.pos as usize).saturating_add(b.len as usize),
+        );
+        let Some(bytes) = seg.data.get(from..to) else {
+            continue;
+        };
+        if let Ok(h) = BatchHeader::parse(bytes) {
+            producers.record(&h, b.base_offset, b.last_offset);
+        }
+    }
+    producers
+}
 
 /// One attempt: the claim (clusters), the committed next offset (etcd), the
 /// segment listing and the last segment's footer. The claim comes first, so that
@@ -305,25 +380,44 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
         p.st.borrow_mut().claim = Some(claim);
     }
     let tracked = meta.tracks_partition_state();
-    let (segs, footer, committed) = logs
+    let (segs, footer, committed, tail) = logs
         .io
         .call(async move {
             let committed = if tracked {
-                meta.partition_next_offset(&topic, topic_id, index).await?
+                meta.partition_state(&topic, topic_id, index).await?
             } else {
                 None
             };
             let segs = store.list_segments(&topic, index).await?;
-            let footer = match segs.last() {
-                Some(last) => Some(store.read_footer(&topic, index, last).await?),
-                None => None,
+            let (footer, tail) = match segs.last() {
+                Some(last) => {
+                    let footer = store.read_footer(&topic, index, last).await?;
+                    // Best effort: without it, producers are only unknown.
+                    let tail = match store.read_segment(&topic, index, last.base_offset).await {
+                        Ok(seg) => Some(seg),
+                        Err(e) => {
+                            warn!(topic, partition = index, error = %e, "newest segment unreadable; idempotent producers start unknown");
+                            None
+                        }
+                    };
+                    (Some(footer), tail)
+                }
+                None => (None, None),
             };
-            Ok::<_, LoadError>((segs, footer, committed))
+            Ok::<_, LoadError>((segs, footer, committed, tail))
         })
         .await
         .map_err(CallError::flatten)?;
     let (durable, next) = restore(&segs, footer.map(|f| f.last_offset))?;
-    Ok(with_committed(durable, next, committed))
+    let (durable, next, log_start) = with_committed(durable, next, committed, tracked);
+    let producers = tail.as_ref().map(producers_from).unwrap_or_default();
+    Ok(Loaded {
+        durable,
+        next,
+        log_start,
+        producers,
+        tail,
+    })
 }
 
 #[cfg(test)]
@@ -359,9 +453,32 @@ mod tests {
             bytes: 100,
             max_ts: None,
         }];
-        assert_eq!(with_committed(segs.clone(), 10, None).1, 10);
-        assert_eq!(with_committed(segs.clone(), 10, Some(7)).1, 10);
-        assert_eq!(with_committed(segs, 10, Some(12)).1, 12);
-        assert_eq!(with_committed(Vec::new(), 0, Some(5)).1, 5);
+        let c = |next_offset, log_start| {
+            Some(Committed {
+                next_offset,
+                log_start,
+            })
+        };
+        // The embedded store commits nothing: the segments alone count.
+        let (d, next, start) = with_committed(segs.clone(), 10, None, false);
+        assert_eq!((d.len(), next, start), (1, 10, 0));
+        assert_eq!(with_committed(segs.clone(), 10, c(7, 0), true).1, 10);
+        assert_eq!(with_committed(segs.clone(), 10, c(12, 0), true).1, 12);
+        assert_eq!(with_committed(Vec::new(), 0, c(5, 0), true).1, 5);
+        // Segments of a deleted namesake: not served, the log starts after them.
+        let (d, next, start) = with_committed(segs.clone(), 10, None, true);
+        assert_eq!((d.len(), next, start), (0, 10, 10));
+        let (d, next, start) = with_committed(segs.clone(), 10, c(0, 0), true);
+        assert_eq!((d.len(), next, start), (0, 10, 10));
+        // Below the committed log start: dropped; above: served.
+        let mut two = segs.clone();
+        two.push(SegRef {
+            base: 10,
+            last: 19,
+            bytes: 100,
+            max_ts: None,
+        });
+        let (d, next, start) = with_committed(two, 20, c(20, 10), true);
+        assert_eq!((d.len(), d[0].base, next, start), (1, 10, 20, 10));
     }
 }

@@ -45,11 +45,14 @@ async fn commit_next_offset(logs: &Rc<Logs>, p: &Rc<Partition>, next_offset: i64
         attempt += 1;
         let meta = logs.meta.clone();
         let (topic, id, index) = (p.topic.clone(), p.topic_id, p.index);
-        let claim = p.st.borrow().claim.unwrap_or_default();
+        let (claim, log_start) = {
+            let st = p.st.borrow();
+            (st.claim.unwrap_or_default(), st.log_start)
+        };
         let res = logs
             .io
             .call(async move {
-                meta.commit_partition(&topic, id, index, next_offset, claim)
+                meta.commit_partition(&topic, id, index, next_offset, log_start, claim)
                     .await
             })
             .await;

@@ -191,6 +191,21 @@ def test_operator_objects_for_the_sample_cluster_are_valid(tmp_path):
     assert pod["tolerations"][0]["key"] == "dedicated"
     res = pod["containers"][0]["resources"]
     assert res["requests"] == res["limits"] == {"cpu": "2", "memory": "4Gi"}
+    # Several brokers: each pod its own id and DNS name, resolvable before it is
+    # ready; a drain before SIGTERM that fits in the grace period.
+    sts, headless = objs[0], objs[1]
+    assert sts["spec"]["replicas"] == 3
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["KAFSCALE_BROKER_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    assert env["KAFSCALE_BROKER_HOST"]["value"] == "$(POD_NAME).prod-broker-headless.kafscale.svc"
+    assert env["KAFSCALE_CONTROL_ADDR"]["value"] == "127.0.0.1:9094"
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    assert pod["terminationGracePeriodSeconds"] == 120
+    assert pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == [
+        "kafscale-broker", "ctl", "--addr", "127.0.0.1:9094", "drain", "--timeout-ms", "60000"]
 
 
 def test_chart_crds_are_the_generated_ones():

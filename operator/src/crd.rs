@@ -108,6 +108,9 @@ pub struct BrokerSpec {
     pub resources: BrokerResources,
     /// Host advertised to clients in Metadata. Default: each pod's own DNS name
     /// under the headless Service (`<pod>.<cluster>-broker-headless.<ns>.svc`).
+    /// Clients must reach each broker at its own address: with more than one
+    /// replica, include `$(POD_NAME)` (expanded per pod), e.g.
+    /// `$(POD_NAME).kafka.example.com`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertised_host: Option<String>,
     /// Port advertised to clients (default 9092).
@@ -120,7 +123,8 @@ pub struct BrokerSpec {
     pub node_selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
-    /// Seconds a stopping broker has to seal and upload its buffers (default 120).
+    /// Seconds a stopping broker has to seal and upload its buffers (default 120):
+    /// the preStop drain gets half, SIGTERM's flush and lease revoke the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10))]
     pub termination_grace_period_seconds: Option<i64>,

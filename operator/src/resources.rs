@@ -12,10 +12,10 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+    HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -26,9 +26,18 @@ use crate::crd::KafscaleCluster;
 
 pub const KAFKA_PORT: i32 = 9092;
 pub const HTTP_PORT: i32 = 9093;
+/// BrokerControl (gRPC, no authentication): bound to the pod's loopback only. The
+/// preStop hook runs inside the pod and reaches it there; nothing else needs it.
+pub const CONTROL_ADDR: &str = "127.0.0.1:9094";
 /// Pod-template annotation holding a digest of the referenced Secrets' data: a
 /// rotated credential changes the template, and the StatefulSet rolls the brokers.
 pub const SECRET_CHECKSUM: &str = "kafscale.io/secret-checksum";
+/// Default `terminationGracePeriodSeconds`: the preStop drain and then SIGTERM's
+/// own flush and lease revoke must both fit in it (see `drain_timeout_ms`). A
+/// flush uploads at most one open segment per partition, normally seconds; the
+/// rest is headroom for a slow object store, since a broker killed before its
+/// uploads finish loses its `acks=1` tail and is taken over only after its lease
+/// expires.
 pub const DEFAULT_GRACE_SECONDS: i64 = 120;
 pub const DEFAULT_CPU_TARGET: i32 = 70;
 const DATA_DIR: &str = "/var/lib/kafscale";
@@ -163,6 +172,7 @@ pub fn broker_env(c: &KafscaleCluster) -> Vec<EnvVar> {
             spec.brokers.advertised_port.unwrap_or(KAFKA_PORT),
         ),
         env("KAFSCALE_METRICS_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
+        env("KAFSCALE_CONTROL_ADDR", CONTROL_ADDR),
         env("KAFSCALE_DATA_DIR", DATA_DIR),
         env("KAFSCALE_SHARDS", shards(c)),
         env("KAFSCALE_LOG_FORMAT", "json"),
@@ -211,6 +221,49 @@ pub fn broker_env(c: &KafscaleCluster) -> Vec<EnvVar> {
     e
 }
 
+/// Grace period of the broker pods: the spec's, or `DEFAULT_GRACE_SECONDS`.
+pub fn grace_seconds(c: &KafscaleCluster) -> i64 {
+    c.spec
+        .brokers
+        .termination_grace_period_seconds
+        .unwrap_or(DEFAULT_GRACE_SECONDS)
+}
+
+/// How long the preStop drain waits for durability: half the grace period. The
+/// hook's time counts against the grace period, and the other half is left to
+/// SIGTERM's own flush (of whatever the drain did not finish) and the lease
+/// revoke; a hook that outlived the grace period would get the broker killed.
+/// At most 600 s, the longest wait the broker accepts.
+pub fn drain_timeout_ms(grace_seconds: i64) -> i64 {
+    (grace_seconds.clamp(2, 1200) * 1000) / 2
+}
+
+/// preStop: `kafscale-broker ctl drain` against the broker's own control endpoint.
+/// The broker stops taking writes (producers get NOT_LEADER_OR_FOLLOWER and
+/// retry) and uploads what it buffers while still fully up, so by the time
+/// SIGTERM arrives there is nothing left to flush and the broker only revokes its
+/// lease: its partitions move to the others at once. A failing hook (e.g. an
+/// upload error) is only an event: SIGTERM follows and flushes again.
+fn pre_stop_drain(grace_seconds: i64) -> Lifecycle {
+    Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec![
+                    "kafscale-broker".into(),
+                    "ctl".into(),
+                    "--addr".into(),
+                    CONTROL_ADDR.into(),
+                    "drain".into(),
+                    "--timeout-ms".into(),
+                    drain_timeout_ms(grace_seconds).to_string(),
+                ]),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -230,6 +283,7 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
 pub fn statefulset(c: &KafscaleCluster, image: &str, replicas: i32, checksum: &str) -> StatefulSet {
     let name = c.name_any();
     let b = &c.spec.brokers;
+    let grace = grace_seconds(c);
     let resources = BTreeMap::from([
         ("cpu".to_string(), Quantity(b.resources.cpus.to_string())),
         ("memory".to_string(), Quantity(b.resources.memory.clone())),
@@ -268,6 +322,7 @@ pub fn statefulset(c: &KafscaleCluster, image: &str, replicas: i32, checksum: &s
         }),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
+        lifecycle: Some(pre_stop_drain(grace)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             // IPC_LOCK: io_uring's registered memory is then not charged against
@@ -312,6 +367,13 @@ pub fn statefulset(c: &KafscaleCluster, image: &str, replicas: i32, checksum: &s
                     partition: Some(0),
                 }),
             }),
+            // Parallel only changes scaling (rolling updates stay one pod at a
+            // time): brokers never wait for each other (a broker's readiness needs
+            // only etcd and the bucket, and ids come from the ordinal, not from
+            // start order), so starting or stopping several at once is safe.
+            // Ownership is decided in etcd (distinct ids, claims under leases,
+            // fenced commits), and each stopping pod drains its own partitions.
+            // OrderedReady would only make scaling by N take N start-ups.
             pod_management_policy: Some("Parallel".into()),
             template: PodTemplateSpec {
                 metadata: Some(template_meta),
@@ -319,10 +381,7 @@ pub fn statefulset(c: &KafscaleCluster, image: &str, replicas: i32, checksum: &s
                     containers: vec![container],
                     // Brokers do not call the Kubernetes API.
                     automount_service_account_token: Some(false),
-                    termination_grace_period_seconds: Some(
-                        b.termination_grace_period_seconds
-                            .unwrap_or(DEFAULT_GRACE_SECONDS),
-                    ),
+                    termination_grace_period_seconds: Some(grace),
                     node_selector: (!b.node_selector.is_empty()).then(|| b.node_selector.clone()),
                     tolerations: (!b.tolerations.is_empty()).then(|| b.tolerations.clone()),
                     // Segments live in S3 and metadata in etcd: the data directory
@@ -360,8 +419,11 @@ fn ports() -> Vec<ServicePort> {
     ]
 }
 
-/// Per-pod DNS names for the advertised addresses; not-ready pods are published
-/// too, so a starting broker can already be resolved by clients it advertises to.
+/// Per-pod DNS names for the advertised addresses. Not-ready pods are published
+/// too: a broker registers in etcd, and so appears in every broker's Metadata
+/// and may be assigned partitions, before its readiness probe passes, and a
+/// terminating broker stays a partition's leader until its drain ends; clients
+/// must resolve its name in both cases. (Brokers never connect to each other.)
 pub fn headless_service(c: &KafscaleCluster) -> Service {
     let name = c.name_any();
     Service {
@@ -436,5 +498,100 @@ pub fn hpa(c: &KafscaleCluster) -> HorizontalPodAutoscaler {
             ..Default::default()
         }),
         status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cluster(brokers: serde_json::Value) -> KafscaleCluster {
+        serde_json::from_value(json!({
+            "apiVersion": "kafscale.io/v1alpha1",
+            "kind": "KafscaleCluster",
+            "metadata": {"name": "c", "namespace": "ns"},
+            "spec": {
+                "brokers": brokers,
+                "s3": {"bucket": "b", "region": "r"},
+                "etcd": {"endpoints": ["http://etcd:2379"]}
+            }
+        }))
+        .expect("cluster")
+    }
+
+    fn pre_stop(sts: &StatefulSet) -> (Vec<String>, i64) {
+        let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let cmd = pod.containers[0]
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|h| h.exec.as_ref())
+            .and_then(|e| e.command.clone())
+            .expect("preStop exec");
+        (cmd, pod.termination_grace_period_seconds.unwrap())
+    }
+
+    #[test]
+    fn the_drain_gets_half_the_grace_period() {
+        assert_eq!(drain_timeout_ms(120), 60_000);
+        assert_eq!(drain_timeout_ms(10), 5_000);
+        // The broker waits at most 600 s; tiny values still give the drain a second.
+        assert_eq!(drain_timeout_ms(3600), 600_000);
+        assert_eq!(drain_timeout_ms(0), 1_000);
+    }
+
+    #[test]
+    fn pre_stop_drains_within_the_configured_grace_period() {
+        let (cmd, grace) = pre_stop(&statefulset(
+            &cluster(json!({"replicas": 3, "terminationGracePeriodSeconds": 30})),
+            "img",
+            3,
+            "",
+        ));
+        assert_eq!(grace, 30);
+        assert_eq!(
+            cmd,
+            [
+                "kafscale-broker",
+                "ctl",
+                "--addr",
+                CONTROL_ADDR,
+                "drain",
+                "--timeout-ms",
+                "15000"
+            ]
+        );
+        let (cmd, grace) = pre_stop(&statefulset(&cluster(json!({})), "img", 1, ""));
+        assert_eq!(grace, DEFAULT_GRACE_SECONDS);
+        assert_eq!(cmd.last().map(String::as_str), Some("60000"));
+    }
+
+    #[test]
+    fn every_pod_has_its_own_id_and_host_and_a_loopback_control_endpoint() {
+        let env = broker_env(&cluster(json!({"replicas": 2})));
+        let get = |n: &str| env.iter().find(|e| e.name == n).cloned().expect(n);
+        assert_eq!(
+            get("KAFSCALE_BROKER_ID")
+                .value_from
+                .and_then(|v| v.field_ref)
+                .map(|f| f.field_path),
+            Some("metadata.labels['apps.kubernetes.io/pod-index']".to_string())
+        );
+        // $(POD_NAME) is expanded by the kubelet: POD_NAME is defined before it.
+        let pod_name = env.iter().position(|e| e.name == "POD_NAME").unwrap();
+        let host = env
+            .iter()
+            .position(|e| e.name == "KAFSCALE_BROKER_HOST")
+            .unwrap();
+        assert!(pod_name < host);
+        assert_eq!(
+            get("KAFSCALE_BROKER_HOST").value.as_deref(),
+            Some("$(POD_NAME).c-broker-headless.ns.svc")
+        );
+        assert_eq!(
+            get("KAFSCALE_CONTROL_ADDR").value.as_deref(),
+            Some("127.0.0.1:9094")
+        );
     }
 }

@@ -191,6 +191,8 @@ async fn new_cluster_applies_brokers_services_hpa_and_status() {
         spec["updateStrategy"],
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "partition": 0}})
     );
+    // Scaling starts and stops brokers together; they coordinate through etcd.
+    assert_eq!(spec["podManagementPolicy"], "Parallel");
     let pod = &spec["template"]["spec"];
     assert_eq!(pod["terminationGracePeriodSeconds"], 120);
     assert_eq!(pod["automountServiceAccountToken"], false);
@@ -207,6 +209,13 @@ async fn new_cluster_applies_brokers_services_hpa_and_status() {
     assert_eq!(
         c["livenessProbe"]["httpGet"],
         json!({"path": "/healthz", "port": "http"})
+    );
+    // preStop drains through the loopback control endpoint, within half the grace period.
+    assert_eq!(
+        c["lifecycle"],
+        json!({"preStop": {"exec": {"command": [
+            "kafscale-broker", "ctl", "--addr", "127.0.0.1:9094", "drain", "--timeout-ms", "60000"
+        ]}}})
     );
     assert_eq!(
         c["ports"],
@@ -227,6 +236,7 @@ async fn new_cluster_applies_brokers_services_hpa_and_status() {
         ),
         ("KAFSCALE_BROKER_PORT", "9092"),
         ("KAFSCALE_METRICS_ADDR", "0.0.0.0:9093"),
+        ("KAFSCALE_CONTROL_ADDR", "127.0.0.1:9094"),
         ("KAFSCALE_S3_BUCKET", S3Server::BUCKET),
         ("KAFSCALE_S3_REGION", "us-east-1"),
         ("KAFSCALE_S3_ENDPOINT", &s3.endpoint()),

@@ -23,6 +23,7 @@ pub const UNKNOWN_TOPIC_ID: i16 = K::UnknownTopicId.code();
 pub const INVALID_REQUIRED_ACKS: i16 = K::InvalidRequiredAcks.code();
 pub const INVALID_REPLICA_ASSIGNMENT: i16 = K::InvalidReplicaAssignment.code();
 pub const UNKNOWN_LEADER_EPOCH: i16 = K::UnknownLeaderEpoch.code();
+pub const FENCED_LEADER_EPOCH: i16 = K::FencedLeaderEpoch.code();
 pub const LEADER_NOT_AVAILABLE: i16 = K::LeaderNotAvailable.code();
 pub const COORDINATOR_NOT_AVAILABLE: i16 = K::CoordinatorNotAvailable.code();
 

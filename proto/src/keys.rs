@@ -84,6 +84,12 @@ pub fn owner(topic: &str, partition: i32) -> String {
     format!("{}{partition}", owners_prefix(topic))
 }
 
+/// The topic and partition of an owner key.
+pub fn parse_owner(key: &str) -> Option<(String, i32)> {
+    let (topic, p) = key.strip_prefix(OWNERS)?.split_once('/')?;
+    Some((decode(topic)?, p.parse().ok()?))
+}
+
 pub fn group_prefix(group: &str) -> String {
     format!("{CONSUMERS}{}/", encode(group))
 }

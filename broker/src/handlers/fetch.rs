@@ -29,6 +29,8 @@ struct Part {
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    /// The leader epoch the client believes current (-1: not sent).
+    epoch: i32,
 }
 
 #[derive(Clone)]
@@ -78,6 +80,7 @@ pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16) -> Fetch
                     topic: name.clone(),
                     partition: p.partition,
                     offset: p.fetch_offset,
+                    epoch: p.current_leader_epoch,
                     max_bytes: p.partition_max_bytes.max(0) as usize,
                 });
             }
@@ -181,7 +184,11 @@ pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16) -> Fetch
 async fn read_local(sh: Rc<Shard>, parts: Vec<Part>, deadline: Option<Instant>) -> Vec<PartResult> {
     let mut loaded = Vec::with_capacity(parts.len());
     for part in &parts {
-        loaded.push(partition::partition(&sh.logs, &part.topic, part.partition).await);
+        loaded.push(
+            partition::partition(&sh.logs, &part.topic, part.partition)
+                .await
+                .and_then(|p| p.check_epoch(part.epoch).map(|()| p)),
+        );
     }
     if let Some(deadline) = deadline {
         let mut waits = Vec::new();

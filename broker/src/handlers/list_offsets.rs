@@ -39,21 +39,30 @@ pub async fn handle(
                 .collect::<Vec<_>>(),
         ));
         for p in t.partitions {
-            items.push((topic.clone(), p.partition_index, p.timestamp));
+            items.push((
+                topic.clone(),
+                p.partition_index,
+                p.timestamp,
+                p.current_leader_epoch,
+            ));
         }
     }
     let count = shard.count;
     let results = scatter(
         shard,
         items,
-        |(t, p, _)| partition_shard(t, *p, count),
-        || (NOT_LEADER_OR_FOLLOWER, -1, -1),
+        |(t, p, _, _)| partition_shard(t, *p, count),
+        || (NOT_LEADER_OR_FOLLOWER, -1, -1, -1),
         move |sh, items| async move {
             let mut out = Vec::with_capacity(items.len());
-            for (topic, index, ts) in items {
-                let r = match partition::partition(&sh.logs, &topic, index).await {
-                    Err(e) => (e.code(), -1, -1),
+            for (topic, index, ts, current) in items {
+                let r = match partition::partition(&sh.logs, &topic, index)
+                    .await
+                    .and_then(|p| p.check_epoch(current).map(|()| p))
+                {
+                    Err(e) => (e.code(), -1, -1, -1),
                     Ok(p) => {
+                        let epoch = p.epoch();
                         let o = p.offsets();
                         let lookup = match ts {
                             EARLIEST => Err((NONE, o.log_start, -1)),
@@ -62,14 +71,15 @@ pub async fn handle(
                             t if t >= 0 => Ok(TimeLookup::AtOrAfter(t)),
                             _ => Err((INVALID_REQUEST, -1, -1)),
                         };
-                        match lookup {
+                        let (e, o, t) = match lookup {
                             Err(answer) => answer,
                             Ok(q) => match partition::offset_for_time(&sh.logs, &p, q).await {
                                 Ok(Some((offset, timestamp))) => (NONE, offset, timestamp),
                                 Ok(None) => (NONE, -1, -1),
                                 Err(e) => (e.code(), -1, -1),
                             },
-                        }
+                        };
+                        (e, o, t, epoch)
                     }
                 };
                 out.push(r);
@@ -84,7 +94,8 @@ pub async fn handle(
         let mut t = ListOffsetsTopicResponse::default();
         t.name = name;
         for index in indexes {
-            let (error, offset, timestamp) = it.next().unwrap_or((NOT_LEADER_OR_FOLLOWER, -1, -1));
+            let (error, offset, timestamp, epoch) =
+                it.next().unwrap_or((NOT_LEADER_OR_FOLLOWER, -1, -1, -1));
             let mut p = ListOffsetsPartitionResponse::default();
             p.partition_index = index;
             p.error_code = error;
@@ -92,7 +103,7 @@ pub async fn handle(
             p.timestamp = timestamp;
             // The field exists from v4; the encoder refuses it set on older versions.
             p.leader_epoch = if error == NONE && offset >= 0 && version >= 4 {
-                partition::LEADER_EPOCH
+                epoch
             } else {
                 -1
             };

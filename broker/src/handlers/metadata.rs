@@ -74,10 +74,8 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
             .map(|i| {
                 let mut p = MetadataResponsePartition::default();
                 p.partition_index = i;
-                // Clients see one epoch: with shared storage there is no divergent
-                // log for KIP-320's truncation detection to find, and the fencing
-                // that matters happens in etcd (docs/cluster.md).
-                p.leader_epoch = crate::partition::LEADER_EPOCH;
+                // Grows with every claim; clients fence stale metadata with it.
+                p.leader_epoch = cluster.leader_epoch(t, i);
                 match cluster.leader(t, i) {
                     Some(leader) => {
                         p.leader_id = BrokerId(leader);

@@ -1,10 +1,11 @@
-//! OffsetForLeaderEpoch v2-v4. A Kafscale partition has one leader for its whole
-//! life, so its only epoch is `LEADER_EPOCH` (0), which every stored batch
-//! carries. Its end offset is the high watermark: the end of what consumers can
-//! have read, so a client validating its position after a leader change never
-//! sees a truncation that did not happen. Other epochs are unknown: the answer
-//! is epoch -1, offset -1 (Kafka's UNDEFINED_EPOCH). A `current_leader_epoch`
-//! newer than the broker's answers UNKNOWN_LEADER_EPOCH.
+//! OffsetForLeaderEpoch v2-v4. A partition's epoch grows with every claim
+//! (docs/cluster.md; always 0 for a broker alone), and stored batches carry the
+//! epoch they were written at. The log is shared storage and never truncated, so
+//! the end offset of every epoch up to the current one is the high watermark: a
+//! client validating its position after a leader change never sees a truncation
+//! that did not happen. Later epochs are unknown (epoch -1, offset -1, Kafka's
+//! UNDEFINED_EPOCH). The client's `current_leader_epoch` is checked as Kafka does:
+//! older → FENCED_LEADER_EPOCH, newer → UNKNOWN_LEADER_EPOCH.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,19 +15,28 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use crate::errors::{NONE, NOT_LEADER_OR_FOLLOWER, UNKNOWN_LEADER_EPOCH};
-use crate::partition::{self, LEADER_EPOCH};
+use crate::errors::{FENCED_LEADER_EPOCH, NONE, NOT_LEADER_OR_FOLLOWER, UNKNOWN_LEADER_EPOCH};
+use crate::partition;
 use crate::placement::partition_shard;
 use crate::router::scatter;
 use crate::shard::Shard;
 
-/// (error, epoch, end offset) for one partition, given its high watermark.
-fn answer(current_leader_epoch: i32, leader_epoch: i32, high_watermark: i64) -> (i16, i32, i64) {
-    if current_leader_epoch > LEADER_EPOCH {
+/// (error, epoch, end offset) for one partition held at `epoch`, given the
+/// client's current epoch, the epoch it asks about and the high watermark.
+///
+/// The log is shared storage and is never truncated, so every epoch up to the
+/// current one ends, as far as a client's position is concerned, at the high
+/// watermark: a consumer validating its position never finds a truncation.
+/// Epochs after the current one are unknown (UNDEFINED: -1, -1).
+fn answer(epoch: i32, current: i32, asked: i32, high_watermark: i64) -> (i16, i32, i64) {
+    if current >= 0 && current < epoch {
+        return (FENCED_LEADER_EPOCH, -1, -1);
+    }
+    if current > epoch {
         return (UNKNOWN_LEADER_EPOCH, -1, -1);
     }
-    if leader_epoch == LEADER_EPOCH {
-        (NONE, LEADER_EPOCH, high_watermark)
+    if (0..=epoch).contains(&asked) {
+        (NONE, asked, high_watermark)
     } else {
         (NONE, -1, -1)
     }
@@ -65,7 +75,7 @@ pub async fn handle(
             for (topic, index, current, epoch) in items {
                 out.push(match partition::partition(&sh.logs, &topic, index).await {
                     Err(e) => (e.code(), -1, -1),
-                    Ok(p) => answer(current, epoch, p.offsets().high_watermark),
+                    Ok(p) => answer(p.epoch(), current, epoch, p.offsets().high_watermark),
                 });
             }
             out
@@ -96,11 +106,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_epoch_zero_has_an_end_offset() {
-        assert_eq!(answer(-1, 0, 42), (NONE, 0, 42));
-        assert_eq!(answer(0, 0, 42), (NONE, 0, 42));
-        assert_eq!(answer(0, 1, 42), (NONE, -1, -1));
-        assert_eq!(answer(-1, -1, 42), (NONE, -1, -1));
-        assert_eq!(answer(1, 0, 42), (UNKNOWN_LEADER_EPOCH, -1, -1));
+    fn epochs_up_to_the_current_end_at_the_high_watermark() {
+        // A broker alone: epoch 0.
+        assert_eq!(answer(0, -1, 0, 42), (NONE, 0, 42));
+        assert_eq!(answer(0, 0, 0, 42), (NONE, 0, 42));
+        assert_eq!(answer(0, 0, 1, 42), (NONE, -1, -1));
+        assert_eq!(answer(0, -1, -1, 42), (NONE, -1, -1));
+        assert_eq!(answer(0, 1, 0, 42), (UNKNOWN_LEADER_EPOCH, -1, -1));
+        // Held at epoch 3 after failovers: older epochs end at the high watermark.
+        assert_eq!(answer(3, 3, 1, 42), (NONE, 1, 42));
+        assert_eq!(answer(3, 2, 1, 42), (FENCED_LEADER_EPOCH, -1, -1));
+        assert_eq!(answer(3, 4, 3, 42), (UNKNOWN_LEADER_EPOCH, -1, -1));
     }
 }

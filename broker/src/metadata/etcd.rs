@@ -12,6 +12,7 @@
 //! - The snapshot watch and the broker registration run as tasks on the I/O
 //!   runtime that re-establish themselves after errors.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use super::keys;
 use super::mirror::{self, Mirrored};
 use super::{
     Claim, ClusterState, Committed, GroupMeta, Live, LiveStream, MetaError, MetadataStore,
-    OffsetMeta, SnapshotStream, StoredGroup, StoredMember, TopicAssignment, TopicMeta,
+    OffsetMeta, OwnerSeen, SnapshotStream, StoredGroup, StoredMember, TopicAssignment, TopicMeta,
 };
 use crate::runtime::Backoff;
 
@@ -631,6 +632,34 @@ impl EtcdStore {
     }
 }
 
+/// Folds the owner keys into what was seen before: present keys update their
+/// partition, keys gone keep their epoch with no broker.
+fn merge_owners(seen: &mut HashMap<(String, i32), OwnerSeen>, owners: &Mirrored) {
+    for o in seen.values_mut() {
+        o.broker = None;
+    }
+    for (k, e) in &owners.entries {
+        let Some((topic, p)) = keys::parse_owner(k) else {
+            continue;
+        };
+        let Ok(v) = pb::PartitionOwner::decode(e.value.as_slice()) else {
+            continue;
+        };
+        let topic_id = Uuid::from_slice(&v.topic_id).unwrap_or_default();
+        let entry = seen.entry((topic, p)).or_insert(OwnerSeen {
+            topic_id,
+            broker: None,
+            epoch: 0,
+        });
+        if entry.topic_id != topic_id {
+            entry.epoch = 0;
+            entry.topic_id = topic_id;
+        }
+        entry.broker = Some(v.broker_id);
+        entry.epoch = entry.epoch.max(v.leader_epoch);
+    }
+}
+
 /// The live set, controller and assignments from their mirrored keys.
 fn live_view(brokers: &Mirrored, assignments: &Mirrored, ctrl: &Mirrored) -> Live {
     let mut live = Live {
@@ -984,18 +1013,23 @@ impl MetadataStore for EtcdHandle {
         let mut brokers = mirror::spawn(self.0.client.clone(), keys::BROKERS, t);
         let mut assignments = mirror::spawn(self.0.client.clone(), keys::ASSIGNMENTS, t);
         let mut ctrl = mirror::spawn(self.0.client.clone(), keys::CONTROLLER, t);
+        let mut owners = mirror::spawn(self.0.client.clone(), keys::OWNERS, t);
         mirror::first(&mut brokers).await;
         mirror::first(&mut assignments).await;
         mirror::first(&mut ctrl).await;
+        mirror::first(&mut owners).await;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Live>>();
         tokio::spawn(async move {
             let mut last: Option<Live> = None;
+            let mut seen: HashMap<(String, i32), OwnerSeen> = HashMap::new();
             loop {
-                let live = live_view(
+                let mut live = live_view(
                     &brokers.borrow_and_update(),
                     &assignments.borrow_and_update(),
                     &ctrl.borrow_and_update(),
                 );
+                merge_owners(&mut seen, &owners.borrow_and_update());
+                live.owners = seen.clone();
                 if last.as_ref() != Some(&live) {
                     if tx.send(Arc::new(live.clone())).is_err() {
                         return;
@@ -1006,11 +1040,14 @@ impl MetadataStore for EtcdHandle {
                     r = brokers.changed() => r,
                     r = assignments.changed() => r,
                     r = ctrl.changed() => r,
+                    r = owners.changed() => r,
                     _ = tx.closed() => return,
                 };
                 if r.is_err() {
                     return;
                 }
+                // A failover changes many keys at once: take them as one view.
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         });
         Ok(

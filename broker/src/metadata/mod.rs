@@ -280,6 +280,19 @@ pub struct Live {
     pub brokers: BTreeMap<i32, (String, i32)>,
     pub controller: Option<i32>,
     pub assignments: HashMap<String, TopicAssignment>,
+    /// Partition claims: (topic, partition) → the claim last seen. Kept after the
+    /// owner key is gone (with `broker` None), so the epoch a client is shown
+    /// never goes back.
+    pub owners: HashMap<(String, i32), OwnerSeen>,
+}
+
+/// A partition's owner key as last seen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OwnerSeen {
+    pub topic_id: Uuid,
+    /// The owning broker while the key exists.
+    pub broker: Option<i32>,
+    pub epoch: i32,
 }
 
 /// Durable metadata. Implementations: the embedded file store (single broker) and
@@ -443,6 +456,27 @@ impl Cluster {
         }
         let owner = *a.owners.get(usize::try_from(p).ok()?)?;
         self.live.brokers.contains_key(&owner).then_some(owner)
+    }
+
+    /// The leader epoch clients are shown for partition `p` of `t`: the newest
+    /// claim's (0 before any, and for a broker alone).
+    pub fn leader_epoch(&self, t: &TopicMeta, p: i32) -> i32 {
+        match self.live.owners.get(&(t.name.clone(), p)) {
+            Some(o) if o.topic_id == t.id => o.epoch,
+            _ => 0,
+        }
+    }
+
+    /// Whether partition `p` of `t` is assigned to this broker and nobody holds
+    /// it: this broker should claim it now.
+    pub fn unclaimed_mine(&self, t: &TopicMeta, p: i32) -> bool {
+        self.live.clustered
+            && self.owns(t, p)
+            && self
+                .live
+                .owners
+                .get(&(t.name.clone(), p))
+                .is_none_or(|o| o.topic_id != t.id || o.broker.is_none())
     }
 
     /// Whether this broker should own partition `p` of `t`.

@@ -59,8 +59,9 @@ pub fn append(
     let outcome = {
         let mut st = p.st.borrow_mut();
         if st.deleted {
-            return Err(KafkaError::UnknownTopicOrPartition);
+            return Err(st.gone);
         }
+        let epoch = st.claim.map_or(LEADER_EPOCH, |c| c.epoch);
         if st.releasing || !logs.meta.writable() {
             // Moving to another broker, or this broker's lease is close to
             // expiring (its claim may be gone by then): the client re-reads
@@ -107,7 +108,7 @@ pub fn append(
             let Some(active) = st.active.as_mut() else {
                 return Err(KafkaError::UnknownTopicOrPartition);
             };
-            let (b, l) = active.append(&records[range.clone()], h, LEADER_EPOCH);
+            let (b, l) = active.append(&records[range.clone()], h, epoch);
             let full = active.body_len() >= segment_bytes;
             added += range.len();
             first.get_or_insert(b);

@@ -233,7 +233,36 @@ impl Logs {
                 .borrow_mut()
                 .remove_where(|k| k.0 == topic && k.1 == index);
         }
+        self.claim_assigned(&self.cluster());
         Dropped(gone)
+    }
+
+    /// Claims and loads, without waiting for a request, the partitions of this
+    /// shard that are assigned to this broker and held by nobody (clusters): a
+    /// failover completes as soon as the previous owner's key is gone, and
+    /// Metadata shows the new epoch before clients come asking.
+    fn claim_assigned(self: &Rc<Self>, next: &Cluster) {
+        if !next.live.clustered || self.is_shutting_down() {
+            return;
+        }
+        for t in next.topics.values() {
+            for index in 0..t.partitions {
+                if crate::placement::partition_shard(&t.name, index, self.shards) != self.shard
+                    || !next.unclaimed_mine(t, index)
+                    || self.open_partition(&t.name, index).is_some()
+                {
+                    continue;
+                }
+                let Ok(p) = super::recovery::entry(self, &t.name, index) else {
+                    continue;
+                };
+                let logs = self.clone();
+                spawn_detached(async move {
+                    let deadline = logs.clock.now() + CLAIM_WAIT;
+                    let _ = super::recovery::ready(&logs, &p, deadline).await;
+                });
+            }
+        }
     }
 
     /// Removes `p` from the shard's map (if it is still the one there), so the
@@ -328,6 +357,10 @@ impl Logs {
         }
     }
 }
+
+/// How long an eager claim keeps its load retrying (a store that does not
+/// answer); a request that comes later starts it again.
+const CLAIM_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a partition moving away may take to publish what it buffered before
 /// it is dropped anyway (the store is not answering): waiting producers then get

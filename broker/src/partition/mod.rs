@@ -198,6 +198,26 @@ impl Partition {
         }
     }
 
+    /// The leader epoch this broker holds the partition at: its claim's (clusters),
+    /// 0 for a broker alone. Stored batches carry it.
+    pub fn epoch(&self) -> i32 {
+        self.st.borrow().claim.map_or(LEADER_EPOCH, |c| c.epoch)
+    }
+
+    /// Kafka's check of the leader epoch a client sends (KIP-320): -1 skips it;
+    /// an older epoch means the client's metadata is stale (FENCED_LEADER_EPOCH,
+    /// it refreshes), a newer one that this broker's view is (UNKNOWN_LEADER_EPOCH).
+    pub fn check_epoch(&self, current: i32) -> Result<(), KafkaError> {
+        let mine = self.epoch();
+        if current < 0 || current == mine {
+            Ok(())
+        } else if current < mine {
+            Err(KafkaError::FencedLeaderEpoch)
+        } else {
+            Err(KafkaError::UnknownLeaderEpoch)
+        }
+    }
+
     /// Sets whether the partition refuses writes; returns the previous setting.
     pub(crate) fn set_draining(&self, on: bool) -> bool {
         std::mem::replace(&mut self.st.borrow_mut().draining, on)

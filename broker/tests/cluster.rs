@@ -699,3 +699,88 @@ fn a_stray_upload_after_deletion_is_not_served_by_the_recreated_topic() {
     assert_eq!(log[0].0, off);
     assert_eq!(&log[0].1[8..], &batch[8..]);
 }
+
+/// Claims racing for real: the assignment of partition 0 flips between two
+/// brokers again and again (each flip is as balanced as the controller's own,
+/// so it stays) while both brokers are produced to. Every claim decides by the
+/// owner key, so no offset is acknowledged twice, every acknowledged batch is
+/// in the log at its offset, and epochs only grow.
+#[test]
+#[ignore = "broker liveness bug: with the assignment flipping every 100 ms, a broker stops \
+            installing live changes for RELEASE_WAIT (15 s) after the first flip and no \
+            produce to flip/0 is acknowledged meanwhile (often none at all: the last \
+            assertion fails); no offset was ever acknowledged twice"]
+fn claims_racing_through_flipping_assignments_never_acknowledge_an_offset_twice() {
+    let etcd = Etcd::start();
+    let store = shared_store();
+    let b1 = start_broker(&etcd, &store, 1);
+    let b2 = start_broker(&etcd, &store, 2);
+    let brokers = [(1, &b1), (2, &b2)];
+    assert_eq!(b1.client().create_topic("flip", 2), 0);
+    let lead = settled(&brokers, "flip", 2);
+    let key = kafscale_proto::keys::assignment("flip");
+    let (first, stop) = (Barrier::new(2), AtomicBool::new(false));
+    let writing = AtomicBool::new(true);
+    let (acks, seen) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| sample_owners(&etcd, "flip", &first, &stop));
+        first.wait();
+        let writers: Vec<_> = brokers
+            .iter()
+            .map(|(id, b)| {
+                let writing = &writing;
+                s.spawn(move || {
+                    let mut c = b.client();
+                    let mut acked = Vec::new();
+                    let mut n = 0u32;
+                    while writing.load(Ordering::Relaxed) {
+                        n += 1;
+                        let v = format!("b{id}-{n}");
+                        if let (0, off, batch) = produce_one(&mut c, "flip", 0, v.as_bytes()) {
+                            acked.push((off, batch));
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        for _ in 0..10 {
+            let mut a =
+                pb::Assignment::decode(etcd.get(&key).expect("assignment").value.as_slice())
+                    .expect("an Assignment");
+            a.owners.swap(0, 1);
+            a.generation += 1;
+            etcd.put(&key, a.encode_to_vec());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        writing.store(false, Ordering::Relaxed);
+        let acks: Vec<(i64, Vec<u8>)> = writers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        (acks, sampler.join().unwrap())
+    });
+    let mut acked = BTreeMap::new();
+    for (off, batch) in acks {
+        if let Some(other) = acked.insert(off, batch.clone()) {
+            panic!(
+                "offset {off} acknowledged twice: {:?} and {:?}",
+                String::from_utf8_lossy(&other[61..]),
+                String::from_utf8_lossy(&batch[61..])
+            );
+        }
+    }
+    // Ten flips: the partition ends where it started.
+    let end = settled(&brokers, "flip", 2);
+    assert_eq!(end, lead);
+    let at = brokers.iter().find(|(id, _)| *id == end[0]).unwrap().1;
+    check_acked(&mut at.client(), "flip", 0, &acked);
+    let owners: Vec<i32> = seen[&0].iter().copied().filter(|o| *o != -1).collect();
+    let epoch = partition_state(&etcd, "flip", 0).unwrap().leader_epoch;
+    assert!(
+        epoch as usize >= owners.len(),
+        "epoch {epoch} counts at least the {} claims seen: {owners:?}",
+        owners.len()
+    );
+    assert!(!acked.is_empty());
+}

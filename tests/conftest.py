@@ -1,6 +1,6 @@
 import pytest
 
-from harness import Broker, EtcdServer, S3Server
+from harness import Broker, Cluster, EtcdServer, S3Server
 
 
 @pytest.fixture
@@ -50,3 +50,37 @@ def etcd(tmp_path):
     e = EtcdServer(tmp_path).start()
     yield e
     e.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path, request):
+    """Factory: cluster(n=3, env={...}, shards=1, lease_ttl=4) starts a real etcd, an
+    s3s-fs and n brokers (ids 1..n) sharing both; returns the harness.Cluster. At
+    the end every broker gets SIGTERM and must exit with 0; when the test failed,
+    each broker's log tail is printed."""
+    made = []
+
+    def make(n=3, env=None, shards=1, lease_ttl=4):
+        root = tmp_path / f"cluster{len(made)}"
+        root.mkdir()
+        etcd = EtcdServer(root).start()
+        s3 = S3Server(root)
+        c = Cluster(root, etcd, s3, env=env, shards=shards, lease_ttl=lease_ttl)
+        made.append(c)
+        s3.start()
+        c.start(n)
+        return c
+
+    yield make
+    failed = any(getattr(request.node, "rep_" + w, None) is not None and getattr(request.node, "rep_" + w).failed
+                 for w in ("setup", "call"))
+    bad = {}
+    for c in made:
+        codes = c.shutdown()
+        bad.update({(str(c.tmp.name), i): code for i, code in codes.items() if code != 0})
+        if failed or bad:
+            print(c.log_tails())
+        c.etcd.stop()
+        c.s3.stop()
+    if not failed:
+        assert not bad, f"brokers did not exit with 0 on SIGTERM at the end: {bad}"

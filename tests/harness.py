@@ -3,7 +3,6 @@ import os
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -400,3 +399,113 @@ def pb_encode(fields):
                 varint(len(v))
                 out.extend(v)
     return bytes(out)
+
+
+class Cluster:
+    """N kafscale-broker processes sharing one etcd and one S3 bucket (s3s-fs),
+    each with a distinct KAFSCALE_BROKER_ID, its own free port (listened on and
+    advertised: KAFSCALE_BROKER_HOST/PORT) and its own data directory under
+    `tmp`. Brokers are addressed by id; a restarted broker keeps its id, port and
+    data directory. A short lease (`lease_ttl`, seconds) keeps failover quick."""
+
+    def __init__(self, tmp: Path, etcd, s3, env=None, shards=1, lease_ttl=4):
+        self.tmp, self.etcd, self.s3 = tmp, etcd, s3
+        self.env = {**etcd.broker_env(), **s3.broker_env(),
+                    "KAFSCALE_ETCD_LEASE_TTL_SEC": str(lease_ttl), **(env or {})}
+        self.shards = shards
+        self.brokers = {}  # id -> Broker, in the order added
+        self.paused = set()
+
+    def add(self, broker_id=None, env=None, start=True):
+        """A new broker (the next free id from 1 unless given); started unless start=False."""
+        if broker_id is None:
+            broker_id = max(self.brokers, default=0) + 1
+        assert broker_id not in self.brokers, f"broker {broker_id} already in the cluster"
+        d = self.tmp / f"broker-{broker_id}"
+        d.mkdir(parents=True, exist_ok=True)
+        b = Broker(d, env={**self.env, **(env or {})}, shards=self.shards)
+        b.broker_id = broker_id
+        b.env.update({"KAFSCALE_BROKER_ID": str(broker_id), "KAFSCALE_BROKER_HOST": "127.0.0.1",
+                      "KAFSCALE_BROKER_PORT": str(b.port)})
+        self.brokers[broker_id] = b
+        return b.start() if start else b
+
+    def start(self, n):
+        """Adds and starts n brokers; returns them."""
+        return [self.add() for _ in range(n)]
+
+    def __getitem__(self, broker_id):
+        return self.brokers[broker_id]
+
+    def ids(self):
+        return list(self.brokers)
+
+    def live(self):
+        """Brokers running and not stopped by SIGSTOP."""
+        return [b for i, b in self.brokers.items() if b.alive() and i not in self.paused]
+
+    def live_ids(self):
+        return [b.broker_id for b in self.live()]
+
+    def bootstrap(self, ids=None):
+        """bootstrap.servers listing every live broker (or the given ids)."""
+        bs = [self.brokers[i] for i in ids] if ids is not None else self.live()
+        assert bs, "no live broker to bootstrap from"
+        return ",".join(b.bootstrap for b in bs)
+
+    def stop(self, broker_id, timeout=60):
+        """SIGTERM; returns the exit code. A broker still running `timeout` seconds
+        later is killed and the call fails saying so."""
+        self.resume(broker_id)
+        try:
+            return self.brokers[broker_id].stop(signal.SIGTERM, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"broker {broker_id} did not exit within {timeout} s of SIGTERM "
+                                 "(killed with SIGKILL)") from None
+
+    def kill9(self, broker_id):
+        self.paused.discard(broker_id)
+        return self.brokers[broker_id].kill9()
+
+    def pause(self, broker_id):
+        """SIGSTOP: the process stays, its sockets stay open, it answers nothing."""
+        self.brokers[broker_id].proc.send_signal(signal.SIGSTOP)
+        self.paused.add(broker_id)
+
+    def resume(self, broker_id):
+        """SIGCONT after pause()."""
+        if broker_id in self.paused:
+            self.brokers[broker_id].proc.send_signal(signal.SIGCONT)
+            self.paused.discard(broker_id)
+
+    def restart(self, broker_id, sig=signal.SIGTERM):
+        """Stops the broker (if running) and starts it again with the same id, port
+        and data directory; returns (exit code of the stop, broker)."""
+        if sig == signal.SIGTERM:
+            code = self.stop(broker_id)
+        else:
+            self.resume(broker_id)
+            code = self.brokers[broker_id].stop(sig, timeout=60)
+        return code, self.brokers[broker_id].start()
+
+    def log_tails(self, chars=6000):
+        out = []
+        for i, b in self.brokers.items():
+            state = "paused" if i in self.paused else ("running" if b.alive() else
+                                                       f"exited {b.proc.returncode if b.proc else None}")
+            out.append(f"----- broker {i} ({b.bootstrap}, {state}, {b.log_path}) -----\n{b.log()[-chars:]}")
+        return "\n".join(out)
+
+    def shutdown(self, timeout=60):
+        """SIGCONT the paused, SIGTERM every running broker; {id: exit code} of those
+        that were running."""
+        codes = {}
+        for i in list(self.paused):
+            self.resume(i)
+        for i, b in self.brokers.items():
+            if b.alive():
+                try:
+                    codes[i] = b.stop(signal.SIGTERM, timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    codes[i] = "no exit after SIGTERM (killed)"
+        return codes

@@ -25,11 +25,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::warn;
+use tracing::{debug, warn};
+use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::io::{CallError, Io};
-use crate::metadata::{group_slot, Cluster, MetadataStore, OffsetMeta, StoredGroup, GROUP_SLOTS};
+use crate::metadata::{
+    group_slot, Claim, Cluster, MetaError, MetadataStore, OffsetMeta, StoredGroup, GROUPS_TOPIC,
+    GROUP_SLOTS,
+};
 use crate::runtime::{sleep, spawn_detached, Backoff};
 use coordinator::{Group, GroupConfig};
 use error::GroupError;
@@ -73,6 +77,10 @@ pub struct Groups {
     /// Coordinator slots this broker just gained whose groups are being read
     /// from the store (clusters): their requests wait (COORDINATOR_LOAD_IN_PROGRESS).
     loading: RefCell<HashSet<i32>>,
+    /// This broker's claims on the coordinator slots it serves (clusters): every
+    /// group write compares the slot's claim, so a deposed coordinator cannot
+    /// store a commit or a membership change.
+    claims: RefCell<HashMap<i32, Claim>>,
 }
 
 impl Groups {
@@ -93,6 +101,7 @@ impl Groups {
             meta,
             clock,
             loading: RefCell::new(HashSet::new()),
+            claims: RefCell::new(HashMap::new()),
         };
         for sg in stored {
             let group = match sg.meta {
@@ -140,6 +149,19 @@ impl Groups {
             .entry(id.to_string())
             .or_insert_with(|| Rc::new(GroupSlot::new(Group::new(id))))
             .clone()
+    }
+
+    /// The claim group writes of `group` must carry: the slot's, in a cluster
+    /// (NOT_COORDINATOR without one); none for a broker alone.
+    pub fn claim_for(&self, group: &str) -> Result<Claim, GroupError> {
+        if !self.meta.tracks_ownership() {
+            return Ok(Claim::default());
+        }
+        self.claims
+            .borrow()
+            .get(&group_slot(group))
+            .copied()
+            .ok_or(GroupError::NotCoordinator)
     }
 
     /// Whether the groups of `slot` are still being loaded after a takeover.
@@ -220,6 +242,23 @@ pub fn follow_coordination(
                 .release_waiters(GroupError::NotCoordinator);
             groups.slots.borrow_mut().remove(&g.id);
         }
+        let released: Vec<(i32, Claim)> = lost
+            .iter()
+            .filter_map(|s| groups.claims.borrow_mut().remove(s).map(|c| (*s, c)))
+            .collect();
+        if !released.is_empty() {
+            let meta = groups.meta.clone();
+            let io = groups.io.clone();
+            spawn_detached(async move {
+                for (slot, claim) in released {
+                    let m = meta.clone();
+                    // Best effort: without it the claim ends with the lease.
+                    let _ = io
+                        .call(async move { m.release_partition(GROUPS_TOPIC, slot, claim).await })
+                        .await;
+                }
+            });
+        }
     }
     if gained.is_empty() {
         return;
@@ -228,6 +267,34 @@ pub fn follow_coordination(
     let groups = groups.clone();
     spawn_detached(async move {
         let mut backoff = LOAD_BACKOFF;
+        // Claim every gained slot first (the previous coordinator may still
+        // hold one until it lets go or its lease runs out); a slot lost again
+        // meanwhile is given up.
+        for &slot in &gained {
+            loop {
+                if !groups.loading.borrow().contains(&slot) {
+                    break;
+                }
+                let meta = groups.meta.clone();
+                match groups
+                    .io
+                    .call(
+                        async move { meta.claim_partition(GROUPS_TOPIC, Uuid::nil(), slot).await },
+                    )
+                    .await
+                {
+                    Ok(claim) => {
+                        groups.claims.borrow_mut().insert(slot, claim);
+                        break;
+                    }
+                    Err(e) => {
+                        debug!(slot, error = %e, "coordinator slot not claimed yet; retrying");
+                        sleep(backoff.next()).await;
+                    }
+                }
+            }
+        }
+        backoff.reset();
         let stored = loop {
             let meta = groups.meta.clone();
             match groups
@@ -317,6 +384,10 @@ async fn write_meta(groups: Rc<Groups>, slot: Rc<GroupSlot>) {
                 g.is_empty() && slot.offsets.borrow().is_empty(),
             )
         };
+        let Ok(claim) = groups.claim_for(&slot.id) else {
+            // No longer this broker's group: its new coordinator writes it.
+            break;
+        };
         let store = groups.meta.clone();
         let id = slot.id.clone();
         let res = groups
@@ -324,14 +395,18 @@ async fn write_meta(groups: Rc<Groups>, slot: Rc<GroupSlot>) {
             .call(async move {
                 if forget {
                     // No members and no offsets: nothing worth keeping on disk.
-                    store.delete_group(&id).await
+                    store.delete_group(&id, claim).await
                 } else {
-                    store.put_group(&id, meta).await
+                    store.put_group(&id, meta, claim).await
                 }
             })
             .await;
         match res {
             Ok(()) => backoff.reset(),
+            Err(CallError::Failed(e @ MetaError::Fenced { .. })) => {
+                warn!(group = %slot.id, error = %e, "group moved to another coordinator; not stored here");
+                break;
+            }
             Err(CallError::Failed(e)) => {
                 warn!(group = %slot.id, error = %e, "storing group metadata failed; retrying");
                 slot.meta_dirty.set(true);
@@ -359,11 +434,14 @@ pub async fn forget_topic(groups: Rc<Groups>, topic: String) {
             continue;
         }
         let _w = slot.write_lock.lock().await;
+        let Ok(claim) = groups.claim_for(&slot.id) else {
+            continue;
+        };
         let store = groups.meta.clone();
         let (g, t) = (slot.id.clone(), topic.clone());
         match groups
             .io
-            .call(async move { store.delete_topic_offsets(&g, &t).await })
+            .call(async move { store.delete_topic_offsets(&g, &t, claim).await })
             .await
         {
             Ok(()) => slot.offsets.borrow_mut().retain(|(t, _), _| *t != topic),

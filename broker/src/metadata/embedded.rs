@@ -363,7 +363,12 @@ impl MetadataStore for EmbeddedStore {
         blocking(move || Self::load_groups_blocking(&dir)).await
     }
 
-    async fn put_group(&self, group: &str, meta: GroupMeta) -> Result<(), MetaError> {
+    async fn put_group(
+        &self,
+        group: &str,
+        meta: GroupMeta,
+        _claim: super::Claim,
+    ) -> Result<(), MetaError> {
         let slot = self.group_slot(group);
         let _g = slot.lock().await;
         let path = self.group_path(group, META_SUFFIX);
@@ -379,6 +384,7 @@ impl MetadataStore for EmbeddedStore {
         &self,
         group: &str,
         offsets: Vec<(String, i32, OffsetMeta)>,
+        _claim: super::Claim,
     ) -> Result<(), MetaError> {
         self.update_offsets(group, move |all| {
             for (topic, partition, meta) in offsets {
@@ -388,13 +394,18 @@ impl MetadataStore for EmbeddedStore {
         .await
     }
 
-    async fn delete_topic_offsets(&self, group: &str, topic: &str) -> Result<(), MetaError> {
+    async fn delete_topic_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        _claim: super::Claim,
+    ) -> Result<(), MetaError> {
         let topic = topic.to_string();
         self.update_offsets(group, move |all| all.retain(|(t, _), _| *t != topic))
             .await
     }
 
-    async fn delete_group(&self, group: &str) -> Result<(), MetaError> {
+    async fn delete_group(&self, group: &str, _claim: super::Claim) -> Result<(), MetaError> {
         let slot = self.group_slot(group);
         let mut cached = slot.lock().await;
         let meta = self.group_path(group, META_SUFFIX);
@@ -464,6 +475,9 @@ mod tests {
         }
     }
 
+    /// A broker alone writes without a claim.
+    const C: crate::metadata::Claim = crate::metadata::Claim { token: 0, epoch: 0 };
+
     #[tokio::test]
     async fn groups_and_offsets_survive_reopen() {
         let dir = std::env::temp_dir().join(format!("kafscale-meta-{}", uuid::Uuid::new_v4()));
@@ -472,10 +486,11 @@ mod tests {
         s.commit_offsets(
             odd,
             vec![("t".into(), 0, om(5, "m0")), ("t".into(), 1, om(7, ""))],
+            C,
         )
         .await
         .unwrap();
-        s.commit_offsets(odd, vec![("t".into(), 0, om(9, "m1"))])
+        s.commit_offsets(odd, vec![("t".into(), 0, om(9, "m1"))], C)
             .await
             .unwrap();
         let meta = GroupMeta {
@@ -494,13 +509,13 @@ mod tests {
                 assignment: vec![3, 4, 255],
             }],
         };
-        s.put_group("g2", meta.clone()).await.unwrap();
-        s.commit_offsets("gone", vec![("t".into(), 0, om(1, ""))])
+        s.put_group("g2", meta.clone(), C).await.unwrap();
+        s.commit_offsets("gone", vec![("t".into(), 0, om(1, ""))], C)
             .await
             .unwrap();
-        s.delete_group("gone").await.unwrap();
+        s.delete_group("gone", C).await.unwrap();
         let long = "x".repeat(300);
-        s.commit_offsets(&long, vec![("t".into(), 0, om(2, ""))])
+        s.commit_offsets(&long, vec![("t".into(), 0, om(2, ""))], C)
             .await
             .unwrap();
 
@@ -515,7 +530,7 @@ mod tests {
         assert_eq!(by["g2"].meta.as_ref(), Some(&meta));
         assert_eq!(by[long.as_str()].offsets.len(), 1);
         // A commit after reopening merges with what is on disk.
-        s2.commit_offsets(odd, vec![("u".into(), 0, om(1, ""))])
+        s2.commit_offsets(odd, vec![("u".into(), 0, om(1, ""))], C)
             .await
             .unwrap();
         let again = EmbeddedStore::open(&dir)

@@ -536,6 +536,36 @@ impl EtcdStore {
         }
     }
 
+    /// Runs `ops` for `group` in one transaction that requires this broker's
+    /// claim on the group's coordinator slot (docs/cluster.md, "Consumer
+    /// groups"), so a deposed coordinator cannot write; `Fenced` otherwise.
+    async fn fenced(
+        &self,
+        group: &str,
+        claim: Claim,
+        what: &str,
+        ops: Vec<TxnOp>,
+    ) -> Result<(), MetaError> {
+        let slot = super::group_slot(group);
+        let owner = keys::owner(super::GROUPS_TOPIC, slot);
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                owner.as_str(),
+                CompareOp::Equal,
+                claim.token,
+            )])
+            .and_then(ops);
+        let mut c = self.client.clone();
+        let resp = self.timed(what, c.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Err(MetaError::Fenced {
+                topic: super::GROUPS_TOPIC.to_string(),
+                partition: slot,
+            });
+        }
+        Ok(())
+    }
+
     /// Stops the registration and revokes its lease (graceful shutdown).
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
@@ -1091,22 +1121,26 @@ impl MetadataStore for EtcdHandle {
         Ok(groups.into_values().collect())
     }
 
-    async fn put_group(&self, group: &str, meta: GroupMeta) -> Result<(), MetaError> {
-        let mut c = self.0.client.clone();
+    async fn put_group(&self, group: &str, meta: GroupMeta, claim: Claim) -> Result<(), MetaError> {
         let value = group_to_pb(group, &meta).encode_to_vec();
         self.0
-            .timed("put group", c.put(keys::group_meta(group), value, None))
-            .await?;
-        Ok(())
+            .fenced(
+                group,
+                claim,
+                "put group",
+                vec![TxnOp::put(keys::group_meta(group), value, None)],
+            )
+            .await
     }
 
     async fn commit_offsets(
         &self,
         group: &str,
         offsets: Vec<(String, i32, OffsetMeta)>,
+        claim: Claim,
     ) -> Result<(), MetaError> {
         // One transaction per chunk: a commit of many partitions stays within
-        // etcd's operation limit; each chunk is atomic.
+        // etcd's operation limit; each chunk is atomic and fenced.
         for chunk in offsets.chunks(MAX_TXN_OPS) {
             let ops: Vec<TxnOp> = chunk
                 .iter()
@@ -1118,40 +1152,32 @@ impl MetadataStore for EtcdHandle {
                     )
                 })
                 .collect();
-            let mut c = self.0.client.clone();
-            self.0
-                .timed("commit offsets", c.txn(Txn::new().and_then(ops)))
-                .await?;
+            self.0.fenced(group, claim, "commit offsets", ops).await?;
         }
         Ok(())
     }
 
-    async fn delete_topic_offsets(&self, group: &str, topic: &str) -> Result<(), MetaError> {
-        let mut c = self.0.client.clone();
+    async fn delete_topic_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        claim: Claim,
+    ) -> Result<(), MetaError> {
+        let op = TxnOp::delete(
+            keys::group_topic_offsets(group, topic),
+            Some(DeleteOptions::new().with_prefix()),
+        );
         self.0
-            .timed(
-                "delete offsets",
-                c.delete(
-                    keys::group_topic_offsets(group, topic),
-                    Some(DeleteOptions::new().with_prefix()),
-                ),
-            )
-            .await?;
-        Ok(())
+            .fenced(group, claim, "delete offsets", vec![op])
+            .await
     }
 
-    async fn delete_group(&self, group: &str) -> Result<(), MetaError> {
-        let mut c = self.0.client.clone();
-        self.0
-            .timed(
-                "delete group",
-                c.delete(
-                    keys::group_prefix(group),
-                    Some(DeleteOptions::new().with_prefix()),
-                ),
-            )
-            .await?;
-        Ok(())
+    async fn delete_group(&self, group: &str, claim: Claim) -> Result<(), MetaError> {
+        let op = TxnOp::delete(
+            keys::group_prefix(group),
+            Some(DeleteOptions::new().with_prefix()),
+        );
+        self.0.fenced(group, claim, "delete group", vec![op]).await
     }
 }
 

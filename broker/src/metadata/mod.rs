@@ -384,18 +384,26 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn update_topic(&self, topic: TopicMeta) -> Result<ClusterState, MetaError>;
     /// Every stored group with its metadata and committed offsets.
     async fn load_groups(&self) -> Result<Vec<StoredGroup>, MetaError>;
+    // The group writes below take the coordinator's claim on the group's slot
+    // (clusters; `Claim::default()` alone) and fail with `Fenced` without it.
     /// Replaces a group's metadata (members, generation, assignment).
-    async fn put_group(&self, group: &str, meta: GroupMeta) -> Result<(), MetaError>;
+    async fn put_group(&self, group: &str, meta: GroupMeta, claim: Claim) -> Result<(), MetaError>;
     /// Stores committed offsets of a group, replacing earlier commits of the same partitions.
     async fn commit_offsets(
         &self,
         group: &str,
         offsets: Vec<(String, i32, OffsetMeta)>,
+        claim: Claim,
     ) -> Result<(), MetaError>;
     /// Removes a group's committed offsets of one topic (the topic was deleted).
-    async fn delete_topic_offsets(&self, group: &str, topic: &str) -> Result<(), MetaError>;
+    async fn delete_topic_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        claim: Claim,
+    ) -> Result<(), MetaError>;
     /// Removes a group: its metadata and all its offsets.
-    async fn delete_group(&self, group: &str) -> Result<(), MetaError>;
+    async fn delete_group(&self, group: &str, claim: Claim) -> Result<(), MetaError>;
 }
 
 /// Immutable view of the cluster, shared by `Arc` and replaced as a whole.

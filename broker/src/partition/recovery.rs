@@ -272,15 +272,9 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
                 next,
                 log_start,
                 producers,
-                tail,
+                ..
             }) => {
                 st.producers = producers;
-                if let Some(seg) = tail {
-                    // Tailing consumers read it next; it was read anyway.
-                    logs.cache
-                        .borrow_mut()
-                        .insert((p.topic.clone(), p.index, seg.base_offset), seg);
-                }
                 st.log_start = log_start;
                 st.next_offset = next;
                 st.high_watermark = next;
@@ -331,8 +325,6 @@ struct Loaded {
     log_start: i64,
     /// Idempotent producers' sequence state, from the newest segment's batches.
     producers: Producers,
-    /// The newest segment, when it could be read.
-    tail: Option<Segment>,
 }
 
 /// Idempotent-producer state from the batches of the newest segment: a producer
@@ -416,7 +408,6 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
         next,
         log_start,
         producers,
-        tail,
     })
 }
 

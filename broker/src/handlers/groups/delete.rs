@@ -25,11 +25,12 @@ async fn delete_one(shard: &Rc<Shard>, group: String) -> Result<(), GroupError> 
         if !slot.group.borrow().is_empty() {
             return Err(GroupError::NonEmptyGroup);
         }
+        let claim = sh.groups.claim_for(&group)?;
         let store = sh.meta.clone();
         let id = group.clone();
         if let Err(e) = sh
             .io
-            .call(async move { store.delete_group(&id).await })
+            .call(async move { store.delete_group(&id, claim).await })
             .await
         {
             warn!(group = %group, error = %e, "deleting group failed");

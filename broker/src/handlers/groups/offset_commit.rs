@@ -12,7 +12,8 @@ use tracing::warn;
 use super::on_owner;
 use crate::groups::error::GroupError;
 use crate::groups::{instance_id, settle};
-use crate::metadata::OffsetMeta;
+use crate::io::CallError;
+use crate::metadata::{MetaError, OffsetMeta};
 use crate::shard::Shard;
 
 /// One partition's commit as it crosses to the group's shard.
@@ -151,11 +152,15 @@ async fn commit(
     if accepted.is_empty() {
         return results;
     }
+    let claim = match shard.groups.claim_for(group) {
+        Ok(c) => c,
+        Err(e) => return results.into_iter().map(|r| r.and(Err(e.clone()))).collect(),
+    };
     let store = shard.meta.clone();
     let (g, batch) = (group.to_string(), accepted.clone());
     let stored = shard
         .io
-        .call(async move { store.commit_offsets(&g, batch).await })
+        .call(async move { store.commit_offsets(&g, batch, claim).await })
         .await;
     match stored {
         Ok(()) => {
@@ -167,9 +172,15 @@ async fn commit(
         }
         Err(e) => {
             warn!(group, error = %e, "storing committed offsets failed");
+            // A deposed coordinator's commit is refused: the client finds the
+            // new one and commits there.
+            let code = match e {
+                CallError::Failed(MetaError::Fenced { .. }) => GroupError::NotCoordinator,
+                _ => GroupError::CoordinatorNotAvailable,
+            };
             results
                 .into_iter()
-                .map(|r| r.and(Err(GroupError::CoordinatorNotAvailable)))
+                .map(|r| r.and(Err(code.clone())))
                 .collect()
         }
     }

@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR
 BROKER := $(CARGO_TARGET_DIR)/release/kafscale-broker
 PY := .venv/bin/python
 
-.PHONY: help build build-deps run demo test test-unit test-e2e test-helm crds tools lint fmt bench fuzz clean-data
+.PHONY: help build build-deps run demo test test-unit test-e2e test-helm crds tools lint fmt bench bench-cluster fuzz clean-data
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ fmt:
 
 bench: build-deps ## Run the benchmark suite (~10 min) and rewrite docs/benchmarks.md (BENCH_BOOTSTRAP=host:port: against another broker)
 	./scripts/bench.sh
+
+bench-cluster: build ## Cluster failover times (kill -9, SIGTERM) and 3-vs-1-broker throughput (~10 min); rewrites its section of docs/benchmarks.md (make tools first)
+	KAFSCALE_BROKER_BIN=$(BROKER) $(PY) scripts/cluster_bench.py --out docs/benchmarks.md
 
 fuzz: ## Fuzz the frame and record-batch parsers for 60 s each (needs cargo-fuzz)
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run frame -- -max_total_time=60

@@ -61,6 +61,33 @@ ERRORS = {0: "NONE", 3: "UNKNOWN_TOPIC_OR_PARTITION", 5: "LEADER_NOT_AVAILABLE",
           75: "UNKNOWN_LEADER_EPOCH"}
 
 
+NOTES = """### Reading the cluster numbers
+
+- **kill -9**: nothing tells etcd that the broker died, so its registration, its controller claim (if it
+  held it) and its partition owner keys stay until its lease expires, between TTL − ⌊TTL/3⌋ and TTL
+  seconds after the kill (the broker keeps the lease alive every ⌊TTL/3⌋ s and etcd counts the TTL from
+  the last keep-alive). Until then the survivors' Metadata still names the dead broker as leader and the prober's
+  connections to it are refused. Then the controller (a newly elected one if the victim held it)
+  reassigns the orphaned partitions, the new owners claim them (claim transaction, recovery: one LIST,
+  one footer GET) and the first write is acknowledged after one flush tick and segment PUT. So the time
+  is about the TTL plus one write: a shorter `KAFSCALE_ETCD_LEASE_TTL_SEC` buys faster failover with
+  more keep-alive traffic and less tolerance for a slow etcd.
+- **SIGTERM**: the broker releases its partitions (seal and publish what is buffered, delete the owner
+  keys) and revokes its lease before it exits, so the controller reassigns at once and the lease TTL
+  plays no part: a moved partition costs about two writes (one NOT_LEADER_OR_FOLLOWER answer, then the
+  write at the new leader).
+- Partitions of the surviving brokers stay writable throughout: their time is that of one ordinary
+  `acks=all` write (the *median over 12* column, close to the baseline).
+- **Throughput**: this machine has 2 cores for everything (brokers, etcd, s3s-fs, the client), and every
+  row saturates them, so 3 brokers cannot go faster here by bringing more CPU, and the client and
+  s3s-fs take most of it. What the rows show is the cost of the cluster path: etcd's publish
+  transactions (the *etcd CPU* column), three processes instead of one and leaders spread over three
+  connections. On separate machines each broker brings its own cores and its own share of the load.
+- `make bench` rewrites this page without this section: run `make bench-cluster` after it (it puts the
+  section back, between the `cluster-bench` markers, before "The suite").
+"""
+
+
 def log(msg):
     print(f"== {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
@@ -227,8 +254,6 @@ def one_failover(c, victim, sig):
     t0_box[0] = time.monotonic()
     proc.send_signal(sig)
     go.set()
-    if sig == signal.SIGKILL:
-        c.paused.discard(victim)
     exit_s = None
     try:
         proc.wait(timeout=FAILOVER_TIMEOUT)
@@ -549,6 +574,10 @@ def machine_meta():
             mem = int(line.split()[1]) / 1024 / 1024
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    if dirty:
+        commit += " + uncommitted changes"
     import confluent_kafka
     return {"cores": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem, 1), "kernel": os.uname().release,
             "commit": commit, "librdkafka": confluent_kafka.libversion()[0],
@@ -560,7 +589,7 @@ def main():
     ap.add_argument("--out", help="write the section into this markdown file (default: print it)")
     ap.add_argument("--json", help="also write every result as JSON lines here")
     ap.add_argument("--reps", type=int, default=5, help="failover repetitions per configuration")
-    ap.add_argument("--tp-reps", type=int, default=2, help="rounds of the throughput configurations")
+    ap.add_argument("--tp-reps", type=int, default=3, help="rounds of the throughput configurations")
     ap.add_argument("--seconds", type=float, default=15, help="measured seconds per throughput run")
     ap.add_argument("--warmup", type=float, default=3, help="seconds of warm-up before each throughput window")
     ap.add_argument("--only", choices=["failover", "throughput"])
@@ -568,13 +597,17 @@ def main():
                     help="failover configurations, signal:TTL (10 is the default TTL: not set)")
     ap.add_argument("--busy", help="a sentence for the page saying the machine was not quiet")
     ap.add_argument("--keep", action="store_true", help="keep the working directory (logs, data)")
+    ap.add_argument("--commit", help="the commit the broker binary was built from (default: git rev-parse "
+                    "--short HEAD, marked when the working tree has uncommitted changes)")
     a = ap.parse_args()
     os.environ.setdefault("KAFSCALE_BROKER_BIN", broker_bin())
     if not Path(os.environ["KAFSCALE_BROKER_BIN"]).exists():
         sys.exit(f"no broker binary at {os.environ['KAFSCALE_BROKER_BIN']}: `make build` or set KAFSCALE_BROKER_BIN")
     t_start = time.monotonic()
     meta = machine_meta()
-    meta.update(seconds=a.seconds, warmup=a.warmup, tp_reps=a.tp_reps, busy=a.busy)
+    meta.update(seconds=a.seconds, warmup=a.warmup, tp_reps=a.tp_reps, busy=a.busy, notes=NOTES)
+    if a.commit:
+        meta["commit"] = a.commit
     work = Path(tempfile.mkdtemp(prefix="kafscale-cluster-bench-"))
     log(f"working directory {work}, broker {os.environ['KAFSCALE_BROKER_BIN']}")
     results = []

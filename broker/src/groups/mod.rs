@@ -242,6 +242,8 @@ pub fn follow_coordination(
                 .release_waiters(GroupError::NotCoordinator);
             groups.slots.borrow_mut().remove(&g.id);
         }
+        // A slot lost while it was still being claimed or loaded: that work stops.
+        groups.loading.borrow_mut().retain(|s| !lost.contains(s));
         let released: Vec<(i32, Claim)> = lost
             .iter()
             .filter_map(|s| groups.claims.borrow_mut().remove(s).map(|c| (*s, c)))
@@ -283,8 +285,20 @@ pub fn follow_coordination(
                     )
                     .await
                 {
-                    Ok(claim) => {
+                    Ok(claim) if groups.loading.borrow().contains(&slot) => {
                         groups.claims.borrow_mut().insert(slot, claim);
+                        break;
+                    }
+                    Ok(claim) => {
+                        // Lost again while claiming: give it straight back.
+                        let meta = groups.meta.clone();
+                        let _ =
+                            groups
+                                .io
+                                .call(async move {
+                                    meta.release_partition(GROUPS_TOPIC, slot, claim).await
+                                })
+                                .await;
                         break;
                     }
                     Err(e) => {
@@ -309,17 +323,25 @@ pub fn follow_coordination(
                 }
             }
         };
+        // Slots lost meanwhile are not installed (nor their loading ended:
+        // a later gain of the same slot runs its own load).
+        let still: HashSet<i32> = gained
+            .into_iter()
+            .filter(|s| {
+                groups.loading.borrow().contains(s) && groups.claims.borrow().contains_key(s)
+            })
+            .collect();
         let mine: Vec<StoredGroup> = stored
             .into_iter()
             .filter(|g| {
-                gained.contains(&group_slot(&g.group_id))
+                still.contains(&group_slot(&g.group_id))
                     && crate::placement::group_shard(&g.group_id, shards) == shard
             })
             .collect();
         // Groups created here meanwhile cannot exist: their requests waited.
         Groups::install_stored(&groups, mine);
         let mut loading = groups.loading.borrow_mut();
-        for s in &gained {
+        for s in &still {
             loading.remove(s);
         }
     });

@@ -52,6 +52,21 @@ pub struct GroupSlot {
 }
 
 impl GroupSlot {
+    /// A group as the store had it: metadata (members, generation) and offsets.
+    fn from_stored(sg: StoredGroup, now: Instant) -> Self {
+        let group = match sg.meta {
+            Some(meta) => Group::from_stored(&sg.group_id, meta, now),
+            None => Group::new(&sg.group_id),
+        };
+        let slot = GroupSlot::new(group);
+        *slot.offsets.borrow_mut() = sg
+            .offsets
+            .into_iter()
+            .map(|(t, p, o)| ((t, p), o))
+            .collect();
+        slot
+    }
+
     fn new(group: Group) -> Self {
         GroupSlot {
             id: group.id.clone(),
@@ -104,17 +119,11 @@ impl Groups {
             claims: RefCell::new(HashMap::new()),
         };
         for sg in stored {
-            let group = match sg.meta {
-                Some(meta) => Group::from_stored(&sg.group_id, meta, now),
-                None => Group::new(&sg.group_id),
-            };
-            let slot = GroupSlot::new(group);
-            *slot.offsets.borrow_mut() = sg
-                .offsets
-                .into_iter()
-                .map(|(t, p, o)| ((t, p), o))
-                .collect();
-            groups.slots.borrow_mut().insert(sg.group_id, Rc::new(slot));
+            let slot = GroupSlot::from_stored(sg, now);
+            groups
+                .slots
+                .borrow_mut()
+                .insert(slot.id.clone(), Rc::new(slot));
         }
         groups
     }
@@ -173,21 +182,11 @@ impl Groups {
     fn install_stored(groups: &Rc<Groups>, stored: Vec<StoredGroup>) {
         let now = groups.clock.now();
         for sg in stored {
-            let group = match sg.meta {
-                Some(meta) => Group::from_stored(&sg.group_id, meta, now),
-                None => Group::new(&sg.group_id),
-            };
-            let slot = GroupSlot::new(group);
-            *slot.offsets.borrow_mut() = sg
-                .offsets
-                .into_iter()
-                .map(|(t, p, o)| ((t, p), o))
-                .collect();
-            let slot = Rc::new(slot);
+            let slot = Rc::new(GroupSlot::from_stored(sg, now));
             let old = groups
                 .slots
                 .borrow_mut()
-                .insert(sg.group_id.clone(), slot.clone());
+                .insert(slot.id.clone(), slot.clone());
             if let Some(old) = old {
                 old.group
                     .borrow_mut()

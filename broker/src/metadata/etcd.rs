@@ -547,13 +547,8 @@ impl EtcdStore {
         ops: Vec<TxnOp>,
     ) -> Result<(), MetaError> {
         let slot = super::group_slot(group);
-        let owner = keys::owner(super::GROUPS_TOPIC, slot);
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                owner.as_str(),
-                CompareOp::Equal,
-                claim.token,
-            )])
+            .when([holds(super::GROUPS_TOPIC, slot, claim)])
             .and_then(ops);
         let mut c = self.client.clone();
         let resp = self.timed(what, c.txn(txn)).await?;
@@ -660,6 +655,12 @@ impl EtcdStore {
             tokio::time::sleep(backoff.next()).await;
         }
     }
+}
+
+/// The compare that makes a write fenced: the partition's owner key is still
+/// the one `claim` created (its create revision is the claim's token).
+fn holds(topic: &str, partition: i32, claim: Claim) -> Compare {
+    Compare::create_revision(keys::owner(topic, partition), CompareOp::Equal, claim.token)
 }
 
 /// Folds the owner keys into what was seen before: present keys update their
@@ -858,13 +859,8 @@ impl MetadataStore for EtcdHandle {
             leader_epoch: claim.epoch,
             log_start_offset: log_start,
         };
-        let owner = keys::owner(topic, partition);
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                owner.as_str(),
-                CompareOp::Equal,
-                claim.token,
-            )])
+            .when([holds(topic, partition, claim)])
             .and_then([TxnOp::put(
                 keys::partition(topic, partition),
                 st.encode_to_vec(),
@@ -984,14 +980,9 @@ impl MetadataStore for EtcdHandle {
         partition: i32,
         claim: Claim,
     ) -> Result<(), MetaError> {
-        let owner = keys::owner(topic, partition);
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                owner.as_str(),
-                CompareOp::Equal,
-                claim.token,
-            )])
-            .and_then([TxnOp::delete(owner.as_str(), None)]);
+            .when([holds(topic, partition, claim)])
+            .and_then([TxnOp::delete(keys::owner(topic, partition), None)]);
         let mut c = self.0.client.clone();
         self.0.timed("release partition", c.txn(txn)).await?;
         info!(topic, partition, "partition released");

@@ -27,6 +27,17 @@ pub struct Entry {
     pub lease: i64,
 }
 
+impl Entry {
+    fn of(kv: &etcd_client::KeyValue) -> Self {
+        Entry {
+            value: kv.value().to_vec(),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+            lease: kv.lease(),
+        }
+    }
+}
+
 /// The keys under the prefix (full key → entry) at `revision`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Mirrored {
@@ -77,15 +88,7 @@ async fn read(
     let mut entries = BTreeMap::new();
     for kv in resp.kvs() {
         if let Ok(k) = kv.key_str() {
-            entries.insert(
-                k.to_string(),
-                Entry {
-                    value: kv.value().to_vec(),
-                    create_revision: kv.create_revision(),
-                    mod_revision: kv.mod_revision(),
-                    lease: kv.lease(),
-                },
-            );
+            entries.insert(k.to_string(), Entry::of(kv));
         }
     }
     let revision = resp.header().map_or(1, |h| h.revision()).max(1);
@@ -161,15 +164,7 @@ async fn run(
                 changed = true;
                 match ev.event_type() {
                     EventType::Put => {
-                        cur.entries.insert(
-                            k.to_string(),
-                            Entry {
-                                value: kv.value().to_vec(),
-                                create_revision: kv.create_revision(),
-                                mod_revision: kv.mod_revision(),
-                                lease: kv.lease(),
-                            },
-                        );
+                        cur.entries.insert(k.to_string(), Entry::of(kv));
                     }
                     EventType::Delete => {
                         cur.entries.remove(k);

@@ -388,6 +388,22 @@ same way, e.g. `kafscale-bench produce --bootstrap host:9092 --topic t --partiti
 --topic t --from earliest`, `kafscale-bench e2e --bootstrap host:9092 --rate 50000`."""
 
 
+CLUSTER_BEGIN = "<!-- cluster-bench:begin"
+CLUSTER_END = "<!-- cluster-bench:end -->"
+
+
+def keep_cluster_section(page, old_page):
+    """The rendered page with the section scripts/cluster_bench.py wrote into the old
+    page (between its markers) put back before "## The suite", so that rewriting the
+    suite's results does not drop the cluster measurements."""
+    start, end = old_page.find(CLUSTER_BEGIN), old_page.find(CLUSTER_END)
+    if start < 0 or end < start or CLUSTER_BEGIN in page:
+        return page
+    block = old_page[start:end + len(CLUSTER_END)] + "\n\n"
+    at = page.find("## The suite")
+    return page + "\n" + block if at < 0 else page[:at] + block + page[at:]
+
+
 def main(argv):
     """Renders a results file written by the suite (its first line holds the details of the run)."""
     import json

@@ -79,12 +79,17 @@ NOTES = """### Reading the cluster numbers
 - Partitions of the surviving brokers stay writable throughout: their time is that of one ordinary
   `acks=all` write (the *median over 12* column, close to the baseline).
 - **Throughput**: this machine has 2 cores for everything (brokers, etcd, s3s-fs, the client), and every
-  row saturates them, so 3 brokers cannot go faster here by bringing more CPU, and the client and
-  s3s-fs take most of it. What the rows show is the cost of the cluster path: etcd's publish
+  row is bound by that CPU (MB/s × *all CPU s/GB* is how many cores the run's processes used), so 3
+  brokers cannot go faster here by bringing more CPU, and the client and s3s-fs take most of it. What the rows show is the cost of the cluster path: etcd's publish
   transactions (the *etcd CPU* column), three processes instead of one and leaders spread over three
   connections. On separate machines each broker brings its own cores and its own share of the load.
-- `make bench` rewrites this page without this section: run `make bench-cluster` after it (it puts the
-  section back, between the `cluster-bench` markers, before "The suite").
+  Segments are sealed per partition when their oldest byte is 100 ms old (or at 8 MiB), so at these
+  rates the PUTs per second are set by the partitions (up to 12 × 10 segments × 2 PUTs) and PUTs per GB
+  grow as the throughput falls; a broker whose flush ticks run late (one saturated shard doing all the
+  work) seals fewer, larger segments. s3s-fs's CPU follows the PUT count. Runs on a busy machine vary a
+  lot (compare the runs column): read the CPU s/GB columns rather than single MB/s figures.
+- `make bench` keeps this section when it rewrites the page (`bench_report.keep_cluster_section`);
+  `make bench-cluster` refreshes it (between the `cluster-bench` markers, before "The suite").
 """
 
 
@@ -309,8 +314,29 @@ def failover_config(work, sig, ttl, reps):
         c.shutdown()
         etcd.stop()
         s3.stop()
-    return {"kind": "failover", "name": name, "signal": sig.name, "ttl": ttl or 10, "ttl_default": not ttl,
+        clean(tmp)
+    return {"kind": "failover", "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "name": name, "signal": sig.name, "ttl": ttl or 10, "ttl_default": not ttl,
             "runs": runs, "log_findings": logs, "dir": str(tmp)}
+
+
+KEEP_LOGS = False  # --keep: leave the logs of every run (never the data) in the working directory
+
+
+def clean(tmp):
+    """Removes a finished run's data (the bucket's objects, the brokers' data
+    directories, etcd's data: a throughput run leaves gigabytes) and, unless --keep,
+    the rest of its directory (logs)."""
+    if not KEEP_LOGS:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    for d in [tmp / "s3", tmp / "etcd", *tmp.glob("broker-*/data")]:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def check_disk(path, need_gib=6):
+    free = shutil.disk_usage(path).free / 2**30
+    if free < need_gib:
+        raise SystemExit(f"only {free:.1f} GiB free under {path}; a throughput run needs about {need_gib} GiB")
 
 
 def log_findings(c):
@@ -364,6 +390,7 @@ def throughput_run(work, n, shards, seconds, warmup, cluster=True):
     name = (f"{n} broker{'s' if n > 1 else ''}, {'etcd' if cluster else 'no etcd (embedded metadata)'}, "
             f"{shards} shard{'s' if shards > 1 else ''}{' each' if n > 1 else ''}")
     log(f"throughput: {name}")
+    check_disk(work)
     tmp = Path(tempfile.mkdtemp(dir=work, prefix=f"tp-{n}-"))
     s3 = S3Server(tmp).start()
     etcd = EtcdServer(tmp).start() if cluster else None
@@ -429,7 +456,7 @@ def throughput_run(work, n, shards, seconds, warmup, cluster=True):
         acked = acked_end - mark[1]
         span = end - mark[0]
         gb = acked * 1024 / 1e9
-        res = {"kind": "throughput", "name": name, "brokers": n, "shards": shards, "etcd": cluster,
+        res = {"kind": "throughput", "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "name": name, "brokers": n, "shards": shards, "etcd": cluster,
                "seconds": round(span, 2), "acked": acked, "msg_per_s": acked / span,
                "mb_per_s": acked * 1024 / span / 1e6, "failed": dict(failed), "unflushed": left,
                "cpu_s_per_gb": {k: (cpu1[k] - cpu0[k]) / gb for k in cpu1 if pids[k]},
@@ -442,6 +469,7 @@ def throughput_run(work, n, shards, seconds, warmup, cluster=True):
         if etcd:
             etcd.stop()
         s3.stop()
+        clean(tmp)
 
 
 # ---- the report -------------------------------------------------------------------------
@@ -457,9 +485,11 @@ def render(results, meta):
     w(BEGIN)
     w("## Cluster: failover and scale-out")
     w("")
-    w(f"Measured {meta['when']} with `make bench-cluster` (`scripts/cluster_bench.py`), broker binary of "
-      f"commit `{meta['commit']}`, on {meta['cores']} cores ({meta['cpu']}), {meta['memory_gib']} GiB memory, "
-      f"Linux {meta['kernel']}; {meta['minutes']:.1f} minutes in all. Everything (brokers, one etcd, "
+    whens = sorted({r["when"] for r in results if r.get("when")})
+    when = f"{whens[0]} to {whens[-1]}" if len(whens) > 1 else meta["when"]
+    w(f"Measured {when} with `make bench-cluster` (`scripts/cluster_bench.py`), the release broker "
+      f"built from commit `{meta['commit']}`, on {meta['cores']} cores ({meta['cpu']}), {meta['memory_gib']} GiB memory, "
+      f"Linux {meta['kernel']}. Everything (brokers, one etcd, "
       f"s3s-fs, the clients) shares these {meta['cores']} cores.")
     w("")
     if meta.get("busy"):
@@ -515,12 +545,12 @@ def render(results, meta):
           "s3s-fs with `KAFSCALE_FLUSH_INTERVAL_MS=100`. Runs are interleaved "
           f"({meta['tp_reps']} rounds over the configurations) and each starts fresh processes. CPU columns: "
           "CPU seconds (user + system) per GB (10^9 bytes) of acknowledged values, of all brokers together, of "
-          "etcd, of s3s-fs and of the client process; store PUTs from the brokers' "
+          "etcd, of s3s-fs, of the client process and of all of them (each a median over the runs); store PUTs from the brokers' "
           "`kafscale_object_store_requests_total`. MB = 10^6 bytes of values.")
         w("")
         w("| configuration | runs MB/s | median MB/s | brokers CPU s/GB | etcd CPU s/GB | s3s-fs CPU s/GB "
-          "| client CPU s/GB | store PUTs per GB | failed |")
-        w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| client CPU s/GB | all CPU s/GB | store PUTs per GB | failed |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         names = list(dict.fromkeys(r["name"] for r in tp))
         med = {}
         for nm in names:
@@ -530,11 +560,12 @@ def render(results, meta):
             def cpu(k):
                 v = [r["cpu_s_per_gb"].get(k) for r in rs if r["cpu_s_per_gb"].get(k) is not None]
                 return f"{statistics.median(v):.2f}" if v else ""
+            total = statistics.median(sum(r["cpu_s_per_gb"].values()) + r["client_cpu_s_per_gb"] for r in rs)
             fails = sum(sum(r["failed"].values()) for r in rs)
             runs_mb = ", ".join(f"{r['mb_per_s']:.1f}" for r in rs)
             w(f"| {nm} | {runs_mb} | {med[nm]:.1f} | {cpu('brokers')} "
               f"| {cpu('etcd')} | {cpu('s3s-fs')} | {statistics.median(r['client_cpu_s_per_gb'] for r in rs):.2f} "
-              f"| {statistics.median(r['puts_per_gb'] for r in rs):,.0f} | {fails} |")
+              f"| {total:.2f} | {statistics.median(r['puts_per_gb'] for r in rs):,.0f} | {fails} |")
         w("")
         three = next((nm for nm in names if nm.startswith("3 brokers")), None)
         ones = [nm for nm in names if nm.startswith("1 broker")]
@@ -596,18 +627,24 @@ def main():
     ap.add_argument("--failover", default="kill9:10,kill9:4,term:10,term:4",
                     help="failover configurations, signal:TTL (10 is the default TTL: not set)")
     ap.add_argument("--busy", help="a sentence for the page saying the machine was not quiet")
-    ap.add_argument("--keep", action="store_true", help="keep the working directory (logs, data)")
+    ap.add_argument("--keep", action="store_true", help="keep the working directory with every run's logs "
+                    "(the data is removed after each run)")
+    ap.add_argument("--reuse", help="JSON lines of earlier runs (--json): with --only, their results of the "
+                    "other part go into the page too; without --only nothing is measured and the page is "
+                    "rendered from them alone")
     ap.add_argument("--commit", help="the commit the broker binary was built from (default: git rev-parse "
                     "--short HEAD, marked when the working tree has uncommitted changes)")
     a = ap.parse_args()
     os.environ.setdefault("KAFSCALE_BROKER_BIN", broker_bin())
-    if not Path(os.environ["KAFSCALE_BROKER_BIN"]).exists():
+    if (a.only or not a.reuse) and not Path(os.environ["KAFSCALE_BROKER_BIN"]).exists():
         sys.exit(f"no broker binary at {os.environ['KAFSCALE_BROKER_BIN']}: `make build` or set KAFSCALE_BROKER_BIN")
     t_start = time.monotonic()
     meta = machine_meta()
     meta.update(seconds=a.seconds, warmup=a.warmup, tp_reps=a.tp_reps, busy=a.busy, notes=NOTES)
     if a.commit:
         meta["commit"] = a.commit
+    global KEEP_LOGS
+    KEEP_LOGS = a.keep
     work = Path(tempfile.mkdtemp(prefix="kafscale-cluster-bench-"))
     log(f"working directory {work}, broker {os.environ['KAFSCALE_BROKER_BIN']}")
     results = []
@@ -618,19 +655,27 @@ def main():
         if jsonl:
             jsonl.write(json.dumps(r) + "\n")
             jsonl.flush()
+    measure = a.only or (None if a.reuse else "all")
+    if a.reuse:
+        for line in open(a.reuse):
+            r = json.loads(line)
+            if r.get("kind") != a.only:
+                keep(r)
     try:
-        if a.only in (None, "failover"):
+        if measure in ("all", "failover"):
             for item in a.failover.split(","):
                 sig, ttl = item.split(":")
                 sig = {"kill9": signal.SIGKILL, "term": signal.SIGTERM}[sig]
                 keep(failover_config(work, sig, None if int(ttl) == 10 else int(ttl), a.reps))
-        if a.only in (None, "throughput"):
+        if measure in ("all", "throughput"):
             for _ in range(a.tp_reps):
                 for n, shards, cluster in ((1, 1, False), (1, 1, True), (1, 2, True), (3, 1, True)):
                     keep(throughput_run(work, n, shards, a.seconds, a.warmup, cluster))
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"logs kept in {work}")
     meta["minutes"] = (time.monotonic() - t_start) / 60
     section = render(results, meta)
     if a.out:

@@ -208,11 +208,17 @@ pub fn follow_live(shard: &Rc<Shard>) {
             }
             let _guard = sh.admin_lock.lock().await;
             let cur = sh.cluster();
-            info!(
-                brokers = ?live.brokers.keys().collect::<Vec<_>>(),
-                controller = ?live.controller,
-                "live brokers or assignments changed"
-            );
+            // Membership and the controller change rarely; claims (owner keys)
+            // change in bursts at every failover and are not worth an info line each.
+            if live.brokers != cur.live.brokers || live.controller != cur.live.controller {
+                info!(
+                    brokers = ?live.brokers.keys().collect::<Vec<_>>(),
+                    controller = ?live.controller,
+                    "live brokers or controller changed"
+                );
+            } else {
+                tracing::debug!("assignments or claims changed");
+            }
             let next = Cluster::new(&cur.state(), cur.broker_id, cur.host.clone(), cur.port)
                 .with_live(live);
             publish(&sh, next).await;

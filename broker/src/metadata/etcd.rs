@@ -665,8 +665,8 @@ fn holds(topic: &str, partition: i32, claim: Claim) -> Compare {
 
 /// Folds the owner keys into what was seen before: present keys update their
 /// partition, keys gone keep their epoch with no broker.
-fn merge_owners(seen: &mut HashMap<(String, i32), OwnerSeen>, owners: &Mirrored) {
-    for o in seen.values_mut() {
+fn merge_owners(seen: &mut HashMap<String, HashMap<i32, OwnerSeen>>, owners: &Mirrored) {
+    for o in seen.values_mut().flat_map(|m| m.values_mut()) {
         o.broker = None;
     }
     for (k, e) in &owners.entries {
@@ -677,11 +677,15 @@ fn merge_owners(seen: &mut HashMap<(String, i32), OwnerSeen>, owners: &Mirrored)
             continue;
         };
         let topic_id = Uuid::from_slice(&v.topic_id).unwrap_or_default();
-        let entry = seen.entry((topic, p)).or_insert(OwnerSeen {
-            topic_id,
-            broker: None,
-            epoch: 0,
-        });
+        let entry = seen
+            .entry(topic)
+            .or_default()
+            .entry(p)
+            .or_insert(OwnerSeen {
+                topic_id,
+                broker: None,
+                epoch: 0,
+            });
         if entry.topic_id != topic_id {
             entry.epoch = 0;
             entry.topic_id = topic_id;
@@ -1042,7 +1046,7 @@ impl MetadataStore for EtcdHandle {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Live>>();
         tokio::spawn(async move {
             let mut last: Option<Live> = None;
-            let mut seen: HashMap<(String, i32), OwnerSeen> = HashMap::new();
+            let mut seen: HashMap<String, HashMap<i32, OwnerSeen>> = HashMap::new();
             loop {
                 let mut live = live_view(
                     &brokers.borrow_and_update(),

@@ -283,7 +283,7 @@ pub struct Live {
     /// Partition claims: (topic, partition) → the claim last seen. Kept after the
     /// owner key is gone (with `broker` None), so the epoch a client is shown
     /// never goes back.
-    pub owners: HashMap<(String, i32), OwnerSeen>,
+    pub owners: HashMap<String, HashMap<i32, OwnerSeen>>,
 }
 
 /// A partition's owner key as last seen.
@@ -469,7 +469,7 @@ impl Cluster {
     /// The leader epoch clients are shown for partition `p` of `t`: the newest
     /// claim's (0 before any, and for a broker alone).
     pub fn leader_epoch(&self, t: &TopicMeta, p: i32) -> i32 {
-        match self.live.owners.get(&(t.name.clone(), p)) {
+        match self.owner_seen(t, p) {
             Some(o) if o.topic_id == t.id => o.epoch,
             _ => 0,
         }
@@ -481,10 +481,14 @@ impl Cluster {
         self.live.clustered
             && self.owns(t, p)
             && self
-                .live
-                .owners
-                .get(&(t.name.clone(), p))
+                .owner_seen(t, p)
                 .is_none_or(|o| o.topic_id != t.id || o.broker.is_none())
+    }
+
+    /// The last claim seen on partition `p` of `t` (looked up without allocating:
+    /// Metadata asks for every partition of every topic).
+    fn owner_seen(&self, t: &TopicMeta, p: i32) -> Option<&OwnerSeen> {
+        self.live.owners.get(t.name.as_str())?.get(&p)
     }
 
     /// Whether this broker should own partition `p` of `t`.

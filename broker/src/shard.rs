@@ -54,6 +54,8 @@ pub struct Shard {
     pub(crate) in_flight_requests: Cell<usize>,
     /// Serialises topic creation and deletion (used on the metadata shard only).
     pub(crate) admin_lock: futures::lock::Mutex<()>,
+    /// Topics whose deletion this broker is finishing (metadata shard only).
+    pub(crate) deletions: RefCell<std::collections::HashSet<String>>,
     /// The consumer groups hashed to this shard.
     pub(crate) groups: Rc<Groups>,
     /// This shard's counters, summed over all shards at scrape time.
@@ -101,6 +103,7 @@ impl Shard {
             logs: Rc::new(logs),
             in_flight_requests: Cell::new(0),
             admin_lock: futures::lock::Mutex::new(()),
+            deletions: RefCell::new(Default::default()),
             groups: Rc::new(groups),
             metrics,
             revision_waiters: RefCell::new(Vec::new()),

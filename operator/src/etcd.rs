@@ -136,6 +136,7 @@ impl Metadata {
                             partitions: want.partitions,
                             configs,
                             created_ms: now_ms(),
+                            deleting: false,
                         };
                         snap.topics.push(t.clone());
                         snap.topics.sort_by(|a, b| a.name.cmp(&b.name));

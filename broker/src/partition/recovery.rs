@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use futures::future::Either;
+use futures::StreamExt;
 use kafscale_codec::batch::BatchHeader;
 use kafscale_segstore::{Segment, SegmentMeta};
 use tracing::{error, info, warn};
@@ -217,7 +218,7 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
     let outcome = loop {
         match load_once(&logs, &p).await {
             Ok(r) => break Ok(r),
-            Err(e @ LoadError::Meta(MetaError::NotOwner { .. })) => {
+            Err(e @ LoadError::Meta(MetaError::NotOwner { .. } | MetaError::Unassigned { .. })) => {
                 // Not retried here: the previous owner is still releasing it or
                 // its lease has not run out; the client retries.
                 info!(topic = %p.topic, partition = p.index, error = %e, "partition not claimed yet");
@@ -284,7 +285,7 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
                 st.durable = durable;
                 Ok(())
             }
-            Err(LoadError::Meta(MetaError::NotOwner { .. })) => {
+            Err(LoadError::Meta(MetaError::NotOwner { .. } | MetaError::Unassigned { .. })) => {
                 Err(KafkaError::NotLeaderOrFollower)
             }
             Err(_) => Err(KafkaError::KafkaStorageError),
@@ -323,17 +324,42 @@ struct Loaded {
     durable: Vec<SegRef>,
     next: i64,
     log_start: i64,
-    /// Idempotent producers' sequence state, from the newest segment's batches.
+    /// Idempotent producers' sequence state, from the batches of the log's tail.
     producers: Producers,
 }
 
-/// Idempotent-producer state from the batches of the newest segment: a producer
-/// retrying a batch that a previous owner (or a previous run) stored gets its
-/// offsets back instead of a second copy, and its next batch is in sequence.
-/// Producers whose last batch is in an older segment are unknown, and accepted
-/// at any sequence (as after a restart in Kafka when their state expired).
-fn producers_from(seg: &Segment) -> Producers {
-    let mut producers = Producers::default();
+/// How much of the log's tail a load reads back for idempotent-producer state:
+/// the newest segments up to this many, and up to this many bytes (at least the
+/// newest segment). A producer that wrote within this window is known to the new
+/// owner; one whose last batch is older starts unknown and is accepted at any
+/// sequence (as in Kafka once its state expired). The window matters most right
+/// after a move: a producer's request answered NOT_LEADER_OR_FOLLOWER by the
+/// old owner, with the next one already in flight, must meet its last sequence
+/// here, or that next one would be accepted past the gap.
+const TAIL_SEGMENTS: usize = 64;
+const TAIL_BYTES: u64 = 64 << 20;
+/// Segment reads of the tail in flight at once.
+const TAIL_READS: usize = 8;
+
+/// The newest segments to read for producer state, oldest first.
+fn tail_window(segs: &[SegmentMeta]) -> &[SegmentMeta] {
+    let mut bytes = 0u64;
+    let mut n = 0;
+    for m in segs.iter().rev().take(TAIL_SEGMENTS) {
+        if n > 0 && bytes.saturating_add(m.size) > TAIL_BYTES {
+            break;
+        }
+        bytes = bytes.saturating_add(m.size);
+        n += 1;
+    }
+    &segs[segs.len() - n..]
+}
+
+/// Adds a segment's batches (read oldest segment first) to the producer state:
+/// a producer retrying a batch that a previous owner (or a previous run) stored
+/// gets its offsets back instead of a second copy, and its next batch is in
+/// sequence.
+fn add_producers(producers: &mut Producers, seg: &Segment) {
     for b in &seg.batches {
         let (from, to) = (
             b.pos as usize,
@@ -346,7 +372,6 @@ fn producers_from(seg: &Segment) -> Producers {
             producers.record(&h, b.base_offset, b.last_offset);
         }
     }
-    producers
 }
 
 /// One attempt: the claim (clusters), the committed next offset (etcd), the
@@ -381,28 +406,39 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
                 None
             };
             let segs = store.list_segments(&topic, index).await?;
-            let (footer, tail) = match segs.last() {
-                Some(last) => {
-                    let footer = store.read_footer(&topic, index, last).await?;
-                    // Best effort: without it, producers are only unknown.
-                    let tail = match store.read_segment(&topic, index, last.base_offset).await {
-                        Ok(seg) => Some(seg),
-                        Err(e) => {
-                            warn!(topic, partition = index, error = %e, "newest segment unreadable; idempotent producers start unknown");
-                            None
-                        }
-                    };
-                    (Some(footer), tail)
-                }
-                None => (None, None),
+            let footer = match segs.last() {
+                Some(last) => Some(store.read_footer(&topic, index, last).await?),
+                None => None,
             };
+            // Best effort: a segment that cannot be read leaves the producers
+            // whose last batch it holds unknown.
+            let window: Vec<i64> = tail_window(&segs).iter().map(|m| m.base_offset).collect();
+            let read: Vec<_> = futures::stream::iter(window.into_iter().map(|base| {
+                let (store, topic) = (store.clone(), topic.clone());
+                async move { store.read_segment(&topic, index, base).await }
+            }))
+            .buffered(TAIL_READS)
+            .collect()
+            .await;
+            let mut tail = Vec::with_capacity(read.len());
+            for r in read {
+                match r {
+                    Ok(seg) => tail.push(seg),
+                    Err(e) => {
+                        warn!(topic, partition = index, error = %e, "segment of the log's tail unreadable; idempotent producers it holds start unknown");
+                    }
+                }
+            }
             Ok::<_, LoadError>((segs, footer, committed, tail))
         })
         .await
         .map_err(CallError::flatten)?;
     let (durable, next) = restore(&segs, footer.map(|f| f.last_offset))?;
     let (durable, next, log_start) = with_committed(durable, next, committed, tracked);
-    let producers = tail.as_ref().map(producers_from).unwrap_or_default();
+    let mut producers = Producers::default();
+    for seg in &tail {
+        add_producers(&mut producers, seg);
+    }
     Ok(Loaded {
         durable,
         next,
@@ -414,6 +450,23 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tail_window_is_bounded_by_count_and_bytes() {
+        let seg = |base_offset, size| SegmentMeta { base_offset, size };
+        let many: Vec<SegmentMeta> = (0..100).map(|i| seg(i * 10, 1_000)).collect();
+        let w = tail_window(&many);
+        assert_eq!((w.len(), w[0].base_offset), (TAIL_SEGMENTS, 360));
+        let big = [
+            seg(0, TAIL_BYTES),
+            seg(10, TAIL_BYTES / 2),
+            seg(20, TAIL_BYTES / 2),
+        ];
+        assert_eq!(tail_window(&big).len(), 2);
+        // The newest segment is read whatever its size.
+        assert_eq!(tail_window(&[seg(0, 1), seg(5, 2 * TAIL_BYTES)]).len(), 1);
+        assert!(tail_window(&[]).is_empty());
+    }
 
     #[test]
     fn restores_ranges_from_listing_and_footer() {

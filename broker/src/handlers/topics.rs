@@ -273,6 +273,47 @@ where
         .unwrap_or_else(|e| Err((NOT_LEADER_OR_FOLLOWER, e.to_string())))
 }
 
+/// Whether one more topic of `partitions` partitions fits the limits on what
+/// the cluster stores (every broker loads all of it at start, and Metadata
+/// answers list it). Checked under the admin lock, against the installed view.
+fn within_limits(sh: &Shard, partitions: i32) -> Result<(), Outcome> {
+    let limits = sh.settings.limits;
+    if partitions > limits.max_partitions_per_topic {
+        return Err(Outcome::err(
+            INVALID_PARTITIONS,
+            format!(
+                "at most {} partitions per topic (KAFSCALE_MAX_PARTITIONS_PER_TOPIC)",
+                limits.max_partitions_per_topic
+            ),
+        ));
+    }
+    let cluster = sh.cluster();
+    if cluster.topics.len() >= limits.max_topics {
+        return Err(Outcome::err(
+            POLICY_VIOLATION,
+            format!(
+                "the cluster holds {} topics (KAFSCALE_MAX_TOPICS)",
+                cluster.topics.len()
+            ),
+        ));
+    }
+    let total: usize = cluster
+        .topics
+        .values()
+        .map(|t| t.partitions.max(0) as usize)
+        .sum();
+    if total.saturating_add(partitions as usize) > limits.max_partitions {
+        return Err(Outcome::err(
+            POLICY_VIOLATION,
+            format!(
+                "the cluster holds {total} partitions; {partitions} more exceed KAFSCALE_MAX_PARTITIONS ({})",
+                limits.max_partitions
+            ),
+        ));
+    }
+    Ok(())
+}
+
 async fn create_one(
     sh: &Rc<Shard>,
     name: String,
@@ -302,6 +343,9 @@ async fn create_one(
             INVALID_PARTITIONS,
             "number of partitions must be at least 1",
         );
+    }
+    if let Err(o) = within_limits(sh, partitions) {
+        return o;
     }
     let topic = TopicMeta {
         name: name.clone(),

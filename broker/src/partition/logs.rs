@@ -45,6 +45,14 @@ pub struct LogSettings {
     pub upload_concurrency: usize,
     /// Bytes of segments read from the store kept in memory (all shards).
     pub cache_bytes: usize,
+    /// An idempotent producer's state is forgotten this long after its last batch.
+    pub producer_id_expiration: Duration,
+}
+
+impl LogSettings {
+    pub fn producer_id_expiration_ms(&self) -> i64 {
+        i64::try_from(self.producer_id_expiration.as_millis()).unwrap_or(i64::MAX)
+    }
 }
 
 /// The handles a shard's logs use: built once per broker, cloned per shard.

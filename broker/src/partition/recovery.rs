@@ -15,7 +15,7 @@ use futures::channel::oneshot;
 use futures::future::Either;
 use futures::StreamExt;
 use kafscale_codec::batch::BatchHeader;
-use kafscale_segstore::{Segment, SegmentMeta};
+use kafscale_segstore::{Segment, SegmentMeta, StoreError};
 use tracing::{error, info, warn};
 
 use super::logs::Logs;
@@ -359,7 +359,7 @@ fn tail_window(segs: &[SegmentMeta]) -> &[SegmentMeta] {
 /// a producer retrying a batch that a previous owner (or a previous run) stored
 /// gets its offsets back instead of a second copy, and its next batch is in
 /// sequence.
-fn add_producers(producers: &mut Producers, seg: &Segment) {
+fn add_producers(producers: &mut Producers, seg: &Segment, now_ms: i64, expire_ms: i64) {
     for b in &seg.batches {
         let (from, to) = (
             b.pos as usize,
@@ -369,7 +369,9 @@ fn add_producers(producers: &mut Producers, seg: &Segment) {
             continue;
         };
         if let Ok(h) = BatchHeader::parse(bytes) {
-            producers.record(&h, b.base_offset, b.last_offset);
+            // Recovered producers count as seen at the load: their expiry runs
+            // from now, not from a timestamp the client chose.
+            producers.record(&h, b.base_offset, b.last_offset, now_ms, expire_ms);
         }
     }
 }
@@ -397,7 +399,7 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
         p.st.borrow_mut().claim = Some(claim);
     }
     let tracked = meta.tracks_partition_state();
-    let (segs, footer, committed, tail) = logs
+    let (segs, footer, committed, earlier, tail, lost_next) = logs
         .io
         .call(async move {
             let committed = if tracked {
@@ -405,39 +407,75 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
             } else {
                 None
             };
-            let segs = store.list_segments(&topic, index).await?;
-            let footer = match segs.last() {
-                Some(last) => Some(store.read_footer(&topic, index, last).await?),
-                None => None,
+            let mut segs = store.list_segments(&topic, index).await?;
+            // The offset after the data of segments moved to quarantine: offsets
+            // below it may have been acknowledged, so they are never handed out
+            // again (fetches step over them, read.rs).
+            let mut lost_next: Option<i64> = None;
+            let (footer, tail) = loop {
+                let Some(last) = segs.last().copied() else {
+                    break (None, None);
+                };
+                match newest(&store, &topic, index, &last).await {
+                    Ok(found) => break found,
+                    Err(LoadError::Store(StoreError::Corrupt { key, source })) => {
+                        // This broker owns the partition (its claim is held, or it
+                        // is the only broker), so it alone moves the object.
+                        let shown = store
+                            .quarantine_segment(&topic, index, last.base_offset)
+                            .await?;
+                        let next = shown.map_or(last.base_offset, |l| l + 1).max(last.base_offset);
+                        error!(
+                            object = %key, error = %source, base_offset = last.base_offset,
+                            next_offset = next,
+                            "newest segment unreadable; moved under _quarantine/ and recovering from the segments before it"
+                        );
+                        lost_next = lost_next.max(Some(next));
+                        segs.pop();
+                    }
+                    Err(e) => return Err(e),
+                }
             };
-            // Best effort: a segment that cannot be read leaves the producers
-            // whose last batch it holds unknown.
-            let window: Vec<i64> = tail_window(&segs).iter().map(|m| m.base_offset).collect();
-            let read: Vec<_> = futures::stream::iter(window.into_iter().map(|base| {
+            rebuild_missing_indexes(&store, &topic, index, &segs).await;
+            // The rest of the tail window, for producer state (the newest segment
+            // came with the footer). Best effort: a segment that cannot be read
+            // leaves the producers whose last batch it holds unknown.
+            let window = tail_window(&segs);
+            let older: Vec<i64> = window
+                .iter()
+                .take(window.len().saturating_sub(1))
+                .map(|m| m.base_offset)
+                .collect();
+            let read: Vec<_> = futures::stream::iter(older.into_iter().map(|base| {
                 let (store, topic) = (store.clone(), topic.clone());
                 async move { store.read_segment(&topic, index, base).await }
             }))
             .buffered(TAIL_READS)
             .collect()
             .await;
-            let mut tail = Vec::with_capacity(read.len());
+            let mut earlier = Vec::with_capacity(read.len());
             for r in read {
                 match r {
-                    Ok(seg) => tail.push(seg),
+                    Ok(seg) => earlier.push(seg),
                     Err(e) => {
                         warn!(topic, partition = index, error = %e, "segment of the log's tail unreadable; idempotent producers it holds start unknown");
                     }
                 }
             }
-            Ok::<_, LoadError>((segs, footer, committed, tail))
+            Ok::<_, LoadError>((segs, footer, committed, earlier, tail, lost_next))
         })
         .await
         .map_err(CallError::flatten)?;
     let (durable, next) = restore(&segs, footer.map(|f| f.last_offset))?;
+    let next = next.max(lost_next.unwrap_or(0));
     let (durable, next, log_start) = with_committed(durable, next, committed, tracked);
+    let (now_ms, expire_ms) = (
+        logs.clock.wall_ms(),
+        logs.settings.producer_id_expiration_ms(),
+    );
     let mut producers = Producers::default();
-    for seg in &tail {
-        add_producers(&mut producers, seg);
+    for seg in earlier.iter().chain(tail.as_ref()) {
+        add_producers(&mut producers, seg, now_ms, expire_ms);
     }
     Ok(Loaded {
         durable,
@@ -445,6 +483,70 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
         log_start,
         producers,
     })
+}
+
+/// The newest segment's footer and, best effort, the whole segment (for the
+/// idempotent producers). A bad footer or a body that fails its checks is
+/// `StoreError::Corrupt`; a read that merely failed leaves the producers unknown.
+async fn newest(
+    store: &kafscale_segstore::SegmentStore,
+    topic: &str,
+    index: i32,
+    last: &SegmentMeta,
+) -> Result<(Option<kafscale_segstore::SegmentFooter>, Option<Segment>), LoadError> {
+    let footer = store.read_footer(topic, index, last).await?;
+    let tail = match store.read_segment(topic, index, last.base_offset).await {
+        Ok(seg) => Some(seg),
+        Err(e @ StoreError::Corrupt { .. }) => return Err(e.into()),
+        Err(e) => {
+            warn!(topic, partition = index, error = %e, "newest segment unreadable; idempotent producers start unknown");
+            None
+        }
+    };
+    Ok((Some(footer), tail))
+}
+
+/// Writes the `.index` of every listed segment that has none (the Go Kafscale
+/// and other readers of the bucket use it). Best effort and in the
+/// background: the partition serves without it, and a failure is retried at
+/// the next load.
+async fn rebuild_missing_indexes(
+    store: &kafscale_segstore::SegmentStore,
+    topic: &str,
+    index: i32,
+    segs: &[SegmentMeta],
+) {
+    let have = match store.list_indexes(topic, index).await {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(topic, partition = index, error = %e, "listing indexes failed; not rebuilding");
+            return;
+        }
+    };
+    let missing: Vec<i64> = segs
+        .iter()
+        .map(|s| s.base_offset)
+        .filter(|b| have.binary_search(b).is_err())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let (store, topic) = (store.clone(), topic.to_string());
+    tokio::spawn(async move {
+        for base in missing {
+            match store.rebuild_index(&topic, index, base).await {
+                Ok(()) => info!(
+                    topic,
+                    partition = index,
+                    base_offset = base,
+                    "missing segment index rebuilt"
+                ),
+                Err(e) => {
+                    warn!(topic, partition = index, base_offset = base, error = %e, "rebuilding a segment index failed")
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]

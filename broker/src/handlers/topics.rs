@@ -496,7 +496,7 @@ async fn finish_deletion(sh: &Rc<Shard>, name: &str, id: Uuid) -> Option<Finishe
         warn!(topic = name, error = %detail, retry_ms = delay.as_millis() as u64, "{what}; retrying");
         delay
     };
-    let claim = loop {
+    loop {
         if sh.is_shutting_down() {
             return None;
         }
@@ -506,14 +506,14 @@ async fn finish_deletion(sh: &Rc<Shard>, name: &str, id: Uuid) -> Option<Finishe
             .call(async move { meta.claim_deletion(&n, id).await })
             .await
         {
-            Ok(Some(claim)) => break claim,
-            Ok(None) => return Some(Finished::Elsewhere),
+            Ok(true) => break,
+            Ok(false) => return Some(Finished::Elsewhere),
             Err(e) => {
                 let d = retry("taking the topic's deletion failed", &e);
                 crate::runtime::sleep(d).await;
             }
         }
-    };
+    }
     // Polled: the partitions' owners give their claims up on their own, each
     // when its last upload is over; a dead one's vanish with its lease.
     let mut waited_logged = false;
@@ -571,7 +571,7 @@ async fn finish_deletion(sh: &Rc<Shard>, name: &str, id: Uuid) -> Option<Finishe
         let (meta, n) = (sh.meta.clone(), name.to_string());
         match sh
             .io
-            .call(async move { meta.delete_topic(&n, id, claim).await })
+            .call(async move { meta.delete_topic(&n, id).await })
             .await
         {
             Ok(state) => {

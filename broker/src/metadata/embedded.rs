@@ -328,12 +328,7 @@ impl MetadataStore for EmbeddedStore {
         Ok((state, id))
     }
 
-    async fn delete_topic(
-        &self,
-        name: &str,
-        id: uuid::Uuid,
-        _claim: super::Claim,
-    ) -> Result<ClusterState, MetaError> {
+    async fn delete_topic(&self, name: &str, id: uuid::Uuid) -> Result<ClusterState, MetaError> {
         let name = name.to_string();
         let mut state = self
             .update(
@@ -494,7 +489,7 @@ mod tests {
                 .topics[0]
                 .deleting
         );
-        s2.delete_topic("t", id, Default::default()).await.unwrap();
+        s2.delete_topic("t", id).await.unwrap();
         assert!(EmbeddedStore::open(&dir)
             .unwrap()
             .load()

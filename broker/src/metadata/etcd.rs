@@ -798,7 +798,7 @@ impl MetadataStore for EtcdHandle {
         ))
     }
 
-    async fn claim_deletion(&self, name: &str, id: Uuid) -> Result<Option<Claim>, MetaError> {
+    async fn claim_deletion(&self, name: &str, id: Uuid) -> Result<bool, MetaError> {
         let Some(lease) = *self.0.lease.borrow() else {
             return Err(MetaError::Unavailable(
                 "this broker's lease is being renewed".into(),
@@ -821,22 +821,16 @@ impl MetadataStore for EtcdHandle {
         let resp = self.0.timed("claim topic deletion", c.txn(txn)).await?;
         if resp.succeeded() {
             info!(topic = name, %id, "finishing the topic's deletion");
-            return Ok(Some(Claim {
-                token: resp.header().map_or(0, |h| h.revision()),
-                epoch: 0,
-            }));
+            return Ok(true);
         }
         let held = resp.op_responses().into_iter().find_map(|op| match op {
             etcd_client::TxnOpResponse::Get(g) => g.kvs().first().cloned(),
             _ => None,
         });
         // Held by this very incarnation: a retry of a deletion it is running.
-        Ok(held.and_then(|kv| {
-            let c = pb::ControllerClaim::decode(kv.value()).ok()?;
-            (c.lease == lease && c.broker_id == self.0.broker_id).then(|| Claim {
-                token: kv.create_revision(),
-                epoch: 0,
-            })
+        Ok(held.is_some_and(|kv| {
+            pb::ControllerClaim::decode(kv.value())
+                .is_ok_and(|c| c.lease == lease && c.broker_id == self.0.broker_id)
         }))
     }
 
@@ -855,12 +849,7 @@ impl MetadataStore for EtcdHandle {
         Ok(usize::try_from(resp.count()).unwrap_or(usize::MAX))
     }
 
-    async fn delete_topic(
-        &self,
-        name: &str,
-        id: Uuid,
-        _claim: Claim,
-    ) -> Result<ClusterState, MetaError> {
+    async fn delete_topic(&self, name: &str, id: Uuid) -> Result<ClusterState, MetaError> {
         self.0
             .update_snapshot("delete topic", |snap| {
                 let before = snap.topics.len();

@@ -319,10 +319,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// from the returned state on it is served and owned by no broker and its
     /// name cannot be created. Returns the state and the topic's id.
     async fn mark_deleting(&self, name: &str) -> Result<(ClusterState, Uuid), MetaError>;
-    /// The right to finish deleting topic `id` (its objects, then its metadata):
-    /// None while another broker holds it. Held until this broker's lease ends.
-    async fn claim_deletion(&self, _name: &str, _id: Uuid) -> Result<Option<Claim>, MetaError> {
-        Ok(Some(Claim::default()))
+    /// Takes the right to finish deleting topic `id` (its objects, then its
+    /// metadata): false while another broker holds it. Held until this broker's
+    /// lease ends (the final removal deletes it).
+    async fn claim_deletion(&self, _name: &str, _id: Uuid) -> Result<bool, MetaError> {
+        Ok(true)
     }
     /// How many partitions of topic `name` a broker still holds a claim on.
     async fn owners_left(&self, _name: &str) -> Result<usize, MetaError> {
@@ -330,12 +331,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     }
     /// Last step of DeleteTopics, after the objects are gone: removes topic `id`
     /// and its partition state; returns the stored state without it.
-    async fn delete_topic(
-        &self,
-        name: &str,
-        id: Uuid,
-        claim: Claim,
-    ) -> Result<ClusterState, MetaError>;
+    async fn delete_topic(&self, name: &str, id: Uuid) -> Result<ClusterState, MetaError>;
     /// Every later change of the stored topics (made by this broker, another one or
     /// an operator), starting after `revision`. The stream outlives store outages:
     /// it resumes by itself and never ends while the store exists.

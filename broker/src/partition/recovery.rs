@@ -336,8 +336,10 @@ struct Loaded {
 /// after a move: a producer's request answered NOT_LEADER_OR_FOLLOWER by the
 /// old owner, with the next one already in flight, must meet its last sequence
 /// here, or that next one would be accepted past the gap.
-const TAIL_SEGMENTS: usize = 64;
-const TAIL_BYTES: u64 = 64 << 20;
+/// Bounded because every partition a broker takes over reads it: at a failover
+/// of many partitions the window, not the newest segment, is the read cost.
+const TAIL_SEGMENTS: usize = 32;
+const TAIL_BYTES: u64 = 8 << 20;
 /// Segment reads of the tail in flight at once.
 const TAIL_READS: usize = 8;
 
@@ -558,7 +560,10 @@ mod tests {
         let seg = |base_offset, size| SegmentMeta { base_offset, size };
         let many: Vec<SegmentMeta> = (0..100).map(|i| seg(i * 10, 1_000)).collect();
         let w = tail_window(&many);
-        assert_eq!((w.len(), w[0].base_offset), (TAIL_SEGMENTS, 360));
+        assert_eq!(
+            (w.len(), w[0].base_offset),
+            (TAIL_SEGMENTS, (100 - TAIL_SEGMENTS as i64) * 10)
+        );
         let big = [
             seg(0, TAIL_BYTES),
             seg(10, TAIL_BYTES / 2),

@@ -5,7 +5,12 @@ use kafscale_operator::crd::crd_files;
 
 #[test]
 fn chart_crds_match_the_rust_types() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm/kafscale/crds");
+    // The directory at run time: a test binary reused from another checkout through a
+    // shared CARGO_TARGET_DIR must read this one, not the one it was compiled in.
+    let dir = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../helm/kafscale/crds");
     let files = crd_files().expect("CRD yaml");
     assert_eq!(files.len(), 2);
     for (name, yaml) in files {

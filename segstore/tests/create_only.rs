@@ -9,7 +9,7 @@
 //! objects back from the unwrapped store.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -193,7 +193,12 @@ fn s3s_fs_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("KAFSCALE_S3S_FS") {
         return PathBuf::from(p);
     }
-    FsPath::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/s3s-fs")
+    // The directory at run time: a test binary reused from another checkout through a
+    // shared CARGO_TARGET_DIR must read this one, not the one it was compiled in.
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../.tools/bin/s3s-fs")
 }
 
 impl S3sFs {

@@ -581,10 +581,14 @@ pub fn etcd_binary() -> PathBuf {
         );
         return p;
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf();
+    // The directory at run time: a test binary reused from another checkout through a
+    // shared CARGO_TARGET_DIR must read this one, not the one it was compiled in.
+    let root = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .expect("the workspace root")
+    .to_path_buf();
     let lib = root.join(".venv").join("lib");
     let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
         entries

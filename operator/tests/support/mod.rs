@@ -24,10 +24,14 @@ pub const IMAGE: &str = "registry.example/kafscale/broker:1.0";
 pub const NS: &str = "kafscale";
 
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    // The directory at run time: a test binary reused from another checkout through a
+    // shared CARGO_TARGET_DIR must read this one, not the one it was compiled in.
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .expect("workspace root")
+    .to_path_buf()
 }
 
 fn free_port() -> u16 {

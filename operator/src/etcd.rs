@@ -8,11 +8,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, ConnectOptions, TxnOp};
+use etcd_client::{Client, ConnectOptions, DeleteOptions, TxnOp};
 use kafscale_proto::metadata as pb;
 use kafscale_proto::snapshot::{self, Change, SnapshotError, Snapshots};
 use kafscale_proto::{keys, Message};
 use uuid::Uuid;
+
+use crate::drift::{self, Differs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
@@ -42,11 +44,16 @@ impl std::fmt::Debug for EtcdCredentials {
 }
 
 /// A topic as the `KafscaleTopic` asks for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DesiredTopic {
     pub name: String,
     pub partitions: i32,
+    /// The configs the resource sets (it owns these keys; see `drift`).
     pub configs: BTreeMap<String, String>,
+    /// What the operator last wrote for them (`status.appliedConfig`).
+    pub last_applied: BTreeMap<String, String>,
+    /// `configDrift: Keep`: runtime changes to owned keys are left as they are.
+    pub keep_runtime: bool,
 }
 
 /// What the store holds for the topic after `apply_topic`.
@@ -58,6 +65,10 @@ pub struct AppliedTopic {
     pub decrease_refused: bool,
     /// Whether anything was written (false: the store already matched).
     pub written: bool,
+    /// Owned keys changed at runtime and set back.
+    pub reverted: Vec<String>,
+    /// Owned keys changed at runtime and kept (`keep_runtime`).
+    pub differs: Vec<Differs>,
 }
 
 pub struct Metadata {
@@ -99,32 +110,41 @@ impl Metadata {
         Ok(self.snapshots.read().await?)
     }
 
-    /// Creates the topic, or brings its partition count (up only) and configs to
-    /// the desired ones, in the snapshot and at `/kafscale/topics/{topic}/config`
+    /// Creates the topic, or brings its partition count (up only) and the configs
+    /// it owns to the desired ones (`drift::plan`: keys it does not set are left
+    /// to the runtime), in the snapshot and at `/kafscale/topics/{topic}/config`
     /// in one transaction. Writes nothing when the store already matches, so an
     /// unchanged resource does not wake every broker's watch.
     pub async fn apply_topic(&self, want: &DesiredTopic) -> Result<AppliedTopic, EtcdError> {
         let updated = self
             .snapshots
             .update("put topic", |snap| {
-                let configs: std::collections::HashMap<String, String> =
-                    want.configs.clone().into_iter().collect();
                 let (topic, applied) = match snap.topics.iter_mut().find(|t| t.name == want.name) {
                     Some(t) => {
                         let topic_id = snapshot::topic_id(t)?;
                         let decrease_refused = want.partitions < t.partitions;
                         let partitions = want.partitions.max(t.partitions);
+                        let stored: BTreeMap<String, String> =
+                            t.configs.clone().into_iter().collect();
+                        let plan = drift::plan(
+                            &want.configs,
+                            &want.last_applied,
+                            &stored,
+                            want.keep_runtime,
+                        );
                         let mut applied = AppliedTopic {
                             topic_id,
                             partitions,
                             decrease_refused,
                             written: false,
+                            reverted: plan.reverted,
+                            differs: plan.differs,
                         };
-                        if partitions == t.partitions && t.configs == configs {
+                        if partitions == t.partitions && plan.configs == stored {
                             return Ok::<_, EtcdError>(Change::Keep(applied));
                         }
                         t.partitions = partitions;
-                        t.configs = configs;
+                        t.configs = plan.configs.into_iter().collect();
                         applied.written = true;
                         (t.clone(), applied)
                     }
@@ -134,7 +154,7 @@ impl Metadata {
                             name: want.name.clone(),
                             topic_id: topic_id.as_bytes().to_vec(),
                             partitions: want.partitions,
-                            configs,
+                            configs: want.configs.clone().into_iter().collect(),
                             created_ms: now_ms(),
                         };
                         snap.topics.push(t.clone());
@@ -144,6 +164,8 @@ impl Metadata {
                             partitions: want.partitions,
                             decrease_refused: false,
                             written: true,
+                            reverted: Vec::new(),
+                            differs: Vec::new(),
                         };
                         (t, applied)
                     }
@@ -151,6 +173,32 @@ impl Metadata {
                 let config =
                     TxnOp::put(keys::topic_config(&want.name), topic.encode_to_vec(), None);
                 Ok(Change::Write(vec![config], applied))
+            })
+            .await?;
+        Ok(updated.value)
+    }
+
+    /// Removes the topic as a broker's DeleteTopics does in etcd: from the
+    /// snapshot, with its config, partition states and owner keys, in one
+    /// transaction (owners' next commits are refused). Objects in the bucket are
+    /// not touched. False when there was no such topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<bool, EtcdError> {
+        let updated = self
+            .snapshots
+            .update("delete topic", |snap| {
+                let before = snap.topics.len();
+                snap.topics.retain(|t| t.name != name);
+                if snap.topics.len() == before {
+                    return Ok::<_, EtcdError>(Change::Keep(false));
+                }
+                let prefix = || Some(DeleteOptions::new().with_prefix());
+                Ok(Change::Write(
+                    vec![
+                        TxnOp::delete(keys::topic_prefix(name), prefix()),
+                        TxnOp::delete(keys::owners_prefix(name), prefix()),
+                    ],
+                    true,
+                ))
             })
             .await?;
         Ok(updated.value)

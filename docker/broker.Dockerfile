@@ -11,7 +11,9 @@
 # runs with a read-only root filesystem. `kafscale-broker` is on PATH because the
 # operator's preStop hook runs `kafscale-broker ctl drain` in the container.
 
-ARG RUST_IMAGE=docker.io/library/rust:1.89-bookworm
+# The toolchain the project is built and tested with (rustc 1.95); bookworm for
+# glibc 2.36, as in the distroless base.
+ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 ARG RUNTIME_BASE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS build

@@ -9,7 +9,9 @@
 # readOnlyRootFilesystem). The same binary installs the brokers' seccomp profile on
 # the nodes (`kafscale-operator seccomp install`, the chart's DaemonSet).
 
-ARG RUST_IMAGE=docker.io/library/rust:1.89-bookworm
+# The toolchain the project is built and tested with (rustc 1.95); bookworm for
+# glibc 2.36, as in the distroless base.
+ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 ARG RUNTIME_BASE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS build

@@ -70,7 +70,7 @@ pub async fn reconcile(t: Arc<KafscaleTopic>, ctx: Arc<Context>) -> Result<Actio
 /// Where the topic's cluster keeps its metadata, or the conditions saying why
 /// it cannot be reached.
 enum Store {
-    Found(Metadata),
+    Found(Box<Metadata>),
     Unreachable(Vec<Found>),
     NoCluster(Found),
 }
@@ -124,7 +124,7 @@ async fn store(t: &KafscaleTopic, ctx: &Context, ns: &str) -> Result<Store, Erro
         }
     };
     match Metadata::connect(&etcd.endpoints, creds.as_ref(), ctx.timeout).await {
-        Ok(m) => Ok(Store::Found(m)),
+        Ok(m) => Ok(Store::Found(Box::new(m))),
         Err(e) => Ok(Store::Unreachable(etcd_failed(e.to_string()))),
     }
 }

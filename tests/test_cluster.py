@@ -671,6 +671,21 @@ def test_topic_admin_on_any_broker(cluster):
             listed[b.broker_id] = "admin" in md["topics"] or "admin" in md["topic_errors"]
         return not any(listed.values())
     wait_until(gone, "no broker listing the deleted topic", last=lambda: f"{{broker: still listed}} {listed}")
+    # The deletion is answered only once its objects are gone (every owner let go first).
+    left = [str(f.relative_to(c.s3.root)) for f in c.s3.root.rglob("*")
+            if f.is_file() and "admin" in f.relative_to(c.s3.root).parts]
+    assert not left, f"objects of the deleted topic left in the bucket: {left[:5]}"
+
+    # The name is free again, for a new topic that starts empty at offset 0.
+    create_topic(c[3].bootstrap, "admin", 3)
+    wait_view(c, {"admin": 3}, balanced=False, what="the re-created topic on every broker")
+    again = Producing(c[1].bootstrap, "admin", 3, "again", count=90, pace=0)
+    again.start()
+    again.finish()
+    again.check_all_acked()
+    got = check_exactly_once(c, "admin", 3, [again])
+    assert sum(len(r) for r in got.values()) == 90, "the re-created topic holds only its own records"
+    assert {p: min(o for (pp, o, _, _) in again.d.delivered if pp == p) for p in range(3)} == {0: 0, 1: 0, 2: 0}
 
 
 def test_a_live_broker_id_is_refused(cluster, tmp_path):

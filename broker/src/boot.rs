@@ -13,7 +13,7 @@ use kafscale_segstore::{
     StoreConfig, StoreStats,
 };
 use object_store::ObjectStore;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -125,6 +125,37 @@ fn abort_on_panic() {
         standard(info);
         std::process::abort();
     }));
+}
+
+/// Stored topics beyond the limits (written before the limits existed, or by a
+/// broker with higher ones) are loaded and served: refusing to start would
+/// take the data offline. The broker says so, and creates nothing more until
+/// the cluster is below its limits again.
+fn warn_over_limits(state: &metadata::ClusterState, limits: &crate::settings::ResourceLimits) {
+    let topics = state.topics.len();
+    let partitions: usize = state
+        .topics
+        .iter()
+        .map(|t| t.partitions.max(0) as usize)
+        .sum();
+    let widest = state.topics.iter().max_by_key(|t| t.partitions);
+    if topics > limits.max_topics || partitions > limits.max_partitions {
+        warn!(
+            topics,
+            partitions,
+            max_topics = limits.max_topics,
+            max_partitions = limits.max_partitions,
+            "stored metadata exceeds KAFSCALE_MAX_TOPICS or KAFSCALE_MAX_PARTITIONS; loaded as stored, new topics and partitions are refused"
+        );
+    }
+    if let Some(t) = widest.filter(|t| t.partitions > limits.max_partitions_per_topic) {
+        warn!(
+            topic = %t.name,
+            partitions = t.partitions,
+            max = limits.max_partitions_per_topic,
+            "stored topic has more partitions than KAFSCALE_MAX_PARTITIONS_PER_TOPIC; loaded as stored"
+        );
+    }
 }
 
 fn store_config(cfg: &Config) -> StoreConfig {
@@ -328,6 +359,7 @@ impl Broker {
         let state = rt
             .block_on(async move { m.load().await })
             .map_err(StartError::LoadMetadata)?;
+        warn_over_limits(&state, &cfg.settings().limits);
         // In a cluster nothing is owned until the live view arrives.
         let live = metadata::Live {
             clustered: meta.tracks_ownership(),
@@ -360,8 +392,11 @@ impl Broker {
         }
 
         let cfg = Arc::new(cfg);
+        let settings = cfg.settings();
+        let admission = Arc::new(crate::admission::Admission::new(settings.admission));
         let shared = Arc::new(Shared {
-            settings: Arc::new(cfg.settings()),
+            settings: Arc::new(settings),
+            admission,
             io,
             store,
             meta,

@@ -78,6 +78,73 @@ pub struct Config {
     /// Largest request frame accepted; larger frames close the connection.
     #[arg(long, env = "KAFSCALE_MAX_REQUEST_BYTES", default_value_t = 100 << 20)]
     pub max_request_bytes: usize,
+    /// Largest request frame other than Produce; larger ones close the connection
+    /// (they carry no records, and are decoded into structures several times
+    /// their size).
+    #[arg(
+        long,
+        env = "KAFSCALE_MAX_NON_PRODUCE_REQUEST_BYTES",
+        default_value_t = 4 << 20
+    )]
+    pub max_non_produce_request_bytes: usize,
+    /// Bytes of requests the broker holds at once, read and not yet answered, all
+    /// connections together (Kafka's queued.max.request.bytes). Connections stop
+    /// reading while it is spent; one request alone may exceed it.
+    #[arg(
+        long,
+        env = "KAFSCALE_QUEUED_MAX_REQUEST_BYTES",
+        default_value_t = 512 << 20
+    )]
+    pub queued_max_request_bytes: usize,
+    /// Largest record batch a producer may send to a topic without its own
+    /// max.message.bytes (Kafka's message.max.bytes); larger ones get MESSAGE_TOO_LARGE.
+    #[arg(long, env = "KAFSCALE_MAX_MESSAGE_BYTES", default_value_t = 1_048_588)]
+    pub max_message_bytes: usize,
+    /// Open client connections, all addresses together (Kafka's max.connections);
+    /// further connections are closed at accept.
+    #[arg(long, env = "KAFSCALE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Open client connections from one address (Kafka's max.connections.per.ip).
+    #[arg(long, env = "KAFSCALE_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    pub max_connections_per_ip: usize,
+    /// Close a connection that read, answered and handled nothing for this long
+    /// (Kafka's connections.max.idle.ms).
+    #[arg(
+        long,
+        env = "KAFSCALE_CONNECTIONS_MAX_IDLE_MS",
+        default_value_t = 600_000
+    )]
+    pub connections_max_idle_ms: u64,
+    /// A request whose first bytes arrived must be complete within this long, or
+    /// the connection is closed (slow or stalled senders).
+    #[arg(
+        long,
+        env = "KAFSCALE_REQUEST_READ_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub request_read_timeout_ms: u64,
+    /// Topics the cluster may hold; CreateTopics beyond it gets POLICY_VIOLATION.
+    #[arg(long, env = "KAFSCALE_MAX_TOPICS", default_value_t = 10_000)]
+    pub max_topics: usize,
+    /// Partitions one topic may have (CreateTopics, CreatePartitions: INVALID_PARTITIONS).
+    #[arg(
+        long,
+        env = "KAFSCALE_MAX_PARTITIONS_PER_TOPIC",
+        default_value_t = 10_000
+    )]
+    pub max_partitions_per_topic: i32,
+    /// Partitions the cluster may hold in all topics together (POLICY_VIOLATION beyond).
+    #[arg(long, env = "KAFSCALE_MAX_PARTITIONS", default_value_t = 100_000)]
+    pub max_partitions: usize,
+    /// Forget an idempotent producer's sequence state this long after its last
+    /// batch (Kafka's producer.id.expiration.ms); it is then accepted at any
+    /// sequence, as after a restart.
+    #[arg(
+        long,
+        env = "KAFSCALE_PRODUCER_ID_EXPIRATION_MS",
+        default_value_t = 86_400_000
+    )]
+    pub producer_id_expiration_ms: u64,
     /// Unflushed bytes a shard may hold before producers get retriable errors.
     #[arg(long, env = "KAFSCALE_MAX_BUFFERED_BYTES", default_value_t = 256 << 20)]
     pub max_buffered_bytes: usize,
@@ -325,6 +392,20 @@ impl Config {
         {
             return Err(ConfigError::SessionTimeouts);
         }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err(ConfigError::ConnectionsZero);
+        }
+        if self.max_non_produce_request_bytes > self.max_request_bytes
+            || self.max_non_produce_request_bytes < 1024
+        {
+            return Err(ConfigError::NonProduceRequestBytes);
+        }
+        if self.connections_max_idle_ms == 0 || self.request_read_timeout_ms == 0 {
+            return Err(ConfigError::ConnectionTimeoutsZero);
+        }
+        if self.max_partitions_per_topic < 1 || self.max_topics == 0 || self.max_partitions == 0 {
+            return Err(ConfigError::ResourceLimitsZero);
+        }
         if matches!(self.shards, Some(0)) {
             return Err(ConfigError::ShardsZero);
         }
@@ -346,6 +427,20 @@ impl Config {
             auto_create_topics: self.auto_create_topics,
             auto_create_partitions: self.auto_create_partitions,
             max_request_bytes: self.max_request_bytes,
+            max_non_produce_request_bytes: self.max_non_produce_request_bytes,
+            admission: crate::admission::AdmissionLimits {
+                max_connections: self.max_connections,
+                max_connections_per_ip: self.max_connections_per_ip,
+                queued_max_request_bytes: self.queued_max_request_bytes,
+            },
+            connections_max_idle: Duration::from_millis(self.connections_max_idle_ms),
+            request_read_timeout: Duration::from_millis(self.request_read_timeout_ms),
+            max_message_bytes: self.max_message_bytes,
+            limits: crate::settings::ResourceLimits {
+                max_topics: self.max_topics,
+                max_partitions_per_topic: self.max_partitions_per_topic,
+                max_partitions: self.max_partitions,
+            },
             trace_kafka: self.trace_kafka,
             offset_metadata_max_bytes: self.offset_metadata_max_bytes,
             throughput_window_sec: self.throughput_window_sec,
@@ -383,6 +478,7 @@ impl Config {
             max_buffered_bytes: self.max_buffered_bytes,
             upload_concurrency: self.upload_concurrency,
             cache_bytes: self.cache_bytes,
+            producer_id_expiration: Duration::from_millis(self.producer_id_expiration_ms),
         }
     }
 }
@@ -403,6 +499,16 @@ pub enum ConfigError {
     ConcurrencyZero,
     #[error("KAFSCALE_GROUP_MIN_SESSION_TIMEOUT_MS must be positive and at most KAFSCALE_GROUP_MAX_SESSION_TIMEOUT_MS")]
     SessionTimeouts,
+    #[error("KAFSCALE_MAX_CONNECTIONS and KAFSCALE_MAX_CONNECTIONS_PER_IP must be positive")]
+    ConnectionsZero,
+    #[error("KAFSCALE_MAX_NON_PRODUCE_REQUEST_BYTES must be at least 1024 and at most KAFSCALE_MAX_REQUEST_BYTES")]
+    NonProduceRequestBytes,
+    #[error(
+        "KAFSCALE_CONNECTIONS_MAX_IDLE_MS and KAFSCALE_REQUEST_READ_TIMEOUT_MS must be positive"
+    )]
+    ConnectionTimeoutsZero,
+    #[error("KAFSCALE_MAX_TOPICS, KAFSCALE_MAX_PARTITIONS and KAFSCALE_MAX_PARTITIONS_PER_TOPIC must be positive")]
+    ResourceLimitsZero,
     #[error("KAFSCALE_SHARDS must be positive")]
     ShardsZero,
     #[error("KAFSCALE_ETCD_TIMEOUT_MS must be at least 100")]

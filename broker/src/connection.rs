@@ -14,16 +14,22 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::channel::{mpsc, oneshot};
+use futures::future::Either;
 use futures::future::{AbortHandle, AbortRegistration, Abortable};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::{SinkExt, StreamExt};
 use kafscale_codec::frame::{peek_frame_len, FrameError, SIZE_PREFIX};
 use tracing::{debug, warn};
 
+use crate::admission::{Admission, Refused};
+use crate::clock::Clock;
 use crate::handlers::{handle_frame, Outcome};
+use crate::obs::metrics::CloseReason;
 use crate::partition::Order;
 use crate::runtime::{spawn, Task, TcpStream};
 use crate::shard::Shard;
@@ -45,14 +51,29 @@ const WRITE_COALESCE: usize = 256 << 10;
 const COPY_LIMIT: usize = 16 << 10;
 
 /// Bytes of requests read but not yet answered, and the reader waiting for room.
-#[derive(Default)]
+/// The bytes are also the connection's share of the broker-wide budget, given
+/// back as each request is answered, and all at once when the connection ends
+/// (answers never written).
 struct Budget {
     bytes: Cell<usize>,
+    /// Requests read but not yet answered.
+    requests: Cell<usize>,
     waiter: RefCell<Option<oneshot::Sender<()>>>,
+    admission: Arc<Admission>,
 }
 
 impl Budget {
+    fn new(admission: Arc<Admission>) -> Self {
+        Budget {
+            bytes: Cell::new(0),
+            requests: Cell::new(0),
+            waiter: RefCell::new(None),
+            admission,
+        }
+    }
+
     async fn take(&self, n: usize) {
+        self.requests.set(self.requests.get() + 1);
         while self.bytes.get() > 0 && self.bytes.get() + n > MAX_IN_FLIGHT_BYTES {
             let (tx, rx) = oneshot::channel();
             *self.waiter.borrow_mut() = Some(tx);
@@ -64,10 +85,19 @@ impl Budget {
     }
 
     fn give(&self, n: usize) {
-        self.bytes.set(self.bytes.get().saturating_sub(n));
+        self.requests.set(self.requests.get().saturating_sub(1));
+        let n = n.min(self.bytes.get());
+        self.bytes.set(self.bytes.get() - n);
+        self.admission.release(n);
         if let Some(w) = self.waiter.borrow_mut().take() {
             let _ = w.send(());
         }
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.admission.release(self.bytes.get());
     }
 }
 
@@ -129,9 +159,27 @@ impl Drop for FetchRegistered {
 
 /// Received bytes `[..filled]` followed by zeroed scratch space for the next read,
 /// so every byte is zero-filled once rather than on every read.
+///
+/// The buffer grows with the bytes that arrive, never to the size a frame's prefix
+/// announces: a client that announces 100 MiB and stalls holds one read chunk,
+/// not 100 MiB of zeroes. Each read asks for at most as much as the frame has
+/// received so far (at least a chunk), so a large frame costs a doubling series of
+/// reads and at most twice its size.
+///
+/// Every byte of the buffer beyond its first chunk is charged to the broker-wide
+/// request budget (`Admission`) before it is allocated; the first chunk is each
+/// connection's own allowance (bounded by the connection limits), so that idle
+/// connections do not spend the budget.
 struct ReadBuf {
     buf: BytesMut,
     filled: usize,
+    /// What of `buf` is charged to the budget.
+    charged: usize,
+}
+
+/// The part of a buffer of `len` bytes that is charged to the budget.
+fn chargeable(len: usize) -> usize {
+    len.saturating_sub(READ_CHUNK)
 }
 
 impl ReadBuf {
@@ -139,33 +187,87 @@ impl ReadBuf {
         ReadBuf {
             buf: BytesMut::new(),
             filled: 0,
+            charged: 0,
         }
     }
 
-    /// The next complete frame, zero-copy.
-    fn frame(&mut self, max: usize) -> Result<Option<Bytes>, FrameError> {
-        match peek_frame_len(&self.buf[..self.filled], max)? {
+    /// The next complete frame, zero-copy. The frame's bytes are charged to the
+    /// budget until it is answered (`Budget::give`); the buffer keeps the charge
+    /// for what is left of it.
+    fn frame(
+        &mut self,
+        limits: &FrameLimits,
+        admission: &Admission,
+    ) -> Result<Option<Bytes>, FrameError> {
+        match limits.peek(&self.buf[..self.filled])? {
             Some(len) if self.filled >= SIZE_PREFIX + len => {
                 self.buf.advance(SIZE_PREFIX);
                 self.filled -= SIZE_PREFIX + len;
-                Ok(Some(self.buf.split_to(len).freeze()))
+                let frame = self.buf.split_to(len).freeze();
+                let kept = chargeable(self.buf.len());
+                // The frame's bytes are in memory already: charged whether or
+                // not they fit (the budget then stops further reads).
+                admission.charge(kept + len);
+                admission.release(self.charged);
+                self.charged = kept;
+                Ok(Some(frame))
             }
             _ => Ok(None),
         }
     }
 
-    /// Space to read into: the rest of a pending frame, or a chunk.
-    fn spare(&mut self, max: usize) -> &mut [u8] {
-        let want = match peek_frame_len(&self.buf[..self.filled], max) {
+    /// Whether part of a frame has arrived.
+    fn partial(&self) -> bool {
+        self.filled > 0
+    }
+
+    /// Space to read into, charged to the budget first (waiting for room).
+    async fn spare(&mut self, limits: &FrameLimits, admission: &Admission) -> &mut [u8] {
+        let want = match limits.peek(&self.buf[..self.filled]) {
             Ok(Some(len)) => (SIZE_PREFIX + len)
                 .saturating_sub(self.filled)
-                .max(READ_CHUNK),
+                .min(self.filled.max(READ_CHUNK)),
             _ => READ_CHUNK,
         };
         if self.buf.len() - self.filled < want {
-            self.buf.resize(self.filled + want, 0);
+            let new_len = self.filled + want;
+            let charge = chargeable(new_len);
+            if charge > self.charged {
+                admission.reserve(charge - self.charged).await;
+                self.charged = charge;
+            }
+            self.buf.resize(new_len, 0);
         }
         &mut self.buf[self.filled..]
+    }
+}
+
+/// The frame sizes a connection accepts: any request up to the frame limit,
+/// others than Produce up to a smaller one (they carry no records, and every
+/// byte of them is decoded into structures several times larger).
+struct FrameLimits {
+    max: usize,
+    max_non_produce: usize,
+}
+
+impl FrameLimits {
+    fn peek(&self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
+        let Some(len) = peek_frame_len(buf, self.max)? else {
+            return Ok(None);
+        };
+        if len > self.max_non_produce {
+            // The API key follows the prefix; until it has arrived, the frame
+            // is held to the larger limit.
+            if let Some(key) = buf.get(SIZE_PREFIX..SIZE_PREFIX + 2) {
+                if key != [0, 0] {
+                    return Err(FrameError::TooLarge {
+                        len,
+                        max: self.max_non_produce,
+                    });
+                }
+            }
+        }
+        Ok(Some(len))
     }
 }
 
@@ -190,18 +292,44 @@ impl Drop for OpenConnection {
 }
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
+    let _permit = match shard.admission.admit(peer_addr.map(|a| a.ip())) {
+        Ok(p) => p,
+        Err(e) => {
+            // Closed before a byte is read: the client sees a reset and retries
+            // with back-off (librdkafka, the Java client), as with Kafka's limits.
+            debug!(peer, error = %e, "connection refused");
+            shard.metrics.connection_closed(match e {
+                Refused::TooManyConnections => CloseReason::MaxConnections,
+                Refused::TooManyFromAddress => CloseReason::MaxConnectionsPerIp,
+            });
+            return;
+        }
+    };
     let _open = OpenConnection::new(&shard);
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     let (mut rd, wr) = stream.split();
     let (mut tx, rx) = mpsc::channel::<(usize, Task<Outcome>)>(MAX_IN_FLIGHT);
-    let budget = Rc::new(Budget::default());
-    let writer = spawn(write_loop(wr, rx, fd, budget.clone()));
-    let max = shard.settings.max_request_bytes;
+    let admission = shard.admission.clone();
+    let budget = Rc::new(Budget::new(admission.clone()));
+    let clock = shard.clock().clone();
+    let last_active = Rc::new(Cell::new(clock.now()));
+    let writer = spawn(write_loop(
+        wr,
+        rx,
+        fd,
+        budget.clone(),
+        last_active.clone(),
+        clock.clone(),
+    ));
+    let limits = FrameLimits {
+        max: shard.settings.max_request_bytes,
+        max_non_produce: shard.settings.max_non_produce_request_bytes,
+    };
+    let idle = shard.settings.connections_max_idle;
+    let read_timeout = shard.settings.request_read_timeout;
     let mut buf = ReadBuf::new();
     // Produce requests take a turn in the order they were read; each holds it
     // until its partitions are handed to their owning shards (produce.rs), so a
@@ -209,11 +337,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let produce_order = Rc::new(Order::default());
     let fetches = Rc::new(Fetches::default());
     let mut peer_closed = false;
+    // When the frame now arriving began to arrive: the rest of it is due within
+    // the read timeout (a client that announces a request and trickles it, or
+    // stalls, holds the connection and its buffer only that long).
+    let mut frame_started = None;
     'conn: loop {
         loop {
-            match buf.frame(max) {
+            match buf.frame(&limits, &admission) {
                 Ok(Some(frame)) => {
                     let size = frame.len();
+                    frame_started = None;
                     budget.take(size).await;
                     let sh = shard.clone();
                     let p = peer.clone();
@@ -241,18 +374,62 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 Ok(None) => break,
                 Err(e) => {
                     warn!(peer, error = %e, "closing connection: bad frame");
+                    if matches!(e, FrameError::TooLarge { .. }) {
+                        shard
+                            .metrics
+                            .connection_closed(CloseReason::RequestTooLarge);
+                    }
                     break 'conn;
                 }
             }
         }
-        let spare = buf.spare(max);
-        match rd.read(spare).await {
+        if buf.partial() {
+            frame_started.get_or_insert_with(|| clock.now());
+        }
+        let spare = buf.spare(&limits, &admission).await;
+        let read = rd.read(spare);
+        futures::pin_mut!(read);
+        // The read is kept across timer ticks (never dropped and restarted, which
+        // could lose bytes it already took); only a close gives it up.
+        let res = loop {
+            let deadline = match frame_started {
+                Some(t) => t + read_timeout,
+                None => last_active.get() + idle,
+            };
+            let timer = clock.sleep_until(deadline);
+            futures::pin_mut!(timer);
+            match futures::future::select(read.as_mut(), timer).await {
+                Either::Left((r, _)) => break r,
+                Either::Right(_) => {
+                    if frame_started.is_some() {
+                        debug!(peer, "closing connection: request not received in time");
+                        shard
+                            .metrics
+                            .connection_closed(CloseReason::RequestReadTimeout);
+                        break 'conn;
+                    }
+                    // Idle: nothing read or answered for the idle time, and
+                    // nothing being handled (a long poll or an `acks=all` produce
+                    // still waiting keeps the connection).
+                    if budget.requests.get() == 0 && clock.now() >= last_active.get() + idle {
+                        debug!(peer, "closing idle connection");
+                        shard.metrics.connection_closed(CloseReason::Idle);
+                        break 'conn;
+                    }
+                    if budget.requests.get() > 0 {
+                        last_active.set(clock.now());
+                    }
+                }
+            }
+        };
+        match res {
             Ok(0) => {
                 peer_closed = true;
                 break;
             }
             Ok(n) => {
                 buf.filled += n;
+                last_active.set(clock.now());
                 quick_ack(fd);
             }
             Err(e) => {
@@ -265,6 +442,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     if peer_closed {
         fetches.cancel_all();
     }
+    admission.release(buf.charged);
+    drop(buf);
     drop(tx);
     let _ = writer.await;
     debug!(peer, "connection closed");
@@ -304,6 +483,8 @@ async fn write_loop(
     mut rx: mpsc::Receiver<(usize, Task<Outcome>)>,
     fd: i32,
     budget: Rc<Budget>,
+    last_active: Rc<Cell<Instant>>,
+    clock: Clock,
 ) {
     // Answers that are already complete go out in one write: `acks=all`
     // responses finish together at a flush tick, and a syscall per response
@@ -364,6 +545,7 @@ async fn write_loop(
             }
             out.clear();
         }
+        last_active.set(clock.now());
     }
     let _ = wr.flush().await;
     // Wakes the reader if it is blocked on a connection we decided to close.

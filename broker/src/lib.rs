@@ -2,6 +2,7 @@
 //! in `main.rs` is a thin command line around it), so tests can start one or
 //! several brokers in their own process. See docs/architecture.md.
 
+mod admission;
 mod boot;
 pub mod clock;
 pub mod config;

@@ -366,7 +366,14 @@ pub async fn wait_until(
             return false;
         }
         let (tx, rx) = futures::channel::oneshot::channel();
-        waiters.borrow_mut().push(tx);
+        {
+            // Waits that ended (deadline, or their request dropped) leave their
+            // sender behind; drop those here, so a list nobody fires for a while
+            // does not grow with every wait.
+            let mut w = waiters.borrow_mut();
+            w.retain(|s| !s.is_canceled());
+            w.push(tx);
+        }
         let timeout = clock.sleep_until(deadline);
         futures::pin_mut!(timeout);
         let _ = futures::future::select(rx, timeout).await;

@@ -3,6 +3,8 @@
 //! at start (`Config::settings`); nothing below the edge sees clap types, and
 //! tests build settings directly.
 
+use std::time::Duration;
+
 use crate::groups::coordinator::GroupConfig;
 use crate::partition::LogSettings;
 
@@ -14,6 +16,18 @@ pub struct Settings {
     pub auto_create_partitions: i32,
     /// The largest request frame a connection accepts.
     pub max_request_bytes: usize,
+    /// The largest request frame other than Produce.
+    pub max_non_produce_request_bytes: usize,
+    /// Connections and request bytes, broker-wide.
+    pub admission: crate::admission::AdmissionLimits,
+    /// A connection with nothing read, answered or in progress this long is closed.
+    pub connections_max_idle: Duration,
+    /// A request whose first bytes arrived must be complete within this.
+    pub request_read_timeout: Duration,
+    /// The largest record batch of a topic without its own max.message.bytes.
+    pub max_message_bytes: usize,
+    /// What requests may persist.
+    pub limits: ResourceLimits,
     /// Log every Kafka request and its outcome.
     pub trace_kafka: bool,
     pub offset_metadata_max_bytes: usize,
@@ -23,6 +37,17 @@ pub struct Settings {
     pub groups: GroupConfig,
     /// Where segments are stored, as DescribeConfigs reports it.
     pub store: StoreSettings,
+}
+
+/// Bounds on what a request can make the broker store (topics, partitions):
+/// each is persisted and loaded by every broker at start. (Config values need
+/// no bound of their own: every topic config accepted is a number or one of a
+/// fixed set of words, `kafscale_proto::topic_config`.)
+#[derive(Debug, Clone, Copy)]
+pub struct ResourceLimits {
+    pub max_topics: usize,
+    pub max_partitions_per_topic: i32,
+    pub max_partitions: usize,
 }
 
 #[derive(Debug, Clone, Default)]

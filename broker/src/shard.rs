@@ -34,6 +34,8 @@ pub struct Shared {
     /// Shards that finished their shutdown flush; the last one gives the
     /// broker's partitions up (`MetadataStore::resign`).
     pub flushed: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connection and request-byte limits, broker-wide.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +54,12 @@ pub struct Shard {
     /// This shard's partitions and their produce, upload and fetch state.
     pub(crate) logs: Rc<Logs>,
     pub(crate) in_flight_requests: Cell<usize>,
+    /// Connection and request-byte limits, shared with every shard.
+    pub(crate) admission: Arc<crate::admission::Admission>,
     /// Serialises topic creation and deletion (used on the metadata shard only).
     pub(crate) admin_lock: futures::lock::Mutex<()>,
+    /// Topics whose deletion this broker is finishing (metadata shard only).
+    pub(crate) deletions: RefCell<std::collections::HashSet<String>>,
     /// The consumer groups hashed to this shard.
     pub(crate) groups: Rc<Groups>,
     /// This shard's counters, summed over all shards at scrape time.
@@ -100,7 +106,9 @@ impl Shard {
             mesh,
             logs: Rc::new(logs),
             in_flight_requests: Cell::new(0),
+            admission: shared.admission.clone(),
             admin_lock: futures::lock::Mutex::new(()),
+            deletions: RefCell::new(Default::default()),
             groups: Rc::new(groups),
             metrics,
             revision_waiters: RefCell::new(Vec::new()),
@@ -150,7 +158,10 @@ impl Shard {
             pending_segments: levels.pending_segments,
             pending_bytes: levels.pending_bytes,
         };
-        self.metrics.snapshot(gauges, levels.partitions, groups)
+        let mut snap = self.metrics.snapshot(gauges, levels.partitions, groups);
+        snap.request_bytes = self.admission.request_bytes() as u64;
+        snap.request_memory_waits = self.admission.memory_waits();
+        snap
     }
 
     /// This shard's current view of the cluster.

@@ -22,12 +22,14 @@ use kafscale_segstore::{SegmentBuilder, SegmentStore};
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
 use support::{
-    delete_topic, fetch_request, find_coordinator, leaders, list_offset, poll, produce,
-    produce_results, Client, Etcd, Setup, TestBroker,
+    delete_topic, delete_topic_within, fetch_request, find_coordinator, leaders, list_offset, poll,
+    produce, produce_results, Client, Etcd, Setup, TestBroker,
 };
 
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const OFFSET_OUT_OF_RANGE: i16 = 1;
+const REQUEST_TIMED_OUT: i16 = 7;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
 /// Short, but with room for a busy machine: writes stop TTL − 2 s after the
 /// last answered keep-alive (sent every TTL/3), and no test waits for a lease
 /// to run out (an expiry is simulated by deleting the key).
@@ -628,6 +630,168 @@ fn a_recreated_topic_starts_empty() {
         // A fresh topic id: epochs start over.
         assert_eq!(partition_state(&etcd, "again", p).unwrap().leader_epoch, 1);
     }
+}
+
+/// How many objects the shared store holds under `topic`'s prefix.
+fn objects_of(store: &Arc<dyn ObjectStore>, topic: &str) -> usize {
+    use futures::TryStreamExt;
+    let prefix = object_store::path::Path::from(format!("default/{topic}"));
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime")
+        .block_on(store.list(Some(&prefix)).try_collect::<Vec<_>>())
+        .expect("the store lists")
+        .len()
+}
+
+/// The topic as the stored snapshot has it.
+fn stored_topic(etcd: &Etcd, topic: &str) -> Option<pb::TopicConfig> {
+    let kv = etcd.get(kafscale_proto::keys::SNAPSHOT)?;
+    let snap = pb::ClusterSnapshot::decode(kv.value.as_slice()).expect("a snapshot");
+    snap.topics.into_iter().find(|t| t.name == topic)
+}
+
+/// A deletion deletes no object while any broker still holds a claim on one of
+/// the topic's partitions (here a claim nobody gives back, as a paused broker's
+/// looks until its lease runs out). Meanwhile the topic is served by nobody and
+/// its name cannot be created again; once the claim is gone, the deletion
+/// finishes by itself and the name is free for a new, empty topic.
+#[test]
+fn a_deletion_deletes_objects_only_after_the_last_claim_is_gone() {
+    let etcd = Etcd::start();
+    let store = shared_store();
+    let b1 = start_broker(&etcd, &store, 1);
+    let b2 = start_broker(&etcd, &store, 2);
+    let brokers = [(1, &b1), (2, &b2)];
+    assert_eq!(b1.client().create_topic("held", 2), 0);
+    let lead = settled(&brokers, "held", 2);
+    let at = |id: i32| brokers.iter().find(|(i, _)| *i == id).unwrap().1.client();
+    for p in 0..2 {
+        for n in 0..3u8 {
+            produce_acked(&mut at(lead[p as usize]), "held", p, &[b'h', n]);
+        }
+    }
+    let stored = objects_of(&store, "held");
+    assert!(stored > 0, "the acknowledged batches are in the store");
+    let id = stored_topic(&etcd, "held").expect("the topic").topic_id;
+    let stuck = kafscale_proto::keys::owner("held", 7);
+    etcd.put(
+        &stuck,
+        pb::PartitionOwner {
+            broker_id: 9,
+            lease: 0,
+            leader_epoch: 1,
+            topic_id: id.clone(),
+        }
+        .encode_to_vec(),
+    );
+
+    assert_eq!(
+        delete_topic_within(&mut b2.client(), "held", 1_000),
+        REQUEST_TIMED_OUT,
+        "the deletion cannot finish while a claim is held"
+    );
+    assert!(stored_topic(&etcd, "held").is_some_and(|t| t.deleting));
+    for (bid, b) in &brokers {
+        let mut c = b.client();
+        poll(
+            &format!("broker {bid} to stop serving held"),
+            SETTLE,
+            || match leaders(&mut c, "held") {
+                Err(_) => Ok(()),
+                Ok(seen) => Err(format!("{seen:?}")),
+            },
+        );
+        let (code, _, _) = produce_one(&mut c, "held", 0, b"late");
+        assert_ne!(
+            code, 0,
+            "broker {bid} takes no write for a topic being deleted"
+        );
+    }
+    assert_eq!(b1.client().create_topic("held", 1), TOPIC_ALREADY_EXISTS);
+    // Every claim of the real owners is given back; the stuck one holds it all up.
+    poll("the owners to give their claims back", SETTLE, || {
+        let (owners, _) = etcd.get_prefix(&kafscale_proto::keys::owners_prefix("held"));
+        let keys: Vec<&str> = owners.iter().map(|kv| kv.key.as_str()).collect();
+        (keys == [stuck.as_str()])
+            .then_some(())
+            .ok_or(format!("{keys:?}"))
+    });
+    assert_eq!(
+        objects_of(&store, "held"),
+        stored,
+        "no object is deleted yet"
+    );
+
+    assert_eq!(etcd.delete(&stuck), 1);
+    poll("the deletion to finish", SETTLE, || {
+        match (stored_topic(&etcd, "held"), objects_of(&store, "held")) {
+            (None, 0) => Ok(()),
+            seen => Err(format!("{seen:?}")),
+        }
+    });
+    assert!(etcd.get(&kafscale_proto::keys::deletion("held")).is_none());
+    assert_eq!(at(lead[0]).create_topic("held", 2), 0);
+    let lead = settled(&brokers, "held", 2);
+    for p in 0..2 {
+        let mut c = at(lead[p as usize]);
+        let (off, batch) = produce_acked(&mut c, "held", p, b"new");
+        assert_eq!(off, 0, "held/{p} starts at 0");
+        let log = check_acked(&mut c, "held", p, &BTreeMap::from([(0, batch)]));
+        assert_eq!(log.len(), 1, "held/{p} holds nothing of the old topic");
+    }
+}
+
+/// A broker that marked a topic for deletion and stopped before finishing it
+/// (its deletion claim went with its lease) leaves the snapshot as below; the
+/// controller finishes the deletion.
+#[test]
+fn a_deletion_left_half_way_is_finished_by_the_controller() {
+    let etcd = Etcd::start();
+    let store = shared_store();
+    let b1 = start_broker(&etcd, &store, 1);
+    let b2 = start_broker(&etcd, &store, 2);
+    let brokers = [(1, &b1), (2, &b2)];
+    assert_eq!(b1.client().create_topic("orphan", 2), 0);
+    let lead = settled(&brokers, "orphan", 2);
+    for p in 0..2 {
+        let mut c = brokers
+            .iter()
+            .find(|(i, _)| *i == lead[p as usize])
+            .unwrap()
+            .1
+            .client();
+        produce_acked(&mut c, "orphan", p, b"o");
+    }
+    assert!(objects_of(&store, "orphan") > 0);
+
+    let kv = etcd
+        .get(kafscale_proto::keys::SNAPSHOT)
+        .expect("a snapshot");
+    let mut snap = pb::ClusterSnapshot::decode(kv.value.as_slice()).expect("a snapshot");
+    for t in snap.topics.iter_mut().filter(|t| t.name == "orphan") {
+        t.deleting = true;
+    }
+    etcd.put(kafscale_proto::keys::SNAPSHOT, snap.encode_to_vec());
+    // The marking transaction removes the assignment too (the controller, seeing
+    // the mark, may have removed it already).
+    etcd.delete(&kafscale_proto::keys::assignment("orphan"));
+
+    poll("the controller to finish the deletion", SETTLE, || {
+        let owners = etcd
+            .get_prefix(&kafscale_proto::keys::owners_prefix("orphan"))
+            .0
+            .len();
+        match (
+            stored_topic(&etcd, "orphan"),
+            objects_of(&store, "orphan"),
+            owners,
+        ) {
+            (None, 0, 0) => Ok(()),
+            seen => Err(format!("{seen:?}")),
+        }
+    });
+    assert_eq!(b2.client().create_topic("orphan", 1), 0);
 }
 
 /// A late upload of a previous owner (a paused broker) that lands under a

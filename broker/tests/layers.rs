@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// its own layer and the ones below it.
 const LAYERS: &[(&str, &[&str])] = &[
     ("leaf", &["errors", "obs", "placement"]),
-    ("runtime", &["runtime", "io", "clock"]),
+    ("runtime", &["runtime", "io", "clock", "admission"]),
     ("cluster", &["metadata"]),
     ("log", &["partition"]),
     ("groups", &["groups"]),

@@ -214,8 +214,37 @@ impl Iterator for Batches<'_> {
     }
 }
 
+/// A v2 batch with no records that spans `base_offset..=last_offset`: what a
+/// fetch gets for offsets that were handed out but whose data is lost (a
+/// quarantined segment, acknowledged offsets missing from the store). Kafka's
+/// log cleaner leaves such empty batches too, and consumers step over them to
+/// `last_offset + 1` instead of asking for the same offset for ever. The span
+/// is capped at what one batch can describe (`i32::MAX` offsets).
+pub fn empty_batch(base_offset: i64, last_offset: i64, timestamp: i64) -> Vec<u8> {
+    let delta = last_offset
+        .saturating_sub(base_offset)
+        .clamp(0, i32::MAX as i64) as i32;
+    let mut covered = Vec::with_capacity(HEADER_LEN - CRC_FROM);
+    covered.extend_from_slice(&0i16.to_be_bytes());
+    covered.extend_from_slice(&delta.to_be_bytes());
+    covered.extend_from_slice(&timestamp.to_be_bytes());
+    covered.extend_from_slice(&timestamp.to_be_bytes());
+    covered.extend_from_slice(&(-1i64).to_be_bytes());
+    covered.extend_from_slice(&(-1i16).to_be_bytes());
+    covered.extend_from_slice(&(-1i32).to_be_bytes());
+    covered.extend_from_slice(&0i32.to_be_bytes());
+    let mut b = Vec::with_capacity(CRC_FROM + covered.len());
+    b.extend_from_slice(&base_offset.to_be_bytes());
+    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&crc32c::crc32c(&covered).to_be_bytes());
+    b.extend_from_slice(&covered);
+    b
+}
+
 /// Builds a valid uncompressed v2 batch of `values` (test and benchmark helper;
-/// the broker never builds batches itself).
+/// the broker never builds batches itself, except `empty_batch`).
 pub fn build_batch(base_offset: i64, timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
     fn varint(out: &mut Vec<u8>, v: i64) {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
@@ -325,6 +354,20 @@ mod tests {
         assert_eq!(h.max_timestamp, 1_700_000_000_000);
         verify_crc(&b, &h).unwrap();
         h.check_producer_batch().unwrap();
+    }
+
+    #[test]
+    fn an_empty_batch_spans_its_offsets_and_verifies() {
+        let b = empty_batch(10, 19, 5);
+        let h = BatchHeader::parse(&b).unwrap();
+        assert_eq!(h.total_len(), b.len());
+        assert_eq!(
+            (h.base_offset, h.last_offset(), h.record_count),
+            (10, 19, 0)
+        );
+        verify_crc(&b, &h).unwrap();
+        let wide = BatchHeader::parse(&empty_batch(0, i64::MAX, 0)).unwrap();
+        assert_eq!(wide.last_offset(), i32::MAX as i64);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 
 pub mod batch;
 pub mod frame;
+pub mod fuzzing;
 pub mod request;
 pub mod versions;
 

@@ -4,6 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
 };
+use kafka_protocol::protocol::types::set_decode_budget;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::frame::{header_prefix, FrameError, HeaderPrefix, SIZE_PREFIX};
@@ -75,16 +76,33 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
         correlation_id,
         reason: e.0,
     };
-    let header = RequestHeader::decode(&mut frame, api.request_header_version(api_version))
-        .map_err(|e| malformed(e.into()))?;
-    let body =
-        RequestKind::decode(api, &mut frame, api_version).map_err(|e| malformed(e.into()))?;
+    // Decoded arrays may take at most a multiple of the frame's bytes (see
+    // `decode_budget`); the budget is this thread's, reset after the decode.
+    let previous = set_decode_budget(decode_budget(api, frame.len()));
+    let decoded = RequestHeader::decode(&mut frame, api.request_header_version(api_version))
+        .and_then(|header| {
+            RequestKind::decode(api, &mut frame, api_version).map(|body| (header, body))
+        });
+    set_decode_budget(previous);
+    let (header, body) = decoded.map_err(|e| malformed(e.into()))?;
     Ok(Request {
         api,
         version: api_version,
         header,
         body,
     })
+}
+
+/// Bytes of array elements a request of `frame_len` bytes may decode into. A
+/// hostile frame of one-byte elements would otherwise become structs a hundred
+/// times its size. Honest requests stay well below these multiples: Produce
+/// carries its records as shared bytes (every partition's batch is at least 61
+/// bytes on the wire against about 70 decoded), while a Metadata or OffsetFetch
+/// request naming thousands of short topics reaches about 15 times its size.
+pub fn decode_budget(api: ApiKey, frame_len: usize) -> usize {
+    const FLOOR: usize = 1 << 20;
+    let factor = if api == ApiKey::Produce { 4 } else { 32 };
+    frame_len.saturating_mul(factor).saturating_add(FLOOR)
 }
 
 // kafka-protocol reports errors as `anyhow::Error`; keep only their text so this
@@ -221,6 +239,35 @@ mod tests {
             decode_request(Bytes::from(v)),
             Err(DecodeError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn decoded_size_is_bounded_by_the_frame() {
+        use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+        use kafka_protocol::messages::TopicName;
+        use kafka_protocol::protocol::StrBytes;
+        // Honest: 10,000 short topic names, about 15 decoded bytes per wire byte.
+        let mut req = MetadataRequest::default();
+        req.topics = Some(
+            (0..10_000)
+                .map(|i| {
+                    let mut t = MetadataRequestTopic::default();
+                    t.name = Some(TopicName(StrBytes::from_string(format!("t{i}"))));
+                    t
+                })
+                .collect(),
+        );
+        let f = frame_of(ApiKey::Metadata, 12, &RequestKind::Metadata(req));
+        assert!(decode_request(f.clone()).is_ok());
+        assert!(decode_budget(ApiKey::Metadata, f.len()) >= 32 * f.len());
+        // The same body with a budget of 8 bytes a topic: refused, and the
+        // thread's budget is restored afterwards.
+        let before = set_decode_budget(10_000 * 8);
+        let topics = RequestKind::decode(ApiKey::Metadata, &mut f.slice(12..), 12);
+        set_decode_budget(before);
+        assert!(topics.is_err());
+        assert!(decode_request(f).is_ok());
+        assert_eq!(set_decode_budget(usize::MAX), usize::MAX);
     }
 
     #[test]

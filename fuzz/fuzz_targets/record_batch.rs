@@ -1,19 +1,6 @@
 //! Arbitrary bytes as a produce request's records: the batch iterator, CRC check
-//! and producer-batch checks must never panic.
+//! and producer-batch checks must never panic (`kafscale_codec::fuzzing::record_batch`).
 #![no_main]
-use kafscale_codec::batch::{verify_crc, Batches};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    for item in Batches::new(data) {
-        match item {
-            Ok((h, range)) => {
-                assert!(range.end <= data.len());
-                let _ = verify_crc(&data[range], &h);
-                let _ = h.check_producer_batch();
-                let _ = (h.last_offset(), h.compression(), h.is_control());
-            }
-            Err(_) => break,
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| kafscale_codec::fuzzing::record_batch(data));

@@ -156,6 +156,7 @@ impl Metadata {
                             partitions: want.partitions,
                             configs: want.configs.clone().into_iter().collect(),
                             created_ms: now_ms(),
+                            deleting: false,
                         };
                         snap.topics.push(t.clone());
                         snap.topics.sort_by(|a, b| a.name.cmp(&b.name));

@@ -118,6 +118,7 @@ async fn topic_is_created_grown_and_never_shrunk_in_etcd() {
         partitions: 2,
         configs: Default::default(),
         created_ms: 1,
+        deleting: false,
     };
     let snap = pb::ClusterSnapshot {
         cluster_id: "kafscale-test".into(),

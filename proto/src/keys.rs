@@ -23,6 +23,9 @@ pub const BROKERS: &str = "/kafscale/brokers/";
 pub const CONTROLLER: &str = "/kafscale/controller";
 pub const ASSIGNMENTS: &str = "/kafscale/assignments/";
 pub const OWNERS: &str = "/kafscale/owners/";
+/// `/kafscale/deletions/{topic}`: the broker finishing a topic's deletion, under its
+/// lease (so an abandoned deletion is picked up by the controller).
+pub const DELETIONS: &str = "/kafscale/deletions/";
 
 /// Percent-encodes every byte outside `[A-Za-z0-9._-]`.
 pub fn encode(name: &str) -> String {
@@ -74,6 +77,10 @@ pub fn assignment(topic: &str) -> String {
 /// The topic name of an assignment key.
 pub fn parse_assignment(key: &str) -> Option<String> {
     decode(key.strip_prefix(ASSIGNMENTS)?)
+}
+
+pub fn deletion(topic: &str) -> String {
+    format!("{DELETIONS}{}", encode(topic))
 }
 
 pub fn owners_prefix(topic: &str) -> String {

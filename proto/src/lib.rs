@@ -45,6 +45,7 @@ mod tests {
                 partitions: 12,
                 configs: [("retention.ms".to_string(), "1000".to_string())].into(),
                 created_ms: 5,
+                deleting: false,
             }],
         };
         let b = s.encode_to_vec();

@@ -25,6 +25,25 @@ pub fn index_path(ns: &str, topic: &str, partition: i32, base: i64) -> Path {
     ))
 }
 
+/// Where a segment that could not be served is kept for inspection:
+/// `_quarantine/{namespace}/{topic}/{partition}/segment-….kfs`, outside every
+/// namespace's topics, so no listing of a partition sees it again.
+pub fn quarantine_path(ns: &str, topic: &str, partition: i32, base: i64) -> Path {
+    Path::from(format!(
+        "_quarantine/{ns}/{topic}/{partition}/{}.kfs",
+        base_name(base)
+    ))
+}
+
+/// The base offset of a `segment-XXXXXXXXXXXXXXXXXXXX.index` file name.
+pub fn parse_index_base(filename: &str) -> Option<i64> {
+    let digits = filename.strip_prefix("segment-")?.strip_suffix(".index")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// The base offset of a `segment-XXXXXXXXXXXXXXXXXXXX.kfs` file name.
 pub fn parse_segment_base(filename: &str) -> Option<i64> {
     let digits = filename.strip_prefix("segment-")?.strip_suffix(".kfs")?;

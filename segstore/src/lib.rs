@@ -4,8 +4,10 @@
 //! through the same object-store trait. No Kafka networking.
 
 pub mod cache;
+pub mod durable;
 pub mod faults;
 pub mod format;
+pub mod fuzzing;
 pub mod health;
 pub mod instrumented;
 pub mod keys;

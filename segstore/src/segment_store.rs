@@ -9,10 +9,15 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 
+use crate::format::index::{encode_index, DEFAULT_INDEX_INTERVAL};
 use crate::format::segment::{
     parse_footer, SealedSegment, Segment, SegmentFooter, SEGMENT_FOOTER_LEN,
 };
-use crate::keys::{index_path, parse_segment_base, partition_prefix, segment_path, topic_prefix};
+use crate::format::segment::{parse_header, SEGMENT_HEADER_LEN};
+use crate::keys::{
+    index_path, parse_index_base, parse_segment_base, partition_prefix, quarantine_path,
+    segment_path, topic_prefix,
+};
 use crate::StoreError;
 
 /// A segment object found by listing.
@@ -222,6 +227,68 @@ impl SegmentStore {
         })
     }
 
+    /// Base offsets of the `.index` objects of a partition.
+    pub async fn list_indexes(&self, topic: &str, partition: i32) -> Result<Vec<i64>, StoreError> {
+        let prefix = partition_prefix(&self.namespace, topic, partition);
+        let mut out: Vec<i64> = self
+            .store
+            .list(Some(&prefix))
+            .try_filter_map(|m| async move { Ok(m.location.filename().and_then(parse_index_base)) })
+            .try_collect()
+            .await?;
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Writes the `.index` of a stored segment from its batches (one that went
+    /// missing: an upload interrupted between its two PUTs, or a deletion).
+    /// Create-only: an index that appeared meanwhile is left as it is.
+    pub async fn rebuild_index(
+        &self,
+        topic: &str,
+        partition: i32,
+        base_offset: i64,
+    ) -> Result<(), StoreError> {
+        let seg = self.read_segment(topic, partition, base_offset).await?;
+        let index = encode_index(&seg.batches, DEFAULT_INDEX_INTERVAL);
+        let key = index_path(&self.namespace, topic, partition, base_offset);
+        match self.put_create_only(&key, &index).await {
+            Ok(()) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves a segment that cannot be served (bad footer, truncated, corrupt)
+    /// out of its partition: copied under the quarantine prefix
+    /// (`keys::quarantine_path`), then its `.kfs` and `.index` deleted. Only the
+    /// partition's owner may call this (it holds the claim, so no other broker
+    /// writes at these keys; objects are otherwise never replaced or removed
+    /// while they hold acknowledged data).
+    ///
+    /// Returns the last offset the object's intact part shows (its header's
+    /// message count, or the last complete batch), so that recovery never hands
+    /// those offsets out again; `None` if nothing in it can be read.
+    pub async fn quarantine_segment(
+        &self,
+        topic: &str,
+        partition: i32,
+        base_offset: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let path = segment_path(&self.namespace, topic, partition, base_offset);
+        let data = match self.store.get(&path).await {
+            Ok(r) => Some(r.bytes().await?),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let last = data.as_deref().and_then(last_offset_shown);
+        if data.is_some() {
+            let to = quarantine_path(&self.namespace, topic, partition, base_offset);
+            self.store.copy(&path, &to).await?;
+        }
+        self.delete_segment(topic, partition, base_offset).await?;
+        Ok(last)
+    }
+
     /// Deletes every object of a topic; returns how many.
     pub async fn delete_topic(&self, topic: &str) -> Result<usize, StoreError> {
         let prefix = topic_prefix(&self.namespace, topic);
@@ -259,6 +326,21 @@ impl SegmentStore {
         }
         Ok(())
     }
+}
+
+/// The last offset the intact part of a damaged `.kfs` shows: from its header
+/// (base offset and message count) and from its complete batches.
+fn last_offset_shown(data: &[u8]) -> Option<i64> {
+    let header = parse_header(data).ok()?;
+    let from_header =
+        (header.message_count > 0).then(|| header.base_offset + header.message_count as i64 - 1);
+    let from_batches = data.get(SEGMENT_HEADER_LEN..).and_then(|body| {
+        kafscale_codec::batch::Batches::new(body)
+            .map_while(Result::ok)
+            .map(|(h, _)| h.last_offset())
+            .max()
+    });
+    from_header.max(from_batches)
 }
 
 #[cfg(test)]
@@ -339,5 +421,46 @@ mod tests {
             s.read_segment("c", 0, 0).await,
             Err(StoreError::Corrupt { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_damaged_segment_is_quarantined_and_indexes_rebuilt() {
+        let mem: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let s = SegmentStore::new(mem.clone(), "ns");
+        s.put_segment("q", 0, &sealed(0, 3)).await.unwrap();
+        s.put_segment("q", 0, &sealed(3, 4)).await.unwrap();
+        // Truncate the newest: its footer and last batch are gone.
+        let key = segment_path("ns", "q", 0, 3);
+        let full = mem.get(&key).await.unwrap().bytes().await.unwrap();
+        mem.put(&key, PutPayload::from(full.slice(..full.len() - 30)))
+            .await
+            .unwrap();
+        assert_eq!(s.quarantine_segment("q", 0, 3).await.unwrap(), Some(6));
+        let listed: Vec<i64> = s
+            .list_segments("q", 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.base_offset)
+            .collect();
+        assert_eq!(listed, vec![0]);
+        assert!(mem.head(&quarantine_path("ns", "q", 0, 3)).await.is_ok());
+        // A missing index is written again from the segment.
+        mem.delete(&index_path("ns", "q", 0, 0)).await.unwrap();
+        assert!(s.list_indexes("q", 0).await.unwrap().is_empty());
+        s.rebuild_index("q", 0, 0).await.unwrap();
+        assert_eq!(s.list_indexes("q", 0).await.unwrap(), vec![0]);
+        // The same entries (the interval field is the broker's default).
+        let rebuilt = mem
+            .get(&index_path("ns", "q", 0, 0))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(
+            crate::parse_index(&rebuilt).unwrap(),
+            crate::parse_index(&sealed(0, 3).index).unwrap()
+        );
     }
 }

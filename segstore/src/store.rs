@@ -98,7 +98,11 @@ pub fn build_object_store(cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>, Sto
         .map_err(|e| StoreError::Config(format!("creating {}: {e}", dir.display())))?;
     let local = LocalFileSystem::new_with_prefix(&dir)
         .map_err(|e| StoreError::Config(format!("{}: {e}", dir.display())))?;
-    Ok(Arc::new(local))
+    // The prefix as LocalFileSystem resolves it (absolute), so the fsync walk
+    // up from a file stops there.
+    let root = std::fs::canonicalize(&dir)
+        .map_err(|e| StoreError::Config(format!("{}: {e}", dir.display())))?;
+    Ok(Arc::new(crate::durable::SyncedLocalStore::new(local, root)))
 }
 
 /// Reads from a replica bucket (cross-region replication) first and falls back

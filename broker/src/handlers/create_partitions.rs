@@ -12,7 +12,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use kafka_protocol::protocol::StrBytes;
 
 use super::topics::update_topic;
-use crate::errors::{INVALID_PARTITIONS, INVALID_REPLICA_ASSIGNMENT, NONE};
+use crate::errors::{INVALID_PARTITIONS, INVALID_REPLICA_ASSIGNMENT, NONE, POLICY_VIOLATION};
 use crate::shard::Shard;
 
 /// Upper bound on a topic's partitions: each one is a key prefix and, when
@@ -25,8 +25,15 @@ pub async fn handle(
     _version: i16,
 ) -> CreatePartitionsResponse {
     let mut resp = CreatePartitionsResponse::default();
+    let limits = shard.settings.limits;
     for t in req.topics {
         let count = t.count;
+        let cluster = shard.cluster();
+        let total: usize = cluster
+            .topics
+            .values()
+            .map(|t| t.partitions.max(0) as usize)
+            .sum();
         let assignments = t.assignments.as_ref().map(|a| a.len());
         let result = update_topic(shard, t.name.0.to_string(), req.validate_only, move |cur| {
             if count <= cur.partitions {
@@ -38,13 +45,23 @@ pub async fn handle(
                     ),
                 ));
             }
-            if count > MAX_PARTITIONS {
+            let max = MAX_PARTITIONS.min(limits.max_partitions_per_topic);
+            if count > max {
                 return Err((
                     INVALID_PARTITIONS,
-                    format!("at most {MAX_PARTITIONS} partitions per topic"),
+                    format!("at most {max} partitions per topic (KAFSCALE_MAX_PARTITIONS_PER_TOPIC)"),
                 ));
             }
             let added = (count - cur.partitions) as usize;
+            if total.saturating_add(added) > limits.max_partitions {
+                return Err((
+                    POLICY_VIOLATION,
+                    format!(
+                        "the cluster holds {total} partitions; {added} more exceed KAFSCALE_MAX_PARTITIONS ({})",
+                        limits.max_partitions
+                    ),
+                ));
+            }
             if let Some(n) = assignments.filter(|n| *n != added) {
                 return Err((
                     INVALID_REPLICA_ASSIGNMENT,

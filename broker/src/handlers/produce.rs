@@ -19,8 +19,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafscale_segstore::HealthState;
 
 use crate::errors::{
-    code_of, KafkaError, INVALID_RECORD, INVALID_REQUIRED_ACKS, KAFKA_STORAGE_ERROR, NONE,
-    NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, UNKNOWN_TOPIC_OR_PARTITION,
+    code_of, KafkaError, INVALID_RECORD, INVALID_REQUIRED_ACKS, KAFKA_STORAGE_ERROR,
+    MESSAGE_TOO_LARGE, NONE, NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, UNKNOWN_TOPIC_OR_PARTITION,
 };
 use crate::metadata::valid_topic_name;
 use crate::partition::{self, Ticket};
@@ -237,6 +237,9 @@ async fn append_part(
     let Some(records) = part.records else {
         return (PartResult::err(INVALID_RECORD), None);
     };
+    if has_batch_larger_than(&records, sh.settings.max_message_bytes) {
+        return (PartResult::err(MESSAGE_TOO_LARGE), None);
+    }
     let p = match partition::entry(&sh.logs, &part.topic, part.partition) {
         Ok(p) => p,
         Err(code) => {
@@ -281,4 +284,33 @@ async fn append_part(
     };
     drop(ticket);
     r
+}
+
+/// Whether a batch in `records` is larger than `max` bytes (Kafka's
+/// message.max.bytes: the limit is on a batch, not on the request). Only records
+/// larger than the limit are walked; malformed ones are left to the append,
+/// which answers them with their own error.
+fn has_batch_larger_than(records: &[u8], max: usize) -> bool {
+    records.len() > max
+        && kafscale_codec::batch::Batches::new(records)
+            .map_while(Result::ok)
+            .any(|(_, range)| range.len() > max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafscale_codec::batch::build_batch;
+
+    #[test]
+    fn batches_above_the_limit_are_found() {
+        let small = build_batch(0, 1, &[b"x"]);
+        let big = build_batch(0, 1, &[&[7u8; 5000][..]]);
+        let mut both = small.to_vec();
+        both.extend_from_slice(&big);
+        assert!(!has_batch_larger_than(&small, 1000));
+        assert!(!has_batch_larger_than(&both, 6000));
+        assert!(has_batch_larger_than(&both, 1000));
+        assert!(!has_batch_larger_than(&small, small.len()));
+    }
 }

@@ -1,9 +1,10 @@
 //! CreateTopics and DeleteTopics, auto-creation, and the shared path of every
 //! change to an existing topic (configs, partition count). Every change runs on the
 //! metadata shard, one at a time: persist to the metadata store, then install
-//! the new snapshot on every shard. Deletion first stops the topic on every shard
-//! (waiting out in-flight uploads), then deletes its objects, then its metadata,
-//! so a topic re-created under the same name never finds the old segments.
+//! the new snapshot on every shard. Deletion marks the topic (every broker stops
+//! it and gives its partitions up), then deletes its objects, then its metadata,
+//! so a topic re-created under the same name never finds the old segments
+//! (docs/cluster.md, "Topics across brokers").
 //!
 //! Changes made elsewhere (another broker sharing etcd, the operator) arrive
 //! through the store's snapshot watch (`follow_store`) and are installed the same
@@ -13,7 +14,9 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::future::Either;
 use futures::StreamExt;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -87,19 +90,6 @@ async fn wait_for_leaders(sh: &Rc<Shard>, topic: &str) {
 }
 
 /// Installs `next` on every shard.
-/// Re-installs the snapshot from before a deletion that failed half-way: the store
-/// still has the topic, so the client's retry of the delete must find it.
-async fn show_again(sh: &Rc<Shard>, before: &Cluster) {
-    let again = Cluster::new(
-        &before.state(),
-        before.broker_id,
-        before.host.clone(),
-        before.port,
-    )
-    .with_live(sh.cluster().live.clone());
-    publish(sh, again).await;
-}
-
 async fn publish(sh: &Rc<Shard>, next: Cluster) {
     let next = Arc::new(next);
     sh.on_all(move |s| {
@@ -124,7 +114,7 @@ async fn install(sh: &Rc<Shard>, state: ClusterState) {
             !state
                 .topics
                 .iter()
-                .any(|n| n.name == t.name && n.id == t.id)
+                .any(|n| n.name == t.name && n.id == t.id && !n.deleting)
         })
         .map(|t| t.name.clone())
         .collect();
@@ -157,6 +147,8 @@ pub fn follow_store(shard: &Rc<Shard>) {
     crate::runtime::spawn_detached(async move {
         let meta = sh.meta.clone();
         let from = sh.cluster().revision;
+        // A deletion this broker (alone) or a predecessor left half-way.
+        resume_deletions(&sh);
         let mut stream = match sh.io.call(async move { meta.watch(from).await }).await {
             Ok(s) => s,
             Err(CallError::Failed(e)) => {
@@ -183,6 +175,7 @@ pub fn follow_store(shard: &Rc<Shard>) {
                     "metadata snapshot changed in the store; installed"
                 );
             }
+            resume_deletions(&sh);
         }
     });
 }
@@ -222,6 +215,7 @@ pub fn follow_live(shard: &Rc<Shard>) {
             let next = Cluster::new(&cur.state(), cur.broker_id, cur.host.clone(), cur.port)
                 .with_live(live);
             publish(&sh, next).await;
+            resume_deletions(&sh);
         }
     });
 }
@@ -279,6 +273,47 @@ where
         .unwrap_or_else(|e| Err((NOT_LEADER_OR_FOLLOWER, e.to_string())))
 }
 
+/// Whether one more topic of `partitions` partitions fits the limits on what
+/// the cluster stores (every broker loads all of it at start, and Metadata
+/// answers list it). Checked under the admin lock, against the installed view.
+fn within_limits(sh: &Shard, partitions: i32) -> Result<(), Outcome> {
+    let limits = sh.settings.limits;
+    if partitions > limits.max_partitions_per_topic {
+        return Err(Outcome::err(
+            INVALID_PARTITIONS,
+            format!(
+                "at most {} partitions per topic (KAFSCALE_MAX_PARTITIONS_PER_TOPIC)",
+                limits.max_partitions_per_topic
+            ),
+        ));
+    }
+    let cluster = sh.cluster();
+    if cluster.topics.len() >= limits.max_topics {
+        return Err(Outcome::err(
+            POLICY_VIOLATION,
+            format!(
+                "the cluster holds {} topics (KAFSCALE_MAX_TOPICS)",
+                cluster.topics.len()
+            ),
+        ));
+    }
+    let total: usize = cluster
+        .topics
+        .values()
+        .map(|t| t.partitions.max(0) as usize)
+        .sum();
+    if total.saturating_add(partitions as usize) > limits.max_partitions {
+        return Err(Outcome::err(
+            POLICY_VIOLATION,
+            format!(
+                "the cluster holds {total} partitions; {partitions} more exceed KAFSCALE_MAX_PARTITIONS ({})",
+                limits.max_partitions
+            ),
+        ));
+    }
+    Ok(())
+}
+
 async fn create_one(
     sh: &Rc<Shard>,
     name: String,
@@ -296,17 +331,28 @@ async fn create_one(
     if sh.cluster().topic(&name).is_some() {
         return Outcome::err(TOPIC_ALREADY_EXISTS, format!("topic {name} already exists"));
     }
+    if sh.cluster().deleting.contains_key(&name) {
+        // Kafka's answer while a deletion is under way; the client retries.
+        return Outcome::err(
+            TOPIC_ALREADY_EXISTS,
+            format!("topic {name} is marked for deletion"),
+        );
+    }
     if partitions < 1 {
         return Outcome::err(
             INVALID_PARTITIONS,
             "number of partitions must be at least 1",
         );
     }
+    if let Err(o) = within_limits(sh, partitions) {
+        return o;
+    }
     let topic = TopicMeta {
         name: name.clone(),
         id: Uuid::new_v4(),
         partitions,
         configs,
+        deleting: false,
     };
     if validate_only {
         return Outcome {
@@ -346,54 +392,217 @@ async fn create_one(
     }
 }
 
-async fn delete_one(sh: &Rc<Shard>, name: String) -> i16 {
-    let _guard = sh.admin_lock.lock().await;
-    let before = sh.cluster();
-    if before.topic(&name).is_none() {
-        return UNKNOWN_TOPIC_OR_PARTITION;
-    }
-    publish(sh, before.without_topic(&name)).await;
-    let store = sh.store().clone();
-    let n = name.clone();
-    let count = match sh
-        .io
-        .call(async move { store.delete_topic(&n).await })
-        .await
-    {
-        Ok(count) => count,
-        Err(e) => {
-            error!(topic = %name, error = %e, "deleting topic objects failed; topic kept");
-            show_again(sh, &before).await;
-            return KAFKA_STORAGE_ERROR;
+/// DeleteTopics of one topic, on the metadata shard: marks it for deletion
+/// (every broker stops serving it and gives its partitions up), then finishes
+/// the deletion (`finish_deletion`) in the background and waits for it until
+/// `timeout`. A client that gets REQUEST_TIMED_OUT may retry: the deletion goes
+/// on meanwhile, and the retry waits for the same one.
+async fn delete_one(sh: &Rc<Shard>, name: String, timeout: Duration) -> i16 {
+    let deadline = sh.clock().now() + timeout;
+    let id = {
+        let _guard = sh.admin_lock.lock().await;
+        let cur = sh.cluster();
+        if cur.topic(&name).is_none() && !cur.deleting.contains_key(&name) {
+            return UNKNOWN_TOPIC_OR_PARTITION;
+        }
+        let meta = sh.meta.clone();
+        let n = name.clone();
+        match sh
+            .io
+            .call(async move { meta.mark_deleting(&n).await })
+            .await
+        {
+            Ok((state, id)) => {
+                info!(topic = %name, %id, "topic marked for deletion");
+                install(sh, state).await;
+                id
+            }
+            Err(CallError::Failed(MetaError::UnknownTopic(_))) => {
+                return UNKNOWN_TOPIC_OR_PARTITION
+            }
+            Err(CallError::Failed(e)) => {
+                error!(topic = %name, error = %e, "marking the topic for deletion failed; topic kept");
+                return store_error_code(&e);
+            }
+            Err(CallError::Gone(_)) => return KAFKA_STORAGE_ERROR,
         }
     };
-    let meta = sh.meta.clone();
-    let n = name.clone();
-    let outcome = sh.io.call(async move { meta.delete_topic(&n).await }).await;
-    match outcome {
-        Ok(_) | Err(CallError::Failed(MetaError::UnknownTopic(_))) => {
-            if let Ok(state) = outcome {
-                install(sh, state).await;
+    if let Some(done) = spawn_finish(sh, name.clone(), id) {
+        let timer = sh.clock().sleep_until(deadline);
+        futures::pin_mut!(timer);
+        match futures::future::select(done, timer).await {
+            Either::Left((Ok(Finished::Done), _)) => return NONE,
+            Either::Left((Ok(Finished::Elsewhere), _)) => {}
+            Either::Left((Err(_), _)) | Either::Right(_) => return REQUEST_TIMED_OUT,
+        }
+    }
+    // Another broker finishes it: answer once its removal reaches this one.
+    loop {
+        let cur = sh.cluster();
+        if cur.deleting.get(&name).is_none_or(|t| t.id != id) {
+            return NONE;
+        }
+        if sh.clock().now() >= deadline {
+            return REQUEST_TIMED_OUT;
+        }
+        sh.clock().sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How a `finish_deletion` ended.
+enum Finished {
+    /// The topic's objects and metadata are gone.
+    Done,
+    /// Another broker holds the deletion and finishes it.
+    Elsewhere,
+}
+
+/// Starts finishing the deletion of topic `id` unless this broker already is;
+/// the receiver gets the outcome.
+fn spawn_finish(
+    sh: &Rc<Shard>,
+    name: String,
+    id: Uuid,
+) -> Option<futures::channel::oneshot::Receiver<Finished>> {
+    if !sh.deletions.borrow_mut().insert(name.clone()) {
+        return None;
+    }
+    let (tx, rx) = futures::channel::oneshot::channel();
+    let sh = sh.clone();
+    crate::runtime::spawn_detached(async move {
+        let outcome = finish_deletion(&sh, &name, id).await;
+        sh.deletions.borrow_mut().remove(&name);
+        if let Some(outcome) = outcome {
+            let _ = tx.send(outcome);
+        }
+    });
+    Some(rx)
+}
+
+/// Finishes deleting a topic marked for deletion: takes the deletion (one
+/// broker at a time, under its lease), waits until no broker holds a claim on
+/// any of its partitions (each gives its claims up once its uploads are over;
+/// a dead broker's go with its lease), deletes the topic's objects, and only
+/// then removes the topic from the metadata store, so its name can be created
+/// again. Each step is retried until it succeeds; None when the broker shuts
+/// down first. The order is what keeps a re-created topic's objects safe:
+/// nothing of the old topic is written after its prefix is emptied, and nothing
+/// of the new topic exists before.
+async fn finish_deletion(sh: &Rc<Shard>, name: &str, id: Uuid) -> Option<Finished> {
+    let mut backoff =
+        crate::runtime::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    let mut retry = |what: &str, detail: &dyn std::fmt::Display| {
+        let delay = backoff.next();
+        warn!(topic = name, error = %detail, retry_ms = delay.as_millis() as u64, "{what}; retrying");
+        delay
+    };
+    loop {
+        if sh.is_shutting_down() {
+            return None;
+        }
+        let (meta, n) = (sh.meta.clone(), name.to_string());
+        match sh
+            .io
+            .call(async move { meta.claim_deletion(&n, id).await })
+            .await
+        {
+            Ok(true) => break,
+            Ok(false) => return Some(Finished::Elsewhere),
+            Err(e) => {
+                let d = retry("taking the topic's deletion failed", &e);
+                crate::runtime::sleep(d).await;
             }
-            info!(topic = %name, objects = count, "topic deleted");
-            let n = name.clone();
-            sh.on_all(move |s| crate::groups::forget_topic(s.groups.clone(), n.clone()))
-                .await;
-            NONE
         }
-        failure => {
-            let code = match &failure {
-                Err(CallError::Failed(e)) => {
-                    error!(topic = %name, error = %e, "deleting topic metadata failed; topic kept");
-                    store_error_code(e)
+    }
+    // Polled: the partitions' owners give their claims up on their own, each
+    // when its last upload is over; a dead one's vanish with its lease.
+    let mut waited_logged = false;
+    let started = std::time::Instant::now();
+    loop {
+        if sh.is_shutting_down() {
+            return None;
+        }
+        let (meta, n) = (sh.meta.clone(), name.to_string());
+        match sh.io.call(async move { meta.owners_left(&n).await }).await {
+            Ok(0) => break,
+            Ok(left) => {
+                if !waited_logged && started.elapsed() > Duration::from_secs(5) {
+                    waited_logged = true;
+                    info!(
+                        topic = name,
+                        partitions = left,
+                        "deleted topic: waiting for its partitions' owners to let go"
+                    );
                 }
-                _ => KAFKA_STORAGE_ERROR,
-            };
-            // The store still has the topic (its objects are gone): show it again,
-            // so that the client's retry of the delete finds it.
-            show_again(sh, &before).await;
-            code
+                crate::runtime::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                let d = retry("counting the deleted topic's owners failed", &e);
+                crate::runtime::sleep(d).await;
+            }
         }
+    }
+    let count = loop {
+        if sh.is_shutting_down() {
+            return None;
+        }
+        if !sh.meta.writable() {
+            // Its lease may lapse: another broker may be taking the deletion over.
+            crate::runtime::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let (store, n) = (sh.store().clone(), name.to_string());
+        match sh
+            .io
+            .call(async move { store.delete_topic(&n).await })
+            .await
+        {
+            Ok(count) => break count,
+            Err(e) => {
+                let d = retry("deleting the topic's objects failed", &e);
+                crate::runtime::sleep(d).await;
+            }
+        }
+    };
+    loop {
+        if sh.is_shutting_down() {
+            return None;
+        }
+        let (meta, n) = (sh.meta.clone(), name.to_string());
+        match sh
+            .io
+            .call(async move { meta.delete_topic(&n, id).await })
+            .await
+        {
+            Ok(state) => {
+                let _guard = sh.admin_lock.lock().await;
+                install(sh, state).await;
+                info!(topic = name, %id, objects = count, "topic deleted");
+                return Some(Finished::Done);
+            }
+            // Finished by another broker that took the deletion over.
+            Err(CallError::Failed(MetaError::UnknownTopic(_))) => return Some(Finished::Done),
+            Err(e) => {
+                let d = retry("removing the deleted topic's metadata failed", &e);
+                crate::runtime::sleep(d).await;
+            }
+        }
+    }
+}
+
+/// Finishes the deletions nobody is finishing: those of a broker that stopped
+/// half-way (its deletion claim went with its lease). Run by the controller (by
+/// the broker itself when alone) whenever its view changes.
+fn resume_deletions(sh: &Rc<Shard>) {
+    let cur = sh.cluster();
+    if cur.deleting.is_empty() || sh.is_shutting_down() {
+        return;
+    }
+    if cur.live.clustered && cur.live.controller != Some(cur.broker_id) {
+        return;
+    }
+    for t in cur.deleting.values() {
+        let _ = spawn_finish(sh, t.name.clone(), t.id);
     }
 }
 
@@ -482,10 +691,21 @@ pub async fn delete(
             .map(|n| (Some(n), Uuid::nil()))
             .collect()
     };
+    // Kafka's default when a client sends none (or nonsense).
+    let timeout = Duration::from_millis(if req.timeout_ms > 0 {
+        req.timeout_ms as u64
+    } else {
+        30_000
+    });
     let mut resp = DeleteTopicsResponse::default();
     for (name, id) in wanted {
+        // A topic already being deleted resolves too: the retry of a delete that
+        // timed out waits for the same deletion.
         let resolved = match &name {
-            Some(n) => cluster.topic(&n.0).map(|t| (t.name.clone(), t.id)),
+            Some(n) => cluster
+                .topic(&n.0)
+                .or_else(|| cluster.deleting.get(n.0.as_str()))
+                .map(|t| (t.name.clone(), t.id)),
             None => cluster.by_id.get(&id).map(|t| (t.name.clone(), t.id)),
         };
         let mut r = DeletableTopicResult::default();
@@ -503,10 +723,9 @@ pub async fn delete(
                 r.name = Some(TopicName(StrBytes::from_string(n.clone())));
                 r.topic_id = tid;
                 r.error_code = shard
-                    .on(
-                        METADATA_SHARD,
-                        move |sh| async move { delete_one(&sh, n).await },
-                    )
+                    .on(METADATA_SHARD, move |sh| async move {
+                        delete_one(&sh, n, timeout).await
+                    })
                     .await
                     .unwrap_or(NOT_LEADER_OR_FOLLOWER);
             }

@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 use crate::obs::admin::is_admin;
 pub use crate::obs::metrics::Snapshot;
 use crate::obs::metrics::{
-    ApiSnapshot, GroupLevels, PartitionLevels, ShardGauges, LATENCY_BUCKETS,
+    ApiSnapshot, CloseReason, GroupLevels, PartitionLevels, ShardGauges, LATENCY_BUCKETS,
 };
 fn api_name(key: i16) -> String {
     match kafka_protocol::messages::ApiKey::try_from(key) {
@@ -309,6 +309,29 @@ impl Collector for Exposition {
             "kafscale_connections_accepted",
             "Kafka client connections accepted since the broker started.",
             s.connections_accepted,
+        )?;
+        counters(
+            e,
+            "kafscale_connections_closed",
+            "Kafka client connections the broker closed or refused, by reason.",
+            CloseReason::ALL.iter().map(|r| {
+                (
+                    [("reason", r.label())],
+                    s.connections_closed.get(*r as usize).copied().unwrap_or(0),
+                )
+            }),
+        )?;
+        gauge(
+            e,
+            "kafscale_request_bytes_queued",
+            "Bytes of requests read and not yet answered, broker-wide (KAFSCALE_QUEUED_MAX_REQUEST_BYTES bounds it).",
+            s.request_bytes,
+        )?;
+        counter(
+            e,
+            "kafscale_request_memory_waits",
+            "Times a connection paused reading because the request byte budget was spent.",
+            s.request_memory_waits,
         )?;
 
         let mut parts: Vec<&PartitionLevels> = s.partitions.iter().collect();

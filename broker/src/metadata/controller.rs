@@ -38,19 +38,23 @@ pub(super) fn live_ids(brokers: &Mirrored) -> Vec<i32> {
         .collect()
 }
 
-/// Topic name → (id, partition count), plus the coordinators' slot space.
-fn topics(snap: &Mirrored) -> BTreeMap<String, (Uuid, usize)> {
+/// Topic name → (id, partition count) of the topics to assign (those being
+/// deleted get none), plus the coordinators' slot space; and the snapshot's mod
+/// revision they were read at.
+fn topics(snap: &Mirrored) -> (BTreeMap<String, (Uuid, usize)>, i64) {
     let mut out = BTreeMap::new();
     out.insert(GROUPS_TOPIC.to_string(), (Uuid::nil(), GROUP_SLOTS));
+    let mut revision = 0;
     if let Some(e) = snap.entries.get(keys::SNAPSHOT) {
+        revision = e.mod_revision;
         if let Ok(s) = snapshot::decode(&e.value) {
-            for t in s.topics {
+            for t in s.topics.into_iter().filter(|t| !t.deleting) {
                 let id = Uuid::from_slice(&t.topic_id).unwrap_or_default();
                 out.insert(t.name, (id, t.partitions.max(0) as usize));
             }
         }
     }
-    out
+    (out, revision)
 }
 
 impl EtcdStore {
@@ -146,9 +150,9 @@ impl EtcdStore {
             }
             let live = live_ids(&brokers.borrow_and_update());
             let current = assignments.borrow_and_update().clone();
-            let wanted = topics(&snap.borrow_and_update());
+            let (wanted, snap_rev) = topics(&snap.borrow_and_update());
             match self
-                .write_assignments(token, &live, &current, &wanted)
+                .write_assignments(token, &live, &current, &wanted, snap_rev)
                 .await
             {
                 Ok(true) => {}
@@ -177,6 +181,7 @@ impl EtcdStore {
         live: &[i32],
         current: &Mirrored,
         wanted: &BTreeMap<String, (Uuid, usize)>,
+        snap_rev: i64,
     ) -> Result<bool, super::MetaError> {
         if live.is_empty() {
             return Ok(true);
@@ -206,6 +211,10 @@ impl EtcdStore {
                 .when([
                     Compare::create_revision(keys::CONTROLLER, CompareOp::Equal, token),
                     Compare::mod_revision(key.as_str(), CompareOp::Equal, mod_rev),
+                    // Written from the snapshot as read: never an assignment for a
+                    // topic that has meanwhile been marked for deletion (its marking
+                    // removed the assignment, and claims need one).
+                    Compare::mod_revision(keys::SNAPSHOT, CompareOp::Equal, snap_rev),
                 ])
                 .and_then([TxnOp::put(key.as_str(), value, None)])
                 .or_else([TxnOp::get(keys::CONTROLLER, None)]);

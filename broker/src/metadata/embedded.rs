@@ -291,26 +291,48 @@ impl MetadataStore for EmbeddedStore {
 
     async fn update_topic(&self, topic: TopicMeta) -> Result<ClusterState, MetaError> {
         let mut state = self
-            .update(
-                move |s| match s.topics.iter_mut().find(|t| t.name == topic.name) {
+            .update(move |s| {
+                match s
+                    .topics
+                    .iter_mut()
+                    .find(|t| t.name == topic.name && !t.deleting)
+                {
                     Some(t) => {
                         *t = topic;
                         Ok(s.clone())
                     }
                     None => Err(MetaError::UnknownTopic(topic.name)),
-                },
-            )
+                }
+            })
             .await?;
         // The clone was taken before `update` counted the change.
         state.revision += 1;
         Ok(state)
     }
 
-    async fn delete_topic(&self, name: &str) -> Result<ClusterState, MetaError> {
+    async fn mark_deleting(&self, name: &str) -> Result<(ClusterState, uuid::Uuid), MetaError> {
+        let name = name.to_string();
+        let (mut state, id) = self
+            .update(
+                move |s| match s.topics.iter_mut().find(|t| t.name == name) {
+                    Some(t) => {
+                        t.deleting = true;
+                        let id = t.id;
+                        Ok((s.clone(), id))
+                    }
+                    None => Err(MetaError::UnknownTopic(name)),
+                },
+            )
+            .await?;
+        state.revision += 1;
+        Ok((state, id))
+    }
+
+    async fn delete_topic(&self, name: &str, id: uuid::Uuid) -> Result<ClusterState, MetaError> {
         let name = name.to_string();
         let mut state = self
             .update(
-                move |s| match s.topics.iter().position(|t| t.name == name) {
+                move |s| match s.topics.iter().position(|t| t.name == name && t.id == id) {
                     Some(i) => {
                         s.topics.remove(i);
                         Ok(s.clone())
@@ -435,6 +457,7 @@ mod tests {
             id: uuid::Uuid::new_v4(),
             partitions: 4,
             configs: Default::default(),
+            deleting: false,
         };
         s.create_topic(t.clone()).await.unwrap();
         assert!(matches!(
@@ -454,8 +477,19 @@ mod tests {
         let s2 = EmbeddedStore::open(&dir).unwrap();
         let st = s2.load().await.unwrap();
         assert_eq!(st.cluster_id, id);
-        assert_eq!(st.topics, vec![t]);
-        s2.delete_topic("t").await.unwrap();
+        assert_eq!(st.topics, vec![t.clone()]);
+        let (marked, id) = s2.mark_deleting("t").await.unwrap();
+        assert!(marked.topics[0].deleting && id == t.id);
+        assert!(
+            EmbeddedStore::open(&dir)
+                .unwrap()
+                .load()
+                .await
+                .unwrap()
+                .topics[0]
+                .deleting
+        );
+        s2.delete_topic("t", id).await.unwrap();
         assert!(EmbeddedStore::open(&dir)
             .unwrap()
             .load()

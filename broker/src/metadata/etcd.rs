@@ -146,6 +146,7 @@ fn topic_to_pb(t: &TopicMeta) -> pb::TopicConfig {
         partitions: t.partitions,
         configs: t.configs.clone().into_iter().collect(),
         created_ms: 0,
+        deleting: t.deleting,
     }
 }
 
@@ -155,6 +156,7 @@ fn topic_from_pb(t: &pb::TopicConfig) -> Result<TopicMeta, MetaError> {
         id: snapshot::topic_id(t)?,
         partitions: t.partitions,
         configs: t.configs.clone().into_iter().collect(),
+        deleting: t.deleting,
     })
 }
 
@@ -768,16 +770,97 @@ impl MetadataStore for EtcdHandle {
             .await
     }
 
-    async fn delete_topic(&self, name: &str) -> Result<ClusterState, MetaError> {
+    async fn mark_deleting(&self, name: &str) -> Result<(ClusterState, Uuid), MetaError> {
+        let updated = self
+            .0
+            .snapshots
+            .update("mark topic deleted", |snap| {
+                let Some(t) = snap.topics.iter_mut().find(|t| t.name == name) else {
+                    return Err(MetaError::UnknownTopic(name.to_string()));
+                };
+                let id = snapshot::topic_id(t)?;
+                if t.deleting {
+                    return Ok(Change::Keep(id));
+                }
+                t.deleting = true;
+                // The assignment goes in the same transaction: every claim compares
+                // it, so from this revision on nobody can claim the topic's
+                // partitions, and the owners seen now are the last ones.
+                Ok(Change::Write(
+                    vec![TxnOp::delete(keys::assignment(name), None)],
+                    id,
+                ))
+            })
+            .await?;
+        Ok((
+            state_from_pb(&updated.snapshot, updated.revision)?,
+            updated.value,
+        ))
+    }
+
+    async fn claim_deletion(&self, name: &str, id: Uuid) -> Result<bool, MetaError> {
+        let Some(lease) = *self.0.lease.borrow() else {
+            return Err(MetaError::Unavailable(
+                "this broker's lease is being renewed".into(),
+            ));
+        };
+        let key = keys::deletion(name);
+        let value = pb::ControllerClaim {
+            broker_id: self.0.broker_id,
+            lease,
+        };
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                value.encode_to_vec(),
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let mut c = self.0.client.clone();
+        let resp = self.0.timed("claim topic deletion", c.txn(txn)).await?;
+        if resp.succeeded() {
+            info!(topic = name, %id, "finishing the topic's deletion");
+            return Ok(true);
+        }
+        let held = resp.op_responses().into_iter().find_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+            _ => None,
+        });
+        // Held by this very incarnation: a retry of a deletion it is running.
+        Ok(held.is_some_and(|kv| {
+            pb::ControllerClaim::decode(kv.value())
+                .is_ok_and(|c| c.lease == lease && c.broker_id == self.0.broker_id)
+        }))
+    }
+
+    async fn owners_left(&self, name: &str) -> Result<usize, MetaError> {
+        let mut c = self.0.client.clone();
+        let resp = self
+            .0
+            .timed(
+                "count partition owners",
+                c.get(
+                    keys::owners_prefix(name),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                ),
+            )
+            .await?;
+        Ok(usize::try_from(resp.count()).unwrap_or(usize::MAX))
+    }
+
+    async fn delete_topic(&self, name: &str, id: Uuid) -> Result<ClusterState, MetaError> {
         self.0
             .update_snapshot("delete topic", |snap| {
                 let before = snap.topics.len();
-                snap.topics.retain(|t| t.name != name);
+                snap.topics
+                    .retain(|t| !(t.name == name && t.topic_id == id.as_bytes()));
                 if snap.topics.len() == before {
                     return Err(MetaError::UnknownTopic(name.to_string()));
                 }
-                // Owner keys go too: their brokers' next publish is refused
-                // (the topic is gone anyway) and a re-created topic claims afresh.
+                // Owner keys are gone already (the deleter waited for them);
+                // whatever is left of them, of the states and of the deletion
+                // claim goes with the topic.
                 Ok(vec![
                     TxnOp::delete(
                         keys::topic_prefix(name),
@@ -787,6 +870,7 @@ impl MetadataStore for EtcdHandle {
                         keys::owners_prefix(name),
                         Some(DeleteOptions::new().with_prefix()),
                     ),
+                    TxnOp::delete(keys::deletion(name), None),
                 ])
             })
             .await
@@ -795,7 +879,11 @@ impl MetadataStore for EtcdHandle {
     async fn update_topic(&self, topic: TopicMeta) -> Result<ClusterState, MetaError> {
         self.0
             .update_snapshot("update topic", |snap| {
-                let Some(t) = snap.topics.iter_mut().find(|t| t.name == topic.name) else {
+                let Some(t) = snap
+                    .topics
+                    .iter_mut()
+                    .find(|t| t.name == topic.name && !t.deleting)
+                else {
                     return Err(MetaError::UnknownTopic(topic.name.clone()));
                 };
                 let mut stored = topic_to_pb(&topic);
@@ -893,6 +981,7 @@ impl MetadataStore for EtcdHandle {
     ) -> Result<Claim, MetaError> {
         let owner_key = keys::owner(topic, partition);
         let state_key = keys::partition(topic, partition);
+        let assignment_key = keys::assignment(topic);
         let mut c = self.0.client.clone();
         for _ in 0..8 {
             let Some(lease) = *self.0.lease.borrow() else {
@@ -903,13 +992,31 @@ impl MetadataStore for EtcdHandle {
             let read = Txn::new().and_then([
                 TxnOp::get(owner_key.as_str(), None),
                 TxnOp::get(state_key.as_str(), None),
+                TxnOp::get(assignment_key.as_str(), None),
             ]);
             let resp = self.0.timed("read partition owner", c.txn(read)).await?;
             let mut gets = resp.op_responses().into_iter().filter_map(|op| match op {
                 etcd_client::TxnOpResponse::Get(g) => Some(g.kvs().first().cloned()),
                 _ => None,
             });
-            let (owner, state) = (gets.next().flatten(), gets.next().flatten());
+            let (owner, state, assignment) = (
+                gets.next().flatten(),
+                gets.next().flatten(),
+                gets.next().flatten(),
+            );
+            // No claim without the topic's assignment: DeleteTopics removes it in
+            // the transaction that marks the topic, so that the owners it then
+            // waits for are the last ones.
+            let assigned = assignment.as_ref().filter(|kv| {
+                pb::Assignment::decode(kv.value()).is_ok_and(|a| a.topic_id == topic_id.as_bytes())
+            });
+            let Some(assigned) = assigned else {
+                return Err(MetaError::Unassigned {
+                    topic: topic.to_string(),
+                    partition,
+                });
+            };
+            let assigned_rev = assigned.create_revision();
             if let Some(kv) = &owner {
                 let o =
                     pb::PartitionOwner::decode(kv.value()).map_err(|e| corrupt(&owner_key, e))?;
@@ -957,6 +1064,11 @@ impl MetadataStore for EtcdHandle {
                 .when([
                     Compare::create_revision(owner_key.as_str(), CompareOp::Equal, 0),
                     Compare::mod_revision(state_key.as_str(), CompareOp::Equal, state_rev),
+                    Compare::create_revision(
+                        assignment_key.as_str(),
+                        CompareOp::Equal,
+                        assigned_rev,
+                    ),
                 ])
                 .and_then([
                     TxnOp::put(
@@ -1187,6 +1299,7 @@ mod tests {
             id: Uuid::new_v4(),
             partitions: 6,
             configs: [("retention.ms".to_string(), "60000".to_string())].into(),
+            deleting: true,
         };
         let snap = pb::ClusterSnapshot {
             cluster_id: "c".into(),

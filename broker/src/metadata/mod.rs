@@ -27,6 +27,10 @@ pub struct TopicMeta {
     pub partitions: i32,
     #[serde(default)]
     pub configs: BTreeMap<String, String>,
+    /// DeleteTopics has begun and not finished: served by no broker, owned by
+    /// none, and its name is taken until its objects are gone (docs/cluster.md).
+    #[serde(default)]
+    pub deleting: bool,
 }
 
 /// Defaults of the topic configs a topic does not set (the shared table of topic
@@ -215,6 +219,10 @@ pub enum MetaError {
         partition: i32,
         owner: i32,
     },
+    /// The partition has no assignment to claim under (its topic is being
+    /// deleted, or the controller has not assigned it yet).
+    #[error("partition {topic}-{partition} is not assigned")]
+    Unassigned { topic: String, partition: i32 },
     /// This broker no longer owns the partition it tried to publish: the owner key
     /// it claimed is gone (lease lost) or belongs to another claim.
     #[error("ownership of partition {topic}-{partition} was lost")]
@@ -307,8 +315,23 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn load(&self) -> Result<ClusterState, MetaError>;
     /// Adds a topic; returns the stored state with it (and its new revision).
     async fn create_topic(&self, topic: TopicMeta) -> Result<ClusterState, MetaError>;
-    /// Removes a topic and its partition state; returns the stored state without it.
-    async fn delete_topic(&self, name: &str) -> Result<ClusterState, MetaError>;
+    /// Marks a topic for deletion (first step of DeleteTopics; again is a no-op):
+    /// from the returned state on it is served and owned by no broker and its
+    /// name cannot be created. Returns the state and the topic's id.
+    async fn mark_deleting(&self, name: &str) -> Result<(ClusterState, Uuid), MetaError>;
+    /// Takes the right to finish deleting topic `id` (its objects, then its
+    /// metadata): false while another broker holds it. Held until this broker's
+    /// lease ends (the final removal deletes it).
+    async fn claim_deletion(&self, _name: &str, _id: Uuid) -> Result<bool, MetaError> {
+        Ok(true)
+    }
+    /// How many partitions of topic `name` a broker still holds a claim on.
+    async fn owners_left(&self, _name: &str) -> Result<usize, MetaError> {
+        Ok(0)
+    }
+    /// Last step of DeleteTopics, after the objects are gone: removes topic `id`
+    /// and its partition state; returns the stored state without it.
+    async fn delete_topic(&self, name: &str, id: Uuid) -> Result<ClusterState, MetaError>;
     /// Every later change of the stored topics (made by this broker, another one or
     /// an operator), starting after `revision`. The stream outlives store outages:
     /// it resumes by itself and never ends while the store exists.
@@ -415,8 +438,11 @@ pub struct Cluster {
     pub broker_id: i32,
     pub host: String,
     pub port: i32,
+    /// The topics served: every stored topic but those being deleted.
     pub topics: HashMap<String, Arc<TopicMeta>>,
     pub by_id: HashMap<Uuid, Arc<TopicMeta>>,
+    /// Topics whose deletion has begun, by name.
+    pub deleting: HashMap<String, Arc<TopicMeta>>,
     /// Brokers, controller and assignments (replaced on its own, topics kept).
     pub live: Arc<Live>,
 }
@@ -425,8 +451,13 @@ impl Cluster {
     pub fn new(state: &ClusterState, broker_id: i32, host: String, port: i32) -> Self {
         let mut topics = HashMap::new();
         let mut by_id = HashMap::new();
+        let mut deleting = HashMap::new();
         for t in &state.topics {
             let t = Arc::new(t.clone());
+            if t.deleting {
+                deleting.insert(t.name.clone(), t);
+                continue;
+            }
             by_id.insert(t.id, t.clone());
             topics.insert(t.name.clone(), t);
         }
@@ -438,6 +469,7 @@ impl Cluster {
             port,
             topics,
             by_id,
+            deleting,
             live: Arc::new(Live::default()),
         }
     }
@@ -524,7 +556,12 @@ impl Cluster {
 
     /// The persisted form of this snapshot.
     pub fn state(&self) -> ClusterState {
-        let mut topics: Vec<TopicMeta> = self.topics.values().map(|t| (**t).clone()).collect();
+        let mut topics: Vec<TopicMeta> = self
+            .topics
+            .values()
+            .chain(self.deleting.values())
+            .map(|t| (**t).clone())
+            .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         ClusterState {
             cluster_id: self.cluster_id.clone(),
@@ -541,9 +578,12 @@ impl Cluster {
         Cluster::new(&s, self.broker_id, self.host.clone(), self.port).with_live(self.live.clone())
     }
 
-    pub fn without_topic(&self, name: &str) -> Self {
+    /// This view with `name` marked for deletion: no longer served.
+    pub fn deleting_topic(&self, name: &str) -> Self {
         let mut s = self.state();
-        s.topics.retain(|x| x.name != name);
+        for t in s.topics.iter_mut().filter(|t| t.name == name) {
+            t.deleting = true;
+        }
         Cluster::new(&s, self.broker_id, self.host.clone(), self.port).with_live(self.live.clone())
     }
 }
@@ -591,6 +631,7 @@ mod tests {
             id: Uuid::new_v4(),
             partitions: 3,
             configs: Default::default(),
+            deleting: false,
         };
         let c2 = c.with_topic(t.clone());
         assert_eq!(c2.topic("a").map(|t| t.partitions), Some(3));
@@ -605,7 +646,10 @@ mod tests {
         );
         assert_eq!(t.settings(1 << 20).segment_bytes, 1 << 20);
         assert!(s.has_retention() && !t.settings(1).has_retention());
-        let c3 = c2.without_topic("a");
+        let c3 = c2.deleting_topic("a");
         assert!(c3.topic("a").is_none() && c3.by_id.is_empty());
+        assert!(c3.deleting.contains_key("a"));
+        let back = c3.state();
+        assert!(back.topics.len() == 1 && back.topics[0].deleting);
     }
 }

@@ -64,6 +64,42 @@ impl RateWindow {
     }
 }
 
+/// Why the broker closed (or refused) a client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Refused at accept: `KAFSCALE_MAX_CONNECTIONS` open.
+    MaxConnections,
+    /// Refused at accept: `KAFSCALE_MAX_CONNECTIONS_PER_IP` open from its address.
+    MaxConnectionsPerIp,
+    /// Nothing read, answered or in progress for `KAFSCALE_CONNECTIONS_MAX_IDLE_MS`.
+    Idle,
+    /// A started request not complete within `KAFSCALE_REQUEST_READ_TIMEOUT_MS`.
+    RequestReadTimeout,
+    /// A frame above `KAFSCALE_MAX_REQUEST_BYTES` (or the non-produce limit).
+    RequestTooLarge,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 5] = [
+        CloseReason::MaxConnections,
+        CloseReason::MaxConnectionsPerIp,
+        CloseReason::Idle,
+        CloseReason::RequestReadTimeout,
+        CloseReason::RequestTooLarge,
+    ];
+
+    /// The `reason` label of `kafscale_connections_closed_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::MaxConnections => "max_connections",
+            CloseReason::MaxConnectionsPerIp => "max_connections_per_ip",
+            CloseReason::Idle => "idle",
+            CloseReason::RequestReadTimeout => "request_read_timeout",
+            CloseReason::RequestTooLarge => "request_too_large",
+        }
+    }
+}
+
 /// The counters of one shard. Its times (request latency, the throughput
 /// window) are real time, not the broker's `Clock`: they measure what really
 /// elapsed.
@@ -79,6 +115,7 @@ pub struct ShardMetrics {
     pub cache_misses: Cell<u64>,
     pub open_connections: Cell<u64>,
     pub connections_accepted: Cell<u64>,
+    closed: [Cell<u64>; CloseReason::ALL.len()],
 }
 
 fn add_topic(map: &RefCell<HashMap<Arc<str>, Cell<u64>>>, topic: &Arc<str>, n: u64) {
@@ -106,7 +143,14 @@ impl ShardMetrics {
             cache_misses: Cell::new(0),
             open_connections: Cell::new(0),
             connections_accepted: Cell::new(0),
+            closed: Default::default(),
         }
+    }
+
+    /// Counts a connection the broker closed or refused, by why.
+    pub fn connection_closed(&self, why: CloseReason) {
+        let c = &self.closed[why as usize];
+        c.set(c.get() + 1);
     }
 
     fn second(&self, at: Instant) -> u64 {
@@ -189,6 +233,10 @@ impl ShardMetrics {
             cache_misses: self.cache_misses.get(),
             open_connections: self.open_connections.get(),
             connections_accepted: self.connections_accepted.get(),
+            connections_closed: self.closed.iter().map(Cell::get).collect(),
+            // Broker-wide: the shard fills them in (`Shard::metrics_snapshot`).
+            request_bytes: 0,
+            request_memory_waits: 0,
             shards: vec![gauges],
             partitions,
             groups,
@@ -250,6 +298,12 @@ pub struct Snapshot {
     pub cache_misses: u64,
     pub open_connections: u64,
     pub connections_accepted: u64,
+    /// Connections closed or refused by the broker, by `CloseReason` (its index).
+    pub connections_closed: Vec<u64>,
+    /// Bytes of requests held now, broker-wide (every shard reports the same).
+    pub request_bytes: u64,
+    /// Times a connection paused reading for the request byte budget, broker-wide.
+    pub request_memory_waits: u64,
     pub shards: Vec<ShardGauges>,
     pub partitions: Vec<PartitionLevels>,
     pub groups: Vec<GroupLevels>,
@@ -283,6 +337,16 @@ impl Snapshot {
         self.cache_misses += o.cache_misses;
         self.open_connections += o.open_connections;
         self.connections_accepted += o.connections_accepted;
+        if self.connections_closed.len() < o.connections_closed.len() {
+            self.connections_closed
+                .resize(o.connections_closed.len(), 0);
+        }
+        for (x, y) in self.connections_closed.iter_mut().zip(o.connections_closed) {
+            *x += y;
+        }
+        // Broker-wide values, read by each shard: not summed.
+        self.request_bytes = self.request_bytes.max(o.request_bytes);
+        self.request_memory_waits = self.request_memory_waits.max(o.request_memory_waits);
         self.shards.extend(o.shards);
         // Each partition and group has one owning shard: no sums needed.
         self.partitions.extend(o.partitions);

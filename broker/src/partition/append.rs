@@ -75,6 +75,7 @@ pub fn append(
         }
         let mut first = None;
         let mut last = 0;
+        let now_ms = logs.clock.wall_ms();
         for (h, range) in &batches {
             match st.producers.check(h) {
                 SeqCheck::Append => {}
@@ -114,7 +115,8 @@ pub fn append(
             first.get_or_insert(b);
             last = l;
             st.next_offset = l + 1;
-            st.producers.record(h, b, l);
+            st.producers
+                .record(h, b, l, now_ms, logs.settings.producer_id_expiration_ms());
             if full {
                 seal_locked(&mut st);
                 sealed = true;

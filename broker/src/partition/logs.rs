@@ -45,6 +45,14 @@ pub struct LogSettings {
     pub upload_concurrency: usize,
     /// Bytes of segments read from the store kept in memory (all shards).
     pub cache_bytes: usize,
+    /// An idempotent producer's state is forgotten this long after its last batch.
+    pub producer_id_expiration: Duration,
+}
+
+impl LogSettings {
+    pub fn producer_id_expiration_ms(&self) -> i64 {
+        i64::try_from(self.producer_id_expiration.as_millis()).unwrap_or(i64::MAX)
+    }
 }
 
 /// The handles a shard's logs use: built once per broker, cloned per shard.
@@ -181,7 +189,8 @@ impl Logs {
     }
 
     /// Installs a new cluster snapshot and drops the partitions of topics that
-    /// no longer exist (or were re-created with a new id). The caller awaits
+    /// no longer exist, are being deleted, or were re-created with a new id; their
+    /// claims are given back once their uploads are over. The caller awaits
     /// `Dropped::uploads_idle` before deleting the topic's objects, so that no
     /// PUT of a dropped partition races the deletion.
     pub fn install_cluster(self: &Rc<Self>, next: Arc<Cluster>) -> Dropped {
@@ -232,6 +241,9 @@ impl Logs {
             self.cache
                 .borrow_mut()
                 .remove_where(|k| k.0 == topic && k.1 == index);
+            if p.st.borrow().claim.is_some() {
+                spawn_detached(give_back(self.clone(), p.clone()));
+            }
         }
         self.claim_assigned(&self.cluster());
         Dropped(gone)
@@ -395,6 +407,17 @@ async fn release(logs: Rc<Logs>, p: Rc<Partition>) {
     if !was_deleted {
         logs.drop_partition(&p, KafkaError::NotLeaderOrFollower);
     }
+    if let Some(claim) = claim {
+        release_claim(&logs, &p, claim).await;
+    }
+}
+
+/// Gives up the claim on a partition whose topic is being deleted, once no
+/// upload of it is writing: the deleting broker waits for every claim of the
+/// topic to be gone before it deletes the objects.
+async fn give_back(logs: Rc<Logs>, p: Rc<Partition>) {
+    p.uploads_idle().await;
+    let claim = p.st.borrow_mut().claim.take();
     if let Some(claim) = claim {
         release_claim(&logs, &p, claim).await;
     }

@@ -8,6 +8,12 @@
 //! segment (`recovery::producers_from`). A producer the partition does not know
 //! is accepted at any sequence, so only a producer whose last batch lies in an
 //! older segment could get a retried batch written twice (at-least-once).
+//!
+//! A producer that writes nothing for `producer.id.expiration.ms`
+//! (`KAFSCALE_PRODUCER_ID_EXPIRATION_MS`) is forgotten, as in Kafka, so that
+//! clients that come and go (every restart of an idempotent producer takes a
+//! new id) do not grow a partition's state for ever. The sweep runs as batches
+//! are recorded, at most once per sweep interval: state only grows by writes.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -31,7 +37,12 @@ struct ProducerState {
     epoch: i16,
     last_seq: i32,
     recent: VecDeque<Recent>,
+    /// When its last batch was recorded (the broker clock, ms since the epoch).
+    last_ms: i64,
 }
+
+/// The longest wait between two sweeps for expired producers.
+const SWEEP_EVERY_MS: i64 = 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeqCheck {
@@ -46,6 +57,7 @@ pub enum SeqCheck {
 #[derive(Debug, Default)]
 pub struct Producers {
     by_id: HashMap<i64, ProducerState>,
+    last_sweep_ms: i64,
 }
 
 /// Sequence numbers wrap from `i32::MAX` to 0.
@@ -85,17 +97,30 @@ impl Producers {
         }
     }
 
-    /// Records an appended batch.
-    pub fn record(&mut self, h: &BatchHeader, base_offset: i64, last_offset: i64) {
+    /// Records an appended batch at `now_ms`, forgetting producers idle for
+    /// `expire_ms` or longer (swept at most every `SWEEP_EVERY_MS`).
+    pub fn record(
+        &mut self,
+        h: &BatchHeader,
+        base_offset: i64,
+        last_offset: i64,
+        now_ms: i64,
+        expire_ms: i64,
+    ) {
         if h.producer_id < 0 {
             return;
+        }
+        if now_ms.saturating_sub(self.last_sweep_ms) >= SWEEP_EVERY_MS.min(expire_ms) {
+            self.expire(now_ms, expire_ms);
         }
         let last_seq = seq_add(h.base_sequence, h.last_offset_delta);
         let s = self.by_id.entry(h.producer_id).or_insert(ProducerState {
             epoch: h.producer_epoch,
             last_seq,
             recent: VecDeque::with_capacity(RECENT),
+            last_ms: now_ms,
         });
+        s.last_ms = now_ms;
         if h.producer_epoch != s.epoch {
             s.epoch = h.producer_epoch;
             s.recent.clear();
@@ -113,10 +138,27 @@ impl Producers {
     }
 }
 
+impl Producers {
+    /// Forgets producers whose last batch is `expire_ms` or more before `now_ms`.
+    pub fn expire(&mut self, now_ms: i64, expire_ms: i64) {
+        self.last_sweep_ms = now_ms;
+        self.by_id
+            .retain(|_, s| now_ms.saturating_sub(s.last_ms) < expire_ms);
+    }
+
+    /// Producers whose state is kept.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use kafscale_codec::batch::build_batch;
+
+    const DAY: i64 = 86_400_000;
 
     fn header(pid: i64, epoch: i16, seq: i32, n: usize) -> BatchHeader {
         let values: Vec<&[u8]> = (0..n).map(|_| &b"v"[..]).collect();
@@ -132,7 +174,7 @@ mod tests {
         let mut p = Producers::default();
         let a = header(7, 0, 0, 3);
         assert_eq!(p.check(&a), SeqCheck::Append);
-        p.record(&a, 100, 102);
+        p.record(&a, 100, 102, 0, DAY);
         assert_eq!(
             p.check(&a),
             SeqCheck::Duplicate {
@@ -142,7 +184,7 @@ mod tests {
         );
         let b = header(7, 0, 3, 2);
         assert_eq!(p.check(&b), SeqCheck::Append);
-        p.record(&b, 103, 104);
+        p.record(&b, 103, 104, 0, DAY);
         assert_eq!(
             p.check(&header(7, 0, 9, 1)),
             SeqCheck::Reject(KafkaError::OutOfOrderSequenceNumber)
@@ -165,7 +207,7 @@ mod tests {
         let mut p = Producers::default();
         for i in 0..6 {
             let h = header(1, 0, i, 1);
-            p.record(&h, i as i64, i as i64);
+            p.record(&h, i as i64, i as i64, 0, DAY);
         }
         assert_eq!(
             p.check(&header(1, 0, 0, 1)),
@@ -177,11 +219,35 @@ mod tests {
         ));
         assert_eq!(seq_add(i32::MAX, 1), 0);
         let mut q = Producers::default();
-        q.record(&header(2, 0, i32::MAX - 1, 2), 0, 1);
+        q.record(&header(2, 0, i32::MAX - 1, 2), 0, 1, 0, DAY);
         assert_eq!(q.check(&header(2, 0, 0, 1)), SeqCheck::Append);
         assert_eq!(
             q.check(&header(2, 0, 1, 1)),
             SeqCheck::Reject(KafkaError::OutOfOrderSequenceNumber)
         );
+    }
+
+    #[test]
+    fn idle_producers_expire() {
+        let mut p = Producers::default();
+        let t0 = 1_000_000;
+        p.record(&header(1, 0, 0, 1), 0, 0, t0, DAY);
+        p.record(&header(2, 0, 0, 1), 1, 1, t0 + DAY / 2, DAY);
+        assert_eq!(p.len(), 2);
+        // Producer 1 is idle for a day when producer 2 writes again: forgotten,
+        // so its next batch is accepted at any sequence (as after a restart).
+        p.record(&header(2, 0, 1, 1), 2, 2, t0 + DAY, DAY);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.check(&header(1, 0, 42, 1)), SeqCheck::Append);
+        assert!(matches!(
+            p.check(&header(2, 0, 1, 1)),
+            SeqCheck::Duplicate { .. }
+        ));
+        // Many short-lived producers, one a second with a one-minute expiry: the
+        // state holds only those of the last expiry plus one sweep interval.
+        for id in 10..1010 {
+            p.record(&header(id, 0, 0, 1), id, id, t0 + DAY + id * 1000, 60_000);
+        }
+        assert!(p.len() <= 121, "{} producers kept", p.len());
     }
 }

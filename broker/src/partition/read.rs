@@ -7,11 +7,12 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
+use kafscale_codec::batch::empty_batch;
 use kafscale_segstore::{Segment, StoreError};
 use tracing::error;
 
 use super::logs::{Logs, SegKey};
-use super::{Offsets, Partition};
+use super::{Offsets, Partition, SegRef};
 use crate::errors::KafkaError;
 use crate::io::CallError;
 use crate::runtime::spawn_detached;
@@ -23,13 +24,18 @@ pub struct ReadOutcome {
 
 /// Reads whole batches starting at the one holding `offset`, up to `max_bytes`
 /// (at least one batch). Errors are Kafka codes.
+///
+/// Offsets below the high watermark with no data (lost with a quarantined
+/// segment, or acknowledged but missing from the store, see recovery.rs) never
+/// stall a consumer: it gets the next stored batch after them, or, when none
+/// follows, an empty batch that spans them, and moves on.
 pub async fn read(
     logs: &Rc<Logs>,
     p: &Rc<Partition>,
     offset: i64,
     max_bytes: usize,
 ) -> Result<ReadOutcome, KafkaError> {
-    let (offsets, seg, following) = {
+    let (offsets, candidates, following) = {
         let st = p.st.borrow();
         if st.deleted {
             return Err(st.gone);
@@ -48,27 +54,46 @@ pub async fn read(
             });
         }
         let i = st.durable.partition_point(|s| s.base <= offset);
-        let Some(seg) = i.checked_sub(1).and_then(|i| st.durable.get(i)).copied() else {
-            return Err(KafkaError::OffsetOutOfRange);
-        };
+        // The segment that should hold `offset`, then the one after it (where a
+        // consumer in a gap continues).
+        let from = i.saturating_sub(1);
+        let candidates: Vec<SegRef> = st.durable.iter().skip(from).take(2).copied().collect();
         let n = logs.settings.readahead_segments;
-        let following: Vec<i64> = st.durable[i..].iter().take(n).map(|s| s.base).collect();
-        (offsets, seg, following)
+        let following: Vec<i64> = st.durable.iter().skip(i).take(n).map(|s| s.base).collect();
+        (offsets, candidates, following)
     };
-    let key: SegKey = (p.topic.clone(), p.index, seg.base);
-    let segment = match segment(logs, key).await {
-        Ok(s) => s,
-        // Retention removed the segment while it was being read: the offset is
-        // now below the log start, which is what the client is told.
-        Err(_) if p.st.borrow().log_start > seg.base => return Err(KafkaError::OffsetOutOfRange),
-        Err(code) => return Err(code),
-    };
-    note_max_ts(p, &segment);
-    for base in following {
-        readahead(logs, (p.topic.clone(), p.index, base));
+    for seg in candidates {
+        if seg.last < offset {
+            continue;
+        }
+        let key: SegKey = (p.topic.clone(), p.index, seg.base);
+        let segment = match segment(logs, key).await {
+            Ok(s) => s,
+            // Retention removed the segment while it was being read: the offset is
+            // now below the log start, which is what the client is told.
+            Err(_) if p.st.borrow().log_start > seg.base => {
+                return Err(KafkaError::OffsetOutOfRange)
+            }
+            Err(code) => return Err(code),
+        };
+        note_max_ts(p, &segment);
+        for base in &following {
+            readahead(logs, (p.topic.clone(), p.index, *base));
+        }
+        if let Some(records) = segment.slice_from(offset.max(seg.base), max_bytes.max(1)) {
+            return Ok(ReadOutcome {
+                records: Some(records),
+                offsets,
+            });
+        }
     }
-    let records = segment.slice_from(offset, max_bytes.max(1));
-    Ok(ReadOutcome { records, offsets })
+    // No stored batch at or after `offset` below the high watermark: the rest
+    // of the log up to it is a gap.
+    let last = offsets.high_watermark - 1;
+    Ok(ReadOutcome {
+        records: Some(Bytes::from(empty_batch(offset, last, logs.clock.wall_ms()))),
+        offsets,
+    })
 }
 
 /// Registers for a wake-up when data at `offset` becomes readable; `None` if it

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use futures::future::Either;
+use futures::StreamExt;
 use kafscale_codec::batch::BatchHeader;
-use kafscale_segstore::{Segment, SegmentMeta};
+use kafscale_segstore::{Segment, SegmentMeta, StoreError};
 use tracing::{error, info, warn};
 
 use super::logs::Logs;
@@ -217,7 +218,7 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
     let outcome = loop {
         match load_once(&logs, &p).await {
             Ok(r) => break Ok(r),
-            Err(e @ LoadError::Meta(MetaError::NotOwner { .. })) => {
+            Err(e @ LoadError::Meta(MetaError::NotOwner { .. } | MetaError::Unassigned { .. })) => {
                 // Not retried here: the previous owner is still releasing it or
                 // its lease has not run out; the client retries.
                 info!(topic = %p.topic, partition = p.index, error = %e, "partition not claimed yet");
@@ -284,7 +285,7 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
                 st.durable = durable;
                 Ok(())
             }
-            Err(LoadError::Meta(MetaError::NotOwner { .. })) => {
+            Err(LoadError::Meta(MetaError::NotOwner { .. } | MetaError::Unassigned { .. })) => {
                 Err(KafkaError::NotLeaderOrFollower)
             }
             Err(_) => Err(KafkaError::KafkaStorageError),
@@ -323,17 +324,44 @@ struct Loaded {
     durable: Vec<SegRef>,
     next: i64,
     log_start: i64,
-    /// Idempotent producers' sequence state, from the newest segment's batches.
+    /// Idempotent producers' sequence state, from the batches of the log's tail.
     producers: Producers,
 }
 
-/// Idempotent-producer state from the batches of the newest segment: a producer
-/// retrying a batch that a previous owner (or a previous run) stored gets its
-/// offsets back instead of a second copy, and its next batch is in sequence.
-/// Producers whose last batch is in an older segment are unknown, and accepted
-/// at any sequence (as after a restart in Kafka when their state expired).
-fn producers_from(seg: &Segment) -> Producers {
-    let mut producers = Producers::default();
+/// How much of the log's tail a load reads back for idempotent-producer state:
+/// the newest segments up to this many, and up to this many bytes (at least the
+/// newest segment). A producer that wrote within this window is known to the new
+/// owner; one whose last batch is older starts unknown and is accepted at any
+/// sequence (as in Kafka once its state expired). The window matters most right
+/// after a move: a producer's request answered NOT_LEADER_OR_FOLLOWER by the
+/// old owner, with the next one already in flight, must meet its last sequence
+/// here, or that next one would be accepted past the gap.
+/// Bounded because every partition a broker takes over reads it: at a failover
+/// of many partitions the window, not the newest segment, is the read cost.
+const TAIL_SEGMENTS: usize = 32;
+const TAIL_BYTES: u64 = 8 << 20;
+/// Segment reads of the tail in flight at once.
+const TAIL_READS: usize = 8;
+
+/// The newest segments to read for producer state, oldest first.
+fn tail_window(segs: &[SegmentMeta]) -> &[SegmentMeta] {
+    let mut bytes = 0u64;
+    let mut n = 0;
+    for m in segs.iter().rev().take(TAIL_SEGMENTS) {
+        if n > 0 && bytes.saturating_add(m.size) > TAIL_BYTES {
+            break;
+        }
+        bytes = bytes.saturating_add(m.size);
+        n += 1;
+    }
+    &segs[segs.len() - n..]
+}
+
+/// Adds a segment's batches (read oldest segment first) to the producer state:
+/// a producer retrying a batch that a previous owner (or a previous run) stored
+/// gets its offsets back instead of a second copy, and its next batch is in
+/// sequence.
+fn add_producers(producers: &mut Producers, seg: &Segment, now_ms: i64, expire_ms: i64) {
     for b in &seg.batches {
         let (from, to) = (
             b.pos as usize,
@@ -343,10 +371,11 @@ fn producers_from(seg: &Segment) -> Producers {
             continue;
         };
         if let Ok(h) = BatchHeader::parse(bytes) {
-            producers.record(&h, b.base_offset, b.last_offset);
+            // Recovered producers count as seen at the load: their expiry runs
+            // from now, not from a timestamp the client chose.
+            producers.record(&h, b.base_offset, b.last_offset, now_ms, expire_ms);
         }
     }
-    producers
 }
 
 /// One attempt: the claim (clusters), the committed next offset (etcd), the
@@ -372,7 +401,7 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
         p.st.borrow_mut().claim = Some(claim);
     }
     let tracked = meta.tracks_partition_state();
-    let (segs, footer, committed, tail) = logs
+    let (segs, footer, committed, earlier, tail, lost_next) = logs
         .io
         .call(async move {
             let committed = if tracked {
@@ -380,29 +409,76 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
             } else {
                 None
             };
-            let segs = store.list_segments(&topic, index).await?;
-            let (footer, tail) = match segs.last() {
-                Some(last) => {
-                    let footer = store.read_footer(&topic, index, last).await?;
-                    // Best effort: without it, producers are only unknown.
-                    let tail = match store.read_segment(&topic, index, last.base_offset).await {
-                        Ok(seg) => Some(seg),
-                        Err(e) => {
-                            warn!(topic, partition = index, error = %e, "newest segment unreadable; idempotent producers start unknown");
-                            None
-                        }
-                    };
-                    (Some(footer), tail)
+            let mut segs = store.list_segments(&topic, index).await?;
+            // The offset after the data of segments moved to quarantine: offsets
+            // below it may have been acknowledged, so they are never handed out
+            // again (fetches step over them, read.rs).
+            let mut lost_next: Option<i64> = None;
+            let (footer, tail) = loop {
+                let Some(last) = segs.last().copied() else {
+                    break (None, None);
+                };
+                match newest(&store, &topic, index, &last).await {
+                    Ok(found) => break found,
+                    Err(LoadError::Store(StoreError::Corrupt { key, source })) => {
+                        // This broker owns the partition (its claim is held, or it
+                        // is the only broker), so it alone moves the object.
+                        let shown = store
+                            .quarantine_segment(&topic, index, last.base_offset)
+                            .await?;
+                        let next = shown.map_or(last.base_offset, |l| l + 1).max(last.base_offset);
+                        error!(
+                            object = %key, error = %source, base_offset = last.base_offset,
+                            next_offset = next,
+                            "newest segment unreadable; moved under _quarantine/ and recovering from the segments before it"
+                        );
+                        lost_next = lost_next.max(Some(next));
+                        segs.pop();
+                    }
+                    Err(e) => return Err(e),
                 }
-                None => (None, None),
             };
-            Ok::<_, LoadError>((segs, footer, committed, tail))
+            rebuild_missing_indexes(&store, &topic, index, &segs).await;
+            // The rest of the tail window, for producer state (the newest segment
+            // came with the footer). Best effort: a segment that cannot be read
+            // leaves the producers whose last batch it holds unknown.
+            let window = tail_window(&segs);
+            let older: Vec<i64> = window
+                .iter()
+                .take(window.len().saturating_sub(1))
+                .map(|m| m.base_offset)
+                .collect();
+            let read: Vec<_> = futures::stream::iter(older.into_iter().map(|base| {
+                let (store, topic) = (store.clone(), topic.clone());
+                async move { store.read_segment(&topic, index, base).await }
+            }))
+            .buffered(TAIL_READS)
+            .collect()
+            .await;
+            let mut earlier = Vec::with_capacity(read.len());
+            for r in read {
+                match r {
+                    Ok(seg) => earlier.push(seg),
+                    Err(e) => {
+                        warn!(topic, partition = index, error = %e, "segment of the log's tail unreadable; idempotent producers it holds start unknown");
+                    }
+                }
+            }
+            Ok::<_, LoadError>((segs, footer, committed, earlier, tail, lost_next))
         })
         .await
         .map_err(CallError::flatten)?;
     let (durable, next) = restore(&segs, footer.map(|f| f.last_offset))?;
+    let next = next.max(lost_next.unwrap_or(0));
     let (durable, next, log_start) = with_committed(durable, next, committed, tracked);
-    let producers = tail.as_ref().map(producers_from).unwrap_or_default();
+    let (now_ms, expire_ms) = (
+        logs.clock.wall_ms(),
+        logs.settings.producer_id_expiration_ms(),
+    );
+    let mut producers = Producers::default();
+    for seg in earlier.iter().chain(tail.as_ref()) {
+        add_producers(&mut producers, seg, now_ms, expire_ms);
+    }
     Ok(Loaded {
         durable,
         next,
@@ -411,9 +487,93 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
     })
 }
 
+/// The newest segment's footer and, best effort, the whole segment (for the
+/// idempotent producers). A bad footer or a body that fails its checks is
+/// `StoreError::Corrupt`; a read that merely failed leaves the producers unknown.
+async fn newest(
+    store: &kafscale_segstore::SegmentStore,
+    topic: &str,
+    index: i32,
+    last: &SegmentMeta,
+) -> Result<(Option<kafscale_segstore::SegmentFooter>, Option<Segment>), LoadError> {
+    let footer = store.read_footer(topic, index, last).await?;
+    let tail = match store.read_segment(topic, index, last.base_offset).await {
+        Ok(seg) => Some(seg),
+        Err(e @ StoreError::Corrupt { .. }) => return Err(e.into()),
+        Err(e) => {
+            warn!(topic, partition = index, error = %e, "newest segment unreadable; idempotent producers start unknown");
+            None
+        }
+    };
+    Ok((Some(footer), tail))
+}
+
+/// Writes the `.index` of every listed segment that has none (the Go Kafscale
+/// and other readers of the bucket use it). Best effort and in the
+/// background: the partition serves without it, and a failure is retried at
+/// the next load.
+async fn rebuild_missing_indexes(
+    store: &kafscale_segstore::SegmentStore,
+    topic: &str,
+    index: i32,
+    segs: &[SegmentMeta],
+) {
+    let have = match store.list_indexes(topic, index).await {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(topic, partition = index, error = %e, "listing indexes failed; not rebuilding");
+            return;
+        }
+    };
+    let missing: Vec<i64> = segs
+        .iter()
+        .map(|s| s.base_offset)
+        .filter(|b| have.binary_search(b).is_err())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let (store, topic) = (store.clone(), topic.to_string());
+    tokio::spawn(async move {
+        for base in missing {
+            match store.rebuild_index(&topic, index, base).await {
+                Ok(()) => info!(
+                    topic,
+                    partition = index,
+                    base_offset = base,
+                    "missing segment index rebuilt"
+                ),
+                Err(e) => {
+                    warn!(topic, partition = index, base_offset = base, error = %e, "rebuilding a segment index failed")
+                }
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tail_window_is_bounded_by_count_and_bytes() {
+        let seg = |base_offset, size| SegmentMeta { base_offset, size };
+        let many: Vec<SegmentMeta> = (0..100).map(|i| seg(i * 10, 1_000)).collect();
+        let w = tail_window(&many);
+        assert_eq!(
+            (w.len(), w[0].base_offset),
+            (TAIL_SEGMENTS, (100 - TAIL_SEGMENTS as i64) * 10)
+        );
+        let big = [
+            seg(0, TAIL_BYTES),
+            seg(10, TAIL_BYTES / 2),
+            seg(20, TAIL_BYTES / 2),
+        ];
+        assert_eq!(tail_window(&big).len(), 2);
+        // The newest segment is read whatever its size.
+        assert_eq!(tail_window(&[seg(0, 1), seg(5, 2 * TAIL_BYTES)]).len(), 1);
+        assert!(tail_window(&[]).is_empty());
+    }
 
     #[test]
     fn restores_ranges_from_listing_and_footer() {

@@ -783,9 +783,14 @@ pub fn find_coordinator(c: &mut Client, group: &str) -> (i16, i32) {
 
 /// DeleteTopics (version 4) of one topic: its error code.
 pub fn delete_topic(c: &mut Client, topic: &str) -> i16 {
+    delete_topic_within(c, topic, 30_000)
+}
+
+/// DeleteTopics (version 4) of one topic with the request's `timeout_ms`.
+pub fn delete_topic_within(c: &mut Client, topic: &str, timeout_ms: i32) -> i16 {
     let req = DeleteTopicsRequest::default()
         .with_topic_names(vec![topic_name(topic)])
-        .with_timeout_ms(30_000);
+        .with_timeout_ms(timeout_ms);
     let r = c.call(&req, 4);
     r.responses.first().map_or(-1, |t| t.error_code)
 }

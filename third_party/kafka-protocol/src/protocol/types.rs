@@ -10,6 +10,33 @@ use anyhow::{bail, Result};
 use std::convert::TryFrom;
 use std::string::String as StdString;
 
+// Kafscale patch: a per-thread budget of bytes that decoded arrays may allocate.
+// A frame's bytes can claim far more memory than they take (an element of one
+// byte on the wire becomes a struct of a hundred), so the caller sets a budget
+// proportional to the frame before decoding it, and an array whose elements
+// would exceed it is an error before anything is allocated.
+thread_local! {
+    static DECODE_BUDGET: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// Kafscale patch: sets this thread's decode budget (bytes of array elements);
+/// returns the previous one. `usize::MAX` means unbounded (the default).
+pub fn set_decode_budget(bytes: usize) -> usize {
+    DECODE_BUDGET.with(|b| b.replace(bytes))
+}
+
+fn charge_decode<T>(n: usize) -> Result<()> {
+    let need = n.saturating_mul(std::mem::size_of::<T>());
+    DECODE_BUDGET.with(|b| {
+        let left = b.get();
+        if need > left {
+            bail!("array of {n} elements exceeds the decode budget ({left} bytes left)");
+        }
+        b.set(left - need);
+        Ok(())
+    })
+}
+
 macro_rules! define_copy_impl {
     ($e:ident, $t:ty) => (
         impl Encoder<$t> for $e {
@@ -987,6 +1014,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
             n if n >= 0 => {
                 // Kafscale patch: never pre-allocate more elements than bytes remain
                 // (each element takes at least one), so a forged count cannot abort us.
+                charge_decode::<T>(n as usize)?;
                 let mut result = Vec::with_capacity((n as usize).min(buf.remaining()));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
@@ -1096,6 +1124,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
             0 => Ok(None),
             n => {
                 // Kafscale patch: see the non-compact array decoder above.
+                charge_decode::<T>((n - 1) as usize)?;
                 let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining()));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);

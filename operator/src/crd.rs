@@ -37,6 +37,9 @@ pub mod condition {
     pub const PARTITION_DECREASE_REFUSED: &str = "PartitionDecreaseRefused";
     pub const INVALID_CONFIG: &str = "InvalidConfig";
     pub const SECRET_FORBIDDEN: &str = "SecretForbidden";
+    /// The topic is marked for deletion (a DeleteTopics or a `deletionPolicy: Delete`
+    /// of an earlier resource); the brokers finish it, then it is created again.
+    pub const TOPIC_BEING_DELETED: &str = "TopicBeingDeleted";
 
     /// Topics: whether the metadata store holds the configs the resource sets.
     pub const CONFIG_IN_SYNC: &str = "ConfigInSync";

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, ConnectOptions, DeleteOptions, TxnOp};
+use etcd_client::{Client, ConnectOptions, TxnOp};
 use kafscale_proto::metadata as pb;
 use kafscale_proto::snapshot::{self, Change, SnapshotError, Snapshots};
 use kafscale_proto::{keys, Message};
@@ -69,6 +69,21 @@ pub struct AppliedTopic {
     pub reverted: Vec<String>,
     /// Owned keys changed at runtime and kept (`keep_runtime`).
     pub differs: Vec<Differs>,
+    /// The topic of this name is marked for deletion and was left alone: the
+    /// brokers delete its objects under its id, and a topic written over it
+    /// would lose them (retried until the deletion is finished).
+    pub being_deleted: bool,
+}
+
+/// What `delete_topic` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// Marked now; the brokers finish the deletion.
+    Marked,
+    /// It was already marked (a retry, or a DeleteTopics got there first).
+    AlreadyMarked,
+    /// No topic of that name.
+    Absent,
 }
 
 pub struct Metadata {
@@ -120,6 +135,17 @@ impl Metadata {
             .snapshots
             .update("put topic", |snap| {
                 let (topic, applied) = match snap.topics.iter_mut().find(|t| t.name == want.name) {
+                    Some(t) if t.deleting => {
+                        return Ok(Change::Keep(AppliedTopic {
+                            topic_id: snapshot::topic_id(t)?,
+                            partitions: t.partitions,
+                            decrease_refused: false,
+                            written: false,
+                            reverted: Vec::new(),
+                            differs: Vec::new(),
+                            being_deleted: true,
+                        }));
+                    }
                     Some(t) => {
                         let topic_id = snapshot::topic_id(t)?;
                         let decrease_refused = want.partitions < t.partitions;
@@ -139,6 +165,7 @@ impl Metadata {
                             written: false,
                             reverted: plan.reverted,
                             differs: plan.differs,
+                            being_deleted: false,
                         };
                         if partitions == t.partitions && plan.configs == stored {
                             return Ok::<_, EtcdError>(Change::Keep(applied));
@@ -167,6 +194,7 @@ impl Metadata {
                             written: true,
                             reverted: Vec::new(),
                             differs: Vec::new(),
+                            being_deleted: false,
                         };
                         (t, applied)
                     }
@@ -179,26 +207,26 @@ impl Metadata {
         Ok(updated.value)
     }
 
-    /// Removes the topic as a broker's DeleteTopics does in etcd: from the
-    /// snapshot, with its config, partition states and owner keys, in one
-    /// transaction (owners' next commits are refused). Objects in the bucket are
-    /// not touched. False when there was no such topic.
-    pub async fn delete_topic(&self, name: &str) -> Result<bool, EtcdError> {
+    /// Deletes the topic the way a broker's DeleteTopics starts it: marks it
+    /// `deleting` in the snapshot and removes its assignment in one transaction
+    /// (claims compare the assignment, so no broker can claim its partitions from
+    /// then on). The brokers do the rest (docs/cluster.md, "Topics across
+    /// brokers"): the owners let go, the controller deletes the objects, then the
+    /// topic's keys. With no broker running the mark waits for the next one.
+    pub async fn delete_topic(&self, name: &str) -> Result<Deletion, EtcdError> {
         let updated = self
             .snapshots
-            .update("delete topic", |snap| {
-                let before = snap.topics.len();
-                snap.topics.retain(|t| t.name != name);
-                if snap.topics.len() == before {
-                    return Ok::<_, EtcdError>(Change::Keep(false));
+            .update("mark topic deleted", |snap| {
+                let Some(t) = snap.topics.iter_mut().find(|t| t.name == name) else {
+                    return Ok::<_, EtcdError>(Change::Keep(Deletion::Absent));
+                };
+                if t.deleting {
+                    return Ok(Change::Keep(Deletion::AlreadyMarked));
                 }
-                let prefix = || Some(DeleteOptions::new().with_prefix());
+                t.deleting = true;
                 Ok(Change::Write(
-                    vec![
-                        TxnOp::delete(keys::topic_prefix(name), prefix()),
-                        TxnOp::delete(keys::owners_prefix(name), prefix()),
-                    ],
-                    true,
+                    vec![TxnOp::delete(keys::assignment(name), None)],
+                    Deletion::Marked,
                 ))
             })
             .await?;

@@ -3,7 +3,7 @@
 //! what the store holds in the status. Partition counts only grow; a smaller count
 //! is refused in the status and the topic keeps its partitions. Configs follow the
 //! ownership rule of `drift`. A finalizer makes deletion wait for
-//! `deletionPolicy` (`Retain`: nothing; `Delete`: the topic leaves etcd).
+//! `deletionPolicy` (`Retain`: nothing; `Delete`: the topic is marked for the brokers to delete).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +23,10 @@ use crate::crd::{
     TOPIC_FINALIZER,
 };
 use crate::drift;
-use crate::etcd::{DesiredTopic, EtcdCredentials, Metadata};
+use crate::etcd::{Deletion, DesiredTopic, EtcdCredentials, Metadata};
+
+/// How often a resource whose topic name is still being deleted looks again.
+const DELETION_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The topic's configs as stored: `config` (values trimmed) plus the typed
 /// retention fields, which win; every entry must pass the brokers' own rules
@@ -177,6 +180,21 @@ async fn apply(t: Arc<KafscaleTopic>, ctx: Arc<Context>) -> Result<Action, Error
         Ok(a) => a,
         Err(e) => return fail(etcd_failed(e.to_string())).await,
     };
+    if applied.being_deleted {
+        // Not a failure: the brokers are deleting the old topic of this name, and
+        // it is created again at the first reconcile after they are done.
+        let waiting = Found::failed(
+            c::READY,
+            c::TOPIC_BEING_DELETED,
+            format!(
+                "topic {} is marked for deletion; it is created again once the brokers have deleted it",
+                want.name
+            ),
+        );
+        let etcd_ok = Found::ok(c::ETCD_AVAILABLE, c::ETCD_CONNECTED, "etcd answered");
+        patch_status(&ctx, &t, phase::PENDING, None, &[etcd_ok, waiting]).await?;
+        return Ok(Action::requeue(DELETION_POLL));
+    }
     if applied.written {
         info!(topic = %want.name, partitions = applied.partitions, "topic written to etcd");
     }
@@ -293,13 +311,14 @@ async fn cleanup(t: Arc<KafscaleTopic>, ctx: Arc<Context>) -> Result<Action, Err
         }
     };
     match metadata.delete_topic(&topic).await {
-        Ok(existed) => {
-            let note = if existed {
-                format!("topic {topic} removed from the metadata store (deletionPolicy: Delete)")
-            } else {
-                format!("topic {topic} was not in the metadata store")
+        Ok(done) => {
+            let note = match done {
+                Deletion::Marked | Deletion::AlreadyMarked => format!(
+                    "topic {topic} marked for deletion; the brokers delete its data (deletionPolicy: Delete)"
+                ),
+                Deletion::Absent => format!("topic {topic} was not in the metadata store"),
             };
-            info!(topic = %topic, existed, "topic deleted");
+            info!(topic = %topic, ?done, "topic deleted");
             ctx.event(&*t, false, event::TOPIC_DELETED, note, "Delete")
                 .await;
             Ok(Action::await_change())

@@ -491,9 +491,14 @@ async fn deletion_retains_the_topic_or_removes_it_from_etcd() {
     assert_eq!(summary(&events)[0].1, "TopicRetained");
     assert_eq!(stored(&etcd).await.2, rev, "Retain writes nothing");
 
-    // Owner keys the brokers hold go with the topic, as in a broker's DeleteTopics.
+    // Delete marks the topic as a broker's DeleteTopics does: `deleting` set and the
+    // assignment gone in one transaction; owner keys and the topic's config stay
+    // for the brokers, which let go, delete the objects, then the keys.
     let mut c = etcd.client().await;
     c.put(keys::owner("orders", 0), "broker-0", None)
+        .await
+        .expect("put");
+    c.put(keys::assignment("orders"), "assignment", None)
         .await
         .expect("put");
     let events = delete(&mut api, &etcd, "Delete").await;
@@ -502,16 +507,50 @@ async fn deletion_retains_the_topic_or_removes_it_from_etcd() {
         (
             "Normal".to_string(),
             "TopicDeleted".to_string(),
-            "topic orders removed from the metadata store (deletionPolicy: Delete)".to_string()
+            "topic orders marked for deletion; the brokers delete its data (deletionPolicy: Delete)"
+                .to_string()
         )
     );
     let snap = c.get(keys::SNAPSHOT, None).await.expect("get");
     let snap = pb::ClusterSnapshot::decode(snap.kvs()[0].value()).expect("snapshot");
-    assert!(snap.topics.iter().all(|t| t.name != "orders"));
-    for k in [keys::topic_config("orders"), keys::owner("orders", 0)] {
-        assert!(
-            c.get(k.clone(), None).await.expect("get").kvs().is_empty(),
-            "{k} left"
-        );
-    }
+    let marked = snap
+        .topics
+        .iter()
+        .find(|t| t.name == "orders")
+        .expect("orders");
+    assert!(marked.deleting, "the topic is marked, not removed");
+    assert!(c
+        .get(keys::assignment("orders"), None)
+        .await
+        .expect("get")
+        .kvs()
+        .is_empty());
+    assert_eq!(
+        c.get(keys::owner("orders", 0), None)
+            .await
+            .expect("get")
+            .kvs()[0]
+            .value(),
+        b"broker-0",
+        "the owner lets go itself"
+    );
+    let (_, _, marked_rev) = stored(&etcd).await;
+
+    // A resource of the same name meanwhile waits for the brokers and writes nothing.
+    let status = reconcile(&mut api, &etcd, topic(4, 2, None))
+        .await
+        .expect("status");
+    assert_eq!(status["status"]["phase"], "Pending");
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "TopicBeingDeleted");
+    assert_eq!(
+        stored(&etcd).await.2,
+        marked_rev,
+        "a deleting topic is left alone"
+    );
+
+    // A second Delete (a retry) is answered without another write.
+    delete(&mut api, &etcd, "Delete").await;
+    assert_eq!(stored(&etcd).await.2, marked_rev);
 }

@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR
 BROKER := $(CARGO_TARGET_DIR)/release/kafscale-broker
 PY := .venv/bin/python
 
-.PHONY: help build build-deps run demo test test-unit test-e2e test-helm crds tools lint fmt bench bench-cluster fuzz clean-data
+.PHONY: help build build-deps run demo test test-unit test-e2e test-helm crds tools lint fmt bench bench-cluster fuzz clean-data image
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test-e2e: build ## End-to-end tests against the release broker (make tools first
 test-helm: build-deps ## Helm chart: lint, template + kubernetes-validate, sample CRs against the CRD schemas (make tools first)
 	cargo build --release -p kafscale-operator
 	KAFSCALE_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/kafscale-operator $(PY) -m pytest -q helm/tests
+
+image: ## Build the kafscale/broker and kafscale/operator images (docker or podman; PREBUILT=1 copies the release binaries instead of compiling)
+	./scripts/image.sh
 
 crds: ## Regenerate helm/kafscale/crds from the operator's Rust types
 	cargo run --release -p kafscale-operator -- crd --dir helm/kafscale/crds

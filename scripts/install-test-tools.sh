@@ -6,7 +6,9 @@
 #            (the real helm), kubernetes-validate, jsonschema and PyYAML
 #   .tools/  s3s-fs (an S3-compatible server on local files)
 #   tests/ui/node_modules/  playwright-core, for the console test in Debian's Chromium
-# and Debian's kcat and chromium when they are missing. Idempotent: a second run is quick.
+# and Debian's kcat and chromium when they are missing, and podman with runc for the
+# image test (tests/test_image.py; crun, podman's default, refuses hosts with both
+# cgroup versions mounted, runc runs there). Idempotent: a second run is quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +30,15 @@ if ! command -v kcat >/dev/null 2>&1; then
   else
     echo "kcat is missing: install Debian's kcat package (apt-get install kcat)" >&2
     exit 1
+  fi
+fi
+
+if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc >/dev/null
+  else
+    echo "podman is missing: tests/test_image.py will be skipped (apt-get install podman runc)" >&2
   fi
 fi
 

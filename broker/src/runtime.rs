@@ -242,8 +242,9 @@ pub enum PreflightError {
         /// The sysctl's value, trimmed.
         value: String,
     },
-    /// `io_uring_setup` answered ENOSYS.
-    #[error("io_uring is not available: Linux 5.8 or newer is required")]
+    /// `io_uring_setup` answered ENOSYS: an old kernel, or a seccomp profile
+    /// whose default answer is ENOSYS (Podman's is).
+    #[error("io_uring is not available: Linux 5.8 or newer is required, and the container's seccomp profile must allow io_uring_setup, io_uring_enter and io_uring_register (the Helm chart ships one)")]
     IoUringMissing,
     /// `io_uring_setup` answered EPERM.
     #[error("io_uring_setup is not permitted: the container's seccomp profile blocks io_uring_* syscalls; run with a profile that allows io_uring_setup, io_uring_enter and io_uring_register (the Helm chart ships one)")]
@@ -289,8 +290,11 @@ pub fn preflight(shards: usize) -> Result<(), PreflightError> {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    // With CAP_IPC_LOCK the registered memory is not charged to the limit, so a
+    // low limit is no obstacle (the operator's `ipcLock` pods).
     // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0
+    if !has_ipc_lock()
+        && unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0
         && lim.rlim_cur != libc::RLIM_INFINITY
     {
         let need = MEMLOCK_PER_SHARD * shards as u64;
@@ -303,6 +307,21 @@ pub fn preflight(shards: usize) -> Result<(), PreflightError> {
         }
     }
     Ok(())
+}
+
+/// linux/capability.h (the libc crate has no capability numbers).
+const CAP_IPC_LOCK: u32 = 14;
+
+/// Whether CAP_IPC_LOCK is in this process's effective set.
+fn has_ipc_lock() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
 /// Sending side of a shard's inbox, for threads outside the shards (the tokio I/O

@@ -5,6 +5,7 @@ cluster validated the same way, and the sample custom resources validated agains
 the generated CRD schemas with jsonschema."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+
+import podsecurity
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "kafscale"
@@ -42,6 +45,12 @@ def run(*args, **kw):
     r = subprocess.run(args, capture_output=True, text=True, **kw)
     assert r.returncode == 0, f"{' '.join(map(str, args))} failed:\n{r.stdout}\n{r.stderr}"
     return r.stdout
+
+
+def run_fails(*args):
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode != 0, f"{' '.join(map(str, args))} succeeded"
+    return r.stderr
 
 
 def docs(text):
@@ -93,22 +102,67 @@ def test_default_values_render_valid_manifests(tmp_path):
     assert not [o for o in by_kind(objs, "ConfigMap") if "dashboard" in o["metadata"]["name"]]
 
 
+def cluster_rules(cr):
+    return {(g, r): set(rule["verbs"]) for rule in cr["rules"]
+            for g in rule["apiGroups"] for r in rule["resources"]}
+
+
+BASE_RULES = {
+    ("kafscale.io", "kafscaleclusters"): {"get", "list", "watch"},
+    # patch: the KafscaleTopic finalizer.
+    ("kafscale.io", "kafscaletopics"): {"get", "list", "watch", "patch"},
+    ("kafscale.io", "kafscaleclusters/status"): {"patch"},
+    ("kafscale.io", "kafscaletopics/status"): {"patch"},
+    ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch"},
+    ("", "services"): {"get", "list", "watch", "create", "patch"},
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch", "create", "patch"},
+    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+
+
 def test_rbac_is_least_privilege(tmp_path):
     _, objs = render(tmp_path)
     (cr,) = by_kind(objs, "ClusterRole")
-    rules = {(g, r): set(rule["verbs"]) for rule in cr["rules"]
-             for g in rule["apiGroups"] for r in rule["resources"]}
-    assert rules == {
-        ("kafscale.io", "kafscaleclusters"): {"get", "list", "watch"},
-        ("kafscale.io", "kafscaletopics"): {"get", "list", "watch"},
-        ("kafscale.io", "kafscaleclusters/status"): {"patch"},
-        ("kafscale.io", "kafscaletopics/status"): {"patch"},
-        ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch"},
-        ("", "services"): {"get", "list", "watch", "create", "patch"},
-        ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch", "create", "patch"},
-        ("", "secrets"): {"get", "list", "watch"},
-    }
+    rules = cluster_rules(cr)
+    # No Secret at all unless listed: the operator reads only what clusters name.
+    assert rules == BASE_RULES
     assert not any("*" in v or "delete" in v for v in rules.values())
+    (dep,) = by_kind(objs, "Deployment")
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KAFSCALE_OPERATOR_WATCH_SECRETS"] == "false"
+
+
+def test_rbac_reads_only_the_listed_secrets(tmp_path):
+    path, objs = render(tmp_path, """
+rbac:
+  secrets:
+    - {namespace: kafscale, names: [s3-credentials, etcd-credentials]}
+    - {namespace: team-b, names: [s3-b]}
+""")
+    validate(path)
+    (cr,) = by_kind(objs, "ClusterRole")
+    assert cluster_rules(cr) == BASE_RULES
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(objs, "Role") if r["metadata"]["name"].endswith("-secrets")}
+    assert roles["kafscale"]["rules"] == [{"apiGroups": [""], "resources": ["secrets"],
+                                          "resourceNames": ["s3-credentials", "etcd-credentials"], "verbs": ["get"]}]
+    assert roles["team-b"]["rules"][0]["resourceNames"] == ["s3-b"]
+    bindings = {b["metadata"]["namespace"]: b for b in by_kind(objs, "RoleBinding")
+                if b["metadata"]["name"].endswith("-secrets")}
+    assert set(bindings) == {"kafscale", "team-b"}
+    assert bindings["team-b"]["subjects"] == [{"kind": "ServiceAccount", "name": "kafscale-operator",
+                                               "namespace": "kafscale"}]
+
+
+def test_rbac_watch_all_secrets_is_an_explicit_choice(tmp_path):
+    path, objs = render(tmp_path, "rbac: {watchAllSecrets: true, secrets: [{namespace: a, names: [x]}]}")
+    validate(path)
+    (cr,) = by_kind(objs, "ClusterRole")
+    assert cluster_rules(cr) == {**BASE_RULES, ("", "secrets"): {"get", "list", "watch"}}
+    assert not [r for r in by_kind(objs, "Role") if r["metadata"]["name"].endswith("-secrets")]
+    (dep,) = by_kind(objs, "Deployment")
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KAFSCALE_OPERATOR_WATCH_SECRETS"] == "true"
 
 
 def test_non_default_values_render_valid_manifests(tmp_path):
@@ -186,7 +240,8 @@ def test_operator_objects_for_the_sample_cluster_are_valid(tmp_path):
     path.write_text(out)
     validate(path)
     objs = docs(out)
-    assert [o["kind"] for o in objs] == ["StatefulSet", "Service", "Service", "HorizontalPodAutoscaler"]
+    assert [o["kind"] for o in objs] == ["StatefulSet", "Service", "Service", "Service",
+                                         "HorizontalPodAutoscaler", "PodDisruptionBudget"]
     pod = objs[0]["spec"]["template"]["spec"]
     assert pod["tolerations"][0]["key"] == "dedicated"
     res = pod["containers"][0]["resources"]
@@ -215,6 +270,157 @@ def test_chart_crds_are_the_generated_ones():
     stored = [yaml.safe_load(f.read_text()) for f in sorted((CHART / "crds").glob("*.yaml"))]
     key = lambda c: c["metadata"]["name"]  # noqa: E731
     assert sorted(generated, key=key) == sorted(stored, key=key)
+
+
+MONITORING = """
+metrics:
+  serviceMonitor: {enabled: true}
+  brokers: {podMonitor: {enabled: true, interval: 10s}}
+  prometheusRule: {enabled: true, labels: {release: prom}, consumerLagThreshold: 5000}
+grafana: {dashboard: {enabled: true}}
+"""
+
+
+def test_monitoring_objects(tmp_path):
+    path, objs = render(tmp_path, MONITORING)
+    validate(path)
+    (pm,) = by_kind(objs, "PodMonitor")
+    # Every broker pod the operator runs, in any namespace.
+    assert pm["spec"]["namespaceSelector"] == {"any": True}
+    assert pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "kafscale-broker",
+                                                     "app.kubernetes.io/managed-by": "kafscale-operator"}
+    assert pm["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics", "interval": "10s"}]
+    (rule,) = by_kind(objs, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {
+        "KafscaleBrokerNotReady", "KafscaleObjectStoreUnavailable", "KafscaleObjectStoreDegraded",
+        "KafscaleObjectStoreErrors", "KafscaleBufferedBytesHigh", "KafscaleUploadQueueGrowing",
+        "KafscaleHighWatermarkLagGrowing", "KafscaleConsumerLagHigh", "KafscaleOperatorReconcileErrors",
+        "KafscaleOperatorNoLeader"}
+    assert alerts["KafscaleConsumerLagHigh"]["expr"].endswith("> 5000")
+    assert alerts["KafscaleBufferedBytesHigh"]["expr"].endswith("> 214748364")
+    # Templates in annotations reach Prometheus unexpanded by Helm.
+    assert "{{ $labels.pod }}" in alerts["KafscaleObjectStoreUnavailable"]["annotations"]["summary"]
+    # Every Kafscale metric an alert reads is one the broker or operator exports
+    # (docs/operations.md lists them as the scrape shows them).
+    documented = set(re.findall(r"`(kafscale_[a-z0-9_]+)`", (ROOT / "docs" / "operations.md").read_text()))
+    used = {m for a in alerts.values() for m in re.findall(r"kafscale_[a-z0-9_]+", a["expr"])}
+    assert used and used <= documented, used - documented
+    for a in alerts.values():
+        assert a["labels"]["severity"] in ("warning", "critical") and a["for"]
+
+
+def test_network_policies(tmp_path):
+    path, objs = render(tmp_path, """
+networkPolicy:
+  enabled: true
+  brokerNamespaces: [kafscale, team-b]
+  kafkaFrom: [{namespaceSelector: {matchLabels: {kafka-clients: "true"}}}]
+""")
+    validate(path)
+    pols = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in by_kind(objs, "NetworkPolicy")}
+    assert set(pols) == {("kafscale", "kafscale-operator"), ("kafscale", "kafscale-brokers"),
+                         ("team-b", "kafscale-brokers")}
+    brokers = pols[("team-b", "kafscale-brokers")]["spec"]
+    kafka, http = brokers["ingress"]
+    assert kafka["ports"] == [{"port": 9092, "protocol": "TCP"}]
+    assert kafka["from"] == [{"namespaceSelector": {"matchLabels": {"kafka-clients": "true"}}}]
+    # The unauthenticated console and /metrics: the monitoring namespace only.
+    assert http["ports"] == [{"port": 9093, "protocol": "TCP"}]
+    assert http["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    op = pols[("kafscale", "kafscale-operator")]["spec"]
+    assert op["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}], "from": http["from"]}]
+    # Off by default.
+    _, objs = render(tmp_path)
+    assert not by_kind(objs, "NetworkPolicy")
+
+
+def test_disruption_budget_and_seccomp_installer(tmp_path):
+    _, objs = render(tmp_path)
+    (pdb,) = by_kind(objs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    (dep,) = by_kind(objs, "Deployment")
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    (ds,) = by_kind(objs, "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == "kafscale/operator:0.1.0"
+    assert c["args"] == ["seccomp", "install", "--dir", "/host-seccomp/kafscale"]
+    assert pod["volumes"] == [{"name": "seccomp", "hostPath": {"path": "/var/lib/kubelet/seccomp",
+                                                               "type": "DirectoryOrCreate"}}]
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    # The operator points brokers at the file the installer writes.
+    assert env["KAFSCALE_BROKER_SECCOMP_PROFILE"] == "kafscale/kafscale-broker.json"
+    # One operator replica: no budget (it would block every drain); no installer when disabled.
+    path, objs = render(tmp_path, "operator: {replicas: 1}\nbroker: {seccompProfile: {installer: {enabled: false}}}")
+    validate(path)
+    assert not by_kind(objs, "PodDisruptionBudget") and not by_kind(objs, "DaemonSet")
+
+
+@pytest.mark.parametrize("values,complaint", [
+    ("operator: {logFormat: xml}", "logFormat"),
+    ("operator: {replicas: 0}", "replicas"),
+    ("networkPolicy: {metricsFrom: []}", "metricsFrom"),
+    ("rbac: {secrets: [{namespace: kafscale}]}", "names"),
+    ("broker: {seccompProfile: {localhostProfile: /abs/profile.json}}", "localhostProfile"),
+    ("metrics: {brokers: {podMonitor: {interval: often}}}", "interval"),
+    ("unknownTopLevel: 1", "unknownTopLevel"),
+])
+def test_values_schema_rejects_bad_values(tmp_path, values, complaint):
+    f = tmp_path / "bad.yaml"
+    f.write_text(values)
+    err = run_fails(HELM, "template", "kafscale", str(CHART), "-f", str(f))
+    assert complaint in err, err
+
+
+def pod_of(obj):
+    return obj["spec"]["template"]["spec"]
+
+
+def test_broker_pods_pass_pod_security_baseline_and_restricted(tmp_path):
+    exe = operator_bin()
+    out = run(exe, "render", str(CHART / "examples" / "kafscalecluster.yaml"))
+    (sts,) = [o for o in docs(out) if o["kind"] == "StatefulSet"]
+    pod = pod_of(sts)
+    assert podsecurity.baseline(pod) == []
+    assert podsecurity.restricted(pod) == []
+    c = pod["containers"][0]
+    assert c["securityContext"]["seccompProfile"] == {"type": "Localhost",
+                                                      "localhostProfile": "kafscale/kafscale-broker.json"}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    # The checks can fail: what the operator used to render (Unconfined, IPC_LOCK).
+    old = yaml.safe_load(yaml.safe_dump(pod))
+    old["containers"][0]["securityContext"]["seccompProfile"] = {"type": "Unconfined"}
+    old["containers"][0]["securityContext"]["capabilities"]["add"] = ["IPC_LOCK"]
+    assert podsecurity.baseline(old) == ["broker: capabilities ['IPC_LOCK']", "broker: seccompProfile Unconfined"]
+
+
+def test_broker_opt_ins_are_reported_against_baseline(tmp_path):
+    """ipcLock and an Unconfined profile are the cluster's explicit choice, and
+    the pods then need a namespace at the privileged level: the checks say so."""
+    exe = operator_bin()
+    k = yaml.safe_load((CHART / "examples" / "kafscalecluster.yaml").read_text())
+    k["spec"]["brokers"]["ipcLock"] = True
+    k["spec"]["brokers"]["seccompProfile"] = {"type": "Unconfined"}
+    f = tmp_path / "k.yaml"
+    f.write_text(yaml.safe_dump(k))
+    (sts,) = [o for o in docs(run(exe, "render", str(f))) if o["kind"] == "StatefulSet"]
+    assert podsecurity.baseline(pod_of(sts)) == ["broker: capabilities ['IPC_LOCK']",
+                                                 "broker: seccompProfile Unconfined"]
+
+
+def test_chart_pods_pod_security(tmp_path):
+    _, objs = render(tmp_path)
+    (dep,) = by_kind(objs, "Deployment")
+    assert podsecurity.restricted(pod_of(dep)) == []
+    # The installer writes to the node: hostPath is its one baseline violation
+    # (and root its one more restricted one); docs/kubernetes.md says so.
+    (ds,) = by_kind(objs, "DaemonSet")
+    assert podsecurity.baseline(pod_of(ds)) == ["volume seccomp: hostPath"]
+    assert podsecurity.restricted(pod_of(ds)) == [
+        "volume seccomp: hostPath", "volume seccomp: ['hostPath']",
+        "install: runAsNonRoot not true", "install: runAsUser 0"]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 //! Reconcile of a `KafscaleCluster` (see operator/README.md for the flow):
 //! read the referenced Secrets, validate S3 with them, check etcd, apply the
-//! broker StatefulSet, Services and HPA, then patch the status if it changed.
+//! broker StatefulSet, Services, HPA and PodDisruptionBudget, then patch the
+//! status if it changed, with an Event for each condition that changed.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::conditions::{merge, Found};
+use crate::conditions::{merge, transitions, Found};
 use crate::context::{secret_value, secrets_checksum, Context, Error, FIELD_MANAGER};
 use crate::crd::{condition as c, phase, KafscaleCluster, KafscaleClusterStatus};
 use crate::etcd::{EtcdCredentials, Metadata};
@@ -56,13 +57,23 @@ pub async fn reconcile(k: Arc<KafscaleCluster>, ctx: Arc<Context>) -> Result<Act
     // Secrets: their values feed the probes here; the pods get secretKeyRefs.
     let s3_ref = k.spec.s3.credentials_secret_ref.as_ref();
     let etcd_ref = k.spec.etcd.credentials_secret_ref.as_ref();
-    let s3_secret = match s3_ref {
-        Some(r) => ctx.secret(&ns, &r.name).await?,
-        None => None,
+    let read = async |r: Option<&crate::crd::SecretRef>| match r {
+        Some(r) => ctx.secret(&ns, &r.name).await,
+        None => Ok(None),
     };
-    let etcd_secret = match etcd_ref {
-        Some(r) => ctx.secret(&ns, &r.name).await?,
-        None => None,
+    let secrets = match (read(s3_ref).await, read(etcd_ref).await) {
+        (Ok(s3), Ok(etcd)) => Ok((s3, etcd)),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let (s3_secret, etcd_secret) = match secrets {
+        Ok(pair) => pair,
+        Err(e @ Error::SecretForbidden { .. }) => {
+            // Not retried faster than any failure: RBAC changes with a helm upgrade.
+            let found = [Found::failed(c::READY, c::SECRET_FORBIDDEN, e.to_string())];
+            patch_status(&ctx, &k, phase::FAILED, None, &found).await?;
+            return Ok(ctx.backoff(&key));
+        }
+        Err(e) => return Err(e),
     };
 
     let s3_found = match (s3_ref, &s3_secret) {
@@ -158,7 +169,7 @@ pub async fn reconcile(k: Arc<KafscaleCluster>, ctx: Arc<Context>) -> Result<Act
         .apply(
             &ns,
             &sts_name,
-            &resources::statefulset(&k, &image, replicas, &checksum),
+            &resources::statefulset(&k, &image, &ctx.broker_seccomp_profile, replicas, &checksum),
         )
         .await?;
     let headless = resources::headless_service(&k);
@@ -167,7 +178,12 @@ pub async fn reconcile(k: Arc<KafscaleCluster>, ctx: Arc<Context>) -> Result<Act
     let client_svc = resources::client_service(&k);
     ctx.apply(&ns, &resources::client_service_name(&name), &client_svc)
         .await?;
+    let metrics_svc = resources::metrics_service(&k);
+    ctx.apply(&ns, &resources::metrics_service_name(&name), &metrics_svc)
+        .await?;
     ctx.apply(&ns, &sts_name, &resources::hpa(&k)).await?;
+    ctx.apply(&ns, &resources::pdb_name(&name), &resources::pdb(&k))
+        .await?;
 
     let ready = sts
         .status
@@ -259,5 +275,11 @@ async fn patch_status(
         &Patch::Apply(&body),
     )
     .await?;
+    for f in transitions(&old.conditions, found) {
+        // Brokers starting is progress, not a problem.
+        let warning = !f.ok && f.reason != c::BROKERS_NOT_READY;
+        ctx.event(k, warning, f.reason, f.message.clone(), "Reconcile")
+            .await;
+    }
     Ok(())
 }

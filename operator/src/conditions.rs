@@ -60,9 +60,59 @@ pub fn merge(previous: &[Condition], found: &[Found], generation: Option<i64>) -
         .collect()
 }
 
+/// The found conditions whose status or reason differ from the previous ones
+/// (or that are new): what deserves an Event. A resync that finds the same
+/// outcome publishes nothing. One per reason: kube-rs folds Events of the same
+/// reason into one series that keeps the first note, and the first (the
+/// specific condition, before `Ready`) says the most.
+pub fn transitions<'a>(previous: &[Condition], found: &'a [Found]) -> Vec<&'a Found> {
+    let mut out: Vec<&Found> = Vec::new();
+    for f in found {
+        let status = if f.ok { "True" } else { "False" };
+        let same = previous
+            .iter()
+            .any(|c| c.type_ == f.type_ && c.status == status && c.reason == f.reason);
+        if !same && !out.iter().any(|o| o.reason == f.reason) {
+            out.push(f);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_changed_outcomes_are_transitions() {
+        let before = merge(
+            &[],
+            &[
+                Found::ok("Ready", "BrokersReady", "3/3"),
+                Found::ok("S3Validated", "Ok", "fine"),
+            ],
+            Some(1),
+        );
+        let now = [
+            Found::ok("Ready", "BrokersReady", "3/3 again"),
+            Found::failed("S3Validated", "Ok", "now failing"),
+            Found::ok("EtcdAvailable", "EtcdConnected", "new"),
+        ];
+        let t: Vec<_> = transitions(&before, &now)
+            .into_iter()
+            .map(|f| f.type_)
+            .collect();
+        assert_eq!(t, ["S3Validated", "EtcdAvailable"]);
+        let reason = [Found::ok("Ready", "Other", "3/3")];
+        assert_eq!(transitions(&before, &reason).len(), 1);
+        // Two conditions failing for one reason: one Event, the first's.
+        let both = [
+            Found::failed("S3Validated", "S3ValidationFailed", "403 from the bucket"),
+            Found::failed("Ready", "S3ValidationFailed", "S3 validation failed"),
+        ];
+        let t = transitions(&[], &both);
+        assert_eq!((t.len(), t[0].message.as_str()), (1, "403 from the bucket"));
+    }
 
     #[test]
     fn unchanged_conditions_keep_their_transition_time() {

@@ -9,15 +9,19 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::{Api, Client};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::metrics::Metrics;
 
-/// The field manager of every server-side apply.
+/// The field manager of every server-side apply, and the Events' reporting controller.
 pub const FIELD_MANAGER: &str = "kafscale-operator";
+/// The brokers' seccomp profile, relative to the kubelet's seccomp directory:
+/// where the chart's DaemonSet (`kafscale-operator seccomp install`) puts it.
+pub const DEFAULT_SECCOMP_PROFILE: &str = "kafscale/kafscale-broker.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,6 +29,14 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("{0} has no namespace")]
     NoNamespace(String),
+    /// RBAC does not let the operator read the Secret: with the chart, it reads
+    /// only the Secrets listed in `rbac.secrets`.
+    #[error(
+        "the operator may not read Secret {namespace}/{name}: list it in the chart's rbac.secrets"
+    )]
+    SecretForbidden { namespace: String, name: String },
+    #[error("finalizer: {0}")]
+    Finalizer(String),
 }
 
 pub struct Context {
@@ -36,18 +48,60 @@ pub struct Context {
     /// Requeue of a healthy object (re-checks S3 and etcd, repairs drift).
     pub resync: Duration,
     pub metrics: Arc<Metrics>,
+    /// `localhostProfile` of brokers whose cluster does not name a seccomp profile.
+    pub broker_seccomp_profile: String,
+    recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
     pub fn new(client: Client, broker_image: impl Into<String>, metrics: Arc<Metrics>) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         Context {
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             broker_image: broker_image.into(),
             timeout: Duration::from_secs(5),
             resync: Duration::from_secs(300),
             metrics,
+            broker_seccomp_profile: DEFAULT_SECCOMP_PROFILE.into(),
             failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn with_broker_seccomp_profile(mut self, profile: impl Into<String>) -> Self {
+        self.broker_seccomp_profile = profile.into();
+        self
+    }
+
+    /// Publishes a Kubernetes Event about `obj` (`kubectl describe` shows it). An
+    /// Event is a report, not part of the outcome: failing to publish one is
+    /// logged and the reconcile goes on.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        note: impl Into<String>,
+        action: &str,
+    ) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            // The API server refuses notes over 1 kB.
+            note: Some(note.into().chars().take(1000).collect()),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(reason, error = %e, "publishing an Event failed");
         }
     }
 
@@ -72,9 +126,17 @@ impl Context {
 
     /// The Secret's data, or None when it does not exist.
     pub async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, Error> {
-        Ok(Api::<Secret>::namespaced(self.client.clone(), ns)
+        match Api::<Secret>::namespaced(self.client.clone(), ns)
             .get_opt(name)
-            .await?)
+            .await
+        {
+            Ok(s) => Ok(s),
+            Err(kube::Error::Api(s)) if s.code == 403 => Err(Error::SecretForbidden {
+                namespace: ns.into(),
+                name: name.into(),
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Server-side apply of an object we own (force: the operator is the authority

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::api::core::v1::{Toleration, TopologySpreadConstraint};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt};
@@ -36,6 +36,24 @@ pub mod condition {
     pub const TOPIC_APPLIED: &str = "TopicApplied";
     pub const PARTITION_DECREASE_REFUSED: &str = "PartitionDecreaseRefused";
     pub const INVALID_CONFIG: &str = "InvalidConfig";
+    pub const SECRET_FORBIDDEN: &str = "SecretForbidden";
+    /// The topic is marked for deletion (a DeleteTopics or a `deletionPolicy: Delete`
+    /// of an earlier resource); the brokers finish it, then it is created again.
+    pub const TOPIC_BEING_DELETED: &str = "TopicBeingDeleted";
+
+    /// Topics: whether the metadata store holds the configs the resource sets.
+    pub const CONFIG_IN_SYNC: &str = "ConfigInSync";
+    pub const IN_SYNC: &str = "InSync";
+    /// A key the resource sets was changed at runtime and set back (`configDrift: Revert`).
+    pub const RUNTIME_CONFIG_REVERTED: &str = "RuntimeConfigReverted";
+    /// A key the resource sets differs at runtime and is left so (`configDrift: Keep`).
+    pub const RUNTIME_CONFIG_DIFFERS: &str = "RuntimeConfigDiffers";
+}
+
+/// Event reasons that are not condition reasons.
+pub mod event {
+    pub const TOPIC_DELETED: &str = "TopicDeleted";
+    pub const TOPIC_RETAINED: &str = "TopicRetained";
 }
 
 /// Phases shown in `status.phase` (and `kubectl get`).
@@ -130,9 +148,22 @@ pub struct BrokerSpec {
     pub termination_grace_period_seconds: Option<i64>,
     /// The seccomp profile of the broker container. io_uring (glommio) needs the
     /// `io_uring_setup`, `io_uring_enter` and `io_uring_register` syscalls, which
-    /// the container runtimes' default profiles block; default: `Unconfined`.
+    /// the container runtimes' default profiles block. Default: the `Localhost`
+    /// profile the chart installs on every node (the operator's
+    /// `--broker-seccomp-profile`, `kafscale/kafscale-broker.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp_profile: Option<SeccompSpec>,
+    /// Add the `IPC_LOCK` capability, for nodes whose container runtime gives
+    /// containers less `RLIMIT_MEMLOCK` than 512 KiB per shard (io_uring's
+    /// registered memory is then not charged to it). Off by default: the Pod
+    /// Security `baseline` level refuses the capability.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipc_lock: bool,
+    /// Topology spread of the broker pods. Default: at most one broker more per
+    /// node, and per zone, than on any other (`ScheduleAnyway`: a smaller cluster
+    /// still schedules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
 }
 
 fn one() -> i32 {
@@ -154,6 +185,8 @@ impl Default for BrokerSpec {
             tolerations: Vec::new(),
             termination_grace_period_seconds: None,
             seccomp_profile: None,
+            ipc_lock: false,
+            topology_spread_constraints: Vec::new(),
         }
     }
 }
@@ -232,6 +265,12 @@ pub struct S3Spec {
     pub kms_key_arn: Option<String>,
     #[serde(default)]
     pub force_path_style: bool,
+    /// Prefix of every object in the bucket (`KAFSCALE_S3_NAMESPACE`). Default:
+    /// the cluster's Kubernetes namespace, so clusters of different namespaces
+    /// can share a bucket. Brokers of one cluster always share it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^[a-zA-Z0-9._-]{1,253}$"))]
+    pub namespace: Option<String>,
     /// Secret in the cluster's namespace with `AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN`. Without it the
     /// brokers use the pod's AWS environment (e.g. IRSA).
@@ -348,6 +387,20 @@ pub struct KafscaleTopicSpec {
     /// Other topic configs, by their Kafka names (`segment.bytes`, `cleanup.policy`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
+    /// What happens when a config this resource sets is changed at runtime
+    /// (AlterConfigs): `Revert` (default) sets it back at the next reconcile,
+    /// with a Warning Event; `Keep` leaves the runtime value and reports
+    /// `ConfigInSync=False`. Keys the resource does not set belong to the
+    /// runtime either way, and a changed spec value always wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^(Revert|Keep)$"))]
+    pub config_drift: Option<String>,
+    /// What deleting this resource does to the topic: `Retain` (default) keeps
+    /// it and its data; `Delete` removes it from the metadata store, as a Kafka
+    /// DeleteTopics does (its objects stay in the bucket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^(Retain|Delete)$"))]
+    pub deletion_policy: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
@@ -363,11 +416,30 @@ pub struct KafscaleTopicStatus {
     /// The Kafka topic id (UUID) in the metadata store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_id: Option<String>,
+    /// The configs the operator last wrote for the keys this resource sets: what
+    /// tells a runtime change (the store differs from it) from a spec change (the
+    /// spec differs from it), and which keys a spec no longer sets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub applied_config: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
 
+/// Finalizer on every `KafscaleTopic`: its deletion waits for the operator to
+/// apply `deletionPolicy`.
+pub const TOPIC_FINALIZER: &str = "kafscale.io/topic";
+
 impl KafscaleTopic {
+    /// `configDrift: Keep`.
+    pub fn keeps_runtime_config(&self) -> bool {
+        self.spec.config_drift.as_deref() == Some("Keep")
+    }
+
+    /// `deletionPolicy: Delete`.
+    pub fn deletes_topic(&self) -> bool {
+        self.spec.deletion_policy.as_deref() == Some("Delete")
+    }
+
     /// The Kafka topic's name.
     pub fn topic_name(&self) -> String {
         self.spec

@@ -14,6 +14,8 @@ use kafscale_proto::snapshot::{self, Change, SnapshotError, Snapshots};
 use kafscale_proto::{keys, Message};
 use uuid::Uuid;
 
+use crate::drift::{self, Differs};
+
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
     #[error("etcd {what}: {source}")]
@@ -42,11 +44,16 @@ impl std::fmt::Debug for EtcdCredentials {
 }
 
 /// A topic as the `KafscaleTopic` asks for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DesiredTopic {
     pub name: String,
     pub partitions: i32,
+    /// The configs the resource sets (it owns these keys; see `drift`).
     pub configs: BTreeMap<String, String>,
+    /// What the operator last wrote for them (`status.appliedConfig`).
+    pub last_applied: BTreeMap<String, String>,
+    /// `configDrift: Keep`: runtime changes to owned keys are left as they are.
+    pub keep_runtime: bool,
 }
 
 /// What the store holds for the topic after `apply_topic`.
@@ -58,6 +65,25 @@ pub struct AppliedTopic {
     pub decrease_refused: bool,
     /// Whether anything was written (false: the store already matched).
     pub written: bool,
+    /// Owned keys changed at runtime and set back.
+    pub reverted: Vec<String>,
+    /// Owned keys changed at runtime and kept (`keep_runtime`).
+    pub differs: Vec<Differs>,
+    /// The topic of this name is marked for deletion and was left alone: the
+    /// brokers delete its objects under its id, and a topic written over it
+    /// would lose them (retried until the deletion is finished).
+    pub being_deleted: bool,
+}
+
+/// What `delete_topic` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// Marked now; the brokers finish the deletion.
+    Marked,
+    /// It was already marked (a retry, or a DeleteTopics got there first).
+    AlreadyMarked,
+    /// No topic of that name.
+    Absent,
 }
 
 pub struct Metadata {
@@ -99,32 +125,53 @@ impl Metadata {
         Ok(self.snapshots.read().await?)
     }
 
-    /// Creates the topic, or brings its partition count (up only) and configs to
-    /// the desired ones, in the snapshot and at `/kafscale/topics/{topic}/config`
+    /// Creates the topic, or brings its partition count (up only) and the configs
+    /// it owns to the desired ones (`drift::plan`: keys it does not set are left
+    /// to the runtime), in the snapshot and at `/kafscale/topics/{topic}/config`
     /// in one transaction. Writes nothing when the store already matches, so an
     /// unchanged resource does not wake every broker's watch.
     pub async fn apply_topic(&self, want: &DesiredTopic) -> Result<AppliedTopic, EtcdError> {
         let updated = self
             .snapshots
             .update("put topic", |snap| {
-                let configs: std::collections::HashMap<String, String> =
-                    want.configs.clone().into_iter().collect();
                 let (topic, applied) = match snap.topics.iter_mut().find(|t| t.name == want.name) {
+                    Some(t) if t.deleting => {
+                        return Ok(Change::Keep(AppliedTopic {
+                            topic_id: snapshot::topic_id(t)?,
+                            partitions: t.partitions,
+                            decrease_refused: false,
+                            written: false,
+                            reverted: Vec::new(),
+                            differs: Vec::new(),
+                            being_deleted: true,
+                        }));
+                    }
                     Some(t) => {
                         let topic_id = snapshot::topic_id(t)?;
                         let decrease_refused = want.partitions < t.partitions;
                         let partitions = want.partitions.max(t.partitions);
+                        let stored: BTreeMap<String, String> =
+                            t.configs.clone().into_iter().collect();
+                        let plan = drift::plan(
+                            &want.configs,
+                            &want.last_applied,
+                            &stored,
+                            want.keep_runtime,
+                        );
                         let mut applied = AppliedTopic {
                             topic_id,
                             partitions,
                             decrease_refused,
                             written: false,
+                            reverted: plan.reverted,
+                            differs: plan.differs,
+                            being_deleted: false,
                         };
-                        if partitions == t.partitions && t.configs == configs {
+                        if partitions == t.partitions && plan.configs == stored {
                             return Ok::<_, EtcdError>(Change::Keep(applied));
                         }
                         t.partitions = partitions;
-                        t.configs = configs;
+                        t.configs = plan.configs.into_iter().collect();
                         applied.written = true;
                         (t.clone(), applied)
                     }
@@ -134,7 +181,7 @@ impl Metadata {
                             name: want.name.clone(),
                             topic_id: topic_id.as_bytes().to_vec(),
                             partitions: want.partitions,
-                            configs,
+                            configs: want.configs.clone().into_iter().collect(),
                             created_ms: now_ms(),
                             deleting: false,
                         };
@@ -145,6 +192,9 @@ impl Metadata {
                             partitions: want.partitions,
                             decrease_refused: false,
                             written: true,
+                            reverted: Vec::new(),
+                            differs: Vec::new(),
+                            being_deleted: false,
                         };
                         (t, applied)
                     }
@@ -152,6 +202,32 @@ impl Metadata {
                 let config =
                     TxnOp::put(keys::topic_config(&want.name), topic.encode_to_vec(), None);
                 Ok(Change::Write(vec![config], applied))
+            })
+            .await?;
+        Ok(updated.value)
+    }
+
+    /// Deletes the topic the way a broker's DeleteTopics starts it: marks it
+    /// `deleting` in the snapshot and removes its assignment in one transaction
+    /// (claims compare the assignment, so no broker can claim its partitions from
+    /// then on). The brokers do the rest (docs/cluster.md, "Topics across
+    /// brokers"): the owners let go, the controller deletes the objects, then the
+    /// topic's keys. With no broker running the mark waits for the next one.
+    pub async fn delete_topic(&self, name: &str) -> Result<Deletion, EtcdError> {
+        let updated = self
+            .snapshots
+            .update("mark topic deleted", |snap| {
+                let Some(t) = snap.topics.iter_mut().find(|t| t.name == name) else {
+                    return Ok::<_, EtcdError>(Change::Keep(Deletion::Absent));
+                };
+                if t.deleting {
+                    return Ok(Change::Keep(Deletion::AlreadyMarked));
+                }
+                t.deleting = true;
+                Ok(Change::Write(
+                    vec![TxnOp::delete(keys::assignment(name), None)],
+                    Deletion::Marked,
+                ))
             })
             .await?;
         Ok(updated.value)

@@ -1,6 +1,7 @@
 //! `kafscale-operator`: `run` (the default) runs the controllers; `crd` prints the
 //! CustomResourceDefinitions (or writes them into a directory, as the Helm chart's
-//! `crds/` folder holds them).
+//! `crds/` folder holds them); `seccomp` prints or installs the brokers' seccomp
+//! profile (the chart's DaemonSet runs `seccomp install` on every node).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,10 +11,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::coordination::v1::Lease;
-use kafscale_operator::context::Context;
+use kafscale_operator::context::{Context, DEFAULT_SECCOMP_PROFILE};
 use kafscale_operator::lease::Elector;
 use kafscale_operator::metrics::{self, Metrics};
-use kafscale_operator::{crd, run};
+use kafscale_operator::{crd, run, seccomp};
 use kube::{Api, Client};
 use tracing::{error, info};
 
@@ -41,9 +42,32 @@ enum Cmd {
         /// Broker image for a cluster that does not name one.
         #[arg(long, default_value = "kafscale/broker:latest")]
         broker_image: String,
+        /// Localhost seccomp profile for a cluster that does not name one.
+        #[arg(long, default_value = DEFAULT_SECCOMP_PROFILE)]
+        broker_seccomp_profile: String,
+    },
+    /// The brokers' seccomp profile (io_uring allowed).
+    Seccomp {
+        #[command(subcommand)]
+        cmd: SeccompCmd,
     },
     /// Run the controllers (the default).
     Run,
+}
+
+#[derive(Subcommand)]
+enum SeccompCmd {
+    /// Print the profile (JSON).
+    Print,
+    /// Write the profile into DIR (the kubelet's seccomp directory plus
+    /// `kafscale`), then wait for SIGTERM, as a DaemonSet's container must.
+    Install {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Exit once the file is written.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -55,6 +79,19 @@ struct RunArgs {
         default_value = "kafscale/broker:latest"
     )]
     broker_image: String,
+    /// Localhost seccomp profile (relative to the kubelet's seccomp directory) of
+    /// brokers whose cluster does not set spec.brokers.seccompProfile.
+    #[arg(
+        long,
+        env = "KAFSCALE_BROKER_SECCOMP_PROFILE",
+        default_value = DEFAULT_SECCOMP_PROFILE
+    )]
+    broker_seccomp_profile: String,
+    /// Watch every Secret, so a rotated credential rolls the brokers at once.
+    /// Needs list/watch on all Secrets; without it, rotations are picked up at
+    /// the next resync and the operator only gets the Secrets clusters name.
+    #[arg(long, env = "KAFSCALE_OPERATOR_WATCH_SECRETS", default_value_t = false, action = clap::ArgAction::Set)]
+    watch_secrets: bool,
     /// HTTP address of /metrics and /healthz.
     #[arg(
         long,
@@ -109,8 +146,22 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    if let Some(Cmd::Render { file, broker_image }) = &cli.cmd {
-        return match render(file, broker_image) {
+    if let Some(Cmd::Seccomp { cmd }) = &cli.cmd {
+        return match seccomp_cmd(cmd) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kafscale-operator seccomp: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Cmd::Render {
+        file,
+        broker_image,
+        broker_seccomp_profile,
+    }) = &cli.cmd
+    {
+        return match render(file, broker_image, broker_seccomp_profile) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("kafscale-operator render: {e}");
@@ -152,16 +203,52 @@ fn print_crds(dir: Option<&PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn render(file: &PathBuf, broker_image: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn seccomp_cmd(cmd: &SeccompCmd) -> Result<(), Box<dyn std::error::Error>> {
+    match cmd {
+        SeccompCmd::Print => print!("{}", seccomp::PROFILE),
+        SeccompCmd::Install { dir, once } => {
+            let path = seccomp::install(dir)?;
+            eprintln!("installed {}", path.display());
+            if !once {
+                use tokio::signal::unix::{signal, SignalKind};
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let mut term = signal(SignalKind::terminate())?;
+                    tokio::select! {
+                        _ = term.recv() => Ok::<_, std::io::Error>(()),
+                        r = tokio::signal::ctrl_c() => r,
+                    }
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn render(
+    file: &PathBuf,
+    broker_image: &str,
+    seccomp_profile: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     use kafscale_operator::resources as r;
     let k: crd::KafscaleCluster = serde_yaml::from_str(&std::fs::read_to_string(file)?)?;
     let image = k.spec.brokers.image.clone().unwrap_or(broker_image.into());
     let (min, _) = r::hpa_bounds(&k);
     let docs = [
-        serde_yaml::to_string(&with_type(&r::statefulset(&k, &image, min, ""))?)?,
+        serde_yaml::to_string(&with_type(&r::statefulset(
+            &k,
+            &image,
+            seccomp_profile,
+            min,
+            "",
+        ))?)?,
         serde_yaml::to_string(&with_type(&r::headless_service(&k))?)?,
         serde_yaml::to_string(&with_type(&r::client_service(&k))?)?,
+        serde_yaml::to_string(&with_type(&r::metrics_service(&k))?)?,
         serde_yaml::to_string(&with_type(&r::hpa(&k))?)?,
+        serde_yaml::to_string(&with_type(&r::pdb(&k))?)?,
     ];
     for d in docs {
         print!("---\n{d}");
@@ -184,14 +271,13 @@ async fn operate(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Arc::new(Metrics::new());
     let server = tokio::spawn(metrics::serve(a.metrics_addr, metrics.clone()));
     metrics.started.store(true, Ordering::Relaxed);
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        a.broker_image,
-        metrics.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(client.clone(), a.broker_image, metrics.clone())
+            .with_broker_seccomp_profile(a.broker_seccomp_profile),
+    );
     if !a.leader_election {
         metrics.set_leader(true);
-        run::controllers(ctx).await;
+        run::controllers(ctx, a.watch_secrets).await;
         server.abort();
         return Ok(());
     }
@@ -208,7 +294,7 @@ async fn operate(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     metrics.set_leader(true);
     tokio::select! {
-        _ = run::controllers(ctx) => Ok(()),
+        _ = run::controllers(ctx, a.watch_secrets) => Ok(()),
         // Lost the lease: exit, so that Kubernetes restarts this replica as a
         // follower and no reconcile of ours overlaps with the new leader's.
         _ = elector.hold() => Err("lost the leader lease".into()),

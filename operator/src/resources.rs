@@ -1,6 +1,7 @@
 //! The Kubernetes objects a `KafscaleCluster` owns, built from its spec: the broker
-//! StatefulSet, a headless and a client Service, and an HPA. Pure functions, so
-//! the exact objects are testable without an API server.
+//! StatefulSet, a headless, a client and a metrics Service, an HPA and a
+//! PodDisruptionBudget. Pure functions, so the exact objects are testable without
+//! an API server.
 
 use std::collections::BTreeMap;
 
@@ -13,10 +14,12 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
-    HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
+    VolumeMount,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -41,6 +44,8 @@ pub const SECRET_CHECKSUM: &str = "kafscale.io/secret-checksum";
 pub const DEFAULT_GRACE_SECONDS: i64 = 120;
 pub const DEFAULT_CPU_TARGET: i32 = 70;
 const DATA_DIR: &str = "/var/lib/kafscale";
+/// The images' unprivileged user (distroless `nonroot`).
+pub const BROKER_UID: i64 = 65532;
 
 /// Keys read from the S3 credentials Secret, and the broker variables they feed.
 pub const S3_SECRET_KEYS: [(&str, &str, bool); 3] = [
@@ -64,6 +69,15 @@ pub fn headless_name(cluster: &str) -> String {
 
 pub fn client_service_name(cluster: &str) -> String {
     format!("{cluster}-broker")
+}
+
+pub fn metrics_service_name(cluster: &str) -> String {
+    format!("{cluster}-broker-metrics")
+}
+
+/// The PodDisruptionBudget shares the StatefulSet's name.
+pub fn pdb_name(cluster: &str) -> String {
+    sts_name(cluster)
 }
 
 /// Labels that select one cluster's broker pods.
@@ -179,6 +193,7 @@ pub fn broker_env(c: &KafscaleCluster) -> Vec<EnvVar> {
         env("KAFSCALE_S3_BUCKET", &spec.s3.bucket),
         env("KAFSCALE_S3_REGION", &spec.s3.region),
         env("KAFSCALE_S3_PATH_STYLE", spec.s3.force_path_style),
+        env("KAFSCALE_S3_NAMESPACE", s3_namespace(c)),
     ];
     let optional = [
         ("KAFSCALE_S3_ENDPOINT", &spec.s3.endpoint),
@@ -219,6 +234,37 @@ pub fn broker_env(c: &KafscaleCluster) -> Vec<EnvVar> {
         }
     }
     e
+}
+
+/// The object prefix of the cluster in its bucket: `s3.namespace`, or the
+/// cluster's Kubernetes namespace (as the Go Kafscale's operator did), so that
+/// clusters of different namespaces sharing a bucket never share a prefix.
+pub fn s3_namespace(c: &KafscaleCluster) -> String {
+    c.spec
+        .s3
+        .namespace
+        .clone()
+        .or_else(|| c.metadata.namespace.clone())
+        .unwrap_or_else(|| "default".into())
+}
+
+/// Default topology spread: brokers are interchangeable, so losing a node or a
+/// zone should cost as few of them as possible; `ScheduleAnyway` keeps a
+/// cluster with more brokers than nodes (or a single zone) schedulable.
+fn default_spread(cluster: &str) -> Vec<TopologySpreadConstraint> {
+    ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+        .into_iter()
+        .map(|key| TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: key.into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(cluster)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// Grace period of the broker pods: the spec's, or `DEFAULT_GRACE_SECONDS`.
@@ -279,8 +325,15 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
 }
 
 /// The broker StatefulSet. `replicas` is decided by the caller (the spec, kept
-/// within the HPA's bounds); `checksum` is the digest of the referenced Secrets.
-pub fn statefulset(c: &KafscaleCluster, image: &str, replicas: i32, checksum: &str) -> StatefulSet {
+/// within the HPA's bounds); `checksum` is the digest of the referenced Secrets;
+/// `seccomp_profile` is the `Localhost` profile of clusters that name none.
+pub fn statefulset(
+    c: &KafscaleCluster,
+    image: &str,
+    seccomp_profile: &str,
+    replicas: i32,
+    checksum: &str,
+) -> StatefulSet {
     let name = c.name_any();
     let b = &c.spec.brokers;
     let grace = grace_seconds(c);
@@ -294,10 +347,14 @@ pub fn statefulset(c: &KafscaleCluster, image: &str, replicas: i32, checksum: &s
             localhost_profile: s.localhost_profile.clone(),
         },
         None => SeccompProfile {
-            type_: "Unconfined".into(),
-            localhost_profile: None,
+            type_: "Localhost".into(),
+            localhost_profile: Some(seccomp_profile.into()),
         },
     };
+    // IPC_LOCK only on request: the Pod Security baseline level refuses it, and
+    // a node whose runtime gives containers RLIMIT_MEMLOCK >= 512 KiB per shard
+    // (systemd's default 8 MiB covers 16) does not need it.
+    let add = b.ipc_lock.then(|| vec!["IPC_LOCK".to_string()]);
     let container = Container {
         name: "broker".into(),
         image: Some(image.into()),
@@ -323,12 +380,15 @@ pub fn statefulset(c: &KafscaleCluster, image: &str, replicas: i32, checksum: &s
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         lifecycle: Some(pre_stop_drain(grace)),
+        // What the Pod Security restricted level asks, except where a cluster
+        // opts into Unconfined or IPC_LOCK: no root, no escalation, no
+        // capabilities, a confining seccomp profile, an immutable image.
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
-            // IPC_LOCK: io_uring's registered memory is then not charged against
-            // RLIMIT_MEMLOCK, which Kubernetes cannot raise for a pod.
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
             capabilities: Some(Capabilities {
-                add: Some(vec!["IPC_LOCK".into()]),
+                add,
                 drop: Some(vec!["ALL".into()]),
             }),
             seccomp_profile: Some(seccomp),
@@ -384,6 +444,21 @@ pub fn statefulset(c: &KafscaleCluster, image: &str, replicas: i32, checksum: &s
                     termination_grace_period_seconds: Some(grace),
                     node_selector: (!b.node_selector.is_empty()).then(|| b.node_selector.clone()),
                     tolerations: (!b.tolerations.is_empty()).then(|| b.tolerations.clone()),
+                    topology_spread_constraints: Some(
+                        if b.topology_spread_constraints.is_empty() {
+                            default_spread(&name)
+                        } else {
+                            b.topology_spread_constraints.clone()
+                        },
+                    ),
+                    // fsGroup: the emptyDir data directory belongs to the broker's group.
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(BROKER_UID),
+                        run_as_group: Some(BROKER_UID),
+                        fs_group: Some(BROKER_UID),
+                        ..Default::default()
+                    }),
                     // Segments live in S3 and metadata in etcd: the data directory
                     // only holds scratch state.
                     volumes: Some(vec![Volume {
@@ -400,23 +475,14 @@ pub fn statefulset(c: &KafscaleCluster, image: &str, replicas: i32, checksum: &s
     }
 }
 
-fn ports() -> Vec<ServicePort> {
-    vec![
-        ServicePort {
-            name: Some("kafka".into()),
-            port: KAFKA_PORT,
-            target_port: Some(IntOrString::String("kafka".into())),
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        },
-        ServicePort {
-            name: Some("http".into()),
-            port: HTTP_PORT,
-            target_port: Some(IntOrString::String("http".into())),
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        },
-    ]
+fn port(name: &str, port: i32) -> Vec<ServicePort> {
+    vec![ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }]
 }
 
 /// Per-pod DNS names for the advertised addresses. Not-ready pods are published
@@ -432,14 +498,16 @@ pub fn headless_service(c: &KafscaleCluster) -> Service {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
             selector: Some(selector_labels(&name)),
-            ports: Some(ports()),
+            ports: Some(port("kafka", KAFKA_PORT)),
             ..Default::default()
         }),
         status: None,
     }
 }
 
-/// The bootstrap Service clients connect to.
+/// The bootstrap Service clients connect to: the Kafka port only. A client
+/// Service of type LoadBalancer must not publish `/metrics` and the console,
+/// which have no authentication.
 pub fn client_service(c: &KafscaleCluster) -> Service {
     let name = c.name_any();
     let s = &c.spec.brokers.service;
@@ -452,7 +520,50 @@ pub fn client_service(c: &KafscaleCluster) -> Service {
         spec: Some(ServiceSpec {
             type_: Some(s.r#type.clone().unwrap_or_else(|| "ClusterIP".into())),
             selector: Some(selector_labels(&name)),
-            ports: Some(ports()),
+            ports: Some(port("kafka", KAFKA_PORT)),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// `/metrics`, the health endpoints and the console, inside the cluster only
+/// (always `ClusterIP`, whatever the client Service's type); the chart's
+/// NetworkPolicy can narrow who reaches it.
+pub fn metrics_service(c: &KafscaleCluster) -> Service {
+    let name = c.name_any();
+    let mut metadata = meta(c, metrics_service_name(&name));
+    if let Some(l) = metadata.labels.as_mut() {
+        l.insert(
+            "app.kubernetes.io/component".into(),
+            "broker-metrics".into(),
+        );
+    }
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector_labels(&name)),
+            ports: Some(port("http", HTTP_PORT)),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// One broker at a time may be evicted (node drains, cluster upgrades), as in
+/// a rolling update: each evicted pod runs its preStop drain, and its
+/// partitions move before the next one goes.
+pub fn pdb(c: &KafscaleCluster) -> PodDisruptionBudget {
+    let name = c.name_any();
+    PodDisruptionBudget {
+        metadata: meta(c, pdb_name(&name)),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&name)),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         status: None,
@@ -546,6 +657,7 @@ mod tests {
         let (cmd, grace) = pre_stop(&statefulset(
             &cluster(json!({"replicas": 3, "terminationGracePeriodSeconds": 30})),
             "img",
+            "p.json",
             3,
             "",
         ));
@@ -562,7 +674,7 @@ mod tests {
                 "15000"
             ]
         );
-        let (cmd, grace) = pre_stop(&statefulset(&cluster(json!({})), "img", 1, ""));
+        let (cmd, grace) = pre_stop(&statefulset(&cluster(json!({})), "img", "p.json", 1, ""));
         assert_eq!(grace, DEFAULT_GRACE_SECONDS);
         assert_eq!(cmd.last().map(String::as_str), Some("60000"));
     }
@@ -592,6 +704,80 @@ mod tests {
         assert_eq!(
             get("KAFSCALE_CONTROL_ADDR").value.as_deref(),
             Some("127.0.0.1:9094")
+        );
+    }
+
+    fn container_sc(sts: &StatefulSet) -> SecurityContext {
+        let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        pod.containers[0]
+            .security_context
+            .clone()
+            .expect("security context")
+    }
+
+    #[test]
+    fn ipc_lock_and_the_seccomp_profile_are_per_cluster_choices() {
+        let sc = container_sc(&statefulset(&cluster(json!({})), "img", "p.json", 1, ""));
+        assert_eq!(sc.capabilities.as_ref().and_then(|c| c.add.clone()), None);
+        assert_eq!(
+            sc.seccomp_profile,
+            Some(SeccompProfile {
+                type_: "Localhost".into(),
+                localhost_profile: Some("p.json".into())
+            })
+        );
+        let c = cluster(json!({"ipcLock": true, "seccompProfile": {"type": "RuntimeDefault"}}));
+        let sc = container_sc(&statefulset(&c, "img", "p.json", 1, ""));
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.add),
+            Some(vec!["IPC_LOCK".to_string()])
+        );
+        assert_eq!(
+            sc.seccomp_profile.map(|p| p.type_),
+            Some("RuntimeDefault".into())
+        );
+    }
+
+    #[test]
+    fn the_bucket_prefix_is_the_namespace_unless_set() {
+        let get = |c: &KafscaleCluster| {
+            broker_env(c)
+                .into_iter()
+                .find(|e| e.name == "KAFSCALE_S3_NAMESPACE")
+                .and_then(|e| e.value)
+        };
+        assert_eq!(get(&cluster(json!({}))), Some("ns".into()));
+        let mut c = cluster(json!({}));
+        c.spec.s3.namespace = Some("default".into());
+        assert_eq!(get(&c), Some("default".into()));
+    }
+
+    #[test]
+    fn a_cluster_spread_replaces_the_default() {
+        let spread = |c: &KafscaleCluster| {
+            let sts = statefulset(c, "img", "p.json", 1, "");
+            sts.spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .topology_spread_constraints
+                .unwrap()
+        };
+        let d = spread(&cluster(json!({})));
+        assert_eq!(
+            d.iter()
+                .map(|t| t.topology_key.as_str())
+                .collect::<Vec<_>>(),
+            ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+        );
+        let c = cluster(json!({"topologySpreadConstraints": [
+            {"maxSkew": 2, "topologyKey": "rack", "whenUnsatisfiable": "DoNotSchedule"}
+        ]}));
+        let t = spread(&c);
+        assert_eq!(
+            (t.len(), t[0].max_skew, t[0].topology_key.as_str()),
+            (1, 2, "rack")
         );
     }
 }

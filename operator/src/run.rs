@@ -8,6 +8,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -54,8 +55,10 @@ fn on_topic_error(t: Arc<KafscaleTopic>, e: &Error, ctx: Arc<Context>) -> Action
     ))
 }
 
-/// Runs both controllers until the process is asked to stop.
-pub async fn controllers(ctx: Arc<Context>) {
+/// Runs both controllers until the process is asked to stop. `watch_secrets`:
+/// watch every Secret (needs list/watch on all of them) so a rotation rolls the
+/// brokers at once; otherwise the next resync (5 min) picks it up.
+pub async fn controllers(ctx: Arc<Context>, watch_secrets: bool) {
     let client = ctx.client.clone();
     let owned = watcher::Config::default().labels(MANAGED);
     let clusters = Controller::new(
@@ -84,15 +87,22 @@ pub async fn controllers(ctx: Arc<Context>) {
             .map(|k| ObjectRef::from_obj(&*k))
             .collect::<Vec<_>>()
     };
-    let cluster_loop = clusters
+    let mut clusters = clusters
         .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned.clone())
-        .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), owned)
-        .watches(
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            owned.clone(),
+        )
+        .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), owned);
+    if watch_secrets {
+        clusters = clusters.watches(
             Api::<Secret>::all(client.clone()),
             watcher::Config::default(),
             secret_users,
-        )
+        );
+    }
+    let cluster_loop = clusters
         .shutdown_on_signal()
         .run(measured_cluster, on_cluster_error, ctx.clone())
         .for_each(|r| async move {

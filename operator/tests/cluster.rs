@@ -19,6 +19,7 @@ const SECRET_NAME: &str = "s3-creds";
 const STS: &str = "/apis/apps/v1/namespaces/kafscale/statefulsets/prod-broker";
 const SVC: &str = "/api/v1/namespaces/kafscale/services";
 const HPA: &str = "/apis/autoscaling/v2/namespaces/kafscale/horizontalpodautoscalers/prod-broker";
+const PDB: &str = "/apis/policy/v1/namespaces/kafscale/poddisruptionbudgets/prod-broker";
 const STATUS: &str = "/apis/kafscale.io/v1alpha1/namespaces/kafscale/kafscaleclusters/prod/status";
 const UID: &str = "6a1f0d1e-0000-4000-8000-000000000001";
 
@@ -76,8 +77,11 @@ struct Applied {
     sts: Value,
     headless: Value,
     client: Value,
+    metrics: Value,
     hpa: Value,
+    pdb: Value,
     status: Option<Value>,
+    events: Vec<Value>,
 }
 
 /// Drives one reconcile that gets as far as applying the objects; `current` is
@@ -121,8 +125,14 @@ async fn reconcile_applied(
     r.echo(&headless, None);
     let (client, r) = api.expect_apply(&format!("{SVC}/prod-broker")).await;
     r.echo(&client, None);
+    let (metrics, r) = api
+        .expect_apply(&format!("{SVC}/prod-broker-metrics"))
+        .await;
+    r.echo(&metrics, None);
     let (hpa, r) = api.expect_apply(HPA).await;
     r.echo(&hpa, None);
+    let (pdb, r) = api.expect_apply(PDB).await;
+    r.echo(&pdb, None);
     // The status patch comes only when the status changed.
     let status = tokio::select! {
         biased;
@@ -137,15 +147,21 @@ async fn reconcile_applied(
             Some(seen.body)
         }
     };
+    let mut events = Vec::new();
     if status.is_some() {
-        task.await.expect("join").expect("reconcile");
+        let (done, e) = finish(api, task).await;
+        done.expect("reconcile");
+        events = e;
     }
     Applied {
         sts: sts.body,
         headless: headless.body,
         client: client.body,
+        metrics: metrics.body,
         hpa: hpa.body,
+        pdb: pdb.body,
         status,
+        events,
     }
 }
 
@@ -221,11 +237,31 @@ async fn new_cluster_applies_brokers_services_hpa_and_status() {
         c["ports"],
         json!([{"name": "kafka", "containerPort": 9092}, {"name": "http", "containerPort": 9093}])
     );
+    // Pod Security restricted: no root, no capabilities, the io_uring profile
+    // the chart installs instead of Unconfined, an immutable root filesystem.
     assert_eq!(
         c["securityContext"],
         json!({"allowPrivilegeEscalation": false,
-               "capabilities": {"add": ["IPC_LOCK"], "drop": ["ALL"]},
-               "seccompProfile": {"type": "Unconfined"}})
+               "readOnlyRootFilesystem": true,
+               "runAsNonRoot": true,
+               "capabilities": {"drop": ["ALL"]},
+               "seccompProfile": {"type": "Localhost",
+                                  "localhostProfile": "kafscale/kafscale-broker.json"}})
+    );
+    assert_eq!(
+        pod["securityContext"],
+        json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532})
+    );
+    let sel = json!({"matchLabels": {"app.kubernetes.io/instance": "prod",
+                                     "app.kubernetes.io/name": "kafscale-broker"}});
+    assert_eq!(
+        pod["topologySpreadConstraints"],
+        json!([
+            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+             "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": sel},
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+             "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": sel}
+        ])
     );
     // The environment uses the broker's own variable names.
     for (k, v) in [
@@ -241,6 +277,8 @@ async fn new_cluster_applies_brokers_services_hpa_and_status() {
         ("KAFSCALE_S3_REGION", "us-east-1"),
         ("KAFSCALE_S3_ENDPOINT", &s3.endpoint()),
         ("KAFSCALE_S3_PATH_STYLE", "true"),
+        // The cluster's Kubernetes namespace: its own prefix in a shared bucket.
+        ("KAFSCALE_S3_NAMESPACE", NS),
         ("KAFSCALE_ETCD_ENDPOINTS", &etcd.endpoint()),
         ("KAFSCALE_SEGMENT_BYTES", "4194304"),
         ("KAFSCALE_FLUSH_INTERVAL_MS", "50"),
@@ -260,7 +298,10 @@ async fn new_cluster_applies_brokers_services_hpa_and_status() {
         env_value(sts, "KAFSCALE_S3_SESSION_TOKEN")["valueFrom"],
         json!({"secretKeyRef": {"name": SECRET_NAME, "key": "AWS_SESSION_TOKEN", "optional": true}})
     );
-    let everything = format!("{sts}{}{}{}", a.headless, a.client, a.hpa);
+    let everything = format!(
+        "{sts}{}{}{}{}{}",
+        a.headless, a.client, a.metrics, a.hpa, a.pdb
+    );
     assert!(!everything.contains(S3Server::SECRET));
     assert_eq!(
         spec["template"]["metadata"]["annotations"][SECRET_CHECKSUM],
@@ -270,13 +311,31 @@ async fn new_cluster_applies_brokers_services_hpa_and_status() {
     // Services and HPA.
     assert_eq!(a.headless["spec"]["clusterIP"], "None");
     assert_eq!(a.headless["spec"]["publishNotReadyAddresses"], true);
-    let ports = json!([
-        {"name": "kafka", "port": 9092, "targetPort": "kafka", "protocol": "TCP"},
-        {"name": "http", "port": 9093, "targetPort": "http", "protocol": "TCP"}
-    ]);
-    assert_eq!(a.headless["spec"]["ports"], ports);
+    // Clients get the Kafka port only; /metrics and the console have a Service
+    // of their own, never exposed by the client Service's type.
+    let kafka = json!([{"name": "kafka", "port": 9092, "targetPort": "kafka", "protocol": "TCP"}]);
+    assert_eq!(a.headless["spec"]["ports"], kafka);
     assert_eq!(a.client["spec"]["type"], "ClusterIP");
-    assert_eq!(a.client["spec"]["ports"], ports);
+    assert_eq!(a.client["spec"]["ports"], kafka);
+    assert_eq!(a.metrics["metadata"]["name"], "prod-broker-metrics");
+    assert_eq!(a.metrics["spec"]["type"], "ClusterIP");
+    assert_eq!(
+        a.metrics["spec"]["ports"],
+        json!([{"name": "http", "port": 9093, "targetPort": "http", "protocol": "TCP"}])
+    );
+    assert_eq!(a.metrics["spec"]["selector"], a.client["spec"]["selector"]);
+    assert_eq!(
+        a.metrics["metadata"]["labels"]["app.kubernetes.io/component"],
+        "broker-metrics"
+    );
+    // One broker at a time may be evicted, as in a rolling update.
+    assert_eq!(a.pdb["apiVersion"], "policy/v1");
+    assert_eq!(a.pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(a.pdb["spec"]["selector"], sel);
+    assert_eq!(
+        a.pdb["metadata"]["ownerReferences"],
+        sts["metadata"]["ownerReferences"]
+    );
     assert_eq!(
         a.client["spec"]["selector"],
         json!({"app.kubernetes.io/instance": "prod", "app.kubernetes.io/name": "kafscale-broker"})
@@ -297,6 +356,33 @@ async fn new_cluster_applies_brokers_services_hpa_and_status() {
     assert_eq!(condition(&st, "EtcdAvailable")["status"], "True");
     assert_eq!(condition(&st, "Ready")["status"], "False");
     assert_eq!(condition(&st, "Ready")["message"], "0/3 brokers ready");
+    // An Event per outcome; brokers still starting is not a warning.
+    assert_eq!(
+        summary(&a.events),
+        [
+            (
+                "Normal".into(),
+                "S3ValidationSucceeded".into(),
+                format!(
+                    "listed and wrote _kafscale/operator-probe in bucket {}",
+                    S3Server::BUCKET
+                )
+            ),
+            (
+                "Normal".into(),
+                "EtcdConnected".into(),
+                "metadata readable".into()
+            ),
+            (
+                "Normal".into(),
+                "BrokersNotReady".into(),
+                "0/3 brokers ready".into()
+            ),
+        ]
+    );
+    assert_eq!(a.events[0]["regarding"]["kind"], "KafscaleCluster");
+    assert_eq!(a.events[0]["regarding"]["name"], "prod");
+    assert_eq!(a.events[0]["reportingController"], "kafscale-operator");
     // The probe object is in the bucket.
     assert!(s3
         .dir
@@ -326,6 +412,11 @@ async fn scaled_cluster_moves_replicas_and_hpa_and_patches_status_only_on_change
     let st = a.status.expect("status");
     assert_eq!(st["status"]["phase"], "Running");
     assert_eq!(condition(&st, "Ready")["status"], "True");
+    assert!(summary(&a.events).contains(&(
+        "Normal".into(),
+        "BrokersReady".into(),
+        "3/3 brokers ready".into()
+    )));
 
     // The same state again: nothing changed, so no status patch.
     let again = cluster(&s3, &etcd, 3, Some(st["status"].clone()));
@@ -334,6 +425,10 @@ async fn scaled_cluster_moves_replicas_and_hpa_and_patches_status_only_on_change
         b.status.is_none(),
         "unchanged status was patched: {:?}",
         b.status
+    );
+    assert!(
+        b.events.is_empty(),
+        "a resync with the same outcome published Events"
     );
     assert_eq!(b.sts, a.sts);
 
@@ -414,8 +509,24 @@ async fn s3_validation_with_wrong_credentials_fails_without_touching_brokers() {
     // No StatefulSet, Service or HPA request: straight to the status.
     let (seen, r) = api.expect_apply(STATUS).await;
     r.object_with_status(&*k, &seen);
-    let action = task.await.expect("join").expect("reconcile");
+    let (action, events) = finish(&mut api, task).await;
+    let action = action.expect("reconcile");
     api.assert_idle();
+    let events = summary(&events);
+    // One Event per reason: the S3 error itself, not Ready's summary of it.
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.1 == "S3ValidationFailed")
+            .count(),
+        1
+    );
+    assert_eq!(events[0].0, "Warning");
+    assert_eq!(events[0].1, "S3ValidationFailed");
+    assert!(
+        events[0].2.contains("list of bucket \"kafscale\" failed"),
+        "{events:?}"
+    );
     let st = seen.body;
     assert_eq!(st["status"]["phase"], "Failed");
     let s3c = condition(&st, "S3Validated");
@@ -455,11 +566,53 @@ async fn missing_secret_is_reported() {
     r.not_found("secrets", SECRET_NAME);
     let (seen, r) = api.expect_apply(STATUS).await;
     r.object_with_status(&*k, &seen);
-    task.await.expect("join").expect("reconcile");
+    finish(&mut api, task).await.0.expect("reconcile");
     let c = condition(&seen.body, "S3Validated");
     assert_eq!(
         (c["status"].as_str(), c["reason"].as_str()),
         (Some("False"), Some("SecretMissing"))
     );
     assert_eq!(c["message"], "Secret kafscale/s3-creds not found");
+}
+
+/// With the chart's default RBAC the operator may read only the Secrets listed
+/// in rbac.secrets: an unlisted one is reported, not retried as an API error.
+#[tokio::test]
+async fn a_secret_rbac_does_not_allow_is_reported() {
+    let (s3, etcd) = (S3Server::start(), Etcd::start());
+    let (ctx, mut api) = mock();
+    let k = Arc::new(cluster(&s3, &etcd, 1, None));
+    let task = tokio::spawn(cluster::reconcile(k.clone(), ctx));
+    let (_, r) = api
+        .expect(
+            "GET",
+            &format!("/api/v1/namespaces/kafscale/secrets/{SECRET_NAME}"),
+        )
+        .await;
+    r.json(
+        403,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "secrets \"s3-creds\" is forbidden", "reason": "Forbidden", "code": 403}),
+    );
+    // Nothing applied: straight to the status.
+    let (seen, r) = api.expect_apply(STATUS).await;
+    r.object_with_status(&*k, &seen);
+    let (done, events) = finish(&mut api, task).await;
+    done.expect("a Forbidden Secret is a status, not a reconcile error");
+    api.assert_idle();
+    assert_eq!(seen.body["status"]["phase"], "Failed");
+    let ready = condition(&seen.body, "Ready");
+    assert_eq!(ready["reason"], "SecretForbidden");
+    assert_eq!(
+        ready["message"],
+        "the operator may not read Secret kafscale/s3-creds: list it in the chart's rbac.secrets"
+    );
+    assert_eq!(
+        summary(&events),
+        [(
+            "Warning".to_string(),
+            "SecretForbidden".to_string(),
+            ready["message"].as_str().unwrap_or_default().to_string()
+        )]
+    );
 }

@@ -15,6 +15,7 @@ use support::*;
 
 const CLUSTER: &str = "/apis/kafscale.io/v1alpha1/namespaces/kafscale/kafscaleclusters/prod";
 const STATUS: &str = "/apis/kafscale.io/v1alpha1/namespaces/kafscale/kafscaletopics/orders/status";
+const TOPIC: &str = "/apis/kafscale.io/v1alpha1/namespaces/kafscale/kafscaletopics/orders";
 
 fn cluster_json(etcd: &Etcd) -> Value {
     json!({
@@ -27,7 +28,8 @@ fn cluster_json(etcd: &Etcd) -> Value {
 fn topic(partitions: i32, generation: i64, status: Option<Value>) -> KafscaleTopic {
     let mut v = json!({
         "apiVersion": "kafscale.io/v1alpha1", "kind": "KafscaleTopic",
-        "metadata": {"name": "orders", "namespace": NS, "generation": generation},
+        "metadata": {"name": "orders", "namespace": NS, "generation": generation,
+                     "finalizers": ["kafscale.io/topic"]},
         "spec": {"clusterRef": "prod", "partitions": partitions, "retentionMs": 86400000,
                  "config": {"segment.bytes": "1048576"}}
     });
@@ -39,30 +41,47 @@ fn topic(partitions: i32, generation: i64, status: Option<Value>) -> KafscaleTop
 
 /// One reconcile; returns the status body it applied (None: no status change).
 async fn reconcile(api: &mut ApiServer, etcd: &Etcd, t: KafscaleTopic) -> Option<Value> {
+    reconcile_with_events(api, etcd, t).await.0
+}
+
+/// One reconcile; the status body it applied and the Events it published.
+async fn reconcile_with_events(
+    api: &mut ApiServer,
+    etcd: &Etcd,
+    t: KafscaleTopic,
+) -> (Option<Value>, Vec<Value>) {
     let (ctx, mock_api) = mock();
     *api = mock_api;
     let t = Arc::new(t);
     let mut task = tokio::spawn(topic::reconcile(t.clone(), ctx));
     let (_, r) = api.expect("GET", CLUSTER).await;
     r.json(200, &cluster_json(etcd));
-    let status = tokio::select! {
-        biased;
-        done = &mut task => {
-            done.expect("join").expect("reconcile");
-            None
+    // The status patch (only when the status changed) and Events, in the order
+    // the reconcile sends them: a revert's Event comes before the status.
+    let (mut status, mut events) = (None, Vec::new());
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut task => {
+                done.expect("join").expect("reconcile");
+                break;
+            }
+            Some((seen, r)) = api.next_opt() => {
+                if seen.path.starts_with(EVENTS) {
+                    r.json(201, &seen.body);
+                    events.push(seen.body);
+                    continue;
+                }
+                assert_eq!((seen.method.as_str(), seen.path.as_str()), ("PATCH", STATUS));
+                assert_eq!(seen.query.get("fieldManager").map(String::as_str), Some("kafscale-operator"));
+                assert!(status.is_none(), "the status was patched twice");
+                r.object_with_status(&*t, &seen);
+                status = Some(seen.body);
+            }
         }
-        Some((seen, r)) = api.next_opt() => {
-            assert_eq!((seen.method.as_str(), seen.path.as_str()), ("PATCH", STATUS));
-            assert_eq!(seen.query.get("fieldManager").map(String::as_str), Some("kafscale-operator"));
-            r.object_with_status(&*t, &seen);
-            Some(seen.body)
-        }
-    };
-    if status.is_some() {
-        task.await.expect("join").expect("reconcile");
     }
     api.assert_idle();
-    status
+    (status, events)
 }
 
 async fn stored(etcd: &Etcd) -> (pb::ClusterSnapshot, pb::TopicConfig, i64) {
@@ -196,7 +215,10 @@ async fn unknown_config_and_missing_cluster_are_reported() {
     let task = tokio::spawn(topic::reconcile(t.clone(), ctx));
     let (seen, r) = api.expect_apply(STATUS).await;
     r.object_with_status(&*t, &seen);
-    task.await.expect("join").expect("reconcile");
+    let (done, events) = finish(&mut api, task).await;
+    done.expect("reconcile");
+    assert_eq!(summary(&events)[0].0, "Warning");
+    assert_eq!(summary(&events)[0].1, "InvalidConfig");
     let ready = condition(&seen.body, "Ready");
     assert_eq!(ready["reason"], "InvalidConfig");
     assert!(ready["message"].as_str().unwrap_or("").contains("compact"));
@@ -208,7 +230,7 @@ async fn unknown_config_and_missing_cluster_are_reported() {
     r.not_found("kafscaleclusters.kafscale.io", "prod");
     let (seen, r) = api.expect_apply(STATUS).await;
     r.object_with_status(&*t, &seen);
-    task.await.expect("join").expect("reconcile");
+    finish(&mut api, task).await.0.expect("reconcile");
     assert_eq!(condition(&seen.body, "Ready")["reason"], "ClusterNotFound");
     // Nothing reached etcd.
     let mut c = etcd.client().await;
@@ -235,6 +257,7 @@ async fn concurrent_writers_keep_each_others_topics() {
         name: format!("t{i}"),
         partitions: 1 + i as i32,
         configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+        ..DesiredTopic::default()
     };
     let mut writers = Vec::new();
     for i in 0..8 {
@@ -270,4 +293,264 @@ async fn concurrent_writers_keep_each_others_topics() {
     let again = m.apply_topic(&want(3)).await.expect("apply");
     assert!(!again.written);
     assert_eq!(m.snapshot().await.expect("snapshot").1, rev);
+}
+
+/// What a broker's AlterConfigs does to the topic in etcd: the snapshot's entry
+/// and the topic-config key, in one transaction.
+async fn alter_at_runtime(etcd: &Etcd, set: &[(&str, &str)]) {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let (mut snap, mut cfg, rev) = stored(etcd).await;
+    for (k, v) in set {
+        cfg.configs.insert(k.to_string(), v.to_string());
+    }
+    let i = snap
+        .topics
+        .iter()
+        .position(|t| t.name == "orders")
+        .expect("orders");
+    snap.topics[i] = cfg.clone();
+    let txn = Txn::new()
+        .when([Compare::mod_revision(keys::SNAPSHOT, CompareOp::Equal, rev)])
+        .and_then([
+            TxnOp::put(keys::SNAPSHOT, snap.encode_to_vec(), None),
+            TxnOp::put(keys::topic_config("orders"), cfg.encode_to_vec(), None),
+        ]);
+    let mut c = etcd.client().await;
+    assert!(c.txn(txn).await.expect("txn").succeeded());
+}
+
+#[tokio::test]
+async fn runtime_config_changes_are_reverted_with_an_event_and_runtime_keys_kept() {
+    let etcd = Etcd::start();
+    etcd.client().await;
+    let (_, mut api) = mock();
+    let st = reconcile(&mut api, &etcd, topic(1, 1, None))
+        .await
+        .expect("status");
+    assert_eq!(
+        st["status"]["appliedConfig"],
+        json!({"retention.ms": "86400000", "segment.bytes": "1048576"})
+    );
+    assert_eq!(condition(&st, "ConfigInSync")["reason"], "InSync");
+
+    // An AlterConfigs changes a key the resource sets and adds one it does not.
+    alter_at_runtime(
+        &etcd,
+        &[("retention.ms", "60000"), ("max.message.bytes", "2000000")],
+    )
+    .await;
+    let (st, events) =
+        reconcile_with_events(&mut api, &etcd, topic(1, 1, Some(st["status"].clone()))).await;
+    let st = st.expect("status");
+    let (_, cfg, _) = stored(&etcd).await;
+    assert_eq!(
+        cfg.configs,
+        [
+            ("max.message.bytes".to_string(), "2000000".to_string()),
+            ("retention.ms".to_string(), "86400000".to_string()),
+            ("segment.bytes".to_string(), "1048576".to_string()),
+        ]
+        .into()
+    );
+    let c = condition(&st, "ConfigInSync");
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("True"), Some("RuntimeConfigReverted"))
+    );
+    assert_eq!(c["message"], "set back to the spec: retention.ms");
+    assert_eq!(
+        summary(&events),
+        [(
+            "Warning".to_string(),
+            "RuntimeConfigReverted".to_string(),
+            "changed at runtime, set back to the spec (configDrift: Revert): retention.ms"
+                .to_string()
+        )]
+    );
+    assert_eq!(events[0]["regarding"]["kind"], "KafscaleTopic");
+
+    // Next time round nothing differs: back to InSync, nothing written.
+    let (_, _, rev) = stored(&etcd).await;
+    let st = reconcile(&mut api, &etcd, topic(1, 1, Some(st["status"].clone())))
+        .await
+        .expect("status");
+    assert_eq!(condition(&st, "ConfigInSync")["reason"], "InSync");
+    assert_eq!(stored(&etcd).await.2, rev);
+}
+
+#[tokio::test]
+async fn with_config_drift_keep_runtime_changes_stay_and_are_reported() {
+    let etcd = Etcd::start();
+    etcd.client().await;
+    let (_, mut api) = mock();
+    let keep = |generation, status| {
+        let mut t = topic(1, generation, status);
+        t.spec.config_drift = Some("Keep".into());
+        t
+    };
+    let st = reconcile(&mut api, &etcd, keep(1, None))
+        .await
+        .expect("status");
+    alter_at_runtime(&etcd, &[("retention.ms", "60000")]).await;
+    let (_, _, rev) = stored(&etcd).await;
+    let (st, events) =
+        reconcile_with_events(&mut api, &etcd, keep(1, Some(st["status"].clone()))).await;
+    let st = st.expect("status");
+    assert_eq!(
+        stored(&etcd).await.2,
+        rev,
+        "a kept runtime change is not written over"
+    );
+    let c = condition(&st, "ConfigInSync");
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("RuntimeConfigDiffers"))
+    );
+    assert_eq!(
+        c["message"],
+        "changed at runtime and kept (configDrift: Keep): retention.ms: spec 86400000, runtime 60000"
+    );
+    assert_eq!(summary(&events)[0].0, "Warning");
+    assert_eq!(summary(&events)[0].1, "RuntimeConfigDiffers");
+    // The Ready condition is unaffected: the topic exists as asked.
+    assert_eq!(condition(&st, "Ready")["status"], "True");
+
+    // Editing the spec is the user's new intent: it is written over the runtime value.
+    let mut edited = keep(2, Some(st["status"].clone()));
+    edited.spec.retention_ms = Some(120000);
+    let st = reconcile(&mut api, &etcd, edited).await.expect("status");
+    let (_, cfg, _) = stored(&etcd).await;
+    assert_eq!(cfg.configs["retention.ms"], "120000");
+    assert_eq!(condition(&st, "ConfigInSync")["reason"], "InSync");
+}
+
+#[tokio::test]
+async fn the_finalizer_is_added_before_anything_else() {
+    let (ctx, mut api) = mock();
+    let mut t = topic(1, 1, None);
+    t.metadata.finalizers = None;
+    let t = Arc::new(t);
+    let task = tokio::spawn(topic::reconcile(t.clone(), ctx));
+    let (seen, r) = api.expect("PATCH", TOPIC).await;
+    assert_eq!(
+        seen.body,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["kafscale.io/topic"]}
+        ])
+    );
+    let mut obj = serde_json::to_value(&*t).expect("json");
+    obj["metadata"]["finalizers"] = json!(["kafscale.io/topic"]);
+    r.json(200, &obj);
+    task.await.expect("join").expect("reconcile");
+    api.assert_idle();
+}
+
+/// A deleted resource: the cleanup, then the finalizer's removal.
+async fn delete(api: &mut ApiServer, etcd: &Etcd, policy: &str) -> Vec<Value> {
+    let (ctx, mock_api) = mock();
+    *api = mock_api;
+    let mut t = topic(1, 1, None);
+    t.spec.deletion_policy = Some(policy.into());
+    t.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    let t = Arc::new(t);
+    let task = tokio::spawn(topic::reconcile(t.clone(), ctx));
+    if policy == "Delete" {
+        let (_, r) = api.expect("GET", CLUSTER).await;
+        r.json(200, &cluster_json(etcd));
+    }
+    let (seen, r) = api.expect("POST", EVENTS).await;
+    r.json(201, &seen.body);
+    let (patch, r) = api.expect("PATCH", TOPIC).await;
+    assert_eq!(
+        patch.body,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers/0", "value": "kafscale.io/topic"},
+            {"op": "remove", "path": "/metadata/finalizers/0"}
+        ])
+    );
+    r.json(200, &serde_json::to_value(&*t).expect("json"));
+    task.await.expect("join").expect("reconcile");
+    api.assert_idle();
+    vec![seen.body]
+}
+
+#[tokio::test]
+async fn deletion_retains_the_topic_or_removes_it_from_etcd() {
+    let etcd = Etcd::start();
+    etcd.client().await;
+    let (_, mut api) = mock();
+    reconcile(&mut api, &etcd, topic(2, 1, None))
+        .await
+        .expect("status");
+    let (_, _, rev) = stored(&etcd).await;
+
+    let events = delete(&mut api, &etcd, "Retain").await;
+    assert_eq!(summary(&events)[0].1, "TopicRetained");
+    assert_eq!(stored(&etcd).await.2, rev, "Retain writes nothing");
+
+    // Delete marks the topic as a broker's DeleteTopics does: `deleting` set and the
+    // assignment gone in one transaction; owner keys and the topic's config stay
+    // for the brokers, which let go, delete the objects, then the keys.
+    let mut c = etcd.client().await;
+    c.put(keys::owner("orders", 0), "broker-0", None)
+        .await
+        .expect("put");
+    c.put(keys::assignment("orders"), "assignment", None)
+        .await
+        .expect("put");
+    let events = delete(&mut api, &etcd, "Delete").await;
+    assert_eq!(
+        summary(&events)[0],
+        (
+            "Normal".to_string(),
+            "TopicDeleted".to_string(),
+            "topic orders marked for deletion; the brokers delete its data (deletionPolicy: Delete)"
+                .to_string()
+        )
+    );
+    let snap = c.get(keys::SNAPSHOT, None).await.expect("get");
+    let snap = pb::ClusterSnapshot::decode(snap.kvs()[0].value()).expect("snapshot");
+    let marked = snap
+        .topics
+        .iter()
+        .find(|t| t.name == "orders")
+        .expect("orders");
+    assert!(marked.deleting, "the topic is marked, not removed");
+    assert!(c
+        .get(keys::assignment("orders"), None)
+        .await
+        .expect("get")
+        .kvs()
+        .is_empty());
+    assert_eq!(
+        c.get(keys::owner("orders", 0), None)
+            .await
+            .expect("get")
+            .kvs()[0]
+            .value(),
+        b"broker-0",
+        "the owner lets go itself"
+    );
+    let (_, _, marked_rev) = stored(&etcd).await;
+
+    // A resource of the same name meanwhile waits for the brokers and writes nothing.
+    let status = reconcile(&mut api, &etcd, topic(4, 2, None))
+        .await
+        .expect("status");
+    assert_eq!(status["status"]["phase"], "Pending");
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "TopicBeingDeleted");
+    assert_eq!(
+        stored(&etcd).await.2,
+        marked_rev,
+        "a deleting topic is left alone"
+    );
+
+    // A second Delete (a retry) is answered without another write.
+    delete(&mut api, &etcd, "Delete").await;
+    assert_eq!(stored(&etcd).await.2, marked_rev);
 }

@@ -341,3 +341,39 @@ pub fn secret(name: &str, data: &[(&str, &str)]) -> Value {
     v["kind"] = "Secret".into();
     v
 }
+
+pub const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/kafscale/events";
+
+/// Answers every Event the reconcile publishes (a POST to the namespace's
+/// events.k8s.io Events, or a PATCH of one when kube-rs counts a repeat into its
+/// series) until it ends; returns its result and the Events' bodies, in order.
+pub async fn finish<T>(
+    api: &mut ApiServer,
+    mut task: tokio::task::JoinHandle<T>,
+) -> (T, Vec<Value>) {
+    let mut events = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut task => return (done.expect("join"), events),
+            Some((seen, r)) = api.next_opt() => {
+                let new = seen.method == "POST" && seen.path == EVENTS;
+                let repeat = seen.method == "PATCH" && seen.path.starts_with(&format!("{EVENTS}/"));
+                assert!(new || repeat, "only Events may follow: {seen:?}");
+                r.json(201, &seen.body);
+                events.push(seen.body);
+            }
+        }
+    }
+}
+
+/// (type, reason, note) of each Event.
+pub fn summary(events: &[Value]) -> Vec<(String, String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (s("type"), s("reason"), s("note"))
+        })
+        .collect()
+}

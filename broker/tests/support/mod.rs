@@ -113,6 +113,15 @@ impl TestBroker {
             "--flush-interval-ms".into(),
             "10".into(),
         ];
+        if setup.clock.is_some() {
+            // Idle close runs on the broker's clock: a test that moves a manual
+            // clock by an hour would otherwise see its connection closed by
+            // whichever idle check happens to run first (a flaky EOF).
+            argv.extend([
+                "--connections-max-idle-ms".into(),
+                (30 * 86_400_000u64).to_string(),
+            ]);
+        }
         argv.extend(setup.args);
         let cfg = Cli::try_parse_from(argv).expect("settings").config;
         cfg.validate().expect("valid settings");

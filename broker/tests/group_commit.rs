@@ -8,24 +8,11 @@ mod support;
 use std::time::Duration;
 
 use kafka_protocol::messages::ProduceRequest;
-use kafscale_broker::clock::ManualClock;
 use kafscale_codec::batch::build_batch;
 use kafscale_segstore::Fault;
-use support::{list_offset, produce, produce_results, wait_for, Client, Setup, TestBroker};
-
-/// Where the manual clocks start (ms since the epoch, in 2033).
-const START_MS: i64 = 2_000_000_000_000;
-
-fn on_manual_clock(shards: usize, args: &[&str]) -> (TestBroker, ManualClock) {
-    let clock = ManualClock::new(START_MS);
-    let b = TestBroker::start(Setup {
-        shards,
-        args: args.iter().map(|a| a.to_string()).collect(),
-        clock: Some(clock.clone()),
-        ..Setup::default()
-    });
-    (b, clock)
-}
+use support::{
+    list_offset, on_manual_clock, produce, produce_results, wait_for, Client, TestBroker, START_MS,
+};
 
 /// The `.kfs` objects the store holds for `topic`.
 fn segments_of(b: &TestBroker, topic: &str) -> usize {

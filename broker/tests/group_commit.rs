@@ -141,15 +141,8 @@ fn what_arrives_during_an_upload_goes_into_the_next_object() {
 
 #[test]
 fn the_minimum_interval_holds_the_next_seal() {
-    let (b, clock) = on_manual_clock(
-        1,
-        &[
-            "--flush-interval-ms",
-            "60000",
-            "--flush-min-interval-ms",
-            "1000",
-        ],
-    );
+    // The test broker's flush interval (the upper bound) is 10 ms.
+    let (b, clock) = on_manual_clock(1, &["--flush-min-interval-ms", "10"]);
     let mut c = b.client();
     assert_eq!(c.create_topic("paced", 1), 0);
     // A partition that sealed nothing yet goes at once.
@@ -168,7 +161,7 @@ fn the_minimum_interval_holds_the_next_seal() {
         1,
         "held by the interval"
     );
-    clock.advance(Duration::from_millis(1000));
+    clock.advance(Duration::from_millis(10));
     let r = waiting.recv::<ProduceRequest>(corr, 8);
     assert_eq!(produce_results(&r), vec![(0, 0, 1)]);
     assert_log(&mut c, "paced", 0, &[one, two]);
@@ -177,7 +170,7 @@ fn the_minimum_interval_holds_the_next_seal() {
 
 #[test]
 fn acks_1_data_still_waits_for_the_tick() {
-    let (b, clock) = on_manual_clock(1, &["--flush-interval-ms", "100"]);
+    let (b, clock) = on_manual_clock(1, &[]);
     let mut c = b.client();
     assert_eq!(c.create_topic("lazy", 1), 0);
     let r = c.call(&produce("lazy", 1, vec![(0, batch("a"))]), 8);
@@ -194,7 +187,7 @@ fn acks_1_data_still_waits_for_the_tick() {
         "nobody waits for it"
     );
     wait_for("the tick to make it durable", || {
-        clock.advance(Duration::from_millis(100));
+        clock.advance(Duration::from_millis(10));
         list_offset(&mut c, "lazy", 0, -1).1 == 3
     });
     assert_eq!(segments_of(&b, "lazy"), 2);

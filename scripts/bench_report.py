@@ -352,12 +352,15 @@ dimension by changing one thing at a time from a base case (1 KiB, 6 partitions,
   rows show how much the client alone can push. The "broker CPU s per GB" column is the
   broker's own cost (all its threads, user + system); compare it, not single throughput
   figures, when judging a change: runs vary by ±10% from scheduling alone.
-- **Latency at a fixed rate** is dominated by the flush interval: a message waits for
-  the next flush tick (uniform over the interval), then for its segment's PUT; the
-  producer's own `linger.ms=5` comes on top, so the p99 is about 99 ms of tick wait
-  + 5 ms of linger + the PUT. At saturation the latency is the producer's own queue
-  (`queue.buffering.max.kbytes` 128 MiB) filling up, not the broker. `acks=1` is
-  answered after the in-memory append, so its latency is not bound to the flush tick.
+- **Latency at a fixed rate** is set by group commit ([configuration.md](configuration.md#group-commit)):
+  an `acks=all` batch waits for its partition's upload in progress, if any, then for
+  its own segment's PUT (on S3 also for the partition's minimum interval, 50 ms by
+  default; the S3 rows here run with the default); the producer's own `linger.ms=5`
+  comes on top. Runs made before group commit (issue 17) waited for a flush tick
+  (uniform over the 100 ms interval) instead. At saturation the latency is the
+  producer's own queue (`queue.buffering.max.kbytes` 128 MiB) filling up, not the
+  broker. `acks=1` is answered after the in-memory append, so its latency is not
+  bound to either.
 - **S3 rows** run against s3s-fs on the same machine, over plain HTTP with
   `KAFSCALE_S3_UNSIGNED_PAYLOAD=true` (what the broker does by default over HTTPS,
   i.e. against AWS). s3s-fs itself needs several CPU seconds per GB (it hashes and

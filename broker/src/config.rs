@@ -52,9 +52,18 @@ pub struct Config {
     /// Seal and upload a partition's segment when its buffer reaches this size.
     #[arg(long, env = "KAFSCALE_SEGMENT_BYTES", default_value_t = 8 << 20)]
     pub segment_bytes: usize,
-    /// Seal and upload a partition's segment when its oldest byte is this old.
+    /// Upper bound on waiting: a partition's unflushed data is sealed and
+    /// uploaded by the flush tick of this interval at the latest. Data an
+    /// acks=all producer waits for goes sooner (group commit).
     #[arg(long, env = "KAFSCALE_FLUSH_INTERVAL_MS", default_value_t = 100)]
     pub flush_interval_ms: u64,
+    /// Lower bound of group commit: a partition seals a segment for waiting
+    /// acks=all producers no sooner than this after its previous one, which
+    /// bounds its PUT rate. Default: 0 on the local directory and in memory,
+    /// 50 on S3 (docs/configuration.md, "Group commit"); at most
+    /// KAFSCALE_FLUSH_INTERVAL_MS.
+    #[arg(long, env = "KAFSCALE_FLUSH_MIN_INTERVAL_MS")]
+    pub flush_min_interval_ms: Option<u64>,
     /// Bytes of segments read from the object store kept in memory (all shards together).
     #[arg(long, env = "KAFSCALE_CACHE_BYTES", default_value_t = 256 << 20)]
     pub cache_bytes: usize,
@@ -378,6 +387,12 @@ impl Config {
         if self.flush_interval_ms == 0 {
             return Err(ConfigError::FlushIntervalZero);
         }
+        if self
+            .flush_min_interval_ms
+            .is_some_and(|m| m > self.flush_interval_ms)
+        {
+            return Err(ConfigError::FlushMinInterval);
+        }
         if self.auto_create_partitions < 1 {
             return Err(ConfigError::AutoCreatePartitionsTooFew);
         }
@@ -465,12 +480,28 @@ impl Config {
         }
     }
 
+    /// Group commit's lower bound: as set, or by store. A local directory or
+    /// memory charges nothing per object, so it commits whenever it can; S3
+    /// charges per PUT, so a partition seals at most 20 segments (40 PUTs) a
+    /// second: twice the rate of a 100 ms tick, for at most 50 ms of waiting
+    /// instead of 100 (the cost table is in docs/benchmarks.md).
+    pub fn flush_min_interval_ms(&self) -> u64 {
+        let by_store = if self.s3.s3_bucket.is_some() && !self.use_memory_s3 {
+            S3_FLUSH_MIN_INTERVAL_MS
+        } else {
+            0
+        };
+        self.flush_min_interval_ms
+            .unwrap_or(by_store.min(self.flush_interval_ms))
+    }
+
     /// The log layer's settings (a plain struct: the layers below the command
     /// line never see clap types).
     fn log_settings(&self) -> crate::partition::LogSettings {
         crate::partition::LogSettings {
             segment_bytes: self.segment_bytes,
             flush_interval: std::time::Duration::from_millis(self.flush_interval_ms),
+            flush_min_interval: Duration::from_millis(self.flush_min_interval_ms()),
             readahead_segments: self.readahead_segments,
             retention_check_interval: std::time::Duration::from_millis(
                 self.retention_check_interval_ms,
@@ -483,6 +514,9 @@ impl Config {
     }
 }
 
+/// The default of KAFSCALE_FLUSH_MIN_INTERVAL_MS on S3.
+pub const S3_FLUSH_MIN_INTERVAL_MS: u64 = 50;
+
 /// A setting clap accepted but the broker cannot run with; the text names the
 /// setting (its environment variable) and the rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -491,6 +525,8 @@ pub enum ConfigError {
     SegmentBytesTooSmall,
     #[error("KAFSCALE_FLUSH_INTERVAL_MS must be positive")]
     FlushIntervalZero,
+    #[error("KAFSCALE_FLUSH_MIN_INTERVAL_MS must be at most KAFSCALE_FLUSH_INTERVAL_MS")]
+    FlushMinInterval,
     #[error("KAFSCALE_AUTO_CREATE_PARTITIONS must be at least 1")]
     AutoCreatePartitionsTooFew,
     #[error("KAFSCALE_MAX_BUFFERED_BYTES must be at least KAFSCALE_SEGMENT_BYTES")]
@@ -551,5 +587,26 @@ mod tests {
             e.to_string(),
             "KAFSCALE_S3_LATENCY_WARN_MS must be at most KAFSCALE_S3_LATENCY_CRIT_MS"
         );
+    }
+
+    #[test]
+    fn group_commit_lower_bound_follows_the_store() {
+        assert_eq!(parse(&[]).flush_min_interval_ms(), 0);
+        assert_eq!(
+            parse(&["--use-memory-s3", "true"]).flush_min_interval_ms(),
+            0
+        );
+        let s3 = parse(&["--s3-bucket", "b"]);
+        assert_eq!(s3.flush_min_interval_ms(), S3_FLUSH_MIN_INTERVAL_MS);
+        // Never above the upper bound unless set so (which is refused).
+        let short = parse(&["--s3-bucket", "b", "--flush-interval-ms", "20"]);
+        assert_eq!(short.flush_min_interval_ms(), 20);
+        assert_eq!(short.validate(), Ok(()));
+        let set = parse(&["--s3-bucket", "b", "--flush-min-interval-ms", "0"]);
+        assert_eq!(set.flush_min_interval_ms(), 0);
+        let e = parse(&["--flush-min-interval-ms", "200"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(e, ConfigError::FlushMinInterval);
     }
 }

@@ -55,6 +55,7 @@ pub async fn shard_main(boot: ShardBoot) {
     let shard = Rc::new(Shard::new(id, count, &shared, tx, cluster, groups));
     rx.serve(shard.clone());
     spawn_detached(partition::flush_ticker(shard.logs.clone()));
+    spawn_detached(partition::group_commit(shard.logs.clone()));
     spawn_detached(partition::retention_ticker(shard.logs.clone()));
     Groups::start(&shard.groups);
     if id == crate::placement::METADATA_SHARD {

@@ -10,28 +10,12 @@ use std::time::Duration;
 use kafscale_broker::clock::ManualClock;
 use kafscale_codec::batch::build_batch;
 use support::{
-    fetch_request, fetched, list_offset, produce, produce_results, wait_for, Client, Setup,
-    TestBroker,
+    fetch_request, fetched, list_offset, on_manual_clock, produce, produce_results, wait_for,
+    Client, Setup, TestBroker, START_MS,
 };
 
-/// Where the tests' manual clocks start (ms since the epoch, in 2033): far from
-/// the real time, so a broker that read the system clock instead would show it,
-/// and a multiple of every interval used here.
-const START_MS: i64 = 2_000_000_000_000;
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// A broker on a manual clock standing at `START_MS`.
-fn on_manual_clock(shards: usize, args: &[&str]) -> (TestBroker, ManualClock) {
-    let clock = ManualClock::new(START_MS);
-    let b = TestBroker::start(Setup {
-        shards,
-        args: args.iter().map(|a| a.to_string()).collect(),
-        clock: Some(clock.clone()),
-        ..Setup::default()
-    });
-    (b, clock)
-}
 
 /// Moves the clock to `START_MS + at`.
 fn advance_to(clock: &ManualClock, at: Duration) {

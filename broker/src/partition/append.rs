@@ -3,7 +3,7 @@
 //! is full or its oldest byte is older than the flush interval.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -118,9 +118,13 @@ pub fn append(
             st.producers
                 .record(h, b, l, now_ms, logs.settings.producer_id_expiration_ms());
             if full {
-                seal_locked(&mut st);
+                seal_locked(&mut st, logs.clock.now());
                 sealed = true;
             }
+        }
+        if acks == -1 && added > 0 && st.active.is_some() {
+            // Someone waits for what is buffered: commit it as soon as allowed.
+            super::group_commit::want(logs, p, &mut st);
         }
         let durable = (acks == -1 && first.is_some()).then(|| {
             let (tx, rx) = oneshot::channel();
@@ -151,26 +155,25 @@ pub fn append(
     }
 }
 
-/// Moves the active buffer to the upload queue.
-fn seal_locked(st: &mut super::State) {
-    if let Some(active) = st.active.take() {
-        if active.is_empty() {
-            return;
-        }
-        let sealed = active.finish(DEFAULT_INDEX_INTERVAL);
-        st.last_sealed_bytes = sealed.segment.size();
-        st.pending.push_back(sealed);
+/// Moves the active buffer to the upload queue; false if it held nothing.
+pub(super) fn seal_locked(st: &mut super::State, now: Instant) -> bool {
+    st.awaited = false;
+    let Some(active) = st.active.take() else {
+        return false;
+    };
+    if active.is_empty() {
+        return false;
     }
+    let sealed = active.finish(DEFAULT_INDEX_INTERVAL);
+    st.last_sealed_bytes = sealed.segment.size();
+    st.last_seal = Some(now);
+    st.pending.push_back(sealed);
+    true
 }
 
 /// Seals the active buffer now (flush timer, TriggerFlush, shutdown).
 pub fn seal(logs: &Rc<Logs>, p: &Rc<Partition>) {
-    let had = {
-        let mut st = p.st.borrow_mut();
-        let had = st.active.as_ref().is_some_and(|a| !a.is_empty());
-        seal_locked(&mut st);
-        had
-    };
+    let had = seal_locked(&mut p.st.borrow_mut(), logs.clock.now());
     if had {
         super::upload::kick(logs, p);
     }
@@ -193,10 +196,20 @@ pub async fn flush_ticker(logs: Rc<Logs>) {
             return;
         }
         let dirty = std::mem::take(&mut *logs.dirty.borrow_mut());
+        let mut kept = Vec::new();
         for p in dirty {
+            if p.st.borrow().awaited && !p.st.borrow().deleted {
+                // Group commit owns it and seals it sooner than this tick would
+                // help (it waits only for its own upload, an upload slot or the
+                // minimum interval, which is below this interval); sealing it
+                // here would only cut its next object in two.
+                kept.push(p);
+                continue;
+            }
             p.st.borrow_mut().flush_queued = false;
             seal(&logs, &p);
         }
+        logs.dirty.borrow_mut().extend(kept);
     }
 }
 

@@ -36,6 +36,9 @@ pub struct LogSettings {
     pub segment_bytes: usize,
     /// A partition's unflushed data is sealed and uploaded within this long.
     pub flush_interval: Duration,
+    /// Group commit seals a partition no sooner than this after its previous
+    /// seal (the lower bound on object size for stores that charge per request).
+    pub flush_min_interval: Duration,
     /// Segments fetched ahead of a consumer reading from the object store.
     pub readahead_segments: usize,
     pub retention_check_interval: Duration,
@@ -86,6 +89,14 @@ pub struct Logs {
     upload_waiters: RefCell<VecDeque<oneshot::Sender<()>>>,
     /// Partitions with unflushed data, sealed at the next flush tick.
     pub(super) dirty: RefCell<Vec<Rc<Partition>>>,
+    /// Partitions with data an `acks=-1` producer waits for (group commit).
+    pub(super) eager: RefCell<Vec<Rc<Partition>>>,
+    /// Set by every wake of the group-commit task, cleared by its passes.
+    pub(super) eager_wake: Cell<bool>,
+    /// The sleeping group-commit task.
+    pub(super) eager_waiter: RefCell<Option<oneshot::Sender<()>>>,
+    /// Partitions of this shard whose upload loop runs.
+    uploads_running: Cell<usize>,
     shutting_down: Cell<bool>,
     /// DrainPartitions for the whole broker: no partition of this shard takes
     /// writes, including ones loaded later, until ResumePartitions.
@@ -132,6 +143,10 @@ impl Logs {
             space_waiters: RefCell::new(Vec::new()),
             upload_waiters: RefCell::new(VecDeque::new()),
             dirty: RefCell::new(Vec::new()),
+            eager: RefCell::new(Vec::new()),
+            eager_wake: Cell::new(false),
+            eager_waiter: RefCell::new(None),
+            uploads_running: Cell::new(0),
             shutting_down: Cell::new(false),
             draining_all: Cell::new(false),
             appends: OrderBook::default(),
@@ -174,9 +189,22 @@ impl Logs {
         self.shutting_down.get()
     }
 
-    /// Stops the flush and retention loops at their next tick.
+    /// Stops the flush, group-commit and retention loops at their next tick.
     pub fn begin_shutdown(&self) {
         self.shutting_down.set(true);
+        super::group_commit::wake(self);
+    }
+
+    /// Partitions of this shard whose upload loop runs.
+    pub(super) fn uploads_running(&self) -> usize {
+        self.uploads_running.get()
+    }
+
+    /// An upload loop started (true) or ended (false).
+    pub(super) fn upload_running(&self, started: bool) {
+        let n = self.uploads_running.get();
+        self.uploads_running
+            .set(if started { n + 1 } else { n.saturating_sub(1) });
     }
 
     pub fn draining_all(&self) -> bool {

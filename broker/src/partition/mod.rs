@@ -7,6 +7,7 @@
 //! watermark, and `acks=-1` producers are answered when it passes their batch.
 
 mod append;
+mod group_commit;
 mod logs;
 mod order;
 mod producers;
@@ -25,6 +26,7 @@ use kafscale_segstore::{SealedSegment, SegmentBuilder};
 use uuid::Uuid;
 
 pub use append::{append, flush_ticker, seal, LEADER_EPOCH};
+pub use group_commit::group_commit;
 pub use logs::{LogHandles, LogSettings, Logs};
 pub use order::{Order, OrderBook, Ticket};
 pub use read::{read, wait_for_data};
@@ -91,6 +93,13 @@ pub(crate) struct State {
     pub active: Option<SegmentBuilder>,
     /// Whether the partition is on its shard's list for the next flush tick.
     pub flush_queued: bool,
+    /// The active buffer holds data an `acks=-1` producer waits for: group
+    /// commit seals it as soon as it may (`group_commit.rs`).
+    pub awaited: bool,
+    /// Whether the partition is on its shard's group-commit list.
+    pub eager_queued: bool,
+    /// When the partition last sealed a segment (the minimum interval counts from it).
+    pub last_seal: Option<std::time::Instant>,
     /// Size of the last sealed segment: sizes the next buffer, so busy partitions
     /// get room for a full segment and quiet ones do not reserve megabytes.
     pub last_sealed_bytes: usize,
@@ -157,6 +166,9 @@ impl Partition {
                 draining: false,
                 active: None,
                 flush_queued: false,
+                awaited: false,
+                eager_queued: false,
+                last_seal: None,
                 last_sealed_bytes: 0,
                 pending: VecDeque::new(),
                 uploading: false,

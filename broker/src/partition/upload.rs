@@ -84,6 +84,7 @@ pub fn kick(logs: &Rc<Logs>, p: &Rc<Partition>) {
         }
         st.uploading = true;
     }
+    logs.upload_running(true);
     spawn_detached(upload_loop(logs.clone(), p.clone()));
 }
 
@@ -182,6 +183,7 @@ async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
         st.uploading = false;
         std::mem::take(&mut st.idle_waiters)
     };
+    logs.upload_running(false);
     for w in idle {
         let _ = w.send(());
     }
@@ -189,4 +191,7 @@ async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
     if !p.st.borrow().pending.is_empty() {
         kick(&logs, &p);
     }
+    // What arrived during this upload (group commit), or another partition
+    // waiting for an upload slot, may go now.
+    super::group_commit::wake(&logs);
 }

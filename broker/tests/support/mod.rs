@@ -274,6 +274,23 @@ api!(
     ApiKey::DeleteTopics
 );
 
+/// Where the tests' manual clocks start (ms since the epoch, in 2033): far from
+/// the real time, so a broker that read the system clock instead would show it,
+/// and a multiple of every interval used here.
+pub const START_MS: i64 = 2_000_000_000_000;
+
+/// A broker on a manual clock standing at `START_MS`.
+pub fn on_manual_clock(shards: usize, args: &[&str]) -> (TestBroker, ManualClock) {
+    let clock = ManualClock::new(START_MS);
+    let b = TestBroker::start(Setup {
+        shards,
+        args: args.iter().map(|a| a.to_string()).collect(),
+        clock: Some(clock.clone()),
+        ..Setup::default()
+    });
+    (b, clock)
+}
+
 /// Polls `cond` until it holds: a bounded wait for a state the broker reaches
 /// on its own (work on the I/O runtime), never a result.
 pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {

@@ -389,7 +389,7 @@ def test_offset_for_leader_epoch(broker):
         raw.close()
 
 
-ADMIN_APIS = {15: (0, 5), 16: (0, 5), 42: (0, 2), 23: (2, 4), 32: (1, 4), 33: (0, 2), 44: (0, 1), 37: (0, 3)}
+ADMIN_APIS = {15: (0, 5), 16: (0, 5), 42: (0, 2), 23: (0, 4), 32: (0, 4), 33: (0, 2), 44: (0, 1), 37: (0, 3)}
 
 
 def test_api_versions_advertise_the_admin_apis(broker):

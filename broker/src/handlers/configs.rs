@@ -65,6 +65,8 @@ fn encode_entry(e: Entry, synonyms: bool, docs: bool) -> DescribeConfigsResource
     r.value = e.value.map(s);
     r.read_only = e.read_only;
     r.config_source = e.source;
+    // v0 (Kafka 3.x clients) has a flag instead of the source.
+    r.is_default = e.source == SOURCE_DEFAULT;
     r.is_sensitive = false;
     r.config_type = e.ty;
     if docs {

@@ -55,4 +55,7 @@ pub struct StoreSettings {
     pub bucket: Option<String>,
     pub region: String,
     pub endpoint: Option<String>,
+    /// Where this broker's partitions live, as DescribeLogDirs names the one
+    /// "log dir" (`s3://bucket/namespace`, `file://...`, `memory://namespace`).
+    pub log_dir: String,
 }

@@ -30,11 +30,19 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::OffsetForLeaderEpoch, 0, 4),
     (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// The supported version range of an API, if it is implemented at all.
@@ -98,6 +106,7 @@ mod tests {
         assert!(is_supported(ApiKey::DescribeGroups, 0));
         assert!(!is_supported(ApiKey::DescribeGroups, 6));
         assert!(is_supported(ApiKey::DescribeConfigs, 0));
-        assert!(!is_supported(ApiKey::DeleteRecords, 0));
+        assert!(is_supported(ApiKey::DeleteRecords, 0));
+        assert!(!is_supported(ApiKey::DescribeLogDirs, 0));
     }
 }

@@ -448,6 +448,13 @@ pub trait MetadataStore: Send + Sync + 'static {
         topic: &str,
         claim: Claim,
     ) -> Result<(), MetaError>;
+    /// Removes a group's committed offsets of these partitions (OffsetDelete).
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<(String, i32)>,
+        claim: Claim,
+    ) -> Result<(), MetaError>;
     /// Removes a group: its metadata and all its offsets.
     async fn delete_group(&self, group: &str, claim: Claim) -> Result<(), MetaError>;
 }
@@ -501,6 +508,41 @@ impl Cluster {
     pub fn with_live(mut self, live: Arc<Live>) -> Self {
         self.live = live;
         self
+    }
+
+    /// The live brokers as clients see them, (id, host, port) by id: this one
+    /// alone on the embedded store.
+    pub fn brokers(&self) -> Vec<(i32, &str, i32)> {
+        if self.live.clustered {
+            self.live
+                .brokers
+                .iter()
+                .map(|(id, (host, port))| (*id, host.as_str(), *port))
+                .collect()
+        } else {
+            vec![(self.broker_id, self.host.as_str(), self.port)]
+        }
+    }
+
+    /// Every served topic with all its partitions, by name (admin APIs asked
+    /// about "all partitions").
+    pub fn all_partitions(&self) -> Vec<(String, Vec<i32>)> {
+        let mut all: Vec<_> = self
+            .topics
+            .values()
+            .map(|t| (t.name.clone(), (0..t.partitions).collect()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// The controller clients are told about (-1: none elected yet).
+    pub fn controller_id(&self) -> i32 {
+        if self.live.clustered {
+            self.live.controller.unwrap_or(-1)
+        } else {
+            self.broker_id
+        }
     }
 
     /// The broker that should own partition `p` of `t` now: this one when it is

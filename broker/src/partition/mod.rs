@@ -7,6 +7,7 @@
 //! watermark, and `acks=-1` producers are answered when it passes their batch.
 
 mod append;
+mod log_start;
 mod logs;
 mod order;
 mod producers;
@@ -25,6 +26,7 @@ use kafscale_segstore::{SealedSegment, SegmentBuilder};
 use uuid::Uuid;
 
 pub use append::{append, flush_ticker, seal, LEADER_EPOCH};
+pub use log_start::delete_records;
 pub use logs::{LogHandles, LogSettings, Logs};
 pub use order::{Order, OrderBook, Ticket};
 pub use read::{read, wait_for_data};
@@ -304,6 +306,11 @@ impl Partition {
             }
         }
         released
+    }
+
+    /// Its idempotent producers, as `Producers::describe` lists them.
+    pub fn producers(&self) -> Vec<(i64, i16, i32, i64)> {
+        self.st.borrow().producers.describe()
     }
 
     /// Resolves when no upload of this partition is running.

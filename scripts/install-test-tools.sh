@@ -6,9 +6,9 @@
 #            (the real helm), kubernetes-validate, jsonschema and PyYAML
 #   .tools/  s3s-fs (an S3-compatible server on local files)
 #   tests/ui/node_modules/  playwright-core, for the console test in Debian's Chromium
-# and Debian's kcat and chromium when they are missing, and podman with runc for the
-# image test (tests/test_image.py; crun, podman's default, refuses hosts with both
-# cgroup versions mounted, runc runs there). Idempotent: a second run is quick.
+# and Debian's kcat, chromium, and Go with Sarama when they are missing, and podman with
+# runc for the image test (tests/test_image.py; crun, podman's default, refuses hosts with
+# both cgroup versions mounted, runc runs there). Idempotent: a second run is quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +39,18 @@ if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; the
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc >/dev/null
   else
     echo "podman is missing: tests/test_image.py will be skipped (apt-get install podman runc)" >&2
+  fi
+fi
+
+# tests/test_old_clients.py builds a Sarama client (tests/go/sarama) from Debian's Go
+# packages: the Go module proxy is not needed (GO111MODULE=off, GOPATH=/usr/share/gocode).
+if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/github.com/Shopify/sarama ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go golang-github-shopify-sarama-dev >/dev/null
+  else
+    echo "go or Sarama is missing: install Debian's golang-go and golang-github-shopify-sarama-dev packages" >&2
+    exit 1
   fi
 fi
 

@@ -465,6 +465,15 @@ impl Config {
                 bucket: self.s3.s3_bucket.clone(),
                 region: self.s3.s3_region.clone(),
                 endpoint: self.s3.s3_endpoint.clone(),
+                log_dir: match (&self.s3.s3_bucket, self.use_memory_s3) {
+                    (_, true) => format!("memory://{}", self.s3.s3_namespace),
+                    (Some(bucket), false) => format!("s3://{bucket}/{}", self.s3.s3_namespace),
+                    (None, false) => format!(
+                        "file://{}/{}",
+                        self.data_dir.join("objects").display(),
+                        self.s3.s3_namespace
+                    ),
+                },
             },
         }
     }

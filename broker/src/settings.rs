@@ -41,8 +41,8 @@ pub struct Settings {
 
 /// Bounds on what a request can make the broker store (topics, partitions):
 /// each is persisted and loaded by every broker at start. (Config values need
-/// no bound of their own: every topic config accepted is a number or one of a
-/// fixed set of words, `kafscale_proto::topic_config`.)
+/// no bound of their own: every topic config accepted is a number, one of a
+/// fixed set of words, or text of at most `topic_config::MAX_TEXT_BYTES`.)
 #[derive(Debug, Clone, Copy)]
 pub struct ResourceLimits {
     pub max_topics: usize,
@@ -55,4 +55,7 @@ pub struct StoreSettings {
     pub bucket: Option<String>,
     pub region: String,
     pub endpoint: Option<String>,
+    /// Where this broker's partitions live, as DescribeLogDirs names the one
+    /// "log dir" (`s3://bucket/namespace`, `file://...`, `memory://namespace`).
+    pub log_dir: String,
 }

@@ -174,6 +174,45 @@ pub fn patch_header(
     Ok(())
 }
 
+/// Stamps one complete, CRC-checked batch (`batch` holds exactly the batch
+/// `header` was parsed from) with the broker's append time, as Kafka does for a
+/// topic with `message.timestamp.type=LogAppendTime`: the timestamp-type
+/// attribute is set and the max timestamp becomes `now_ms` (consumers then read
+/// it as every record's timestamp). Both fields are covered by the batch CRC,
+/// which is recomputed. Returns the header as it now is.
+pub fn stamp_log_append_time(
+    batch: &mut [u8],
+    header: &BatchHeader,
+    now_ms: i64,
+) -> Result<BatchHeader, BatchError> {
+    let total = header.total_len();
+    let (have, need) = (batch.len(), total.max(HEADER_LEN));
+    let truncated = move || BatchError::Truncated { have, need };
+    if have != total || total < HEADER_LEN {
+        return Err(truncated());
+    }
+    let attributes = header.attributes | LOG_APPEND_TIME;
+    let mut put = |at: std::ops::Range<usize>, bytes: &[u8]| {
+        batch
+            .get_mut(at)
+            .map(|field| field.copy_from_slice(bytes))
+            .ok_or_else(truncated)
+    };
+    put(21..23, &attributes.to_be_bytes())?;
+    put(35..43, &now_ms.to_be_bytes())?;
+    let crc = crc32c::crc32c(batch.get(CRC_FROM..).unwrap_or_default());
+    batch
+        .get_mut(CRC_AT..CRC_FROM)
+        .ok_or_else(truncated)?
+        .copy_from_slice(&crc.to_be_bytes());
+    Ok(BatchHeader {
+        attributes,
+        max_timestamp: now_ms,
+        crc,
+        ..*header
+    })
+}
+
 /// Iterates over the batches of a concatenated buffer: a produce request's
 /// `records` field or a segment body. Yields `(header, byte range)`; stops at the
 /// first error, which it yields once.
@@ -338,6 +377,32 @@ pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
         pos = record_end;
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::*;
+
+    #[test]
+    fn log_append_time_stamp_keeps_the_batch_valid() {
+        let mut b = build_batch(0, 1_000, &[b"a", b"b"]);
+        let h = BatchHeader::parse(&b).unwrap();
+        let stamped = stamp_log_append_time(&mut b, &h, 5_000).unwrap();
+        let again = BatchHeader::parse(&b).unwrap();
+        assert_eq!(again, stamped);
+        assert_eq!(again.max_timestamp, 5_000);
+        assert_eq!(again.base_timestamp, 1_000);
+        assert_eq!(again.attributes & LOG_APPEND_TIME, LOG_APPEND_TIME);
+        verify_crc(&b, &again).unwrap();
+        // Every record reads the append time.
+        let ts = record_timestamps(&b).unwrap();
+        assert_eq!(
+            ts.iter().map(|&(_, t)| t).collect::<Vec<_>>(),
+            vec![5_000, 5_000]
+        );
+        let short = &mut b[..HEADER_LEN];
+        assert!(stamp_log_append_time(short, &h, 1).is_err());
+    }
 }
 
 #[cfg(test)]

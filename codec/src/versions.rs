@@ -4,38 +4,45 @@
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
-/// `(api, min, max)` for every implemented API. Minimums follow Apache Kafka 4.0
-/// (KIP-896 removed CreateTopics v0-1, DeleteTopics v0, OffsetCommit v0-1 and
-/// OffsetFetch v0), which is also what the generated message structs can decode.
-/// The group APIs stop at the last classic-protocol versions (KIP-848's are not
-/// implemented). The admin APIs follow the ops API (docs/protocol.md); the
-/// generated structs start DescribeConfigs at v1 and OffsetForLeaderEpoch at v2
-/// (KIP-896), so those are the minimums here. APIs not in this table are absent
-/// from ApiVersions, which every client reads as unsupported.
+/// `(api, min, max)` for every implemented API. Minimums are Apache Kafka 3.9's
+/// (the versions KIP-896 removed in Kafka 4.0 are decodable through the vendored
+/// crate's patch: third_party/kafka-protocol/KAFSCALE.md), except Produce v0-2 and
+/// Fetch v0-3, whose message formats v0/v1 the broker does not convert. The group
+/// APIs stop at the last classic-protocol versions (KIP-848's are not
+/// implemented). APIs not in this table are absent from ApiVersions, which every
+/// client reads as unsupported.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 13),
-    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::ListOffsets, 0, 7),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreateTopics, 0, 7),
+    (ApiKey::DeleteTopics, 0, 6),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::OffsetCommit, 0, 8),
+    (ApiKey::OffsetFetch, 0, 8),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
-    (ApiKey::OffsetForLeaderEpoch, 2, 4),
-    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::OffsetForLeaderEpoch, 0, 4),
+    (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// The supported version range of an API, if it is implemented at all.
@@ -98,7 +105,8 @@ mod tests {
         assert!(!is_supported(ApiKey::OffsetCommit, 9));
         assert!(is_supported(ApiKey::DescribeGroups, 0));
         assert!(!is_supported(ApiKey::DescribeGroups, 6));
-        assert!(!is_supported(ApiKey::DescribeConfigs, 0));
-        assert!(!is_supported(ApiKey::DeleteRecords, 0));
+        assert!(is_supported(ApiKey::DescribeConfigs, 0));
+        assert!(is_supported(ApiKey::DeleteRecords, 0));
+        assert!(!is_supported(ApiKey::DescribeLogDirs, 0));
     }
 }

@@ -433,8 +433,10 @@ mod tests {
             ("segment.bytes", "2147483648"),
             ("segment.bytes", "0"),
             ("retention.bytes", "-2"),
-            ("cleanup.policy", "compact"),
-            ("max.message.bytes", "1000"),
+            ("cleanup.policy", "shred"),
+            ("max.message.bytes", "-1"),
+            ("min.insync.replicas", "0"),
+            ("no.such.config", "1"),
         ] {
             let t = topic(json!({"config": {k: v}}));
             let e = desired_configs(&t).expect_err(k);

@@ -4,8 +4,9 @@
 //! IncrementalAlterConfigs, DescribeConfigs) and the operator (`KafscaleTopic`)
 //! validate with [`check`], so a value one accepts the other accepts too.
 //!
-//! A further config is a further row (and, when no existing [`Rule`] fits, a new
-//! rule); what a broker does with it is the broker's business.
+//! Every standard Kafka 3.9 topic config has a row; [`Effect`] says whether the
+//! broker applies it, and `doc` why not when it does not. What a broker does with
+//! a config it applies is the broker's business.
 
 /// Kafka's config types, with their DescribeConfigs (v3+) numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +31,7 @@ impl ConfigType {
 }
 
 /// What a value must be. Surrounding whitespace is ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Rule {
     /// An integer in `min..=max`.
     Range { min: i64, max: i64 },
@@ -39,6 +40,14 @@ pub enum Rule {
         allowed: &'static [&'static str],
         why: &'static str,
     },
+    /// A comma-separated, non-empty list of items from `allowed`, each once.
+    ListOf { allowed: &'static [&'static str] },
+    /// `true` or `false` (any case, as Kafka parses booleans).
+    Boolean,
+    /// A decimal number in `min..=max`.
+    Fraction { min: f64, max: f64 },
+    /// Any string (a list of replicas, a message format version).
+    Text,
 }
 
 /// Where the value of a config a topic does not set comes from.
@@ -51,67 +60,375 @@ pub enum ConfigDefault {
     Broker(&'static str),
 }
 
-/// One supported topic config.
+/// What the broker does with a config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Enforced as Kafka enforces it.
+    Applied,
+    /// Accepted, stored and described, without effect; the reason is in `doc`.
+    /// Kafka's tools and operators set these (Strimzi and Terraform specs set
+    /// `min.insync.replicas`), so refusing them would break them for nothing.
+    Ignored,
+}
+
+/// One supported topic config.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TopicConfigDef {
     pub name: &'static str,
     pub ty: ConfigType,
     pub rule: Rule,
     pub default: ConfigDefault,
+    pub effect: Effect,
     pub doc: &'static str,
 }
 
 /// Kafscale keeps data until told otherwise (unlike Kafka's 7-day default).
 pub const DEFAULT_RETENTION_MS: i64 = -1;
 pub const DEFAULT_RETENTION_BYTES: i64 = -1;
+/// The longest free-text value (every other rule bounds its values by itself), so
+/// that what a topic stores stays small.
+pub const MAX_TEXT_BYTES: usize = 4096;
 
-/// Every supported topic config, sorted by name.
+/// Kafka's default segment.ms: 7 days.
+pub const DEFAULT_SEGMENT_MS: i64 = 7 * 24 * 3600 * 1000;
+
+const LONG: Rule = Rule::Range {
+    min: 0,
+    max: i64::MAX,
+};
+const LONG_FROM_1: Rule = Rule::Range {
+    min: 1,
+    max: i64::MAX,
+};
+const INT: Rule = Rule::Range {
+    min: 0,
+    max: i32::MAX as i64,
+};
+/// Kafka's i64::MAX default, as text.
+const LONG_MAX: &str = "9223372036854775807";
+
+const fn def(
+    name: &'static str,
+    ty: ConfigType,
+    rule: Rule,
+    default: ConfigDefault,
+    effect: Effect,
+    doc: &'static str,
+) -> TopicConfigDef {
+    TopicConfigDef {
+        name,
+        ty,
+        rule,
+        default,
+        effect,
+        doc,
+    }
+}
+
+use ConfigDefault::{Broker, Value};
+use ConfigType as T;
+use Effect::{Applied, Ignored as NoEffect};
+
+/// Every standard Kafka (3.9) topic config, sorted by name.
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
-    TopicConfigDef {
-        name: "cleanup.policy",
-        ty: ConfigType::List,
-        rule: Rule::OneOf {
-            allowed: &["delete"],
-            why: "compaction is not supported",
+    def(
+        "cleanup.policy",
+        T::List,
+        Rule::ListOf {
+            allowed: &["delete", "compact"],
         },
-        default: ConfigDefault::Value("delete"),
-        doc: "Only \"delete\": old segments are deleted by retention. Compaction is not supported.",
-    },
-    TopicConfigDef {
-        name: "retention.bytes",
-        ty: ConfigType::Long,
-        rule: Rule::Range {
-            min: -1,
+        Value("delete"),
+        Applied,
+        "\"delete\": retention deletes old segments; \"compact\" (alone or with delete): retention.ms and retention.bytes do not delete segments unless \"delete\" is listed too. The compactor does not run yet: a compacted topic keeps every record, as a Kafka topic before its first cleaning.",
+    ),
+    def(
+        "compression.type",
+        T::String,
+        Rule::OneOf {
+            allowed: &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"],
+            why: "Kafka's codecs",
+        },
+        Value("producer"),
+        NoEffect,
+        "Batches are stored as the producer compressed them (\"producer\"); other values are accepted and not applied (the broker never recompresses).",
+    ),
+    def(
+        "delete.retention.ms",
+        T::Long,
+        LONG,
+        Value("86400000"),
+        NoEffect,
+        "How long tombstones are kept in a compacted topic; no effect until the compactor runs.",
+    ),
+    def(
+        "file.delete.delay.ms",
+        T::Long,
+        LONG,
+        Value("60000"),
+        NoEffect,
+        "No local files: retention deletes objects when their readers are done.",
+    ),
+    def(
+        "flush.messages",
+        T::Long,
+        LONG_FROM_1,
+        Value(LONG_MAX),
+        NoEffect,
+        "Durability comes from the object store upload (KAFSCALE_FLUSH_INTERVAL_MS and segment.bytes), not from fsync.",
+    ),
+    def(
+        "flush.ms",
+        T::Long,
+        LONG,
+        Value(LONG_MAX),
+        NoEffect,
+        "Durability comes from the object store upload (KAFSCALE_FLUSH_INTERVAL_MS and segment.bytes), not from fsync.",
+    ),
+    def(
+        "follower.replication.throttled.replicas",
+        T::List,
+        Rule::Text,
+        Value(""),
+        NoEffect,
+        "No replicas: the object store holds the only copy a broker needs.",
+    ),
+    def(
+        "index.interval.bytes",
+        T::Int,
+        INT,
+        Value("4096"),
+        NoEffect,
+        "The segment index has an entry per batch boundary after a number of messages, not bytes.",
+    ),
+    def(
+        "leader.replication.throttled.replicas",
+        T::List,
+        Rule::Text,
+        Value(""),
+        NoEffect,
+        "No replicas: the object store holds the only copy a broker needs.",
+    ),
+    def(
+        "local.retention.bytes",
+        T::Long,
+        Rule::Range {
+            min: -2,
             max: i64::MAX,
         },
-        default: ConfigDefault::Value("-1"),
-        doc: "Largest size a partition's log may keep before its oldest segments are deleted; -1 for no limit.",
-    },
-    TopicConfigDef {
-        name: "retention.ms",
-        ty: ConfigType::Long,
-        rule: Rule::Range {
-            min: -1,
+        Value("-2"),
+        NoEffect,
+        "Tiered storage: every segment is in the object store already.",
+    ),
+    def(
+        "local.retention.ms",
+        T::Long,
+        Rule::Range {
+            min: -2,
             max: i64::MAX,
         },
-        default: ConfigDefault::Value("-1"),
-        doc: "Longest time a segment is kept after its newest record's timestamp; -1 for no limit.",
-    },
-    TopicConfigDef {
-        name: "segment.bytes",
-        ty: ConfigType::Int,
-        // Kafka's segment.bytes is an int, and the broker's buffers are usize.
-        rule: Rule::Range {
+        Value("-2"),
+        NoEffect,
+        "Tiered storage: every segment is in the object store already.",
+    ),
+    def(
+        "max.compaction.lag.ms",
+        T::Long,
+        LONG_FROM_1,
+        Value(LONG_MAX),
+        NoEffect,
+        "Compaction: no effect until the compactor runs.",
+    ),
+    def(
+        "max.message.bytes",
+        T::Int,
+        INT,
+        Broker("message.max.bytes"),
+        Applied,
+        "Largest record batch the topic accepts; larger ones get MESSAGE_TOO_LARGE. The broker's message.max.bytes (KAFSCALE_MAX_MESSAGE_BYTES) when unset.",
+    ),
+    def(
+        "message.downconversion.enable",
+        T::Boolean,
+        Rule::Boolean,
+        Value("true"),
+        NoEffect,
+        "Fetch v0-3 (message format v0/v1) is not served, so nothing is down-converted.",
+    ),
+    def(
+        "message.format.version",
+        T::String,
+        Rule::Text,
+        Value("3.0-IV1"),
+        NoEffect,
+        "Deprecated in Kafka 3; batches are always stored in format v2.",
+    ),
+    def(
+        "message.timestamp.after.max.ms",
+        T::Long,
+        LONG,
+        Value(LONG_MAX),
+        NoEffect,
+        "Record timestamps are not checked against the broker's clock.",
+    ),
+    def(
+        "message.timestamp.before.max.ms",
+        T::Long,
+        LONG,
+        Value(LONG_MAX),
+        NoEffect,
+        "Record timestamps are not checked against the broker's clock.",
+    ),
+    def(
+        "message.timestamp.difference.max.ms",
+        T::Long,
+        LONG,
+        Value(LONG_MAX),
+        NoEffect,
+        "Deprecated in Kafka 3.6; record timestamps are not checked against the broker's clock.",
+    ),
+    def(
+        "message.timestamp.type",
+        T::String,
+        Rule::OneOf {
+            allowed: &["CreateTime", "LogAppendTime"],
+            why: "Kafka's timestamp types",
+        },
+        Value("CreateTime"),
+        Applied,
+        "CreateTime keeps the producer's timestamps; LogAppendTime makes the broker stamp every batch with its append time (consumers read it as each record's timestamp).",
+    ),
+    def(
+        "min.cleanable.dirty.ratio",
+        T::Double,
+        Rule::Fraction { min: 0.0, max: 1.0 },
+        Value("0.5"),
+        NoEffect,
+        "Compaction: no effect until the compactor runs.",
+    ),
+    def(
+        "min.compaction.lag.ms",
+        T::Long,
+        LONG,
+        Value("0"),
+        NoEffect,
+        "Compaction: no effect until the compactor runs.",
+    ),
+    def(
+        "min.insync.replicas",
+        T::Int,
+        Rule::Range {
             min: 1,
             max: i32::MAX as i64,
         },
-        default: ConfigDefault::Broker("kafscale.segment.bytes"),
-        doc: "Size at which a partition's active segment is sealed and uploaded; the broker's kafscale.segment.bytes when unset.",
-    },
+        Value("1"),
+        NoEffect,
+        "No replicas: an acks=all batch is acknowledged once the object store has it, which is the durability this setting asks for.",
+    ),
+    def(
+        "preallocate",
+        T::Boolean,
+        Rule::Boolean,
+        Value("false"),
+        NoEffect,
+        "No local segment files to preallocate.",
+    ),
+    def(
+        "remote.log.copy.disable",
+        T::Boolean,
+        Rule::Boolean,
+        Value("false"),
+        NoEffect,
+        "Tiered storage: every segment is in the object store already.",
+    ),
+    def(
+        "remote.log.delete.on.disable",
+        T::Boolean,
+        Rule::Boolean,
+        Value("false"),
+        NoEffect,
+        "Tiered storage: every segment is in the object store already.",
+    ),
+    def(
+        "remote.storage.enable",
+        T::Boolean,
+        Rule::Boolean,
+        Value("false"),
+        NoEffect,
+        "Tiered storage: every segment is in the object store already.",
+    ),
+    def(
+        "retention.bytes",
+        T::Long,
+        Rule::Range {
+            min: -1,
+            max: i64::MAX,
+        },
+        Value("-1"),
+        Applied,
+        "Largest size a partition's log may keep before its oldest segments are deleted; -1 for no limit.",
+    ),
+    def(
+        "retention.ms",
+        T::Long,
+        Rule::Range {
+            min: -1,
+            max: i64::MAX,
+        },
+        Value("-1"),
+        Applied,
+        "Longest time a segment is kept after its newest record's timestamp; -1 for no limit.",
+    ),
+    // Kafka's segment.bytes is an int, and the broker's buffers are usize.
+    def(
+        "segment.bytes",
+        T::Int,
+        Rule::Range {
+            min: 1,
+            max: i32::MAX as i64,
+        },
+        Broker("kafscale.segment.bytes"),
+        Applied,
+        "Size at which a partition's active segment is sealed and uploaded; the broker's kafscale.segment.bytes when unset.",
+    ),
+    def(
+        "segment.index.bytes",
+        T::Int,
+        Rule::Range {
+            min: 4,
+            max: i32::MAX as i64,
+        },
+        Value("10485760"),
+        NoEffect,
+        "The segment index is sized by its entries, not preallocated.",
+    ),
+    def(
+        "segment.jitter.ms",
+        T::Long,
+        LONG,
+        Value("0"),
+        NoEffect,
+        "Segments are sealed on the flush interval's wall-clock ticks already, so there is no roll storm to spread.",
+    ),
+    def(
+        "segment.ms",
+        T::Long,
+        LONG_FROM_1,
+        Value("604800000"),
+        Applied,
+        "Age at which the active segment is sealed on the next append (Kafka's roll); the flush interval (KAFSCALE_FLUSH_INTERVAL_MS) seals sooner when it is shorter.",
+    ),
+    def(
+        "unclean.leader.election.enable",
+        T::Boolean,
+        Rule::Boolean,
+        Value("false"),
+        NoEffect,
+        "No replicas that could fall behind: a new owner reads the same log from the object store.",
+    ),
 ];
 
 /// Why a topic config was refused; the message is meant for the client.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TopicConfigError {
     #[error("config {name} is not supported")]
     Unsupported { name: String },
@@ -127,6 +444,23 @@ pub enum TopicConfigError {
         allowed: &'static [&'static str],
         why: &'static str,
     },
+    #[error("{name} must be a comma-separated list of {}, each once", .allowed.join(", "))]
+    NotInList {
+        name: &'static str,
+        allowed: &'static [&'static str],
+    },
+    #[error("{name} must be true or false")]
+    NotBoolean { name: &'static str },
+    #[error("{name} must be a number in {min}..={max}")]
+    OutOfFraction {
+        name: &'static str,
+        min: f64,
+        max: f64,
+    },
+    #[error("{name} needs a value")]
+    Missing { name: &'static str },
+    #[error("{name} must be at most {max} bytes")]
+    TooLong { name: &'static str, max: usize },
 }
 
 /// The row of a supported config.
@@ -163,6 +497,43 @@ impl TopicConfigDef {
                     why,
                 }),
             },
+            Rule::ListOf { allowed } => {
+                let items: Vec<&str> = value.unwrap_or("").split(',').map(str::trim).collect();
+                let each_once = items
+                    .iter()
+                    .enumerate()
+                    .all(|(i, v)| allowed.contains(v) && !items[..i].contains(v));
+                if value.is_some() && each_once {
+                    Ok(())
+                } else {
+                    Err(TopicConfigError::NotInList {
+                        name: self.name,
+                        allowed,
+                    })
+                }
+            }
+            Rule::Boolean => match value {
+                Some(v) if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") => {
+                    Ok(())
+                }
+                _ => Err(TopicConfigError::NotBoolean { name: self.name }),
+            },
+            Rule::Fraction { min, max } => match value.and_then(|v| v.parse::<f64>().ok()) {
+                Some(v) if v >= min && v <= max => Ok(()),
+                _ => Err(TopicConfigError::OutOfFraction {
+                    name: self.name,
+                    min,
+                    max,
+                }),
+            },
+            Rule::Text => match value {
+                Some(v) if v.len() <= MAX_TEXT_BYTES => Ok(()),
+                Some(_) => Err(TopicConfigError::TooLong {
+                    name: self.name,
+                    max: MAX_TEXT_BYTES,
+                }),
+                None => Err(TopicConfigError::Missing { name: self.name }),
+            },
         }
     }
 }
@@ -183,10 +554,29 @@ mod tests {
         ("segment.bytes", Some("1048576"), true),
         ("segment.bytes", Some("0"), false),
         ("cleanup.policy", Some("delete"), true),
-        ("cleanup.policy", Some("compact"), false),
-        ("cleanup.policy", Some("compact,delete"), false),
+        ("cleanup.policy", Some("compact"), true),
+        ("cleanup.policy", Some("compact,delete"), true),
+        ("cleanup.policy", Some("delete, compact"), true),
+        ("cleanup.policy", Some("delete,delete"), false),
+        ("cleanup.policy", Some(""), false),
+        ("cleanup.policy", Some("shred"), false),
         ("cleanup.policy", None, false),
-        ("max.message.bytes", Some("1"), false),
+        ("max.message.bytes", Some("1"), true),
+        ("max.message.bytes", Some("-1"), false),
+        ("min.insync.replicas", Some("2"), true),
+        ("min.insync.replicas", Some("0"), false),
+        ("unclean.leader.election.enable", Some("TRUE"), true),
+        ("unclean.leader.election.enable", Some("yes"), false),
+        ("min.cleanable.dirty.ratio", Some("0.1"), true),
+        ("min.cleanable.dirty.ratio", Some("1.5"), false),
+        ("min.cleanable.dirty.ratio", Some("NaN"), false),
+        ("message.timestamp.type", Some("LogAppendTime"), true),
+        ("message.timestamp.type", Some("logappendtime"), false),
+        ("message.format.version", Some("2.8-IV1"), true),
+        ("compression.type", Some("zstd"), true),
+        ("compression.type", Some("brotli"), false),
+        ("segment.ms", Some("0"), false),
+        ("no.such.config", Some("1"), false),
         // The rule that had drifted: the operator took any positive i64, the
         // broker only Kafka's int range. Both use this one now.
         ("segment.bytes", Some("1"), true),
@@ -204,6 +594,20 @@ mod tests {
     }
 
     #[test]
+    fn text_values_are_bounded() {
+        let long = "0:1,".repeat(MAX_TEXT_BYTES / 4 + 1);
+        let name = "leader.replication.throttled.replicas";
+        assert!(check(name, Some(&long[..MAX_TEXT_BYTES])).is_ok());
+        assert_eq!(
+            check(name, Some(&long)),
+            Err(TopicConfigError::TooLong {
+                name,
+                max: MAX_TEXT_BYTES
+            })
+        );
+    }
+
+    #[test]
     fn messages_name_the_config() {
         let msg = |n, v| check(n, v).unwrap_err().to_string();
         assert_eq!(
@@ -211,12 +615,16 @@ mod tests {
             "retention.ms must be an integer in -1..=9223372036854775807"
         );
         assert_eq!(
-            msg("cleanup.policy", Some("compact")),
-            "cleanup.policy must be delete (compaction is not supported)"
+            msg("cleanup.policy", Some("shred")),
+            "cleanup.policy must be a comma-separated list of delete, compact, each once"
         );
         assert_eq!(
-            msg("max.message.bytes", Some("1")),
-            "config max.message.bytes is not supported"
+            msg("max.message.bytes", Some("x")),
+            "max.message.bytes must be an integer in 0..=2147483647"
+        );
+        assert_eq!(
+            msg("no.such.config", Some("1")),
+            "config no.such.config is not supported"
         );
         assert_eq!(
             msg("segment.bytes", Some("4294967296")),
@@ -238,13 +646,17 @@ mod tests {
             if let ConfigDefault::Value(v) = d.default {
                 assert_eq!(d.check(Some(v)), Ok(()), "{}", d.name);
             }
-            if let Rule::Range { max, .. } = d.rule {
-                match d.ty {
+            match d.rule {
+                Rule::Range { max, .. } => match d.ty {
                     ConfigType::Int => assert!(max <= i32::MAX as i64, "{}", d.name),
                     ConfigType::Short => assert!(max <= i16::MAX as i64, "{}", d.name),
                     ConfigType::Long => {}
                     other => panic!("{}: a range rule on a {other:?}", d.name),
-                }
+                },
+                Rule::Boolean => assert_eq!(d.ty, ConfigType::Boolean, "{}", d.name),
+                Rule::Fraction { .. } => assert_eq!(d.ty, ConfigType::Double, "{}", d.name),
+                Rule::ListOf { .. } => assert_eq!(d.ty, ConfigType::List, "{}", d.name),
+                Rule::OneOf { .. } | Rule::Text => {}
             }
         }
         let default = |n| match lookup(n).map(|d| d.default) {

@@ -1,13 +1,14 @@
-//! DescribeConfigs v1-v4, AlterConfigs v0-v2 and IncrementalAlterConfigs v0-v1.
+//! DescribeConfigs v0-v4, AlterConfigs v0-v2 and IncrementalAlterConfigs v0-v1.
 //!
 //! Topics expose exactly the configs of `kafscale_proto::topic_config` (the table
-//! the operator validates with too), with its types, defaults and documentation:
-//! retention.ms, retention.bytes, segment.bytes (all alterable) and cleanup.policy
-//! (only `delete`: compaction is not supported). A change is persisted through
-//! `MetadataStore::update_topic` and published to every shard as a new cluster
-//! snapshot; the owning shards apply it at once (segment.bytes to the next
-//! segment, retention on the next pass). Brokers expose read-only configs under
-//! the `kafscale.*` names; altering them answers INVALID_CONFIG, as does any
+//! the operator validates with too): every standard Kafka topic config, with its
+//! types, defaults and documentation, all alterable; the table says which ones the
+//! broker applies. A change is persisted through `MetadataStore::update_topic` and
+//! published to every shard as a new cluster snapshot; the owning shards apply it
+//! at once (segment.bytes to the next segment, max.message.bytes and
+//! message.timestamp.type to the next batch, retention on the next pass). Brokers
+//! expose read-only configs under Kafka's names where Kafka has one and under
+//! `kafscale.*` otherwise; altering them answers INVALID_CONFIG, as does any
 //! unknown key or invalid value.
 
 use std::collections::BTreeMap;
@@ -24,7 +25,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafscale_proto::topic_config::{
-    self, ConfigDefault, ConfigType, TopicConfigError, TOPIC_CONFIGS,
+    self, ConfigDefault, ConfigType, TopicConfigError, DEFAULT_RETENTION_BYTES,
+    DEFAULT_RETENTION_MS, TOPIC_CONFIGS,
 };
 
 use super::topics::update_topic;
@@ -43,6 +45,63 @@ const SOURCE_DEFAULT: i8 = 5;
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// The new value of list config `key` of `topic` after APPEND or SUBTRACT of the
+/// comma-separated items in `value`, checked. Computed from the cluster snapshot
+/// this shard has (the current value, or the default when the topic does not
+/// set it); the write itself is serialised on the metadata shard.
+fn list_change(
+    shard: &Shard,
+    topic: &str,
+    key: &str,
+    op: i8,
+    value: Option<&str>,
+) -> Result<String, String> {
+    let def = topic_config::lookup(key).ok_or_else(|| {
+        TopicConfigError::Unsupported {
+            name: key.to_string(),
+        }
+        .to_string()
+    })?;
+    if def.ty != ConfigType::List {
+        return Err(format!(
+            "{key} is not a list: APPEND and SUBTRACT do not apply"
+        ));
+    }
+    let current = shard
+        .cluster()
+        .topic(topic)
+        .and_then(|t| t.configs.get(key).cloned())
+        .or(match def.default {
+            ConfigDefault::Value(v) => Some(v.to_string()),
+            ConfigDefault::Broker(_) => None,
+        })
+        .unwrap_or_default();
+    let mut items: Vec<String> = current
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .map(String::from)
+        .collect();
+    for item in value.unwrap_or_default().split(',').map(str::trim) {
+        if item.is_empty() {
+            continue;
+        }
+        let at = items.iter().position(|i| i == item);
+        match (op, at) {
+            (OP_APPEND, None) => items.push(item.to_string()),
+            (OP_SUBTRACT, Some(at)) => {
+                items.remove(at);
+            }
+            _ => {}
+        }
+    }
+    let joined = items.join(",");
+    def.check(Some(&joined)).map_err(|e| e.to_string())?;
+    Ok(joined)
+}
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -65,6 +124,8 @@ fn encode_entry(e: Entry, synonyms: bool, docs: bool) -> DescribeConfigsResource
     r.value = e.value.map(s);
     r.read_only = e.read_only;
     r.config_source = e.source;
+    // v0 (Kafka 3.x clients) has a flag instead of the source.
+    r.is_default = e.source == SOURCE_DEFAULT;
     r.is_sensitive = false;
     r.config_type = e.ty;
     if docs {
@@ -130,16 +191,121 @@ fn topic_entries(shard: &Shard, configs: &BTreeMap<String, String>) -> Vec<Entry
 fn broker_entries(shard: &Shard) -> Vec<Entry> {
     let cfg = &shard.settings;
     let cluster = shard.cluster();
-    let ro = |name: &'static str, value: Option<String>, ty: ConfigType, doc: &'static str| Entry {
+    let entry = |name: &'static str,
+                 value: Option<String>,
+                 ty: ConfigType,
+                 source: i8,
+                 doc: &'static str| Entry {
         name,
-        synonyms: vec![(name.to_string(), value.clone(), SOURCE_STATIC_BROKER)],
+        synonyms: vec![(name.to_string(), value.clone(), source)],
         value,
         read_only: true,
-        source: SOURCE_STATIC_BROKER,
+        source,
         ty: ty.kafka_id(),
         doc,
     };
+    // From the broker's configuration (a KAFSCALE_* variable or its default).
+    let ro = |name, value, ty, doc| entry(name, value, ty, SOURCE_STATIC_BROKER, doc);
+    // Fixed by Kafscale's design: what Kafka's setting of that name would need to be.
+    let fixed =
+        |name, value: &str, ty, doc| entry(name, Some(value.to_string()), ty, SOURCE_DEFAULT, doc);
     vec![
+        ro(
+            "message.max.bytes",
+            Some(cfg.max_message_bytes.to_string()),
+            ConfigType::Int,
+            "KAFSCALE_MAX_MESSAGE_BYTES: the largest record batch of a topic without its own max.message.bytes",
+        ),
+        ro(
+            "socket.request.max.bytes",
+            Some(cfg.max_request_bytes.to_string()),
+            ConfigType::Int,
+            "KAFSCALE_MAX_REQUEST_BYTES",
+        ),
+        ro(
+            "auto.create.topics.enable",
+            Some(cfg.auto_create_topics.to_string()),
+            ConfigType::Boolean,
+            "KAFSCALE_AUTO_CREATE_TOPICS",
+        ),
+        ro(
+            "num.partitions",
+            Some(cfg.auto_create_partitions.to_string()),
+            ConfigType::Int,
+            "KAFSCALE_AUTO_CREATE_PARTITIONS: partitions of an auto-created topic",
+        ),
+        ro(
+            "log.segment.bytes",
+            Some(cfg.log.segment_bytes.to_string()),
+            ConfigType::Int,
+            "KAFSCALE_SEGMENT_BYTES",
+        ),
+        ro(
+            "group.initial.rebalance.delay.ms",
+            Some(cfg.groups.initial_rebalance_delay.as_millis().to_string()),
+            ConfigType::Int,
+            "KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        ),
+        ro(
+            "group.min.session.timeout.ms",
+            Some(cfg.groups.min_session_timeout_ms.to_string()),
+            ConfigType::Int,
+            "KAFSCALE_GROUP_MIN_SESSION_TIMEOUT_MS",
+        ),
+        ro(
+            "group.max.session.timeout.ms",
+            Some(cfg.groups.max_session_timeout_ms.to_string()),
+            ConfigType::Int,
+            "KAFSCALE_GROUP_MAX_SESSION_TIMEOUT_MS",
+        ),
+        fixed(
+            "default.replication.factor",
+            "1",
+            ConfigType::Int,
+            "No replicas: the object store keeps the data",
+        ),
+        fixed(
+            "min.insync.replicas",
+            "1",
+            ConfigType::Int,
+            "No replicas: acks=all waits for the object store",
+        ),
+        fixed(
+            "offsets.topic.replication.factor",
+            "1",
+            ConfigType::Short,
+            "Committed offsets are kept in the metadata store, not a topic",
+        ),
+        fixed(
+            "log.retention.ms",
+            &DEFAULT_RETENTION_MS.to_string(),
+            ConfigType::Long,
+            "Kafscale keeps data until a topic's retention.ms says otherwise",
+        ),
+        fixed(
+            "log.retention.bytes",
+            &DEFAULT_RETENTION_BYTES.to_string(),
+            ConfigType::Long,
+            "Kafscale keeps data until a topic's retention.bytes says otherwise",
+        ),
+        fixed(
+            "log.cleanup.policy",
+            "delete",
+            ConfigType::List,
+            "The default of a topic's cleanup.policy",
+        ),
+        fixed(
+            "log.message.timestamp.type",
+            "CreateTime",
+            ConfigType::String,
+            "The default of a topic's message.timestamp.type",
+        ),
+        fixed(
+            "unclean.leader.election.enable",
+            "false",
+            ConfigType::Boolean,
+            "No replicas that could fall behind",
+        ),
         ro(
             "broker.id",
             Some(cfg.broker_id.to_string()),
@@ -383,8 +549,9 @@ pub async fn incremental_alter(
                             name: c.name.to_string(),
                         }
                         .to_string()),
-                        // APPEND/SUBTRACT apply to list configs; the only one,
-                        // cleanup.policy, has a single allowed value.
+                        OP_APPEND | OP_SUBTRACT => {
+                            list_change(shard, &name, &c.name, c.config_operation, value).map(Some)
+                        }
                         op => Err(format!("operation {op} is not supported for {}", &*c.name)),
                     };
                     match checked {

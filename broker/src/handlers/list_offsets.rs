@@ -2,7 +2,9 @@
 //! (also the last stable offset: there are no transactions), a timestamp >= 0 the
 //! first offset whose record timestamp is at or after it (offset -1 when there
 //! is none), and -3 (v7) the offset of the record with the largest timestamp.
-//! Other negative timestamps answer INVALID_REQUEST.
+//! Other negative timestamps answer INVALID_REQUEST. v0 (Kafka 3.x clients)
+//! answers the same single offset as a one-element list, or an empty list when
+//! there is none or the client asked for `max_num_offsets` 0.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -35,7 +37,7 @@ pub async fn handle(
             t.name,
             t.partitions
                 .iter()
-                .map(|p| p.partition_index)
+                .map(|p| (p.partition_index, p.max_num_offsets))
                 .collect::<Vec<_>>(),
         ));
         for p in t.partitions {
@@ -93,7 +95,7 @@ pub async fn handle(
     for (name, indexes) in shape {
         let mut t = ListOffsetsTopicResponse::default();
         t.name = name;
-        for index in indexes {
+        for (index, max_num_offsets) in indexes {
             let (error, offset, timestamp, epoch) =
                 it.next().unwrap_or((NOT_LEADER_OR_FOLLOWER, -1, -1, -1));
             let mut p = ListOffsetsPartitionResponse::default();
@@ -101,6 +103,10 @@ pub async fn handle(
             p.error_code = error;
             p.offset = offset;
             p.timestamp = timestamp;
+            if version == 0 && error == NONE && offset >= 0 && max_num_offsets > 0 {
+                // v0 answers a list; every lookup here has at most one offset.
+                p.old_style_offsets = vec![offset];
+            }
             // The field exists from v4; the encoder refuses it set on older versions.
             p.leader_epoch = if error == NONE && offset >= 0 && version >= 4 {
                 epoch

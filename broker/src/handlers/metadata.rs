@@ -46,26 +46,13 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
         b.port = port;
         b
     };
-    resp.brokers = if cluster.live.clustered {
-        cluster
-            .live
-            .brokers
-            .iter()
-            .map(|(id, (host, port))| describe_broker(*id, host, *port))
-            .collect()
-    } else {
-        vec![describe_broker(
-            cluster.broker_id,
-            &cluster.host,
-            cluster.port,
-        )]
-    };
+    resp.brokers = cluster
+        .brokers()
+        .into_iter()
+        .map(|(id, host, port)| describe_broker(id, host, port))
+        .collect();
     resp.cluster_id = Some(StrBytes::from_string(cluster.cluster_id.clone()));
-    resp.controller_id = BrokerId(if cluster.live.clustered {
-        cluster.live.controller.unwrap_or(-1)
-    } else {
-        cluster.broker_id
-    });
+    resp.controller_id = BrokerId(cluster.controller_id());
     let describe = |t: &TopicMeta| {
         let mut out = MetadataResponseTopic::default();
         out.name = Some(TopicName(StrBytes::from_string(t.name.clone())));

@@ -1,4 +1,4 @@
-//! OffsetForLeaderEpoch v2-v4. A partition's epoch grows with every claim
+//! OffsetForLeaderEpoch v0-v4 (v0-v1 carry no current epoch, so no fencing). A partition's epoch grows with every claim
 //! (docs/cluster.md; always 0 for a broker alone), and stored batches carry the
 //! epoch they were written at. The log is shared storage and never truncated, so
 //! the end offset of every epoch up to the current one is the high watermark: a

@@ -237,9 +237,6 @@ async fn append_part(
     let Some(records) = part.records else {
         return (PartResult::err(INVALID_RECORD), None);
     };
-    if has_batch_larger_than(&records, sh.settings.max_message_bytes) {
-        return (PartResult::err(MESSAGE_TOO_LARGE), None);
-    }
     let p = match partition::entry(&sh.logs, &part.topic, part.partition) {
         Ok(p) => p,
         Err(code) => {
@@ -252,6 +249,15 @@ async fn append_part(
             }
         }
     };
+    // The topic's max.message.bytes, else the broker's message.max.bytes.
+    let max_message_bytes = p
+        .settings
+        .get()
+        .max_message_bytes
+        .unwrap_or(sh.settings.max_message_bytes);
+    if has_batch_larger_than(&records, max_message_bytes) {
+        return (PartResult::err(MESSAGE_TOO_LARGE), None);
+    }
     if let Err(e) = partition::ready(&sh.logs, &p, deadline).await {
         return (PartResult::err(e.code()), None);
     }

@@ -24,6 +24,9 @@ use super::{
 pub struct EmbeddedStore {
     path: PathBuf,
     groups_dir: PathBuf,
+    /// `{topic id}-{partition}.json`: log starts moved by DeleteRecords (the
+    /// segments alone cannot tell an offset inside a segment).
+    partitions_dir: PathBuf,
     // Serialises read-modify-write cycles of the file; only metadata changes take it.
     lock: Mutex<()>,
     /// Per group: its committed offsets as on disk (filled on first use), behind a
@@ -43,6 +46,12 @@ struct StoredOffset {
     partition: i32,
     #[serde(flatten)]
     meta: OffsetMeta,
+}
+
+/// A partition's log start as DeleteRecords left it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct LogStartFile {
+    log_start: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,12 +132,20 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir)?;
         let groups_dir = dir.join("groups");
         std::fs::create_dir_all(&groups_dir)?;
+        let partitions_dir = dir.join("partitions");
+        std::fs::create_dir_all(&partitions_dir)?;
         Ok(EmbeddedStore {
             path: dir.join("metadata.json"),
             groups_dir,
+            partitions_dir,
             lock: Mutex::new(()),
             groups: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    fn log_start_path(&self, topic_id: uuid::Uuid, partition: i32) -> PathBuf {
+        self.partitions_dir
+            .join(format!("{topic_id}-{partition}.json"))
     }
 
     fn group_slot(&self, group: &str) -> Arc<Mutex<Option<OffsetsFile>>> {
@@ -329,6 +346,22 @@ impl MetadataStore for EmbeddedStore {
     }
 
     async fn delete_topic(&self, name: &str, id: uuid::Uuid) -> Result<ClusterState, MetaError> {
+        let dir = self.partitions_dir.clone();
+        let prefix = format!("{id}-");
+        blocking(move || {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix))
+                {
+                    remove_if_exists(&path)?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
         let name = name.to_string();
         let mut state = self
             .update(
@@ -356,28 +389,45 @@ impl MetadataStore for EmbeddedStore {
         false
     }
 
-    /// Not kept: a single broker recovers next offsets from the segment footers.
+    /// Next offsets are not kept: a single broker recovers them from the segment
+    /// footers. Only a log start moved by DeleteRecords is (`next_offset` 0).
     async fn partition_state(
         &self,
         _topic: &str,
-        _topic_id: uuid::Uuid,
-        _partition: i32,
+        topic_id: uuid::Uuid,
+        partition: i32,
     ) -> Result<Option<super::Committed>, MetaError> {
-        Ok(None)
+        let path = self.log_start_path(topic_id, partition);
+        blocking(move || match std::fs::read(&path) {
+            Ok(body) => {
+                let f: LogStartFile =
+                    serde_json::from_slice(&body).map_err(|e| corrupt(&path, e))?;
+                Ok(Some(super::Committed {
+                    next_offset: 0,
+                    log_start: f.log_start,
+                }))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        })
+        .await
     }
 
-    /// Not kept (see `partition_state`); the upload path does not call it
-    /// because `tracks_partition_state` is false.
+    /// Keeps the log start only (the upload path does not call this because
+    /// `tracks_partition_state` is false; DeleteRecords does).
     async fn commit_partition(
         &self,
         _topic: &str,
-        _topic_id: uuid::Uuid,
-        _partition: i32,
+        topic_id: uuid::Uuid,
+        partition: i32,
         _next_offset: i64,
-        _log_start: i64,
+        log_start: i64,
         _claim: super::Claim,
     ) -> Result<(), MetaError> {
-        Ok(())
+        let path = self.log_start_path(topic_id, partition);
+        let body =
+            serde_json::to_vec(&LogStartFile { log_start }).map_err(|e| corrupt(&path, e))?;
+        blocking(move || Ok(write_atomic(&path, &body)?)).await
     }
 
     async fn load_groups(&self) -> Result<Vec<StoredGroup>, MetaError> {
@@ -425,6 +475,20 @@ impl MetadataStore for EmbeddedStore {
         let topic = topic.to_string();
         self.update_offsets(group, move |all| all.retain(|(t, _), _| *t != topic))
             .await
+    }
+
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<(String, i32)>,
+        _claim: super::Claim,
+    ) -> Result<(), MetaError> {
+        self.update_offsets(group, move |all| {
+            for key in &partitions {
+                all.remove(key);
+            }
+        })
+        .await
     }
 
     async fn delete_group(&self, group: &str, _claim: super::Claim) -> Result<(), MetaError> {

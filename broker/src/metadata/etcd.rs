@@ -1279,6 +1279,19 @@ impl MetadataStore for EtcdHandle {
             .await
     }
 
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<(String, i32)>,
+        claim: Claim,
+    ) -> Result<(), MetaError> {
+        let ops = partitions
+            .iter()
+            .map(|(t, p)| TxnOp::delete(keys::offset(group, t, *p), None))
+            .collect();
+        self.0.fenced(group, claim, "delete offsets", ops).await
+    }
+
     async fn delete_group(&self, group: &str, claim: Claim) -> Result<(), MetaError> {
         let op = TxnOp::delete(
             keys::group_prefix(group),

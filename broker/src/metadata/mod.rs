@@ -36,7 +36,9 @@ pub struct TopicMeta {
 /// Defaults of the topic configs a topic does not set (the shared table of topic
 /// configs): Kafscale keeps data until told otherwise (unlike Kafka's 7-day
 /// default), and segments roll at the broker's `KAFSCALE_SEGMENT_BYTES`.
-pub use kafscale_proto::topic_config::{DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_MS};
+pub use kafscale_proto::topic_config::{
+    DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_MS, DEFAULT_SEGMENT_MS,
+};
 
 /// A topic's configs as the owning shards apply them, parsed once per snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +48,20 @@ pub struct TopicSettings {
     /// -1: no size limit.
     pub retention_bytes: i64,
     pub segment_bytes: usize,
+    /// Age at which the active segment rolls on the next append.
+    pub segment_ms: i64,
+    /// The topic's max.message.bytes; None: the broker's.
+    pub max_message_bytes: Option<usize>,
+    /// message.timestamp.type=LogAppendTime: the broker stamps every batch.
+    pub log_append_time: bool,
+    /// cleanup.policy lists `delete`: retention deletes segments. (A `compact`
+    /// only topic keeps every segment, whatever its retention settings.)
+    pub delete_policy: bool,
 }
 
 impl TopicSettings {
     pub fn has_retention(&self) -> bool {
-        self.retention_ms >= 0 || self.retention_bytes >= 0
+        self.delete_policy && (self.retention_ms >= 0 || self.retention_bytes >= 0)
     }
 }
 
@@ -71,6 +82,18 @@ impl TopicMeta {
                 .filter(|v| *v > 0)
                 .and_then(|v| usize::try_from(v).ok())
                 .unwrap_or(default_segment_bytes),
+            segment_ms: int("segment.ms")
+                .filter(|v| *v > 0)
+                .unwrap_or(DEFAULT_SEGMENT_MS),
+            max_message_bytes: int("max.message.bytes").and_then(|v| usize::try_from(v).ok()),
+            log_append_time: self
+                .configs
+                .get("message.timestamp.type")
+                .is_some_and(|v| v.trim() == "LogAppendTime"),
+            delete_policy: self
+                .configs
+                .get("cleanup.policy")
+                .is_none_or(|v| v.split(',').any(|p| p.trim() == "delete")),
         }
     }
 }
@@ -425,6 +448,13 @@ pub trait MetadataStore: Send + Sync + 'static {
         topic: &str,
         claim: Claim,
     ) -> Result<(), MetaError>;
+    /// Removes a group's committed offsets of these partitions (OffsetDelete).
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<(String, i32)>,
+        claim: Claim,
+    ) -> Result<(), MetaError>;
     /// Removes a group: its metadata and all its offsets.
     async fn delete_group(&self, group: &str, claim: Claim) -> Result<(), MetaError>;
 }
@@ -478,6 +508,41 @@ impl Cluster {
     pub fn with_live(mut self, live: Arc<Live>) -> Self {
         self.live = live;
         self
+    }
+
+    /// The live brokers as clients see them, (id, host, port) by id: this one
+    /// alone on the embedded store.
+    pub fn brokers(&self) -> Vec<(i32, &str, i32)> {
+        if self.live.clustered {
+            self.live
+                .brokers
+                .iter()
+                .map(|(id, (host, port))| (*id, host.as_str(), *port))
+                .collect()
+        } else {
+            vec![(self.broker_id, self.host.as_str(), self.port)]
+        }
+    }
+
+    /// Every served topic with all its partitions, by name (admin APIs asked
+    /// about "all partitions").
+    pub fn all_partitions(&self) -> Vec<(String, Vec<i32>)> {
+        let mut all: Vec<_> = self
+            .topics
+            .values()
+            .map(|t| (t.name.clone(), (0..t.partitions).collect()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// The controller clients are told about (-1: none elected yet).
+    pub fn controller_id(&self) -> i32 {
+        if self.live.clustered {
+            self.live.controller.unwrap_or(-1)
+        } else {
+            self.broker_id
+        }
     }
 
     /// The broker that should own partition `p` of `t` now: this one when it is
@@ -646,6 +711,26 @@ mod tests {
         );
         assert_eq!(t.settings(1 << 20).segment_bytes, 1 << 20);
         assert!(s.has_retention() && !t.settings(1).has_retention());
+        assert_eq!(
+            (s.segment_ms, s.max_message_bytes, s.log_append_time),
+            (DEFAULT_SEGMENT_MS, None, false)
+        );
+        // A compact-only topic keeps its segments whatever its retention says;
+        // compact,delete deletes by retention.
+        t2.configs.insert("cleanup.policy".into(), "compact".into());
+        assert!(!t2.settings(1).has_retention());
+        t2.configs
+            .insert("cleanup.policy".into(), "compact, delete".into());
+        t2.configs.insert("max.message.bytes".into(), "512".into());
+        t2.configs
+            .insert("message.timestamp.type".into(), "LogAppendTime".into());
+        t2.configs.insert("segment.ms".into(), "100".into());
+        let s = t2.settings(1);
+        assert!(s.has_retention());
+        assert_eq!(
+            (s.segment_ms, s.max_message_bytes, s.log_append_time),
+            (100, Some(512), true)
+        );
         let c3 = c2.deleting_topic("a");
         assert!(c3.topic("a").is_none() && c3.by_id.is_empty());
         assert!(c3.deleting.contains_key("a"));

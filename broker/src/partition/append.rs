@@ -1,13 +1,14 @@
 //! The produce path on the owning shard: validate a producer's batches, assign
 //! offsets, copy them into the active segment buffer, and seal that buffer when it
-//! is full or its oldest byte is older than the flush interval.
+//! is full, its oldest byte is older than the flush interval, or (on the next
+//! append) it is older than the topic's segment.ms.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use kafscale_codec::batch::{verify_crc, BatchHeader, Batches};
+use kafscale_codec::batch::{stamp_log_append_time, verify_crc, BatchHeader, Batches};
 use kafscale_segstore::{SegmentBuilder, DEFAULT_INDEX_INTERVAL};
 
 use super::logs::Logs;
@@ -50,8 +51,28 @@ pub fn append(
     acks: i16,
 ) -> Result<ProduceOutcome, KafkaError> {
     let batches = validate(records)?;
+    let settings = p.settings.get();
+    // LogAppendTime: the stored batches carry the append time. Only these
+    // topics pay for the copy and the CRC.
+    let stamped;
+    let (records, batches) = if settings.log_append_time {
+        let now_ms = logs.clock.wall_ms();
+        let mut copy = records.to_vec();
+        let mut headers = Vec::with_capacity(batches.len());
+        for (h, range) in batches {
+            let batch = copy
+                .get_mut(range.clone())
+                .ok_or(KafkaError::CorruptMessage)?;
+            let h = stamp_log_append_time(batch, &h, now_ms).map_err(|e| batch_error(&e))?;
+            headers.push((h, range));
+        }
+        stamped = copy;
+        (&stamped[..], headers)
+    } else {
+        (&records[..], batches)
+    };
     // The topic's segment.bytes when it sets one, else the broker's.
-    let segment_bytes = p.settings.get().segment_bytes;
+    let segment_bytes = settings.segment_bytes;
     let mut sealed = false;
     let mut armed = false;
     let mut added = 0;
@@ -92,6 +113,11 @@ pub fn append(
                     rejected = Some(code);
                     break;
                 }
+            }
+            if rolls(&st, now_ms, settings.segment_ms) {
+                // segment.ms: Kafka rolls a segment this old on the next append.
+                seal_locked(&mut st, logs.clock.now());
+                sealed = true;
             }
             if st.active.is_none() {
                 let hint = (st.last_sealed_bytes + st.last_sealed_bytes / 4 + (64 << 10))
@@ -153,6 +179,14 @@ pub fn append(
         Some(code) => Err(code),
         None => Ok(outcome),
     }
+}
+
+/// Whether the active segment is `segment_ms` old at `now_ms` (Kafka rolls such
+/// a segment on the next append).
+fn rolls(st: &super::State, now_ms: i64, segment_ms: i64) -> bool {
+    st.active
+        .as_ref()
+        .is_some_and(|a| !a.is_empty() && now_ms - a.created_ms() >= segment_ms)
 }
 
 /// Moves the active buffer to the upload queue; false if it held nothing.

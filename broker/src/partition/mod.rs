@@ -8,6 +8,7 @@
 
 mod append;
 mod group_commit;
+mod log_start;
 mod logs;
 mod order;
 mod producers;
@@ -27,6 +28,7 @@ use uuid::Uuid;
 
 pub use append::{append, flush_ticker, seal, LEADER_EPOCH};
 pub use group_commit::group_commit;
+pub use log_start::delete_records;
 pub use logs::{LogHandles, LogSettings, Logs};
 pub use order::{Order, OrderBook, Ticket};
 pub use read::{read, wait_for_data};
@@ -316,6 +318,11 @@ impl Partition {
             }
         }
         released
+    }
+
+    /// Its idempotent producers, as `Producers::describe` lists them.
+    pub fn producers(&self) -> Vec<(i64, i16, i32, i64)> {
+        self.st.borrow().producers.describe()
     }
 
     /// Resolves when no upload of this partition is running.

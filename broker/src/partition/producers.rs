@@ -151,6 +151,18 @@ impl Producers {
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
+
+    /// The idempotent producers this partition knows (DescribeProducers), by id:
+    /// (producer id, epoch, last sequence, when its last batch was appended).
+    pub fn describe(&self) -> Vec<(i64, i16, i32, i64)> {
+        let mut out: Vec<_> = self
+            .by_id
+            .iter()
+            .map(|(id, s)| (*id, s.epoch, s.last_seq, s.last_ms))
+            .collect();
+        out.sort_unstable();
+        out
+    }
 }
 
 #[cfg(test)]

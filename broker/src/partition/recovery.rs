@@ -183,7 +183,11 @@ fn with_committed(
 ) -> (Vec<SegRef>, i64, i64) {
     let first = |d: &[SegRef], next: i64| d.first().map_or(next, |s| s.base);
     if !tracked {
-        let start = first(&durable, next);
+        // Only a log start moved by DeleteRecords can be kept (next offset 0).
+        let kept = committed.map_or(0, |c| c.log_start).min(next);
+        let mut durable = durable;
+        durable.retain(|s| s.last >= kept);
+        let start = first(&durable, next).max(kept);
         return (durable, next, start);
     }
     let c = committed.unwrap_or_default();
@@ -404,11 +408,8 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
     let (segs, footer, committed, earlier, tail, lost_next) = logs
         .io
         .call(async move {
-            let committed = if tracked {
-                meta.partition_state(&topic, topic_id, index).await?
-            } else {
-                None
-            };
+            // Untracked stores (embedded) keep only a log start DeleteRecords moved.
+            let committed = meta.partition_state(&topic, topic_id, index).await?;
             let mut segs = store.list_segments(&topic, index).await?;
             // The offset after the data of segments moved to quarantine: offsets
             // below it may have been acknowledged, so they are never handed out
@@ -613,6 +614,11 @@ mod tests {
         // The embedded store commits nothing: the segments alone count.
         let (d, next, start) = with_committed(segs.clone(), 10, None, false);
         assert_eq!((d.len(), next, start), (1, 10, 0));
+        // ...but a log start DeleteRecords moved: inside a segment, past the end.
+        let (d, next, start) = with_committed(segs.clone(), 10, c(0, 4), false);
+        assert_eq!((d.len(), next, start), (1, 10, 4));
+        let (d, next, start) = with_committed(segs.clone(), 10, c(0, 30), false);
+        assert_eq!((d.len(), next, start), (0, 10, 10));
         assert_eq!(with_committed(segs.clone(), 10, c(7, 0), true).1, 10);
         assert_eq!(with_committed(segs.clone(), 10, c(12, 0), true).1, 12);
         assert_eq!(with_committed(Vec::new(), 0, c(5, 0), true).1, 5);

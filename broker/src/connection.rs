@@ -9,6 +9,10 @@
 //! would otherwise hold the connection until it ends); every other request runs
 //! to its end, as in Kafka, where a produce that was read is appended even if
 //! its producer has gone.
+//!
+//! On a TLS listener the handshake comes first (within the request read
+//! timeout); on a SASL listener the connection's `Session` lets only
+//! ApiVersions and the SASL requests through until the client is authenticated.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -21,10 +25,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::channel::{mpsc, oneshot};
 use futures::future::Either;
 use futures::future::{AbortHandle, AbortRegistration, Abortable};
-use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures::{SinkExt, StreamExt};
 use kafscale_codec::frame::{peek_frame_len, FrameError, SIZE_PREFIX};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::admission::{Admission, Refused};
 use crate::clock::Clock;
@@ -32,6 +36,8 @@ use crate::handlers::{handle_frame, Outcome};
 use crate::obs::metrics::CloseReason;
 use crate::partition::Order;
 use crate::runtime::{spawn, Task, TcpStream};
+use crate::security::sasl::Session;
+use crate::security::{Listener, Principal};
 use crate::shard::Shard;
 
 /// Requests of one connection being handled at once; the reader stops reading
@@ -291,7 +297,7 @@ impl Drop for OpenConnection {
     }
 }
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<Listener>) {
     let peer_addr = stream.peer_addr().ok();
     let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
     let _permit = match shard.admission.admit(peer_addr.map(|a| a.ip())) {
@@ -310,6 +316,70 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _open = OpenConnection::new(&shard);
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
+    if !listener.protocol.tls() {
+        let session = Rc::new(Session::new(listener, Principal::anonymous()));
+        return run(shard, stream, fd, peer, session).await;
+    }
+    let Some(tls) = shard.settings.security.tls.clone() else {
+        // Start-up refuses a TLS listener without certificates.
+        warn!(peer, "closing connection: no TLS configuration");
+        return;
+    };
+    let clock = shard.clock().clone();
+    let accept = futures_rustls::TlsAcceptor::from(tls.config()).accept(stream);
+    let timer = clock.sleep(shard.settings.request_read_timeout);
+    futures::pin_mut!(accept, timer);
+    let stream = match futures::future::select(accept, timer).await {
+        Either::Left((Ok(s), _)) => s,
+        Either::Left((Err(e), _)) => {
+            debug!(peer, error = %e, "closing connection: TLS handshake failed");
+            return;
+        }
+        Either::Right(_) => {
+            debug!(
+                peer,
+                "closing connection: TLS handshake not completed in time"
+            );
+            return;
+        }
+    };
+    let principal = match stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+    {
+        Some(cert) => {
+            let rules = &shard.settings.security.principal_rules;
+            match crate::security::principal::certificate_subject(cert)
+                .ok()
+                .and_then(|s| rules.apply(&s))
+            {
+                Some(name) => {
+                    let principal = Principal::user(name);
+                    debug!(peer, listener = %listener.name, principal = %principal, "TLS client certificate accepted");
+                    principal
+                }
+                None => {
+                    warn!(peer, "closing connection: no principal mapping rule applies to the client certificate");
+                    return;
+                }
+            }
+        }
+        None => Principal::anonymous(),
+    };
+    let session = Rc::new(Session::new(listener, principal));
+    run(shard, stream, fd, peer, session).await
+}
+
+/// Serves requests on an established connection (plain or TLS) until it ends.
+async fn run<S: AsyncRead + AsyncWrite + Unpin + 'static>(
+    shard: Rc<Shard>,
+    stream: S,
+    fd: i32,
+    peer: String,
+    session: Rc<Session>,
+) {
     let (mut rd, wr) = stream.split();
     let (mut tx, rx) = mpsc::channel::<(usize, Task<Outcome>)>(MAX_IN_FLIGHT);
     let admission = shard.admission.clone();
@@ -347,16 +417,23 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 Ok(Some(frame)) => {
                     let size = frame.len();
                     frame_started = None;
+                    if !session.admits(api_key(&frame), clock.now()) {
+                        // As Kafka: a request before SASL authentication (or after
+                        // the session expired) closes the connection.
+                        info!(peer, listener = %session.listener.name, api_key = api_key(&frame), "closing connection: request without an authenticated SASL session");
+                        break 'conn;
+                    }
                     budget.take(size).await;
                     let sh = shard.clone();
                     let p = peer.clone();
                     let guard = InFlight::new(&sh);
+                    let sess = session.clone();
                     let task = if is_fetch(&frame) {
                         let (registered, abort) = fetches.register();
                         spawn(async move {
                             let _guard = guard;
                             let _registered = registered;
-                            Abortable::new(handle_frame(&sh, frame, &p, None), abort)
+                            Abortable::new(handle_frame(&sh, frame, &p, None, &sess), abort)
                                 .await
                                 .unwrap_or(Outcome::Silent)
                         })
@@ -364,7 +441,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                         let turn = is_produce(&frame).then(|| produce_order.ticket());
                         spawn(async move {
                             let _guard = guard;
-                            handle_frame(&sh, frame, &p, turn).await
+                            handle_frame(&sh, frame, &p, turn, &sess).await
                         })
                     };
                     if tx.send((size, task)).await.is_err() {
@@ -449,6 +526,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     debug!(peer, "connection closed");
 }
 
+/// A frame's API key (its first two bytes; -1 when it is shorter).
+fn api_key(frame: &[u8]) -> i16 {
+    match frame.get(..2) {
+        Some(&[a, b]) => i16::from_be_bytes([a, b]),
+        _ => -1,
+    }
+}
+
 /// Whether a frame is a Produce request (API key 0 in its first two bytes).
 fn is_produce(frame: &[u8]) -> bool {
     frame.get(..2) == Some(&[0, 0][..])
@@ -478,8 +563,8 @@ fn quick_ack(fd: i32) {
     }
 }
 
-async fn write_loop(
-    mut wr: futures::io::WriteHalf<TcpStream>,
+async fn write_loop<S: AsyncWrite + Unpin>(
+    mut wr: futures::io::WriteHalf<S>,
     mut rx: mpsc::Receiver<(usize, Task<Outcome>)>,
     fd: i32,
     budget: Rc<Budget>,

@@ -44,3 +44,9 @@ pub fn code_of<T>(r: &Result<T, KafkaError>) -> i16 {
     r.as_ref().err().map_or(NONE, |e| e.code())
 }
 pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = K::TransactionalIdAuthorizationFailed.code();
+pub const ILLEGAL_SASL_STATE: i16 = K::IllegalSaslState.code();
+pub const UNSUPPORTED_SASL_MECHANISM: i16 = K::UnsupportedSaslMechanism.code();
+pub const SASL_AUTHENTICATION_FAILED: i16 = K::SaslAuthenticationFailed.code();
+pub const RESOURCE_NOT_FOUND: i16 = K::ResourceNotFound.code();
+pub const DUPLICATE_RESOURCE: i16 = K::DuplicateResource.code();
+pub const UNACCEPTABLE_CREDENTIAL: i16 = K::UnacceptableCredential.code();

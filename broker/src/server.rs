@@ -1,8 +1,7 @@
-//! A shard's life: join the mesh, bind the Kafka port, accept connections,
+//! A shard's life: join the mesh, bind the Kafka listeners, accept connections,
 //! and on shutdown stop accepting, seal every buffer, and wait until all of it
 //! is durable and every waiting producer has been answered.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,13 +13,15 @@ use crate::groups::Groups;
 use crate::metadata::{Cluster, StoredGroup};
 use crate::partition;
 use crate::runtime::{bind, sleep, spawn_detached, MeshRx, MeshTx};
+use crate::security::Listener as KafkaListener;
 use crate::shard::{Shard, Shared};
 use crate::start_error::{BindError, Listener};
 
 pub struct ShardBoot {
     pub id: usize,
     pub count: usize,
-    pub addr: SocketAddr,
+    /// The Kafka listeners (with concrete ports), every one bound by every shard.
+    pub listeners: Vec<Arc<KafkaListener>>,
     pub shared: Arc<Shared>,
     pub cluster: Arc<Cluster>,
     /// This shard's share of the stored consumer groups.
@@ -36,7 +37,7 @@ pub async fn shard_main(boot: ShardBoot) {
     let ShardBoot {
         id,
         count,
-        addr,
+        listeners,
         shared,
         cluster,
         groups,
@@ -64,27 +65,34 @@ pub async fn shard_main(boot: ShardBoot) {
             crate::handlers::topics::follow_live(&shard);
         }
     }
-    let listener = match bind(addr) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err(BindError::bind(Listener::Kafka, addr, e)));
-            return;
+    let mut bound = Vec::with_capacity(listeners.len());
+    for l in listeners {
+        match bind(l.bind) {
+            Ok(socket) => bound.push((socket, l)),
+            Err(e) => {
+                let _ = ready.send(Err(BindError::bind(Listener::Kafka, l.bind, e)));
+                return;
+            }
         }
-    };
+    }
     let _ = ready.send(Ok(id));
-    let accept = async {
-        let listener = listener;
-        loop {
-            match listener.accept().await {
-                Ok(stream) => spawn_detached(crate::connection::serve(shard.clone(), stream)),
-                Err(e) => {
-                    warn!(shard = id, error = %e, "accept failed");
-                    // Real time: a pause before accepting again, not a timer.
-                    sleep(Duration::from_millis(10)).await;
+    let accept = futures::future::join_all(bound.into_iter().map(|(socket, l)| {
+        let shard = shard.clone();
+        async move {
+            loop {
+                match socket.accept().await {
+                    Ok(stream) => {
+                        spawn_detached(crate::connection::serve(shard.clone(), stream, l.clone()))
+                    }
+                    Err(e) => {
+                        warn!(shard = id, listener = %l.name, error = %e, "accept failed");
+                        // Real time: a pause before accepting again, not a timer.
+                        sleep(Duration::from_millis(10)).await;
+                    }
                 }
             }
         }
-    };
+    }));
     futures::pin_mut!(accept);
     // Dropping the accept future closes the listener: no new connections.
     let _ = futures::future::select(accept, shutdown).await;

@@ -37,6 +37,8 @@ pub struct Settings {
     pub groups: GroupConfig,
     /// Where segments are stored, as DescribeConfigs reports it.
     pub store: StoreSettings,
+    /// Listeners, TLS, SASL (docs/security.md).
+    pub security: std::sync::Arc<crate::security::SecuritySettings>,
 }
 
 /// Bounds on what a request can make the broker store (topics, partitions):

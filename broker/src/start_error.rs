@@ -53,6 +53,12 @@ pub enum StartError {
     ShardRuntime(#[source] io::Error),
     #[error("a shard panicked")]
     ShardPanicked,
+    /// A listener, TLS or SASL setting the broker cannot run with.
+    #[error("{0}")]
+    Security(#[from] crate::security::SecurityError),
+    /// The security records (SCRAM credentials) could not be read or written.
+    #[error("security records: {0}")]
+    SecurityRecords(#[source] MetaError),
 }
 
 /// Which listener a `BindError` is about.

@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     ("leaf", &["errors", "obs", "placement"]),
     ("runtime", &["runtime", "io", "clock", "admission"]),
-    ("cluster", &["metadata"]),
+    ("cluster", &["metadata", "security"]),
     ("log", &["partition"]),
     ("groups", &["groups"]),
     ("shard", &["shard", "router", "settings", "start_error"]),
     ("kafka", &["handlers", "connection", "server"]),
     ("ops", &["http", "control"]),
-    ("top", &["config", "boot", "lib", "main"]),
+    ("top", &["config", "security_config", "boot", "lib", "main"]),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -10,6 +10,7 @@
 //! /kafscale/controller                                 ControllerClaim (leased)
 //! /kafscale/assignments/{topic}                        Assignment
 //! /kafscale/owners/{topic}/{p}                         PartitionOwner (leased)
+//! /kafscale/security/scram/{user}/{mechanism}          ScramCredential
 //! ```
 //!
 //! Names are path segments, so any byte that could break the layout (`/`, `%`,
@@ -26,6 +27,8 @@ pub const OWNERS: &str = "/kafscale/owners/";
 /// `/kafscale/deletions/{topic}`: the broker finishing a topic's deletion, under its
 /// lease (so an abandoned deletion is picked up by the controller).
 pub const DELETIONS: &str = "/kafscale/deletions/";
+/// Security records (SCRAM credentials), read as a whole by every broker.
+pub const SECURITY: &str = "/kafscale/security/";
 
 /// Percent-encodes every byte outside `[A-Za-z0-9._-]`.
 pub fn encode(name: &str) -> String {

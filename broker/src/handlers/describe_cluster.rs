@@ -1,6 +1,7 @@
 //! DescribeCluster v0-v2: the cluster id, the controller and the live brokers, as
 //! Metadata reports them (a broker alone is its own controller). No broker is
-//! ever fenced (a broker whose lease lapses leaves the live set), and only the
+//! ever fenced (a broker whose lease lapses leaves the live set), each broker is
+//! given by its address on the client's listener (left out without one), and only the
 //! broker endpoint type exists: asking for controllers (v1+, endpoint type 2)
 //! is UNSUPPORTED_ENDPOINT_TYPE, as from a Kafka broker.
 
@@ -23,6 +24,7 @@ pub fn handle(
     shard: &Rc<Shard>,
     req: DescribeClusterRequest,
     version: i16,
+    listener: &str,
 ) -> DescribeClusterResponse {
     let cluster = shard.cluster();
     let mut resp = DescribeClusterResponse::default();
@@ -42,13 +44,14 @@ pub fn handle(
     resp.brokers = cluster
         .brokers()
         .into_iter()
-        .map(|(id, host, port)| {
+        .filter_map(|(id, _, _)| {
+            let (host, port) = super::metadata::endpoint(shard, &cluster, id, listener)?;
             let mut b = DescribeClusterBroker::default();
             b.broker_id = BrokerId(id);
-            b.host = StrBytes::from_string(host.to_string());
+            b.host = StrBytes::from_string(host);
             b.port = port;
             b.rack = None;
-            b
+            Some(b)
         })
         .collect();
     resp

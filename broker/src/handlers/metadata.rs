@@ -16,10 +16,46 @@ use kafka_protocol::protocol::StrBytes;
 use crate::errors::{
     INVALID_TOPIC_EXCEPTION, LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION,
 };
-use crate::metadata::{valid_topic_name, TopicMeta};
+use crate::metadata::{valid_topic_name, Cluster, TopicMeta};
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> MetadataResponse {
+/// The address clients of `listener` reach broker `id` at: its advertised
+/// address for that listener; a broker that registered no listeners (it
+/// predates them) by its one address; None for a broker without the listener.
+pub fn endpoint(
+    shard: &Shard,
+    cluster: &Cluster,
+    id: i32,
+    listener: &str,
+) -> Option<(String, i32)> {
+    if id == cluster.broker_id {
+        return shard
+            .settings
+            .security
+            .listeners
+            .iter()
+            .find(|l| l.name == listener)
+            .map(|l| (l.advertised_host.clone(), l.advertised_port()));
+    }
+    if !cluster.live.clustered {
+        return None;
+    }
+    let primary = cluster.live.brokers.get(&id)?;
+    match cluster.live.listeners.get(&id) {
+        Some(ls) if !ls.is_empty() => ls
+            .iter()
+            .find(|(name, _, _)| name == listener)
+            .map(|(_, h, p)| (h.clone(), *p)),
+        _ => Some(primary.clone()),
+    }
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: MetadataRequest,
+    version: i16,
+    listener: &str,
+) -> MetadataResponse {
     // v0 has no null topic list: an empty list means all topics.
     let requested: Option<Vec<_>> = match req.topics {
         Some(t) if !(version == 0 && t.is_empty()) => Some(t),
@@ -46,10 +82,18 @@ pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> Me
         b.port = port;
         b
     };
-    resp.brokers = cluster
-        .brokers()
+    let ids: Vec<i32> = if cluster.live.clustered {
+        cluster.live.brokers.keys().copied().collect()
+    } else {
+        vec![cluster.broker_id]
+    };
+    // As in Kafka, a broker without the client's listener is left out.
+    resp.brokers = ids
         .into_iter()
-        .map(|(id, host, port)| describe_broker(id, host, port))
+        .filter_map(|id| {
+            let (host, port) = endpoint(shard, &cluster, id, listener)?;
+            Some(describe_broker(id, &host, port))
+        })
         .collect();
     resp.cluster_id = Some(StrBytes::from_string(cluster.cluster_id.clone()));
     resp.controller_id = BrokerId(cluster.controller_id());

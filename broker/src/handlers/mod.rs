@@ -20,6 +20,8 @@ pub mod metadata;
 pub mod offset_for_leader_epoch;
 mod per_partition;
 pub mod produce;
+pub mod sasl;
+pub mod scram_credentials;
 pub mod topics;
 pub mod trace;
 
@@ -32,6 +34,7 @@ use kafscale_codec::request::{
 };
 use tracing::{info, warn};
 
+use crate::security::sasl::Session;
 use crate::shard::Shard;
 
 /// What the connection does after a request.
@@ -62,12 +65,14 @@ fn record(
 }
 
 /// Decodes, handles and encodes one request frame. `turn`: the request's place
-/// among its connection's produce requests (None for other APIs).
+/// among its connection's produce requests (None for other APIs); `session`:
+/// the connection's listener and who the client is.
 pub async fn handle_frame(
     shard: &Rc<Shard>,
     frame: Bytes,
     peer: &str,
     turn: Option<crate::partition::Ticket>,
+    session: &Session,
 ) -> Outcome {
     let started = std::time::Instant::now();
     let req = match decode_request(frame) {
@@ -97,11 +102,25 @@ pub async fn handle_frame(
             .unwrap_or_default()
     };
     let response = match req.body {
-        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id::handle(r)),
-        RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(shard, r, version).await)
+        RequestKind::ApiVersions(_) => {
+            ResponseKind::ApiVersions(api_versions::for_listener(session.listener.protocol.sasl()))
         }
+        RequestKind::SaslHandshake(r) => {
+            ResponseKind::SaslHandshake(sasl::handshake(shard, session, r))
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            ResponseKind::SaslAuthenticate(sasl::authenticate(shard, session, r, peer).await)
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            ResponseKind::DescribeUserScramCredentials(scram_credentials::describe(shard, r))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            ResponseKind::AlterUserScramCredentials(scram_credentials::alter(shard, r).await)
+        }
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id::handle(r)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(
+            metadata::handle(shard, r, version, &session.listener.name).await,
+        ),
         RequestKind::Produce(r) => {
             let acks = r.acks;
             let resp = produce::handle(shard, r, version, turn).await;
@@ -133,9 +152,9 @@ pub async fn handle_frame(
         RequestKind::DeleteTopics(r) => {
             ResponseKind::DeleteTopics(topics::delete(shard, r, version).await)
         }
-        RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator::handle(shard, r, version))
-        }
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
+            groups::find_coordinator::handle(shard, r, version, &session.listener.name),
+        ),
         RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(
             groups::join::handle(shard, r, version, client(), format!("/{peer}")).await,
         ),
@@ -182,7 +201,7 @@ pub async fn handle_frame(
             ResponseKind::OffsetDelete(groups::offset_delete::handle(shard, r, version).await)
         }
         RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(describe_cluster::handle(shard, r, version))
+            ResponseKind::DescribeCluster(describe_cluster::handle(shard, r, version, &session.listener.name))
         }
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(describe_log_dirs::handle(shard, r, version).await)
@@ -226,7 +245,17 @@ pub async fn handle_frame(
             detail: trace::detail(&response),
         });
     }
-    match encode_response(api, version, correlation_id, &response) {
+    encode(api, version, correlation_id, &response, peer)
+}
+
+fn encode(
+    api: kafka_protocol::messages::ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+    peer: &str,
+) -> Outcome {
+    match encode_response(api, version, correlation_id, response) {
         Ok(b) => Outcome::Respond(b),
         Err(e) => {
             warn!(peer, error = %e, "closing connection: response cannot be encoded");

@@ -5,7 +5,10 @@
 //!
 //! Groups: two small files per group under `groups/`, `{name}.meta.json` (members,
 //! generation, assignment) and `{name}.offsets.json` (every committed offset of the
-//! group), each replaced atomically the same way. A commit rewrites only its own
+//! group), each replaced atomically the same way.
+//!
+//! Security records (SCRAM credentials): one JSON document, `security.json`
+//! (key → base64 value), replaced atomically on every change. A commit rewrites only its own
 //! group's offsets, so the cost of a commit grows with the group's partitions, not
 //! with the number of groups. Writes of one group are serialised; different groups
 //! write in parallel.
@@ -32,6 +35,31 @@ pub struct EmbeddedStore {
     /// Per group: its committed offsets as on disk (filled on first use), behind a
     /// lock that serialises that group's file writes.
     groups: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<OffsetsFile>>>>>,
+    security_path: PathBuf,
+    /// The security records as on disk (read at open), and their watchers; the
+    /// sender's lock serialises writes of the file.
+    security: Mutex<tokio::sync::watch::Sender<super::SecurityRecords>>,
+}
+
+/// `security.json`: key → value in base64.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SecurityFile {
+    records: BTreeMap<String, String>,
+}
+
+fn read_security(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, MetaError> {
+    let file: SecurityFile = match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| corrupt(path, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => SecurityFile::default(),
+        Err(e) => return Err(e.into()),
+    };
+    file.records
+        .into_iter()
+        .map(|(k, v)| match super::b64::decode(&v) {
+            Some(v) => Ok((k, v)),
+            None => Err(corrupt(path, "a value is not base64")),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -134,12 +162,16 @@ impl EmbeddedStore {
         std::fs::create_dir_all(&groups_dir)?;
         let partitions_dir = dir.join("partitions");
         std::fs::create_dir_all(&partitions_dir)?;
+        let security_path = dir.join("security.json");
+        let records = read_security(&security_path)?;
         Ok(EmbeddedStore {
             path: dir.join("metadata.json"),
             groups_dir,
             partitions_dir,
             lock: Mutex::new(()),
             groups: std::sync::Mutex::new(HashMap::new()),
+            security_path,
+            security: Mutex::new(tokio::sync::watch::channel(Arc::new(records)).0),
         })
     }
 
@@ -505,6 +537,43 @@ impl MetadataStore for EmbeddedStore {
         *cached = None;
         Ok(())
     }
+
+    async fn watch_security(&self) -> Result<super::SecurityStream, MetaError> {
+        use futures::StreamExt;
+        let rx = self.security.lock().await.subscribe();
+        // The current set first (marked changed), then one item per change.
+        let mut rx = rx;
+        rx.mark_changed();
+        Ok(futures::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            let v = rx.borrow_and_update().clone();
+            Some((v, rx))
+        })
+        .boxed())
+    }
+
+    async fn put_security(&self, changes: Vec<(String, Option<Vec<u8>>)>) -> Result<(), MetaError> {
+        let tx = self.security.lock().await;
+        let mut records = (**tx.borrow()).clone();
+        for (k, v) in changes {
+            match v {
+                Some(v) => records.insert(k, v),
+                None => records.remove(&k),
+            };
+        }
+        let file = SecurityFile {
+            records: records
+                .iter()
+                .map(|(k, v)| (k.clone(), super::b64::encode(v)))
+                .collect(),
+        };
+        let body =
+            serde_json::to_vec_pretty(&file).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let path = self.security_path.clone();
+        blocking(move || Ok(write_atomic(&path, &body)?)).await?;
+        tx.send_replace(Arc::new(records));
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -639,6 +708,36 @@ mod tests {
         let g = again.iter().find(|g| g.group_id == odd).unwrap();
         assert_eq!(g.offsets.len(), 3);
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn security_records_survive_reopen_and_are_watched() {
+        use futures::StreamExt;
+        let dir = std::env::temp_dir().join(format!("kafscale-sec-{}", uuid::Uuid::new_v4()));
+        let store = EmbeddedStore::open(&dir).unwrap();
+        let mut w = store.watch_security().await.unwrap();
+        assert!(w.next().await.unwrap().is_empty());
+        store
+            .put_security(vec![
+                ("scram/a/SCRAM-SHA-256".into(), Some(vec![1, 2, 3])),
+                ("scram/b/SCRAM-SHA-256".into(), Some(vec![])),
+            ])
+            .await
+            .unwrap();
+        let seen = w.next().await.unwrap();
+        assert_eq!(seen.get("scram/a/SCRAM-SHA-256"), Some(&vec![1, 2, 3]));
+        store
+            .put_security(vec![("scram/b/SCRAM-SHA-256".into(), None)])
+            .await
+            .unwrap();
+        assert_eq!(w.next().await.unwrap().len(), 1);
+        drop(store);
+        let again = EmbeddedStore::open(&dir).unwrap();
+        let mut w = again.watch_security().await.unwrap();
+        let seen = w.next().await.unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen.get("scram/a/SCRAM-SHA-256"), Some(&vec![1, 2, 3]));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

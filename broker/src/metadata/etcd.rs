@@ -53,6 +53,32 @@ pub struct EtcdConfig {
     pub timeout: Duration,
     /// TTL of the broker registration's lease.
     pub lease_ttl_secs: i64,
+    /// TLS towards etcd (`https://` endpoints), with a client certificate when
+    /// etcd asks for one.
+    pub tls: Option<EtcdTls>,
+}
+
+/// PEM contents (read at start-up) for TLS towards etcd.
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// CA bundle that signed etcd's certificate (None: the system's roots are not
+    /// used, so this is required in practice).
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate and key (etcd's --client-cert-auth).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// Name to check etcd's certificate against (default: the endpoint's host).
+    pub domain: Option<String>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key never reaches a log line.
+        f.debug_struct("EtcdTls")
+            .field("ca", &self.ca.as_ref().map(|c| c.len()))
+            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .field("domain", &self.domain)
+            .finish()
+    }
 }
 
 /// This broker, as registered under `/kafscale/brokers/{id}`.
@@ -61,6 +87,8 @@ pub struct BrokerInfo {
     pub id: i32,
     pub host: String,
     pub port: i32,
+    /// Every listener: (name, advertised host, advertised port).
+    pub listeners: Vec<(String, String, i32)>,
 }
 
 pub struct EtcdStore {
@@ -246,6 +274,15 @@ fn registration(broker: &BrokerInfo) -> (String, Vec<u8>) {
         started_ms: now_ms(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         draining: false,
+        listeners: broker
+            .listeners
+            .iter()
+            .map(|(name, host, port)| pb::BrokerListener {
+                name: name.clone(),
+                host: host.clone(),
+                port: *port,
+            })
+            .collect(),
     }
     .encode_to_vec();
     (keys::broker(broker.id), value)
@@ -264,6 +301,19 @@ impl EtcdStore {
             .with_auto_token_refresh(true);
         if let Some(user) = &cfg.username {
             opts = opts.with_user(user.clone(), cfg.password.clone().unwrap_or_default());
+        }
+        if let Some(tls) = &cfg.tls {
+            let mut t = etcd_client::TlsOptions::new();
+            if let Some(ca) = &tls.ca {
+                t = t.ca_certificate(etcd_client::Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &tls.identity {
+                t = t.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            if let Some(d) = &tls.domain {
+                t = t.domain_name(d.clone());
+            }
+            opts = opts.with_tls(t);
         }
         let client = match tokio::time::timeout(
             cfg.timeout,
@@ -705,6 +755,13 @@ fn live_view(brokers: &Mirrored, assignments: &Mirrored, ctrl: &Mirrored) -> Liv
     };
     for e in brokers.entries.values() {
         if let Ok(r) = pb::BrokerRegistration::decode(e.value.as_slice()) {
+            live.listeners.insert(
+                r.node_id,
+                r.listeners
+                    .into_iter()
+                    .map(|l| (l.name, l.host, l.port))
+                    .collect(),
+            );
             live.brokers.insert(r.node_id, (r.host, r.port));
         }
     }
@@ -1191,6 +1248,47 @@ impl MetadataStore for EtcdHandle {
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
                 .boxed(),
         )
+    }
+
+    async fn watch_security(&self) -> Result<super::SecurityStream, MetaError> {
+        let mut m = mirror::spawn(self.0.client.clone(), keys::SECURITY, self.0.timeout);
+        mirror::first(&mut m).await;
+        m.mark_changed();
+        Ok(futures::stream::unfold(m, |mut m| async move {
+            m.changed().await.ok()?;
+            let records = m
+                .borrow_and_update()
+                .entries
+                .iter()
+                .filter_map(|(k, e)| {
+                    Some((k.strip_prefix(keys::SECURITY)?.to_string(), e.value.clone()))
+                })
+                .collect();
+            Some((Arc::new(records), m))
+        })
+        .boxed())
+    }
+
+    async fn put_security(&self, changes: Vec<(String, Option<Vec<u8>>)>) -> Result<(), MetaError> {
+        // A credential is one small key; a request changes a handful at most, well
+        // below etcd's operations per transaction.
+        for chunk in changes.chunks(MAX_TXN_OPS) {
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|(k, v)| {
+                    let key = format!("{}{k}", keys::SECURITY);
+                    match v {
+                        Some(v) => TxnOp::put(key, v.clone(), None),
+                        None => TxnOp::delete(key, None),
+                    }
+                })
+                .collect();
+            let mut c = self.0.client.clone();
+            self.0
+                .timed("put security records", c.txn(Txn::new().and_then(ops)))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn load_groups(&self) -> Result<Vec<StoredGroup>, MetaError> {

@@ -262,6 +262,13 @@ impl MetaError {
     }
 }
 
+/// Security records (SCRAM credentials): key relative to the security prefix →
+/// value, the whole set at once.
+pub type SecurityRecords = Arc<BTreeMap<String, Vec<u8>>>;
+/// The security records as they change: the current set first, then the whole
+/// set after every change.
+pub type SecurityStream = futures::stream::BoxStream<'static, SecurityRecords>;
+
 /// Snapshots of the stored topics as they change, newest last.
 pub type SnapshotStream = futures::stream::BoxStream<'static, ClusterState>;
 /// The live set, the controller and the assignments as they change.
@@ -309,6 +316,9 @@ pub struct Live {
     pub clustered: bool,
     /// Live brokers: id → (host, port).
     pub brokers: BTreeMap<i32, (String, i32)>,
+    /// Live brokers' listeners: id → (listener name, host, port) for each; empty
+    /// for a broker that registered none (it predates listeners: `brokers` only).
+    pub listeners: BTreeMap<i32, Vec<(String, String, i32)>>,
     pub controller: Option<i32>,
     pub assignments: HashMap<String, TopicAssignment>,
     /// Partition claims: (topic, partition) → the claim last seen. Kept after the
@@ -457,6 +467,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> Result<(), MetaError>;
     /// Removes a group: its metadata and all its offsets.
     async fn delete_group(&self, group: &str, claim: Claim) -> Result<(), MetaError>;
+    /// The security records (etcd: under `/kafscale/security/`), now and after
+    /// every change by any broker. The stream outlives store outages.
+    async fn watch_security(&self) -> Result<SecurityStream, MetaError>;
+    /// Writes (Some) and removes (None) security records, all at once.
+    async fn put_security(&self, changes: Vec<(String, Option<Vec<u8>>)>) -> Result<(), MetaError>;
 }
 
 /// Immutable view of the cluster, shared by `Arc` and replaced as a whole.

@@ -23,6 +23,7 @@ pub fn handle(
     shard: &Rc<Shard>,
     req: FindCoordinatorRequest,
     version: i16,
+    listener: &str,
 ) -> FindCoordinatorResponse {
     let cluster = shard.cluster();
     let answer = |key: &StrBytes| -> Coordinator {
@@ -37,7 +38,12 @@ pub fn handle(
         let coordinator = (error == NONE)
             .then(|| cluster.coordinator(key))
             .flatten()
-            .and_then(|id| Some((id, cluster.broker_addr(id)?)));
+            .and_then(|id| {
+                Some((
+                    id,
+                    crate::handlers::metadata::endpoint(shard, &cluster, id, listener)?,
+                ))
+            });
         c.error_code = match (error, &coordinator) {
             (NONE, None) => COORDINATOR_NOT_AVAILABLE,
             (e, _) => e,

@@ -200,9 +200,12 @@ pub async fn handle_frame(
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(groups::offset_delete::handle(shard, r, version).await)
         }
-        RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(describe_cluster::handle(shard, r, version, &session.listener.name))
-        }
+        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(describe_cluster::handle(
+            shard,
+            r,
+            version,
+            &session.listener.name,
+        )),
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(describe_log_dirs::handle(shard, r, version).await)
         }

@@ -17,7 +17,38 @@ def broker_bin():
     return str(Path(target) / "release" / "kafscale-broker")
 
 
+def _ephemeral_range():
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_EPHEMERAL = _ephemeral_range()
+_handed_out = set()
+
+
 def free_port():
+    """A port nothing listens on, chosen below the kernel's ephemeral range: a
+    port the kernel hands out for bind(0) is also what it hands to the next
+    outgoing connection (a client, etcd, s3s-fs), which then takes it before the
+    broker binds it ("Address already in use"). Ports of this process are never
+    handed out twice."""
+    import random
+    lo = 10000
+    hi = _EPHEMERAL[0] - 1 if _EPHEMERAL[0] > lo + 1000 else 32767
+    for _ in range(200):
+        port = random.randint(lo, hi)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -70,7 +70,9 @@ def test_api_versions_above_max_gets_v0_answer_with_our_ranges(broker):
     assert ranges[1] == (4, 13)
     assert ranges[11] == (0, 9)  # JoinGroup
     assert ranges[15] == (0, 5)  # DescribeGroups
-    assert 21 not in ranges  # DeleteRecords is not advertised
+    assert ranges[21] == (0, 2)  # DeleteRecords
+    assert 24 not in ranges  # AddPartitionsToTxn: transactions are not built, so not advertised
+    assert 17 not in ranges  # SaslHandshake only on SASL listeners
 
 
 def test_malformed_body_closes_only_that_connection(broker):

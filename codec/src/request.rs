@@ -147,11 +147,11 @@ pub fn encode_response(
 }
 
 /// The answer to an ApiVersions request of a version we do not support: Kafka
-/// replies in v0 format with UNSUPPORTED_VERSION and its own ranges, so that the
-/// client can retry with a version both sides know.
-pub fn api_versions_fallback(correlation_id: i32) -> Bytes {
-    let r: ApiVersionsResponse =
-        versions::api_versions_response(kafka_protocol::ResponseError::UnsupportedVersion.code());
+/// replies in v0 format with UNSUPPORTED_VERSION and its own ranges (`ranges`:
+/// the connection's ApiVersions answer, which depends on its listener), so that
+/// the client can retry with a version both sides know.
+pub fn api_versions_fallback(correlation_id: i32, mut r: ApiVersionsResponse) -> Bytes {
+    r.error_code = kafka_protocol::ResponseError::UnsupportedVersion.code();
     // v0 of ApiVersions always encodes; the table is static.
     match encode_response(
         ApiKey::ApiVersions,
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn fallback_is_a_v0_api_versions_response() {
-        let b = api_versions_fallback(5);
+        let b = api_versions_fallback(5, versions::api_versions_response(0));
         let len = i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
         assert_eq!(len, b.len() - 4);
         assert_eq!(&b[4..8], &5i32.to_be_bytes());

@@ -86,7 +86,8 @@ pub async fn handle_frame(
                 peer,
                 version, "ApiVersions version not supported; answering with v0 and our ranges"
             );
-            return Outcome::Respond(api_versions_fallback(correlation_id));
+            let ranges = api_versions::for_listener(session.listener.protocol.sasl());
+            return Outcome::Respond(api_versions_fallback(correlation_id, ranges));
         }
         Err(e) => {
             warn!(peer, error = %e, "closing connection: request cannot be handled");

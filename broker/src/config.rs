@@ -654,10 +654,7 @@ mod tests {
     #[test]
     fn group_commit_lower_bound_follows_the_store() {
         assert_eq!(parse(&[]).flush_min_interval_ms(), 0);
-        assert_eq!(
-            parse(&["--use-memory-s3", "true"]).flush_min_interval_ms(),
-            0
-        );
+        assert_eq!(parse(&["--use-memory-s3"]).flush_min_interval_ms(), 0);
         let s3 = parse(&["--s3-bucket", "b"]);
         assert_eq!(s3.flush_min_interval_ms(), S3_FLUSH_MIN_INTERVAL_MS);
         // Never above the upper bound unless set so (which is refused).

@@ -210,7 +210,7 @@ async fn unknown_config_and_missing_cluster_are_reported() {
     let mut t = topic(1, 1, None);
     t.spec
         .config
-        .insert("cleanup.policy".into(), "compact".into());
+        .insert("cleanup.policy".into(), "archive".into());
     let t = Arc::new(t);
     let task = tokio::spawn(topic::reconcile(t.clone(), ctx));
     let (seen, r) = api.expect_apply(STATUS).await;
@@ -221,7 +221,10 @@ async fn unknown_config_and_missing_cluster_are_reported() {
     assert_eq!(summary(&events)[0].1, "InvalidConfig");
     let ready = condition(&seen.body, "Ready");
     assert_eq!(ready["reason"], "InvalidConfig");
-    assert!(ready["message"].as_str().unwrap_or("").contains("compact"));
+    assert!(ready["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("cleanup.policy"));
 
     let (ctx, mut api) = mock();
     let t = Arc::new(topic(1, 1, None));

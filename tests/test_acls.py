@@ -337,15 +337,24 @@ def test_acls_reach_a_second_broker_through_etcd(cluster, tmp_path):
     admin1 = AdminClient(conf(b1.sasl_port, "admin"))
     create_topics(admin1, ["shared-t"])
     create_acls(admin1, [acl("shared-", "User:alice", AclOperation.ALL, ResourcePatternType.PREFIXED)])
+    # More bindings in one request than etcd takes in one transaction.
+    create_acls(admin1, [acl(f"bulk-{i}", "User:bob", AclOperation.READ) for i in range(150)])
     admin2 = AdminClient(conf(b2.sasl_port, "admin"))
-    assert wait_for("the ACL at broker 2", lambda: [a.name for a in admin2.describe_acls(ANY_ACL).result(
-        timeout=10)] == ["shared-"])
-    alice2 = {**conf(b2.sasl_port, "alice"), "bootstrap.servers": f"127.0.0.1:{b2.sasl_port}"}
+    assert wait_for("the ACLs at broker 2", lambda: len(admin2.describe_acls(ANY_ACL).result(timeout=10)) == 151)
+    shared = AclBindingFilter(ResourceType.TOPIC, "shared-", ResourcePatternType.ANY, None, None,
+                              AclOperation.ANY, AclPermissionType.ANY)
+    assert [a.principal for a in admin2.describe_acls(shared).result(timeout=10)] == ["User:alice"]
+    alice2 = conf(b2.sasl_port, "alice")
     assert delivery_codes(alice2, "shared-t", 2) == [0, 0]
     assert set(AdminClient(alice2).list_topics(timeout=10).topics) == {"shared-t"}
+    # Both brokers restarted: the ACLs come back from etcd.
+    for b in brokers:
+        assert c.restart(b.broker_id)[0] == 0
+    assert delivery_codes(alice2, "shared-t", 2) == [0, 0]
+    assert delivery_codes(conf(b2.sasl_port, "bob"), "shared-t", 1) == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
     # Deleted at broker 2: refused at broker 1 too.
     for f in admin2.delete_acls([ANY_ACL]).values():
-        assert len(f.result(timeout=10)) == 1
+        assert len(f.result(timeout=10)) == 151
     alice1 = conf(b1.sasl_port, "alice")
     assert wait_for("the deletion at broker 1", lambda: not AdminClient(alice1).list_topics(timeout=10).topics)
     assert delivery_codes(alice1, "shared-t", 1) == [KafkaError.TOPIC_AUTHORIZATION_FAILED]

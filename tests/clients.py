@@ -84,3 +84,18 @@ def wait_for(cond, timeout=60, what="condition"):
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_until(what, fn, timeout=30):
+    """Poll `fn` until it returns something true and return that; exceptions count
+    as not yet. A bounded wait for a state; the last outcome is in the failure."""
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - the last failure is reported
+            last = e
+        time.sleep(0.3)
+    raise AssertionError(f"{what}: still {last!r} after {timeout}s")

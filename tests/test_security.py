@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from clients import wait_until
 from harness import free_port
 from rawkafka import Conn
 
@@ -166,16 +167,7 @@ def consume(conf, topic, n):
 
 
 def wait_for(what, fn):
-    deadline, last = time.time() + WAIT, None
-    while time.time() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001 - the last failure is reported
-            last = e
-        time.sleep(0.3)
-    raise AssertionError(f"{what}: still {last!r} after {WAIT}s")
+    return wait_until(what, fn, timeout=WAIT)
 
 
 # ---- hand-built SASL frames (exact codes) ----

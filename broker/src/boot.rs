@@ -158,7 +158,7 @@ fn warn_over_limits(state: &metadata::ClusterState, limits: &crate::settings::Re
     }
 }
 
-/// Reads the security records (SCRAM credentials) before any client can
+/// Reads the security records (SCRAM credentials, ACLs) before any client can
 /// connect, adds the users of KAFSCALE_SASL_USERS_FILE that lack credentials,
 /// and follows the records for as long as the broker runs.
 fn load_security(
@@ -187,7 +187,11 @@ fn load_security(
             security.install(&next);
         }
     }
-    rt.spawn(crate::security::follow(stream, creds));
+    rt.spawn(crate::security::follow(
+        stream,
+        creds,
+        security.authorizer.clone(),
+    ));
     Ok(())
 }
 

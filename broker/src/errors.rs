@@ -50,3 +50,7 @@ pub const SASL_AUTHENTICATION_FAILED: i16 = K::SaslAuthenticationFailed.code();
 pub const RESOURCE_NOT_FOUND: i16 = K::ResourceNotFound.code();
 pub const DUPLICATE_RESOURCE: i16 = K::DuplicateResource.code();
 pub const UNACCEPTABLE_CREDENTIAL: i16 = K::UnacceptableCredential.code();
+pub const TOPIC_AUTHORIZATION_FAILED: i16 = K::TopicAuthorizationFailed.code();
+pub const GROUP_AUTHORIZATION_FAILED: i16 = K::GroupAuthorizationFailed.code();
+pub const CLUSTER_AUTHORIZATION_FAILED: i16 = K::ClusterAuthorizationFailed.code();
+pub const SECURITY_DISABLED: i16 = K::SecurityDisabled.code();

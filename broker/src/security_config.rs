@@ -1,5 +1,5 @@
 //! The security settings on the command line (`KAFSCALE_LISTENERS`, TLS, SASL,
-//! etcd TLS, the operations endpoints' exposure), turned into
+//! the ACL authorizer, etcd TLS, the operations endpoints' exposure), turned into
 //! `security::SecuritySettings` at start. See docs/security.md.
 
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::metadata::etcd::EtcdTls;
+use crate::security::acl::{Authorizer, AuthorizerSettings};
 use crate::security::listeners::{self, Listener, SecurityProtocol};
 use crate::security::principal::MappingRules;
 use crate::security::sasl::{SaslMechanism, SaslSettings};
@@ -84,6 +85,17 @@ pub struct SecurityArgs {
     /// Name etcd's certificate is checked against (default: the endpoint's host).
     #[arg(long, env = "KAFSCALE_ETCD_TLS_SERVER_NAME")]
     pub etcd_tls_server_name: Option<String>,
+    /// Authorization: `none` (every request allowed) or `acl` (Kafka's ACLs, made
+    /// with CreateAcls and kept in the metadata store; docs/security.md).
+    #[arg(long, env = "KAFSCALE_AUTHORIZER", default_value = "none")]
+    pub authorizer: String,
+    /// Principals allowed everything with the ACL authorizer, `User:admin;User:ops`.
+    #[arg(long, env = "KAFSCALE_SUPER_USERS", default_value = "")]
+    pub super_users: String,
+    /// With KAFSCALE_AUTHORIZER=acl: allow a request on a resource no ACL covers
+    /// (false: such requests are refused, as Kafka's default).
+    #[arg(long, env = "KAFSCALE_ALLOW_EVERYONE_IF_NO_ACL_FOUND", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_everyone_if_no_acl_found: bool,
     /// Let the HTTP endpoint and the control gRPC bind a non-loopback address
     /// while a Kafka listener is secured (they have no authentication of their own).
     #[arg(long, env = "KAFSCALE_INSECURE_OPS_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set)]
@@ -161,6 +173,7 @@ impl SecurityArgs {
         let principal_rules =
             MappingRules::parse(&self.ssl_principal_mapping_rules).map_err(SecurityError::Rules)?;
         Ok(SecuritySettings {
+            authorizer: Arc::new(Authorizer::new(self.authorizer_settings()?)),
             listeners: listeners.into_iter().map(Arc::new).collect(),
             sasl: SaslSettings {
                 mechanisms,
@@ -170,6 +183,34 @@ impl SecurityArgs {
             },
             tls,
             principal_rules: Arc::new(principal_rules),
+        })
+    }
+
+    /// KAFSCALE_AUTHORIZER, KAFSCALE_SUPER_USERS, KAFSCALE_ALLOW_EVERYONE_IF_NO_ACL_FOUND.
+    fn authorizer_settings(&self) -> Result<AuthorizerSettings, SecurityError> {
+        let enabled = match self.authorizer.trim().to_ascii_lowercase().as_str() {
+            "" | "none" => false,
+            "acl" => true,
+            _ => return Err(SecurityError::Authorizer(self.authorizer.clone())),
+        };
+        let mut super_users = std::collections::HashSet::new();
+        for u in self
+            .super_users
+            .split(';')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        {
+            match u.split_once(':') {
+                Some((kind, name)) if !kind.is_empty() && !name.is_empty() => {
+                    super_users.insert(u.to_string());
+                }
+                _ => return Err(SecurityError::SuperUser(u.to_string())),
+            }
+        }
+        Ok(AuthorizerSettings {
+            enabled,
+            super_users,
+            allow_if_no_acl: self.allow_everyone_if_no_acl_found,
         })
     }
 

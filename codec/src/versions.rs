@@ -49,6 +49,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    // ACLs (docs/security.md): always listed, as by Kafka, and answered with
+    // SECURITY_DISABLED when no authorizer is configured. v0 (no pattern type)
+    // was removed in Kafka 4.0 and is not decodable here.
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// The supported version range of an API, if it is implemented at all.

@@ -11,6 +11,7 @@
 //! /kafscale/assignments/{topic}                        Assignment
 //! /kafscale/owners/{topic}/{p}                         PartitionOwner (leased)
 //! /kafscale/security/scram/{user}/{mechanism}          ScramCredential
+//! /kafscale/security/acl/{type}/{pattern}/{name}/...   AclBinding
 //! ```
 //!
 //! Names are path segments, so any byte that could break the layout (`/`, `%`,
@@ -27,7 +28,7 @@ pub const OWNERS: &str = "/kafscale/owners/";
 /// `/kafscale/deletions/{topic}`: the broker finishing a topic's deletion, under its
 /// lease (so an abandoned deletion is picked up by the controller).
 pub const DELETIONS: &str = "/kafscale/deletions/";
-/// Security records (SCRAM credentials), read as a whole by every broker.
+/// Security records (SCRAM credentials, ACLs), read as a whole by every broker.
 pub const SECURITY: &str = "/kafscale/security/";
 
 /// Percent-encodes every byte outside `[A-Za-z0-9._-]`.

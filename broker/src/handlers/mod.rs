@@ -2,7 +2,9 @@
 //! decoded request on the connection's shard, send per-partition work to the
 //! owning shards, and assemble the response in request order.
 
+pub mod acls;
 pub mod api_versions;
+pub mod authz;
 pub mod configs;
 pub mod create_partitions;
 pub mod delete_records;
@@ -102,135 +104,181 @@ pub async fn handle_frame(
             .map(|c| c.to_string())
             .unwrap_or_default()
     };
-    let response = match req.body {
-        RequestKind::ApiVersions(_) => {
-            ResponseKind::ApiVersions(api_versions::for_listener(session.listener.protocol.sasl()))
-        }
-        RequestKind::SaslHandshake(r) => {
-            ResponseKind::SaslHandshake(sasl::handshake(shard, session, r))
-        }
-        RequestKind::SaslAuthenticate(r) => {
-            ResponseKind::SaslAuthenticate(sasl::authenticate(shard, session, r, peer).await)
-        }
-        RequestKind::DescribeUserScramCredentials(r) => {
-            ResponseKind::DescribeUserScramCredentials(scram_credentials::describe(shard, r))
-        }
-        RequestKind::AlterUserScramCredentials(r) => {
-            ResponseKind::AlterUserScramCredentials(scram_credentials::alter(shard, r).await)
-        }
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id::handle(r)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(
-            metadata::handle(shard, r, version, &session.listener.name).await,
-        ),
-        RequestKind::Produce(r) => {
-            let acks = r.acks;
-            let resp = produce::handle(shard, r, version, turn).await;
-            if acks == 0 {
-                record(shard, api, started, false);
-                if shard.settings.trace_kafka {
-                    trace::log(trace::Request {
-                        peer,
-                        api,
-                        version,
-                        correlation_id,
-                        client_id: client_id.as_deref().unwrap_or(""),
-                        started,
-                        error_code: None,
-                        detail: Some(trace::produce_detail(&resp)),
-                    });
+    // Authorization (KAFSCALE_AUTHORIZER=acl): refused parts are taken out here
+    // and answered in the response below (`authz.rs`). Without an authorizer
+    // nothing is built or checked.
+    let authorizer = &shard.settings.security.authorizer;
+    let check = authorizer
+        .enabled()
+        .then(|| authorizer.check(session.principal().to_string(), peer_host(peer)));
+    let gated = match &check {
+        None => Ok((req.body, authz::Pending::Nothing)),
+        Some(check) => authz::gate(shard, check, req.body, version),
+    };
+    let (mut response, pending) = match gated {
+        // Refused as a whole: answered, counted and traced like any response.
+        Err(refused) => (*refused, authz::Pending::Nothing),
+        Ok((body, pending)) => {
+            let response = match body {
+                RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(
+                    api_versions::for_listener(session.listener.protocol.sasl()),
+                ),
+                RequestKind::SaslHandshake(r) => {
+                    ResponseKind::SaslHandshake(sasl::handshake(shard, session, r))
                 }
-                return Outcome::Silent;
-            }
-            ResponseKind::Produce(resp)
-        }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(shard, r, version).await),
-        RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(list_offsets::handle(shard, r, version).await)
-        }
-        RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(topics::create(shard, r, version).await)
-        }
-        RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(topics::delete(shard, r, version).await)
-        }
-        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
-            groups::find_coordinator::handle(shard, r, version, &session.listener.name),
-        ),
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(
-            groups::join::handle(shard, r, version, client(), format!("/{peer}")).await,
-        ),
-        RequestKind::SyncGroup(r) => {
-            ResponseKind::SyncGroup(groups::sync::handle(shard, r, version).await)
-        }
-        RequestKind::Heartbeat(r) => {
-            ResponseKind::Heartbeat(groups::heartbeat::handle(shard, r).await)
-        }
-        RequestKind::LeaveGroup(r) => {
-            ResponseKind::LeaveGroup(groups::leave::handle(shard, r, version).await)
-        }
-        RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(groups::offset_commit::handle(shard, r, version).await)
-        }
-        RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(groups::offset_fetch::handle(shard, r, version).await)
-        }
-        RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(groups::describe::handle(shard, r, version).await)
-        }
-        RequestKind::ListGroups(r) => {
-            ResponseKind::ListGroups(groups::list::handle(shard, r, version).await)
-        }
-        RequestKind::DeleteGroups(r) => {
-            ResponseKind::DeleteGroups(groups::delete::handle(shard, r, version).await)
-        }
-        RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(configs::describe(shard, r, version))
-        }
-        RequestKind::AlterConfigs(r) => {
-            ResponseKind::AlterConfigs(configs::alter(shard, r, version).await)
-        }
-        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
-            configs::incremental_alter(shard, r, version).await,
-        ),
-        RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(create_partitions::handle(shard, r, version).await)
-        }
-        RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
-            offset_for_leader_epoch::handle(shard, r, version).await,
-        ),
-        RequestKind::OffsetDelete(r) => {
-            ResponseKind::OffsetDelete(groups::offset_delete::handle(shard, r, version).await)
-        }
-        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(describe_cluster::handle(
-            shard,
-            r,
-            version,
-            &session.listener.name,
-        )),
-        RequestKind::DescribeLogDirs(r) => {
-            ResponseKind::DescribeLogDirs(describe_log_dirs::handle(shard, r, version).await)
-        }
-        RequestKind::DeleteRecords(r) => {
-            ResponseKind::DeleteRecords(delete_records::handle(shard, r, version).await)
-        }
-        RequestKind::DescribeProducers(r) => {
-            ResponseKind::DescribeProducers(describe_producers::handle(shard, r, version).await)
-        }
-        RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(
-            describe_topic_partitions::handle(shard, r, version),
-        ),
-        RequestKind::ElectLeaders(r) => {
-            ResponseKind::ElectLeaders(elect_leaders::handle(shard, r, version))
-        }
-        RequestKind::ListPartitionReassignments(r) => ResponseKind::ListPartitionReassignments(
-            list_partition_reassignments::handle(r, version),
-        ),
-        _ => {
-            // decode_request only admits APIs from the version table, all handled above.
-            warn!(peer, ?api, "closing connection: no handler");
-            return Outcome::Close;
+                RequestKind::SaslAuthenticate(r) => ResponseKind::SaslAuthenticate(
+                    sasl::authenticate(shard, session, r, peer).await,
+                ),
+                RequestKind::DescribeUserScramCredentials(r) => {
+                    ResponseKind::DescribeUserScramCredentials(scram_credentials::describe(
+                        shard, r,
+                    ))
+                }
+                RequestKind::AlterUserScramCredentials(r) => {
+                    ResponseKind::AlterUserScramCredentials(
+                        scram_credentials::alter(shard, r).await,
+                    )
+                }
+                RequestKind::CreateAcls(r) => {
+                    ResponseKind::CreateAcls(acls::create(shard, r).await)
+                }
+                RequestKind::DescribeAcls(r) => {
+                    ResponseKind::DescribeAcls(acls::describe(shard, r))
+                }
+                RequestKind::DeleteAcls(r) => {
+                    ResponseKind::DeleteAcls(acls::delete(shard, r).await)
+                }
+                RequestKind::InitProducerId(r) => {
+                    ResponseKind::InitProducerId(init_producer_id::handle(r))
+                }
+                RequestKind::Metadata(r) => ResponseKind::Metadata(
+                    metadata::handle(shard, r, version, &session.listener.name).await,
+                ),
+                RequestKind::Produce(r) => {
+                    let acks = r.acks;
+                    let resp = produce::handle(shard, r, version, turn).await;
+                    if acks == 0 && pending.refused_any() {
+                        // Kafka closes an acks=0 producer's connection on an error: it
+                        // would hear of the refusal no other way.
+                        info!(
+                            peer,
+                            "closing connection: acks=0 produce to a topic not authorized"
+                        );
+                        return Outcome::Close;
+                    }
+                    if acks == 0 {
+                        record(shard, api, started, false);
+                        if shard.settings.trace_kafka {
+                            trace::log(trace::Request {
+                                peer,
+                                api,
+                                version,
+                                correlation_id,
+                                client_id: client_id.as_deref().unwrap_or(""),
+                                started,
+                                error_code: None,
+                                detail: Some(trace::produce_detail(&resp)),
+                            });
+                        }
+                        return Outcome::Silent;
+                    }
+                    ResponseKind::Produce(resp)
+                }
+                RequestKind::Fetch(r) => {
+                    ResponseKind::Fetch(fetch::handle(shard, r, version).await)
+                }
+                RequestKind::ListOffsets(r) => {
+                    ResponseKind::ListOffsets(list_offsets::handle(shard, r, version).await)
+                }
+                RequestKind::CreateTopics(r) => {
+                    ResponseKind::CreateTopics(topics::create(shard, r, version).await)
+                }
+                RequestKind::DeleteTopics(r) => {
+                    ResponseKind::DeleteTopics(topics::delete(shard, r, version).await)
+                }
+                RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
+                    groups::find_coordinator::handle(shard, r, version, &session.listener.name),
+                ),
+                RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(
+                    groups::join::handle(shard, r, version, client(), format!("/{peer}")).await,
+                ),
+                RequestKind::SyncGroup(r) => {
+                    ResponseKind::SyncGroup(groups::sync::handle(shard, r, version).await)
+                }
+                RequestKind::Heartbeat(r) => {
+                    ResponseKind::Heartbeat(groups::heartbeat::handle(shard, r).await)
+                }
+                RequestKind::LeaveGroup(r) => {
+                    ResponseKind::LeaveGroup(groups::leave::handle(shard, r, version).await)
+                }
+                RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(
+                    groups::offset_commit::handle(shard, r, version).await,
+                ),
+                RequestKind::OffsetFetch(r) => {
+                    ResponseKind::OffsetFetch(groups::offset_fetch::handle(shard, r, version).await)
+                }
+                RequestKind::DescribeGroups(r) => {
+                    ResponseKind::DescribeGroups(groups::describe::handle(shard, r, version).await)
+                }
+                RequestKind::ListGroups(r) => {
+                    ResponseKind::ListGroups(groups::list::handle(shard, r, version).await)
+                }
+                RequestKind::DeleteGroups(r) => {
+                    ResponseKind::DeleteGroups(groups::delete::handle(shard, r, version).await)
+                }
+                RequestKind::DescribeConfigs(r) => {
+                    ResponseKind::DescribeConfigs(configs::describe(shard, r, version))
+                }
+                RequestKind::AlterConfigs(r) => {
+                    ResponseKind::AlterConfigs(configs::alter(shard, r, version).await)
+                }
+                RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+                    configs::incremental_alter(shard, r, version).await,
+                ),
+                RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
+                    create_partitions::handle(shard, r, version).await,
+                ),
+                RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
+                    offset_for_leader_epoch::handle(shard, r, version).await,
+                ),
+                RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(
+                    groups::offset_delete::handle(shard, r, version).await,
+                ),
+                RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(
+                    describe_cluster::handle(shard, r, version, &session.listener.name),
+                ),
+                RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(
+                    describe_log_dirs::handle(shard, r, version).await,
+                ),
+                RequestKind::DeleteRecords(r) => {
+                    ResponseKind::DeleteRecords(delete_records::handle(shard, r, version).await)
+                }
+                RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(
+                    describe_producers::handle(shard, r, version).await,
+                ),
+                RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(
+                    describe_topic_partitions::handle(shard, r, version),
+                ),
+                RequestKind::ElectLeaders(r) => {
+                    ResponseKind::ElectLeaders(elect_leaders::handle(shard, r, version))
+                }
+                RequestKind::ListPartitionReassignments(r) => {
+                    ResponseKind::ListPartitionReassignments(list_partition_reassignments::handle(
+                        r, version,
+                    ))
+                }
+                _ => {
+                    // decode_request only admits APIs from the version table, all handled above.
+                    warn!(peer, ?api, "closing connection: no handler");
+                    return Outcome::Close;
+                }
+            };
+            (response, pending)
         }
     };
+    if let Some(check) = &check {
+        authz::finish(check, &mut response, pending);
+    }
     record(
         shard,
         api,
@@ -266,4 +314,11 @@ fn encode(
             Outcome::Close
         }
     }
+}
+
+/// The address part of a peer's `ip:port` (IPv6 in brackets), as ACL hosts
+/// name clients.
+fn peer_host(peer: &str) -> &str {
+    let host = peer.rsplit_once(':').map_or(peer, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }

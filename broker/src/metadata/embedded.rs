@@ -7,7 +7,7 @@
 //! generation, assignment) and `{name}.offsets.json` (every committed offset of the
 //! group), each replaced atomically the same way.
 //!
-//! Security records (SCRAM credentials): one JSON document, `security.json`
+//! Security records (SCRAM credentials, ACLs): one JSON document, `security.json`
 //! (key → base64 value), replaced atomically on every change. A commit rewrites only its own
 //! group's offsets, so the cost of a commit grows with the group's partitions, not
 //! with the number of groups. Writes of one group are serialised; different groups

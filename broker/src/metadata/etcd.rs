@@ -1270,8 +1270,9 @@ impl MetadataStore for EtcdHandle {
     }
 
     async fn put_security(&self, changes: Vec<(String, Option<Vec<u8>>)>) -> Result<(), MetaError> {
-        // A credential is one small key; a request changes a handful at most, well
-        // below etcd's operations per transaction.
+        // Credentials and ACLs are small keys; a request may change many (a
+        // DeleteAcls filter of ANY), so they go in transactions of at most
+        // MAX_TXN_OPS, each atomic on its own.
         for chunk in changes.chunks(MAX_TXN_OPS) {
             let ops: Vec<TxnOp> = chunk
                 .iter()

@@ -262,7 +262,7 @@ impl MetaError {
     }
 }
 
-/// Security records (SCRAM credentials): key relative to the security prefix →
+/// Security records (SCRAM credentials, ACLs): key relative to the security prefix →
 /// value, the whole set at once.
 pub type SecurityRecords = Arc<BTreeMap<String, Vec<u8>>>;
 /// The security records as they change: the current set first, then the whole

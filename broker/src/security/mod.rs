@@ -1,10 +1,12 @@
 //! Who a client is: listeners and their security protocols, TLS (rustls) with
 //! optional client certificates, SASL (PLAIN, SCRAM-SHA-256/512) against salted
-//! credentials kept in the metadata store. See docs/security.md.
+//! credentials kept in the metadata store, and ACLs (`acl`) kept there too. See
+//! docs/security.md.
 //!
 //! Nothing here knows Kafka's wire types: the handlers (`handlers/sasl.rs`,
 //! `handlers/scram_credentials.rs`) translate requests into these calls.
 
+pub mod acl;
 pub mod credentials;
 pub mod listeners;
 pub mod principal;
@@ -28,6 +30,8 @@ pub struct SecuritySettings {
     pub tls: Option<Arc<tls::TlsServer>>,
     /// How client-certificate subjects become principals.
     pub principal_rules: Arc<principal::MappingRules>,
+    /// The ACLs and how they apply (`KAFSCALE_AUTHORIZER`).
+    pub authorizer: Arc<acl::Authorizer>,
 }
 
 impl SecuritySettings {
@@ -38,12 +42,14 @@ impl SecuritySettings {
             sasl: sasl::SaslSettings::default(),
             tls: None,
             principal_rules: Arc::new(principal::MappingRules::default()),
+            authorizer: Arc::default(),
         }
     }
 
-    /// Installs a set of security records (the credentials).
+    /// Installs a set of security records (the credentials and the ACLs).
     pub fn install(&self, records: &crate::metadata::SecurityRecords) {
         self.sasl.credentials.install(records);
+        self.authorizer.install(records);
     }
 }
 
@@ -51,10 +57,12 @@ impl SecuritySettings {
 pub async fn follow(
     mut stream: crate::metadata::SecurityStream,
     credentials: Arc<credentials::CredentialStore>,
+    authorizer: Arc<acl::Authorizer>,
 ) {
     use futures::StreamExt;
     while let Some(records) = stream.next().await {
         credentials.install(&records);
+        authorizer.install(&records);
     }
 }
 
@@ -75,6 +83,10 @@ pub enum SecurityError {
     UsersFile { path: String, reason: String },
     #[error("a listener uses TLS ({0}) but KAFSCALE_TLS_CERT_FILE and KAFSCALE_TLS_KEY_FILE are not both set")]
     TlsMissing(String),
+    #[error("KAFSCALE_AUTHORIZER: unknown authorizer {0:?} (none, acl)")]
+    Authorizer(String),
+    #[error("KAFSCALE_SUPER_USERS: {0:?} is not a principal (User:name; several separated by ;)")]
+    SuperUser(String),
     #[error("{var}={addr} is not a loopback address, and listener {listener} is secured: the HTTP endpoint and the control gRPC have no authentication, so bind them to 127.0.0.1 (or set KAFSCALE_INSECURE_OPS_ENDPOINTS=true to accept that)")]
     Exposed {
         var: &'static str,

@@ -269,7 +269,9 @@ def test_retention_deletes_old_segments_and_moves_log_start(make_broker):
         ConfigEntry("retention.ms", "2000", incremental_operation=AlterConfigOpType.SET)])
     next(iter(a.incremental_alter_configs([res]).values())).result(timeout=15)
     # Retention keeps the newest segment: it records where the log continues.
-    wait_for(lambda: len(segments(b, "ret")) == 1, 30, "expired segments deleted")
+    # (A segment's .kfs is deleted before its .index: wait for both.)
+    wait_for(lambda: len(segments(b, "ret")) == 1 and len(segments(b, "ret", suffix=".index")) == 1, 30,
+             "expired segments deleted")
     assert segments(b, "ret") == [kfs[-1]]
     assert segments(b, "ret", suffix=".index") == [kfs[-1].replace(".kfs", ".index")]
     assert earliest_latest(b, "ret") == (last_base, 25)

@@ -135,7 +135,9 @@ def test_segment_ms_rolls_on_the_next_append(make_broker):
 
 
 def test_compact_only_topics_keep_segments_past_retention(make_broker):
-    b = make_broker(env={"KAFSCALE_RETENTION_CHECK_INTERVAL_MS": "100"})
+    # The cleaner stays away (an hour between passes): this is about retention.
+    b = make_broker(env={"KAFSCALE_RETENTION_CHECK_INTERVAL_MS": "100",
+                         "KAFSCALE_LOG_CLEANER_BACKOFF_MS": "3600000"})
     old = int(time.time() * 1000) - 3_600_000
     for t, policy in (("both", "compact,delete"), ("conly", "compact")):
         create_topic(b.bootstrap, t, 1, {"cleanup.policy": policy, "retention.ms": "1000"})

@@ -78,6 +78,14 @@ pub struct Config {
         default_value_t = 30_000
     )]
     pub retention_check_interval_ms: u64,
+    /// How long each shard's log cleaner sleeps between passes over its
+    /// partitions of compacted topics (Kafka's log.cleaner.backoff.ms).
+    #[arg(
+        long,
+        env = "KAFSCALE_LOG_CLEANER_BACKOFF_MS",
+        default_value_t = 15_000
+    )]
+    pub log_cleaner_backoff_ms: u64,
     /// Create unknown topics on Metadata and Produce requests.
     #[arg(long, env = "KAFSCALE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,
@@ -568,6 +576,7 @@ impl Config {
             retention_check_interval: std::time::Duration::from_millis(
                 self.retention_check_interval_ms,
             ),
+            cleaner_backoff: Duration::from_millis(self.log_cleaner_backoff_ms),
             max_buffered_bytes: self.max_buffered_bytes,
             upload_concurrency: self.upload_concurrency,
             cache_bytes: self.cache_bytes,

@@ -58,6 +58,7 @@ pub async fn shard_main(boot: ShardBoot) {
     spawn_detached(partition::flush_ticker(shard.logs.clone()));
     spawn_detached(partition::group_commit(shard.logs.clone()));
     spawn_detached(partition::retention_ticker(shard.logs.clone()));
+    spawn_detached(partition::cleaner_ticker(shard.logs.clone()));
     Groups::start(&shard.groups);
     if id == crate::placement::METADATA_SHARD {
         crate::handlers::topics::follow_store(&shard);

@@ -13,7 +13,7 @@ pub const HEADER_LEN: usize = 61;
 pub const LOG_OVERHEAD: usize = 12;
 const MAGIC_AT: usize = 16;
 const CRC_AT: usize = 17;
-const CRC_FROM: usize = 21;
+pub(crate) const CRC_FROM: usize = 21;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BatchError {

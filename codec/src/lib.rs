@@ -18,6 +18,7 @@
 pub mod batch;
 pub mod frame;
 pub mod fuzzing;
+pub mod records;
 pub mod request;
 pub mod versions;
 

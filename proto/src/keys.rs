@@ -4,6 +4,7 @@
 //! /kafscale/metadata/snapshot                          ClusterSnapshot
 //! /kafscale/topics/{topic}/config                      TopicConfig
 //! /kafscale/topics/{topic}/partitions/{p}              PartitionState
+//! /kafscale/topics/{topic}/compaction/{p}              CompactionManifest
 //! /kafscale/consumers/{group}/metadata                 GroupMetadata
 //! /kafscale/consumers/{group}/offsets/{topic}/{p}      CommittedOffset
 //! /kafscale/brokers/{id}                               BrokerRegistration (leased)
@@ -72,6 +73,11 @@ pub fn topic_config(topic: &str) -> String {
 
 pub fn partition(topic: &str, partition: i32) -> String {
     format!("{}partitions/{partition}", topic_prefix(topic))
+}
+
+/// A partition's compaction manifest (under the topic, so topic deletion removes it).
+pub fn compaction(topic: &str, partition: i32) -> String {
+    format!("{}compaction/{partition}", topic_prefix(topic))
 }
 
 pub fn assignment(topic: &str) -> String {

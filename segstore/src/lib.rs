@@ -4,6 +4,7 @@
 //! through the same object-store trait. No Kafka networking.
 
 pub mod cache;
+pub mod compact;
 pub mod durable;
 pub mod faults;
 pub mod format;
@@ -23,7 +24,7 @@ pub use format::segment::{
 };
 pub use health::{HealthConfig, HealthSnapshot, HealthState, S3Health};
 pub use instrumented::{InstrumentedStore, OpStats, StoreStats, STORE_LATENCY_BUCKETS, STORE_OPS};
-pub use segment_store::{SegmentMeta, SegmentStore};
+pub use segment_store::{CompactedMeta, SegmentMeta, SegmentStore};
 pub use store::{build_object_store, ReadReplicaStore, S3Config, StoreConfig};
 
 #[derive(Debug, thiserror::Error)]

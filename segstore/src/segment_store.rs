@@ -15,8 +15,8 @@ use crate::format::segment::{
 };
 use crate::format::segment::{parse_header, SEGMENT_HEADER_LEN};
 use crate::keys::{
-    index_path, parse_index_base, parse_segment_base, partition_prefix, quarantine_path,
-    segment_path, topic_prefix,
+    index_path, object_index_path, object_path, parse_compacted, parse_index_base,
+    parse_segment_base, partition_prefix, quarantine_path, segment_path, topic_prefix,
 };
 use crate::StoreError;
 
@@ -24,6 +24,15 @@ use crate::StoreError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentMeta {
     pub base_offset: i64,
+    pub size: u64,
+}
+
+/// A compacted segment object found by listing (`keys::object_path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactedMeta {
+    /// First offset of the range the object replaced.
+    pub base: i64,
+    pub gen: u64,
     pub size: u64,
 }
 
@@ -78,9 +87,22 @@ impl SegmentStore {
         partition: i32,
         sealed: &SealedSegment,
     ) -> Result<(), StoreError> {
-        let base = sealed.segment.base_offset;
-        let data = segment_path(&self.namespace, topic, partition, base);
-        let index = index_path(&self.namespace, topic, partition, base);
+        self.put_object(topic, partition, sealed.segment.base_offset, 0, sealed)
+            .await
+    }
+
+    /// `put_segment` at the key `keys::object_path(base, gen)`: gen 0 is the
+    /// plain segment name, others a compacted segment's.
+    pub async fn put_object(
+        &self,
+        topic: &str,
+        partition: i32,
+        base: i64,
+        gen: u64,
+        sealed: &SealedSegment,
+    ) -> Result<(), StoreError> {
+        let data = object_path(&self.namespace, topic, partition, base, gen);
+        let index = object_index_path(&self.namespace, topic, partition, base, gen);
         let (kfs, idx) = futures::join!(
             self.put_create_only(&data, &sealed.segment.data),
             self.put_create_only(&index, &sealed.index),
@@ -179,6 +201,32 @@ impl SegmentStore {
         Ok(out)
     }
 
+    /// The compacted segment objects of a partition, by base offset.
+    pub async fn list_compacted(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<CompactedMeta>, StoreError> {
+        let prefix = partition_prefix(&self.namespace, topic, partition);
+        let mut out: Vec<CompactedMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_filter_map(|m| async move {
+                Ok(m.location
+                    .filename()
+                    .and_then(parse_compacted)
+                    .map(|(base, gen)| CompactedMeta {
+                        base,
+                        gen,
+                        size: m.size,
+                    }))
+            })
+            .try_collect()
+            .await?;
+        out.sort_by_key(|m| (m.base, m.gen));
+        Ok(out)
+    }
+
     /// Reads a segment's footer with a ranged GET of its last 16 bytes.
     pub async fn read_footer(
         &self,
@@ -213,7 +261,18 @@ impl SegmentStore {
         partition: i32,
         base_offset: i64,
     ) -> Result<Segment, StoreError> {
-        let path = segment_path(&self.namespace, topic, partition, base_offset);
+        self.read_object(topic, partition, base_offset, 0).await
+    }
+
+    /// Reads and verifies the segment object `keys::object_path(base, gen)`.
+    pub async fn read_object(
+        &self,
+        topic: &str,
+        partition: i32,
+        base_offset: i64,
+        gen: u64,
+    ) -> Result<Segment, StoreError> {
+        let path = object_path(&self.namespace, topic, partition, base_offset, gen);
         let data = match self.store.get(&path).await {
             Ok(r) => r.bytes().await?,
             Err(object_store::Error::NotFound { .. }) => {
@@ -315,9 +374,21 @@ impl SegmentStore {
         partition: i32,
         base_offset: i64,
     ) -> Result<(), StoreError> {
+        self.delete_object(topic, partition, base_offset, 0).await
+    }
+
+    /// Deletes the objects of `keys::object_path(base, gen)` (data and index);
+    /// missing objects are fine.
+    pub async fn delete_object(
+        &self,
+        topic: &str,
+        partition: i32,
+        base_offset: i64,
+        gen: u64,
+    ) -> Result<(), StoreError> {
         for path in [
-            segment_path(&self.namespace, topic, partition, base_offset),
-            index_path(&self.namespace, topic, partition, base_offset),
+            object_path(&self.namespace, topic, partition, base_offset, gen),
+            object_index_path(&self.namespace, topic, partition, base_offset, gen),
         ] {
             match self.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

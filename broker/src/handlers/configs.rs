@@ -241,6 +241,12 @@ fn broker_entries(shard: &Shard) -> Vec<Entry> {
             "KAFSCALE_SEGMENT_BYTES",
         ),
         ro(
+            "log.cleaner.backoff.ms",
+            Some(cfg.log.cleaner_backoff.as_millis().to_string()),
+            ConfigType::Long,
+            "KAFSCALE_LOG_CLEANER_BACKOFF_MS: pause between the log cleaner's passes",
+        ),
+        ro(
             "group.initial.rebalance.delay.ms",
             Some(cfg.groups.initial_rebalance_delay.as_millis().to_string()),
             ConfigType::Int,

@@ -298,6 +298,30 @@ impl Collector for Exposition {
             "Segment reads not in the read cache.",
             s.cache_misses,
         )?;
+        for (name, help, v) in [
+            (
+                "kafscale_log_cleaner_bytes_read",
+                "Segment bytes the log cleaner read (compacted topics).",
+                s.cleaner[0],
+            ),
+            (
+                "kafscale_log_cleaner_bytes_written",
+                "Segment bytes the log cleaner wrote.",
+                s.cleaner[1],
+            ),
+            (
+                "kafscale_log_cleaner_segments_rewritten",
+                "Segments the log cleaner replaced.",
+                s.cleaner[2],
+            ),
+            (
+                "kafscale_log_cleaner_runs",
+                "Cleanings committed.",
+                s.cleaner[3],
+            ),
+        ] {
+            counter(e, name, help, v)?;
+        }
         gauge(
             e,
             "kafscale_open_connections",

@@ -180,6 +180,11 @@ impl EmbeddedStore {
             .join(format!("{topic_id}-{partition}.json"))
     }
 
+    fn compaction_path(&self, topic_id: uuid::Uuid, partition: i32) -> PathBuf {
+        self.partitions_dir
+            .join(format!("{topic_id}-{partition}.compaction.json"))
+    }
+
     fn group_slot(&self, group: &str) -> Arc<Mutex<Option<OffsetsFile>>> {
         let mut g = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         g.entry(group.to_string()).or_default().clone()
@@ -459,6 +464,37 @@ impl MetadataStore for EmbeddedStore {
         let path = self.log_start_path(topic_id, partition);
         let body =
             serde_json::to_vec(&LogStartFile { log_start }).map_err(|e| corrupt(&path, e))?;
+        blocking(move || Ok(write_atomic(&path, &body)?)).await
+    }
+
+    async fn compaction(
+        &self,
+        _topic: &str,
+        topic_id: uuid::Uuid,
+        partition: i32,
+    ) -> Result<Option<super::Manifest>, MetaError> {
+        let path = self.compaction_path(topic_id, partition);
+        blocking(move || match std::fs::read(&path) {
+            Ok(body) => Ok(Some(
+                serde_json::from_slice(&body).map_err(|e| corrupt(&path, e))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        })
+        .await
+    }
+
+    /// The only broker owns every partition: nothing to fence.
+    async fn commit_compaction(
+        &self,
+        _topic: &str,
+        topic_id: uuid::Uuid,
+        partition: i32,
+        manifest: &super::Manifest,
+        _claim: super::Claim,
+    ) -> Result<(), MetaError> {
+        let path = self.compaction_path(topic_id, partition);
+        let body = serde_json::to_vec(manifest).map_err(|e| corrupt(&path, e))?;
         blocking(move || Ok(write_atomic(&path, &body)?)).await
     }
 

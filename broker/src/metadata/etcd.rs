@@ -33,8 +33,9 @@ use uuid::Uuid;
 use super::keys;
 use super::mirror::{self, Mirrored};
 use super::{
-    Claim, ClusterState, Committed, GroupMeta, Live, LiveStream, MetaError, MetadataStore,
-    OffsetMeta, OwnerSeen, SnapshotStream, StoredGroup, StoredMember, TopicAssignment, TopicMeta,
+    Claim, ClusterState, Committed, CompactedRange, GroupMeta, Live, LiveStream, Manifest,
+    MetaError, MetadataStore, OffsetMeta, OwnerSeen, SnapshotStream, StoredGroup, StoredMember,
+    TopicAssignment, TopicMeta,
 };
 use crate::runtime::Backoff;
 
@@ -1017,6 +1018,85 @@ impl MetadataStore for EtcdHandle {
             )]);
         let mut c = self.0.client.clone();
         let resp = self.0.timed("commit partition state", c.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Err(MetaError::Fenced {
+                topic: topic.to_string(),
+                partition,
+            });
+        }
+        Ok(())
+    }
+
+    async fn compaction(
+        &self,
+        topic: &str,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Option<Manifest>, MetaError> {
+        let key = keys::compaction(topic, partition);
+        let mut c = self.0.client.clone();
+        let resp = self
+            .0
+            .timed("get compaction manifest", c.get(key.as_str(), None))
+            .await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(None);
+        };
+        let m = pb::CompactionManifest::decode(kv.value()).map_err(|e| corrupt(&key, e))?;
+        if m.topic_id != topic_id.as_bytes() {
+            return Ok(None);
+        }
+        Ok(Some(Manifest {
+            ranges: m
+                .ranges
+                .iter()
+                .map(|r| CompactedRange {
+                    base: r.base,
+                    last: r.last,
+                    gen: r.gen,
+                    bytes: r.bytes,
+                })
+                .collect(),
+            horizon_ms: m.horizon_ms,
+        }))
+    }
+
+    async fn commit_compaction(
+        &self,
+        topic: &str,
+        topic_id: Uuid,
+        partition: i32,
+        manifest: &Manifest,
+        claim: Claim,
+    ) -> Result<(), MetaError> {
+        let m = pb::CompactionManifest {
+            topic_id: topic_id.as_bytes().to_vec(),
+            ranges: manifest
+                .ranges
+                .iter()
+                .map(|r| pb::CompactedRange {
+                    base: r.base,
+                    last: r.last,
+                    gen: r.gen,
+                    bytes: r.bytes,
+                })
+                .collect(),
+            horizon_ms: manifest.horizon_ms,
+            broker_id: self.0.broker_id,
+            updated_ms: now_ms(),
+        };
+        let txn = Txn::new()
+            .when([holds(topic, partition, claim)])
+            .and_then([TxnOp::put(
+                keys::compaction(topic, partition),
+                m.encode_to_vec(),
+                None,
+            )]);
+        let mut c = self.0.client.clone();
+        let resp = self
+            .0
+            .timed("commit compaction manifest", c.txn(txn))
+            .await?;
         if !resp.succeeded() {
             return Err(MetaError::Fenced {
                 topic: topic.to_string(),

@@ -40,6 +40,9 @@ pub use kafscale_proto::topic_config::{
     DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_MS, DEFAULT_SEGMENT_MS,
 };
 
+/// Kafka's default delete.retention.ms (one day).
+pub const DEFAULT_DELETE_RETENTION_MS: i64 = 86_400_000;
+
 /// A topic's configs as the owning shards apply them, parsed once per snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicSettings {
@@ -57,6 +60,17 @@ pub struct TopicSettings {
     /// cleanup.policy lists `delete`: retention deletes segments. (A `compact`
     /// only topic keeps every segment, whatever its retention settings.)
     pub delete_policy: bool,
+    /// cleanup.policy lists `compact`: the log cleaner keeps the newest record per key.
+    pub compact: bool,
+    /// How long a tombstone stays after the cleaning that first kept it.
+    pub delete_retention_ms: i64,
+    /// Records younger than this are not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// A record is cleaned at the latest this long after it was written,
+    /// whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// min.cleanable.dirty.ratio in parts per million (Eq-friendly).
+    pub min_cleanable_ratio_ppm: u32,
 }
 
 impl TopicSettings {
@@ -94,6 +108,25 @@ impl TopicMeta {
                 .configs
                 .get("cleanup.policy")
                 .is_none_or(|v| v.split(',').any(|p| p.trim() == "delete")),
+            compact: self
+                .configs
+                .get("cleanup.policy")
+                .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact")),
+            delete_retention_ms: int("delete.retention.ms")
+                .filter(|v| *v >= 0)
+                .unwrap_or(DEFAULT_DELETE_RETENTION_MS),
+            min_compaction_lag_ms: int("min.compaction.lag.ms")
+                .filter(|v| *v >= 0)
+                .unwrap_or(0),
+            max_compaction_lag_ms: int("max.compaction.lag.ms")
+                .filter(|v| *v > 0)
+                .unwrap_or(i64::MAX),
+            min_cleanable_ratio_ppm: self
+                .configs
+                .get("min.cleanable.dirty.ratio")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|v| (0.0..=1.0).contains(v))
+                .map_or(500_000, |v| (v * 1e6).round() as u32),
         }
     }
 }
@@ -283,6 +316,37 @@ pub struct Committed {
     pub log_start: i64,
 }
 
+/// A partition's compaction manifest (docs/compaction.md): the offset ranges
+/// whose segments were replaced by compacted objects. Recovery serves a range
+/// from its compacted object and ignores the plain segments inside it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Oldest first, not overlapping.
+    pub ranges: Vec<CompactedRange>,
+    /// The earliest delete horizon (ms) of a tombstone kept in the ranges; 0: none.
+    #[serde(default)]
+    pub horizon_ms: i64,
+}
+
+/// One compacted range of a manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactedRange {
+    pub base: i64,
+    pub last: i64,
+    /// The object's id (`segstore::keys::object_path`); 0: nothing was kept.
+    pub gen: u64,
+    /// Size of the `.kfs` object.
+    pub bytes: u64,
+}
+
+impl Manifest {
+    /// One past the last compacted offset (Kafka's cleaner checkpoint): the
+    /// log is dirty from here on.
+    pub fn clean_end(&self) -> Option<i64> {
+        self.ranges.last().map(|r| r.last + 1)
+    }
+}
+
 /// A granted claim on a partition: the fencing token every publish compares
 /// (etcd: the owner key's create revision) and the leader epoch it bumped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -390,6 +454,23 @@ pub trait MetadataStore: Send + Sync + 'static {
         partition: i32,
         next_offset: i64,
         log_start: i64,
+        claim: Claim,
+    ) -> Result<(), MetaError>;
+    /// The partition's compaction manifest, if one was committed for the topic with this id.
+    async fn compaction(
+        &self,
+        topic: &str,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Option<Manifest>, MetaError>;
+    /// Replaces the partition's compaction manifest, only while `claim` is still
+    /// this broker's (`MetaError::Fenced` otherwise).
+    async fn commit_compaction(
+        &self,
+        topic: &str,
+        topic_id: Uuid,
+        partition: i32,
+        manifest: &Manifest,
         claim: Claim,
     ) -> Result<(), MetaError>;
     /// Whether partitions are owned through claims (several brokers). False for
@@ -741,7 +822,16 @@ mod tests {
             .insert("message.timestamp.type".into(), "LogAppendTime".into());
         t2.configs.insert("segment.ms".into(), "100".into());
         let s = t2.settings(1);
-        assert!(s.has_retention());
+        assert!(s.has_retention() && s.compact);
+        assert_eq!(
+            (
+                s.delete_retention_ms,
+                s.min_compaction_lag_ms,
+                s.min_cleanable_ratio_ppm
+            ),
+            (DEFAULT_DELETE_RETENTION_MS, 0, 500_000)
+        );
+        assert!(!t.settings(1).compact);
         assert_eq!(
             (s.segment_ms, s.max_message_bytes, s.log_append_time),
             (100, Some(512), true)

@@ -113,6 +113,12 @@ pub struct ShardMetrics {
     fetch_rate: RateWindow,
     pub cache_hits: Cell<u64>,
     pub cache_misses: Cell<u64>,
+    /// The log cleaner (compacted topics): object bytes read and written,
+    /// segments replaced, cleanings committed.
+    pub cleaner_bytes_read: Cell<u64>,
+    pub cleaner_bytes_written: Cell<u64>,
+    pub cleaner_segments_rewritten: Cell<u64>,
+    pub cleaner_runs: Cell<u64>,
     pub open_connections: Cell<u64>,
     pub connections_accepted: Cell<u64>,
     closed: [Cell<u64>; CloseReason::ALL.len()],
@@ -141,6 +147,10 @@ impl ShardMetrics {
             fetch_rate: RateWindow::new(window_sec),
             cache_hits: Cell::new(0),
             cache_misses: Cell::new(0),
+            cleaner_bytes_read: Cell::new(0),
+            cleaner_bytes_written: Cell::new(0),
+            cleaner_segments_rewritten: Cell::new(0),
+            cleaner_runs: Cell::new(0),
             open_connections: Cell::new(0),
             connections_accepted: Cell::new(0),
             closed: Default::default(),
@@ -231,6 +241,12 @@ impl ShardMetrics {
             window_sec: self.window_sec,
             cache_hits: self.cache_hits.get(),
             cache_misses: self.cache_misses.get(),
+            cleaner: [
+                self.cleaner_bytes_read.get(),
+                self.cleaner_bytes_written.get(),
+                self.cleaner_segments_rewritten.get(),
+                self.cleaner_runs.get(),
+            ],
             open_connections: self.open_connections.get(),
             connections_accepted: self.connections_accepted.get(),
             connections_closed: self.closed.iter().map(Cell::get).collect(),
@@ -296,6 +312,8 @@ pub struct Snapshot {
     pub window_sec: u64,
     pub cache_hits: u64,
     pub cache_misses: u64,
+    /// Cleaner counters: bytes read, bytes written, segments rewritten, runs.
+    pub cleaner: [u64; 4],
     pub open_connections: u64,
     pub connections_accepted: u64,
     /// Connections closed or refused by the broker, by `CloseReason` (its index).
@@ -335,6 +353,9 @@ impl Snapshot {
         self.window_sec = self.window_sec.max(o.window_sec);
         self.cache_hits += o.cache_hits;
         self.cache_misses += o.cache_misses;
+        for (a, b) in self.cleaner.iter_mut().zip(o.cleaner) {
+            *a += b;
+        }
         self.open_connections += o.open_connections;
         self.connections_accepted += o.connections_accepted;
         if self.connections_closed.len() < o.connections_closed.len() {

@@ -43,6 +43,32 @@ fn validate(records: &[u8]) -> Result<Vec<(BatchHeader, std::ops::Range<usize>)>
     Ok(out)
 }
 
+/// Kafka refuses a record without a key on a compacted topic (INVALID_RECORD,
+/// "Compacted topic cannot accept message without key"): the cleaner could
+/// only drop it. Checked for uncompressed batches; compressed ones would have
+/// to be decompressed, which this broker never does (the cleaner drops such
+/// records, docs/compaction.md).
+fn refuse_keyless(
+    records: &[u8],
+    batches: &[(BatchHeader, std::ops::Range<usize>)],
+) -> Result<(), KafkaError> {
+    for (h, range) in batches {
+        let Some(batch) = records.get(range.clone()) else {
+            continue;
+        };
+        let keyless = match kafscale_codec::records::records(batch, h) {
+            Some(rs) => rs.iter().any(|r| r.key.is_none()),
+            // Compressed or control: not read here.
+            None if kafscale_codec::records::readable(h) => return Err(KafkaError::CorruptMessage),
+            None => false,
+        };
+        if keyless {
+            return Err(KafkaError::InvalidRecord);
+        }
+    }
+    Ok(())
+}
+
 /// Appends a producer's batches. The caller has reserved buffer space.
 pub fn append(
     logs: &Rc<Logs>,
@@ -52,6 +78,9 @@ pub fn append(
 ) -> Result<ProduceOutcome, KafkaError> {
     let batches = validate(records)?;
     let settings = p.settings.get();
+    if settings.compact {
+        refuse_keyless(records, &batches)?;
+    }
     // LogAppendTime: the stored batches carry the append time. Only these
     // topics pay for the copy and the CRC.
     let stamped;

@@ -88,15 +88,13 @@ pub async fn delete_records(
         let mut dropped = Vec::new();
         while st.durable.len() > 1 && st.durable[0].last < target {
             let seg = st.durable.remove(0);
-            st.doomed.push(seg.base);
-            dropped.push(seg.base);
+            st.doomed.push((seg.base, seg.gen));
+            dropped.push(seg);
         }
         dropped
     };
-    for base in &dropped {
-        logs.cache
-            .borrow_mut()
-            .remove(&(p.topic.clone(), p.index, *base));
+    for seg in &dropped {
+        logs.cache.borrow_mut().remove(&seg.key(p));
     }
     info!(topic = %p.topic, partition = p.index, log_start = target, segments_deleted = dropped.len(), "DeleteRecords: log start moved");
     // Objects that cannot be deleted now are retried by the next retention pass

@@ -22,7 +22,9 @@ use crate::obs::metrics::{PartitionLevels, ShardMetrics};
 use crate::runtime::{spawn_detached, wait_until};
 
 /// Key of a segment in the shard's read cache.
-pub type SegKey = (Arc<str>, i32, i64);
+/// (topic, partition, base offset, object id: 0 for a plain segment, else a
+/// compacted segment's, see `segstore::keys::object_path`).
+pub type SegKey = (Arc<str>, i32, i64, u64);
 /// The shard's partitions, by topic then index (looked up by `&str`, no allocation).
 pub type PartitionMap = HashMap<Arc<str>, HashMap<i32, Rc<Partition>>>;
 /// Readers waiting for a segment GET another reader started.
@@ -42,6 +44,8 @@ pub struct LogSettings {
     /// Segments fetched ahead of a consumer reading from the object store.
     pub readahead_segments: usize,
     pub retention_check_interval: Duration,
+    /// Pause between the log cleaner's passes (compacted topics).
+    pub cleaner_backoff: Duration,
     /// Unflushed bytes of the whole broker before producers wait for room.
     pub max_buffered_bytes: usize,
     /// Concurrent segment uploads per shard.

@@ -7,6 +7,7 @@
 //! watermark, and `acks=-1` producers are answered when it passes their batch.
 
 mod append;
+mod compaction;
 mod group_commit;
 mod log_start;
 mod logs;
@@ -27,6 +28,7 @@ use kafscale_segstore::{SealedSegment, SegmentBuilder};
 use uuid::Uuid;
 
 pub use append::{append, flush_ticker, seal, LEADER_EPOCH};
+pub use compaction::cleaner_ticker;
 pub use group_commit::group_commit;
 pub use log_start::delete_records;
 pub use logs::{LogHandles, LogSettings, Logs};
@@ -56,6 +58,17 @@ pub struct SegRef {
     /// segment for recovered ones (the `.kfs` format has no place for it; see
     /// docs/storage.md, "Time bounds").
     pub max_ts: Option<i64>,
+    /// The object holding it: 0 for the plain `segment-{base}.kfs`, else a
+    /// compacted segment's id (`segstore::keys::object_path`). A compacted
+    /// segment covers `base..=last` but its batches may start later and have gaps.
+    pub gen: u64,
+}
+
+impl SegRef {
+    /// The segment's key in the shard's read cache.
+    pub(crate) fn key(&self, p: &Partition) -> logs::SegKey {
+        (p.topic.clone(), p.index, self.base, self.gen)
+    }
 }
 
 pub struct Partition {
@@ -66,6 +79,9 @@ pub struct Partition {
     /// snapshot changes them (AlterConfigs), read on every append and retention pass.
     pub(crate) settings: Cell<TopicSettings>,
     pub(crate) st: RefCell<State>,
+    /// Reads in flight by the `State::list_version` they took their segments
+    /// from (`Partition::pin`); apart from `st` so that a guard can drop anywhere.
+    pub(crate) pins: RefCell<std::collections::BTreeMap<u64, usize>>,
 }
 
 pub(crate) enum Load {
@@ -111,13 +127,51 @@ pub(crate) struct State {
     pub durable: Vec<SegRef>,
     /// `acks=-1` producers: (last offset of their batch, reply).
     pub ack_waiters: VecDeque<(i64, oneshot::Sender<Result<(), KafkaError>>)>,
-    /// Segments retention has removed from the log whose objects could not be
-    /// deleted yet; retried on the next pass.
-    pub doomed: Vec<i64>,
+    /// Segment objects removed from the log (retention, DeleteRecords, the
+    /// cleaner) whose deletion has not succeeded yet, as (base, gen); retried
+    /// on the next pass.
+    pub doomed: Vec<(i64, u64)>,
+    /// The committed compaction manifest (docs/compaction.md).
+    pub manifest: crate::metadata::Manifest,
+    /// A cleaning of this partition is running.
+    pub cleaning: bool,
+    /// Grows each time the cleaner replaces segments of `durable`.
+    pub list_version: u64,
+    /// Objects the cleaner replaced, by the `list_version` that no longer has
+    /// them: deleted once no read of an earlier version is in flight.
+    pub retired: Vec<(u64, (i64, u64))>,
     /// Long-polling fetches waiting for the high watermark to move.
     pub hw_waiters: Vec<oneshot::Sender<()>>,
     /// Sequence state of idempotent producers.
     pub producers: producers::Producers,
+}
+
+/// A read in flight on a version of a partition's segment list (`Partition::pin`).
+pub(crate) struct Pin {
+    p: std::rc::Rc<Partition>,
+    version: u64,
+}
+
+impl Clone for Pin {
+    fn clone(&self) -> Self {
+        *self.p.pins.borrow_mut().entry(self.version).or_default() += 1;
+        Pin {
+            p: self.p.clone(),
+            version: self.version,
+        }
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut pins = self.p.pins.borrow_mut();
+        if let Some(n) = pins.get_mut(&self.version) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.version);
+            }
+        }
+    }
 }
 
 /// A partition's state as the control API reports it.
@@ -156,6 +210,7 @@ impl Partition {
             index,
             topic_id,
             settings: Cell::new(settings),
+            pins: RefCell::new(Default::default()),
             st: RefCell::new(State {
                 load: Load::Idle,
                 deleted: false,
@@ -178,6 +233,10 @@ impl Partition {
                 durable: Vec::new(),
                 ack_waiters: VecDeque::new(),
                 doomed: Vec::new(),
+                manifest: Default::default(),
+                cleaning: false,
+                list_version: 0,
+                retired: Vec::new(),
                 hw_waiters: Vec::new(),
                 producers: Default::default(),
             }),
@@ -230,6 +289,23 @@ impl Partition {
         } else {
             Err(KafkaError::UnknownLeaderEpoch)
         }
+    }
+
+    /// Marks a read of the current segment list as in flight until the guard
+    /// drops: objects the cleaner replaces are deleted only after such reads
+    /// are over (`State::retired`).
+    pub(crate) fn pin(self: &std::rc::Rc<Self>) -> Pin {
+        let version = self.st.borrow().list_version;
+        *self.pins.borrow_mut().entry(version).or_default() += 1;
+        Pin {
+            p: self.clone(),
+            version,
+        }
+    }
+
+    /// Whether a read that took its segments before `version` is still in flight.
+    pub(crate) fn pinned_before(&self, version: u64) -> bool {
+        self.pins.borrow().range(..version).next().is_some()
     }
 
     /// Sets whether the partition refuses writes; returns the previous setting.

@@ -152,6 +152,15 @@ impl Producers {
         self.by_id.len()
     }
 
+    /// Each known producer's newest batch: id → its base offset (the log
+    /// cleaner keeps that batch, so the state survives a cleaning).
+    pub fn last_batches(&self) -> HashMap<i64, i64> {
+        self.by_id
+            .iter()
+            .filter_map(|(id, s)| s.recent.back().map(|r| (*id, r.base_offset)))
+            .collect()
+    }
+
     /// The idempotent producers this partition knows (DescribeProducers), by id:
     /// (producer id, epoch, last sequence, when its last batch was appended).
     pub fn describe(&self) -> Vec<(i64, i16, i32, i64)> {

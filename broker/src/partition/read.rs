@@ -35,6 +35,9 @@ pub async fn read(
     offset: i64,
     max_bytes: usize,
 ) -> Result<ReadOutcome, KafkaError> {
+    // Taken with the segment list (no await in between): objects the cleaner
+    // replaces meanwhile are deleted only after this read and its readahead.
+    let pin = p.pin();
     let (offsets, candidates, following) = {
         let st = p.st.borrow();
         if st.deleted {
@@ -59,15 +62,20 @@ pub async fn read(
         let from = i.saturating_sub(1);
         let candidates: Vec<SegRef> = st.durable.iter().skip(from).take(2).copied().collect();
         let n = logs.settings.readahead_segments;
-        let following: Vec<i64> = st.durable.iter().skip(i).take(n).map(|s| s.base).collect();
+        let following: Vec<SegKey> = st
+            .durable
+            .iter()
+            .skip(i)
+            .take(n)
+            .map(|s| s.key(p))
+            .collect();
         (offsets, candidates, following)
     };
     for seg in candidates {
         if seg.last < offset {
             continue;
         }
-        let key: SegKey = (p.topic.clone(), p.index, seg.base);
-        let segment = match segment(logs, key).await {
+        let segment = match segment(logs, seg.key(p)).await {
             Ok(s) => s,
             // Retention removed the segment while it was being read: the offset is
             // now below the log start, which is what the client is told.
@@ -76,9 +84,9 @@ pub async fn read(
             }
             Err(code) => return Err(code),
         };
-        note_max_ts(p, &segment);
-        for base in &following {
-            readahead(logs, (p.topic.clone(), p.index, *base));
+        note_max_ts(p, &seg, &segment);
+        for key in &following {
+            readahead(logs, key.clone(), pin.clone());
         }
         if let Some(records) = segment.slice_from(offset.max(seg.base), max_bytes.max(1)) {
             return Ok(ReadOutcome {
@@ -113,12 +121,12 @@ pub fn wait_for_data(p: &Partition, offset: i64) -> Option<oneshot::Receiver<()>
 
 /// Records a recovered segment's max timestamp once it has been read anyway, so
 /// that timestamp lookups and retention need not read it again.
-pub(crate) fn note_max_ts(p: &Partition, segment: &Segment) -> Option<i64> {
+pub(crate) fn note_max_ts(p: &Partition, seg: &SegRef, segment: &Segment) -> Option<i64> {
     let max = segment.batches.iter().map(|b| b.max_timestamp).max();
     let mut st = p.st.borrow_mut();
-    let i = st.durable.partition_point(|s| s.base < segment.base_offset);
+    let i = st.durable.partition_point(|s| s.base < seg.base);
     if let Some(s) = st.durable.get_mut(i) {
-        if s.base == segment.base_offset && s.max_ts.is_none() {
+        if s.base == seg.base && s.gen == seg.gen && s.max_ts.is_none() {
             s.max_ts = max;
         }
     }
@@ -189,10 +197,10 @@ impl Drop for ReadInFlight<'_> {
 
 async fn read_from_store(logs: &Rc<Logs>, key: &SegKey) -> Result<Segment, KafkaError> {
     let store = logs.store.clone();
-    let (topic, index, base) = (key.0.to_string(), key.1, key.2);
+    let (topic, index, base, gen) = (key.0.to_string(), key.1, key.2, key.3);
     let res = logs
         .io
-        .call(async move { store.read_segment(&topic, index, base).await })
+        .call(async move { store.read_object(&topic, index, base, gen).await })
         .await;
     let result = match res {
         Ok(seg) => {
@@ -226,13 +234,15 @@ async fn read_from_store(logs: &Rc<Logs>, key: &SegKey) -> Result<Segment, Kafka
     result
 }
 
-/// Starts loading a segment into the cache in the background.
-fn readahead(logs: &Rc<Logs>, key: SegKey) {
+/// Starts loading a segment into the cache in the background (holding the
+/// read's pin, so the object is not deleted under it).
+fn readahead(logs: &Rc<Logs>, key: SegKey, pin: super::Pin) {
     if logs.cache.borrow_mut().contains(&key) || logs.reads_in_flight.borrow().contains_key(&key) {
         return;
     }
     let logs = logs.clone();
     spawn_detached(async move {
         let _ = segment(&logs, key).await;
+        drop(pin);
     });
 }

@@ -15,7 +15,7 @@ use futures::channel::oneshot;
 use futures::future::Either;
 use futures::StreamExt;
 use kafscale_codec::batch::BatchHeader;
-use kafscale_segstore::{Segment, SegmentMeta, StoreError};
+use kafscale_segstore::{CompactedMeta, Segment, SegmentMeta, StoreError};
 use tracing::{error, info, warn};
 
 use super::logs::Logs;
@@ -23,7 +23,7 @@ use super::producers::Producers;
 use super::{Load, Partition, SegRef};
 use crate::errors::KafkaError;
 use crate::io::CallError;
-use crate::metadata::{Committed, MetaError};
+use crate::metadata::{Committed, CompactedRange, Manifest, MetaError};
 use crate::runtime::{sleep, spawn_detached, Backoff};
 
 /// How long a request other than produce waits for a partition to load before
@@ -136,33 +136,124 @@ enum LoadError {
     Io(#[from] crate::io::IoGone),
 }
 
-/// Durable segments and the next offset, from the segment listing and the last
-/// segment's footer.
-fn restore(
+/// An object of the partition's log: a plain segment (`gen` 0) or a
+/// compacted one (`last`: the end of the range it replaced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Obj {
+    base: i64,
+    gen: u64,
+    size: u64,
+    last: Option<i64>,
+}
+
+/// The log's objects, oldest first, from the listings and the compaction
+/// manifest: plain segments inside a compacted range are left out (sources a
+/// cleaning replaced and has not deleted yet), a range's compacted object is
+/// in if it exists. Returns them and what to delete: the covered plain
+/// segments and compacted objects the manifest does not name (a cleaning cut
+/// short, or a previous owner's that was fenced).
+fn merge_objects(
     segs: &[SegmentMeta],
-    last_offset: Option<i64>,
-) -> Result<(Vec<SegRef>, i64), LoadError> {
-    let mut out = Vec::with_capacity(segs.len());
-    for (i, s) in segs.iter().enumerate() {
-        let last = match segs.get(i + 1) {
-            Some(next) => next.base_offset - 1,
-            None => last_offset.ok_or(LoadError::MissingFooter)?,
-        };
-        if last < s.base_offset {
-            return Err(LoadError::Inverted {
+    manifest: &Manifest,
+    compacted: &[CompactedMeta],
+) -> (Vec<Obj>, Vec<(i64, u64)>) {
+    let mut garbage = Vec::new();
+    let mut objs: Vec<Obj> = Vec::with_capacity(segs.len());
+    for s in segs {
+        if covered(&manifest.ranges, s.base_offset) {
+            garbage.push((s.base_offset, 0));
+        } else {
+            objs.push(Obj {
                 base: s.base_offset,
-                last,
+                gen: 0,
+                size: s.size,
+                last: None,
             });
         }
+    }
+    for c in compacted {
+        match manifest
+            .ranges
+            .iter()
+            .find(|r| r.gen == c.gen && r.base == c.base)
+        {
+            Some(r) => objs.push(Obj {
+                base: r.base,
+                gen: r.gen,
+                size: c.size,
+                last: Some(r.last),
+            }),
+            None => garbage.push((c.base, c.gen)),
+        }
+    }
+    objs.sort_by_key(|o| o.base);
+    (objs, garbage)
+}
+
+/// Whether offset `b` lies in one of `ranges` (sorted, not overlapping).
+fn covered(ranges: &[CompactedRange], b: i64) -> bool {
+    let i = ranges.partition_point(|r| r.base <= b);
+    i > 0 && ranges[i - 1].last >= b
+}
+
+/// Durable segments and the next offset, from the log's objects, the
+/// manifest's ranges and the newest plain segment's footer.
+fn restore(
+    objs: &[Obj],
+    ranges: &[CompactedRange],
+    last_offset: Option<i64>,
+) -> Result<(Vec<SegRef>, i64), LoadError> {
+    let mut out = Vec::with_capacity(objs.len());
+    for (i, o) in objs.iter().enumerate() {
+        let last = match o.last {
+            Some(last) => last,
+            None => {
+                // Up to the next object or compacted range (one with nothing left
+                // has no object), else the footer's.
+                let next_range = ranges
+                    .get(ranges.partition_point(|r| r.base <= o.base))
+                    .map(|r| r.base);
+                match objs
+                    .get(i + 1)
+                    .map(|n| n.base)
+                    .into_iter()
+                    .chain(next_range)
+                    .min()
+                {
+                    Some(next) => next - 1,
+                    None => last_offset.ok_or(LoadError::MissingFooter)?,
+                }
+            }
+        };
+        if last < o.base {
+            return Err(LoadError::Inverted { base: o.base, last });
+        }
         out.push(SegRef {
-            base: s.base_offset,
+            base: o.base,
             last,
-            bytes: s.size,
+            bytes: o.size,
             max_ts: None,
+            gen: o.gen,
         });
     }
     let next = out.last().map_or(0, |s| s.last + 1);
     Ok((out, next))
+}
+
+/// The log start over compacted ranges that kept nothing right before it:
+/// their offsets are still the log's (a fetch there gets the next batch), so
+/// the earliest offset does not move when a cleaning empties the oldest
+/// segments. A compacted range whose object is gone (retention deleted it)
+/// ends the walk.
+fn start_over_empty_ranges(start: i64, ranges: &[CompactedRange], floor: i64) -> i64 {
+    let mut start = start;
+    while let Some(r) = ranges
+        .iter()
+        .find(|r| r.gen == 0 && r.last + 1 == start && r.base >= floor)
+    {
+        start = r.base;
+    }
+    start
 }
 
 /// Where the log continues: durable segments, the next offset and the log
@@ -277,9 +368,12 @@ async fn load(logs: Rc<Logs>, p: Rc<Partition>) {
                 next,
                 log_start,
                 producers,
-                ..
+                manifest,
+                garbage,
             }) => {
                 st.producers = producers;
+                st.manifest = manifest;
+                st.doomed.extend(garbage);
                 st.log_start = log_start;
                 st.next_offset = next;
                 st.high_watermark = next;
@@ -330,6 +424,10 @@ struct Loaded {
     log_start: i64,
     /// Idempotent producers' sequence state, from the batches of the log's tail.
     producers: Producers,
+    /// The committed compaction manifest.
+    manifest: Manifest,
+    /// Objects no longer part of the log (see `merge_objects`), to delete.
+    garbage: Vec<(i64, u64)>,
 }
 
 /// How much of the log's tail a load reads back for idempotent-producer state:
@@ -347,18 +445,18 @@ const TAIL_BYTES: u64 = 8 << 20;
 /// Segment reads of the tail in flight at once.
 const TAIL_READS: usize = 8;
 
-/// The newest segments to read for producer state, oldest first.
-fn tail_window(segs: &[SegmentMeta]) -> &[SegmentMeta] {
+/// The newest objects to read for producer state, oldest first.
+fn tail_window(objs: &[Obj]) -> &[Obj] {
     let mut bytes = 0u64;
     let mut n = 0;
-    for m in segs.iter().rev().take(TAIL_SEGMENTS) {
+    for m in objs.iter().rev().take(TAIL_SEGMENTS) {
         if n > 0 && bytes.saturating_add(m.size) > TAIL_BYTES {
             break;
         }
         bytes = bytes.saturating_add(m.size);
         n += 1;
     }
-    &segs[segs.len() - n..]
+    &objs[objs.len() - n..]
 }
 
 /// Adds a segment's batches (read oldest segment first) to the producer state:
@@ -405,12 +503,31 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
         p.st.borrow_mut().claim = Some(claim);
     }
     let tracked = meta.tracks_partition_state();
-    let (segs, footer, committed, earlier, tail, lost_next) = logs
+    let compact = p.settings.get().compact;
+    let (objs, manifest, garbage, footer, committed, earlier, tail, lost_next) = logs
         .io
         .call(async move {
             // Untracked stores (embedded) keep only a log start DeleteRecords moved.
             let committed = meta.partition_state(&topic, topic_id, index).await?;
+            // Read whatever the topic's policy is now: a topic that was compacted
+            // and is no longer must not see the segments a cleaning replaced.
+            let manifest = meta
+                .compaction(&topic, topic_id, index)
+                .await?
+                .unwrap_or_default();
             let mut segs = store.list_segments(&topic, index).await?;
+            let compacted = if compact || !manifest.ranges.is_empty() {
+                store.list_compacted(&topic, index).await?
+            } else {
+                Vec::new()
+            };
+            // Sources of a cleaning that were not deleted yet are not the log.
+            let mut garbage: Vec<(i64, u64)> = segs
+                .iter()
+                .filter(|s| covered(&manifest.ranges, s.base_offset))
+                .map(|s| (s.base_offset, 0))
+                .collect();
+            segs.retain(|s| !covered(&manifest.ranges, s.base_offset));
             // The offset after the data of segments moved to quarantine: offsets
             // below it may have been acknowledged, so they are never handed out
             // again (fetches step over them, read.rs).
@@ -440,18 +557,21 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
                 }
             };
             rebuild_missing_indexes(&store, &topic, index, &segs).await;
-            // The rest of the tail window, for producer state (the newest segment
-            // came with the footer). Best effort: a segment that cannot be read
-            // leaves the producers whose last batch it holds unknown.
-            let window = tail_window(&segs);
-            let older: Vec<i64> = window
+            let (objs, unnamed) = merge_objects(&segs, &manifest, &compacted);
+            garbage.extend(unnamed);
+            // The rest of the tail window, for producer state (the newest plain
+            // segment came with the footer). Best effort: a segment that cannot
+            // be read leaves the producers whose last batch it holds unknown.
+            let window = tail_window(&objs);
+            let newest_plain = segs.last().map(|s| s.base_offset);
+            let older: Vec<(i64, u64)> = window
                 .iter()
-                .take(window.len().saturating_sub(1))
-                .map(|m| m.base_offset)
+                .filter(|o| !(o.gen == 0 && Some(o.base) == newest_plain && tail.is_some()))
+                .map(|o| (o.base, o.gen))
                 .collect();
-            let read: Vec<_> = futures::stream::iter(older.into_iter().map(|base| {
+            let read: Vec<_> = futures::stream::iter(older.into_iter().map(|(base, gen)| {
                 let (store, topic) = (store.clone(), topic.clone());
-                async move { store.read_segment(&topic, index, base).await }
+                async move { store.read_object(&topic, index, base, gen).await }
             }))
             .buffered(TAIL_READS)
             .collect()
@@ -465,19 +585,29 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
                     }
                 }
             }
-            Ok::<_, LoadError>((segs, footer, committed, earlier, tail, lost_next))
+            Ok::<_, LoadError>((objs, manifest, garbage, footer, committed, earlier, tail, lost_next))
         })
         .await
         .map_err(CallError::flatten)?;
-    let (durable, next) = restore(&segs, footer.map(|f| f.last_offset))?;
+    let (durable, next) = restore(&objs, &manifest.ranges, footer.map(|f| f.last_offset))?;
     let next = next.max(lost_next.unwrap_or(0));
     let (durable, next, log_start) = with_committed(durable, next, committed, tracked);
+    // Only when the start is the first segment's (not a committed log start).
+    let floor = committed.map_or(0, |c| c.log_start);
+    let log_start = if durable.first().is_some_and(|s| s.base == log_start) {
+        start_over_empty_ranges(log_start, &manifest.ranges, floor)
+    } else {
+        log_start
+    };
     let (now_ms, expire_ms) = (
         logs.clock.wall_ms(),
         logs.settings.producer_id_expiration_ms(),
     );
     let mut producers = Producers::default();
-    for seg in earlier.iter().chain(tail.as_ref()) {
+    // Oldest first: the earlier segments, then the newest.
+    let mut read: Vec<&Segment> = earlier.iter().chain(tail.as_ref()).collect();
+    read.sort_by_key(|s| s.base_offset);
+    for seg in read {
         add_producers(&mut producers, seg, now_ms, expire_ms);
     }
     Ok(Loaded {
@@ -485,6 +615,8 @@ async fn load_once(logs: &Rc<Logs>, p: &Rc<Partition>) -> Result<Loaded, LoadErr
         next,
         log_start,
         producers,
+        manifest,
+        garbage,
     })
 }
 
@@ -558,11 +690,16 @@ mod tests {
 
     #[test]
     fn the_tail_window_is_bounded_by_count_and_bytes() {
-        let seg = |base_offset, size| SegmentMeta { base_offset, size };
-        let many: Vec<SegmentMeta> = (0..100).map(|i| seg(i * 10, 1_000)).collect();
+        let seg = |base, size| Obj {
+            base,
+            gen: 0,
+            size,
+            last: None,
+        };
+        let many: Vec<Obj> = (0..100).map(|i| seg(i * 10, 1_000)).collect();
         let w = tail_window(&many);
         assert_eq!(
-            (w.len(), w[0].base_offset),
+            (w.len(), w[0].base),
             (TAIL_SEGMENTS, (100 - TAIL_SEGMENTS as i64) * 10)
         );
         let big = [
@@ -588,13 +725,73 @@ mod tests {
                 size: 10,
             },
         ];
-        let (refs, next) = restore(&segs, Some(9)).unwrap();
+        let none = Manifest::default();
+        let (objs, garbage) = merge_objects(&segs, &none, &[]);
+        assert!(garbage.is_empty());
+        let (refs, next) = restore(&objs, &[], Some(9)).unwrap();
         assert_eq!(
             (refs[0].base, refs[0].last, refs[1].base, refs[1].last, next),
             (0, 4, 5, 9, 10)
         );
-        assert_eq!(restore(&[], None).unwrap().1, 0);
-        assert!(restore(&segs, Some(3)).is_err());
+        assert_eq!(restore(&[], &[], None).unwrap().1, 0);
+        assert!(restore(&objs, &[], Some(3)).is_err());
+    }
+
+    #[test]
+    fn a_manifest_replaces_the_segments_it_covers() {
+        let seg = |base_offset| SegmentMeta {
+            base_offset,
+            size: 10,
+        };
+        // Segments 0, 10, 20, 30 (newest); a cleaning replaced 0..=9 with nothing
+        // and 10..=29 with object 7; 0 and 20 were not deleted yet; object 9
+        // at 10 is a cut-short cleaning's.
+        let segs = [seg(0), seg(20), seg(30)];
+        let range = |base, last, gen| CompactedRange {
+            base,
+            last,
+            gen,
+            bytes: 5,
+        };
+        let manifest = Manifest {
+            ranges: vec![range(0, 9, 0), range(10, 29, 7)],
+            horizon_ms: 0,
+        };
+        let compacted = [
+            CompactedMeta {
+                base: 10,
+                gen: 7,
+                size: 5,
+            },
+            CompactedMeta {
+                base: 10,
+                gen: 9,
+                size: 5,
+            },
+        ];
+        let (objs, mut garbage) = merge_objects(&segs, &manifest, &compacted);
+        garbage.sort();
+        assert_eq!(garbage, vec![(0, 0), (10, 9), (20, 0)]);
+        let (refs, next) = restore(&objs, &manifest.ranges, Some(35)).unwrap();
+        assert_eq!(
+            refs.iter()
+                .map(|r| (r.base, r.last, r.gen))
+                .collect::<Vec<_>>(),
+            vec![(10, 29, 7), (30, 35, 0)]
+        );
+        assert_eq!(next, 36);
+        // The empty range before the first segment is still the log's.
+        assert_eq!(start_over_empty_ranges(10, &manifest.ranges, 0), 0);
+        assert_eq!(start_over_empty_ranges(10, &manifest.ranges, 5), 10);
+        assert_eq!(start_over_empty_ranges(30, &manifest.ranges, 0), 30);
+        // A plain segment before an empty range ends where the range starts.
+        let m2 = Manifest {
+            ranges: vec![range(10, 19, 0)],
+            horizon_ms: 0,
+        };
+        let (objs, _) = merge_objects(&[seg(0), seg(20)], &m2, &[]);
+        let (refs, _) = restore(&objs, &m2.ranges, Some(25)).unwrap();
+        assert_eq!((refs[0].last, refs[1].base), (9, 20));
     }
 
     #[test]
@@ -604,6 +801,7 @@ mod tests {
             last: 9,
             bytes: 100,
             max_ts: None,
+            gen: 0,
         }];
         let c = |next_offset, log_start| {
             Some(Committed {
@@ -634,6 +832,7 @@ mod tests {
             last: 19,
             bytes: 100,
             max_ts: None,
+            gen: 0,
         });
         let (d, next, start) = with_committed(two, 20, c(20, 10), true);
         assert_eq!((d.len(), d[0].base, next, start), (1, 10, 20, 10));

@@ -101,18 +101,20 @@ pub(crate) async fn enforce(logs: &Rc<Logs>, p: &Rc<Partition>, now: i64) {
         {
             let mut st = p.st.borrow_mut();
             // Re-check after the await: only the oldest segment, and never the last.
-            if st.deleted || st.durable.len() < 2 || st.durable[0].base != first.base {
+            if st.deleted
+                || st.durable.len() < 2
+                || st.durable[0].base != first.base
+                || st.durable[0].gen != first.gen
+            {
                 return;
             }
             st.durable.remove(0);
             st.log_start = st.log_start.max(st.durable[0].base);
-            st.doomed.push(first.base);
+            st.doomed.push((first.base, first.gen));
             info!(topic = %p.topic, partition = p.index, base_offset = first.base, last_offset = first.last,
                   log_start = st.log_start, by_size, "retention: segment deleted");
         }
-        logs.cache
-            .borrow_mut()
-            .remove(&(p.topic.clone(), p.index, first.base));
+        logs.cache.borrow_mut().remove(&first.key(p));
         if !delete_doomed(logs, p).await {
             return;
         }
@@ -132,18 +134,18 @@ pub(super) async fn delete_doomed(logs: &Rc<Logs>, p: &Rc<Partition>) -> bool {
             }
             st.doomed.first().copied()
         };
-        let Some(base) = next else { return true };
+        let Some((base, gen)) = next else { return true };
         let store = logs.store.clone();
         let topic = p.topic.to_string();
         let index = p.index;
         let res = logs
             .io
-            .call(async move { store.delete_segment(&topic, index, base).await })
+            .call(async move { store.delete_object(&topic, index, base, gen).await })
             .await;
         if let Err(e) = res {
-            warn!(topic = %p.topic, partition = p.index, base_offset = base, error = %e, "retention: deleting segment objects failed; will retry");
+            warn!(topic = %p.topic, partition = p.index, base_offset = base, error = %e, "deleting segment objects failed; will retry");
             return false;
         }
-        p.st.borrow_mut().doomed.retain(|b| *b != base);
+        p.st.borrow_mut().doomed.retain(|b| *b != (base, gen));
     }
 }

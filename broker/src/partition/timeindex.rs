@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use kafscale_codec::batch::record_timestamps;
 
-use super::logs::{Logs, SegKey};
+use super::logs::Logs;
 use super::read::{note_max_ts, segment};
 use super::{Partition, SegRef};
 use crate::errors::KafkaError;
@@ -54,12 +54,9 @@ pub(crate) async fn max_ts_of(
     if let Some(t) = seg.max_ts {
         return Ok(t);
     }
-    let s = segment(logs, key(p, seg.base)).await?;
-    Ok(note_max_ts(p, &s).unwrap_or(-1))
-}
-
-fn key(p: &Partition, base: i64) -> SegKey {
-    (p.topic.clone(), p.index, base)
+    let _pin = p.pin();
+    let s = segment(logs, seg.key(p)).await?;
+    Ok(note_max_ts(p, seg, &s).unwrap_or(-1))
 }
 
 async fn at_or_after(
@@ -67,6 +64,8 @@ async fn at_or_after(
     p: &Rc<Partition>,
     t: i64,
 ) -> Result<Option<(i64, i64)>, KafkaError> {
+    // Every segment this lookup meets stays readable until it ends (see `Pin`).
+    let _pin = p.pin();
     let mut from = p.st.borrow().log_start;
     while let Some(seg) = next_segment(p, from)? {
         from = seg.last + 1;
@@ -79,7 +78,7 @@ async fn at_or_after(
         if max < t {
             continue;
         }
-        let s = match segment(logs, key(p, seg.base)).await {
+        let s = match segment(logs, seg.key(p)).await {
             Ok(s) => s,
             Err(_) if p.st.borrow().log_start > seg.base => continue,
             Err(code) => return Err(code),
@@ -110,6 +109,7 @@ async fn max_timestamp(
 ) -> Result<Option<(i64, i64)>, KafkaError> {
     // The segment with the largest max timestamp (the first one on a tie, as Kafka).
     let mut best: Option<(i64, SegRef)> = None;
+    let _pin = p.pin();
     let mut from = p.st.borrow().log_start;
     while let Some(seg) = next_segment(p, from)? {
         from = seg.last + 1;
@@ -125,7 +125,7 @@ async fn max_timestamp(
     let Some((max, seg)) = best else {
         return Ok(None);
     };
-    let s = segment(logs, key(p, seg.base)).await?;
+    let s = segment(logs, seg.key(p)).await?;
     let Some(b) = s.batches.iter().find(|b| b.max_timestamp == max) else {
         return Ok(None);
     };

@@ -156,6 +156,7 @@ async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
                 last: seg.last_offset,
                 bytes: seg.size() as u64,
                 max_ts: seg.batches.iter().map(|b| b.max_timestamp).max(),
+                gen: 0,
             });
             let hw = st.high_watermark;
             let mut acked = Vec::new();
@@ -170,7 +171,7 @@ async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
         // Tailing consumers read the newest segments; keep them in the cache.
         logs.cache
             .borrow_mut()
-            .insert((p.topic.clone(), p.index, seg.base_offset), seg);
+            .insert((p.topic.clone(), p.index, seg.base_offset, 0), seg);
         for w in acked {
             let _ = w.send(Ok(()));
         }

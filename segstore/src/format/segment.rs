@@ -293,6 +293,29 @@ impl SegmentBuilder {
         (base, last)
     }
 
+    /// Appends a batch of an existing segment with the offsets it has (the log
+    /// cleaner's output keeps every offset where it was; the gaps between
+    /// batches are the records it removed). `batch` is whole and its CRC valid;
+    /// its base offset is at or after the builder's next offset.
+    pub fn append_stored(&mut self, batch: &[u8], header: &BatchHeader) {
+        let pos = self.buf.len();
+        self.buf.extend_from_slice(batch);
+        self.crc = crc32c::crc32c_append(self.crc, batch);
+        if self.batches.is_empty() {
+            self.base_offset = header.base_offset;
+        }
+        let last = header.last_offset();
+        self.batches.push(BatchPos {
+            base_offset: header.base_offset,
+            last_offset: last,
+            pos: pos as u32,
+            len: batch.len() as u32,
+            max_timestamp: header.max_timestamp,
+        });
+        self.message_count = self.message_count.saturating_add(header.record_count);
+        self.next_offset = last + 1;
+    }
+
     pub fn base_offset(&self) -> i64 {
         self.base_offset
     }

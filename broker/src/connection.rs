@@ -390,6 +390,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + 'static>(
         wr,
         rx,
         fd,
+        (!session.listener.protocol.tls()).then_some(fd),
         budget.clone(),
         last_active.clone(),
         clock.clone(),
@@ -563,10 +564,115 @@ fn quick_ack(fd: i32) {
     }
 }
 
+/// Writes `bufs` in order, with as few `sendmsg` calls as the socket buffer
+/// allows: each is tried at once (`MSG_DONTWAIT`, as glommio's own writes are);
+/// when the socket buffer is full, the stream writes part of the current buffer,
+/// which waits until there is room. The stream keeps no buffer of its own, so
+/// bytes sent either way stay in order.
+async fn send_all<S: AsyncWrite + Unpin>(
+    wr: &mut futures::io::WriteHalf<S>,
+    fd: i32,
+    bufs: &[&[u8]],
+) -> std::io::Result<()> {
+    let (mut i, mut off) = (0, 0);
+    loop {
+        while bufs.get(i).is_some_and(|b| b.len() == off) {
+            i += 1;
+            off = 0;
+        }
+        let Some(rest) = bufs.get(i..).filter(|r| !r.is_empty()) else {
+            return Ok(());
+        };
+        let n = match send_vectored(fd, rest, off) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let first = rest.first().and_then(|b| b.get(off..)).unwrap_or_default();
+                match wr.write(first).await? {
+                    0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                    n => n,
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        // Past what was sent: whole buffers, then into the next one.
+        let mut left = n;
+        while let Some(b) = bufs.get(i) {
+            let remaining = b.len() - off;
+            if left < remaining {
+                off += left;
+                break;
+            }
+            left -= remaining;
+            i += 1;
+            off = 0;
+        }
+    }
+}
+
+/// `iovec`s per `sendmsg` (Linux allows 1024; a fetch answer has two per
+/// partition with data, and the kernel copies them all in one call).
+const MAX_IOV: usize = 64;
+
+/// One non-blocking `sendmsg` of `bufs` (the first from `off` on).
+fn send_vectored(fd: i32, bufs: &[&[u8]], off: usize) -> std::io::Result<usize> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_IOV];
+    let mut n = 0;
+    for (k, b) in bufs.iter().take(MAX_IOV).enumerate() {
+        let b = if k == 0 {
+            b.get(off..).unwrap_or_default()
+        } else {
+            b
+        };
+        if let Some(slot) = iov.get_mut(n) {
+            *slot = libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            };
+            n += 1;
+        }
+    }
+    // SAFETY: an all-zero msghdr is valid (no address, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = n as _;
+    // SAFETY: fd is the connection's open socket; the iovecs point into `bufs`,
+    // which outlive the call; MSG_NOSIGNAL: a closed peer is an error, not SIGPIPE.
+    let sent = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if sent < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
+/// Over TLS each buffer is written in turn (rustls copies them into its
+/// records anyway).
+async fn write_each<S: AsyncWrite + Unpin>(
+    wr: &mut futures::io::WriteHalf<S>,
+    first: &[u8],
+    chunks: &[Bytes],
+) -> std::io::Result<()> {
+    if !first.is_empty() {
+        wr.write_all(first).await?;
+    }
+    for c in chunks {
+        wr.write_all(c).await?;
+    }
+    Ok(())
+}
+
+/// `vectored`: the socket to send on directly, for plaintext connections (a TLS
+/// connection's bytes must go through its stream).
 async fn write_loop<S: AsyncWrite + Unpin>(
     mut wr: futures::io::WriteHalf<S>,
     mut rx: mpsc::Receiver<(usize, Task<Outcome>)>,
     fd: i32,
+    vectored: Option<i32>,
     budget: Rc<Budget>,
     last_active: Rc<Cell<Instant>>,
     clock: Clock,
@@ -601,6 +707,22 @@ async fn write_loop<S: AsyncWrite + Unpin>(
                     }
                 }
                 Outcome::Respond(bytes) => out.extend_from_slice(&bytes),
+                Outcome::Chunks(chunks) => {
+                    // What waits in `out` goes first, in the same send.
+                    let written = match vectored {
+                        Some(fd) => {
+                            let mut bufs: Vec<&[u8]> = Vec::with_capacity(chunks.len() + 1);
+                            bufs.push(&out);
+                            bufs.extend(chunks.iter().map(|c| &c[..]));
+                            send_all(&mut wr, fd, &bufs).await
+                        }
+                        None => write_each(&mut wr, &out, &chunks).await,
+                    };
+                    if written.is_err() {
+                        break 'conn;
+                    }
+                    out.clear();
+                }
                 Outcome::Silent => {}
                 Outcome::Close => {
                     let _ = wr.write_all(&out).await;

@@ -16,6 +16,7 @@
 )]
 
 pub mod batch;
+pub mod fetch_chunks;
 pub mod frame;
 pub mod fuzzing;
 pub mod records;

@@ -31,6 +31,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
+use kafscale_codec::fetch_chunks::encode_fetch_response;
 use kafscale_codec::request::{
     api_versions_fallback, decode_request, encode_response, DecodeError,
 };
@@ -42,6 +43,9 @@ use crate::shard::Shard;
 /// What the connection does after a request.
 pub enum Outcome {
     Respond(Bytes),
+    /// A Fetch answer as chunks (codec `fetch_chunks`): its fields and, between
+    /// them, the record data as the log handed it out, written without a copy.
+    Chunks(Vec<Bytes>),
     /// `acks=0` produce: Kafka sends nothing back.
     Silent,
     /// The request cannot be answered in its own format: close, as Kafka does.
@@ -297,18 +301,24 @@ pub async fn handle_frame(
             detail: trace::detail(&response),
         });
     }
-    encode(api, version, correlation_id, &response, peer)
+    encode(api, version, correlation_id, response, peer)
 }
 
 fn encode(
     api: kafka_protocol::messages::ApiKey,
     version: i16,
     correlation_id: i32,
-    response: &ResponseKind,
+    response: ResponseKind,
     peer: &str,
 ) -> Outcome {
-    match encode_response(api, version, correlation_id, response) {
-        Ok(b) => Outcome::Respond(b),
+    let encoded = match response {
+        ResponseKind::Fetch(body) => {
+            encode_fetch_response(version, correlation_id, body).map(Outcome::Chunks)
+        }
+        other => encode_response(api, version, correlation_id, &other).map(Outcome::Respond),
+    };
+    match encoded {
+        Ok(o) => o,
         Err(e) => {
             warn!(peer, error = %e, "closing connection: response cannot be encoded");
             Outcome::Close

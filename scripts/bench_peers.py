@@ -136,7 +136,9 @@ def render(rows, meta):
       f"{meta['cores']} cores ({meta['cpu']}), {meta['memory_gib']} GiB memory, Linux {meta['kernel']}; "
       f"{meta['seconds']:g} s per produce run, {meta['rounds']} round(s), {meta['minutes']:.1f} minutes in all. "
       f"Load average (1, 5, 15 min) {' / '.join(f'{x:.2f}' for x in meta['load_start'])} at the start, "
-      f"{' / '.join(f'{x:.2f}' for x in meta['load_end'])} at the end.")
+      f"{' / '.join(f'{x:.2f}' for x in meta['load_end'])} at the end."
+      + (f" Every process of the run (peers, s3s-fs, load generator) ran at nice {meta['nice']}, below the "
+         "machine's other work." if meta.get("nice") else ""))
     w("")
     if meta.get("shared"):
         w("**Measured on a shared machine** (other jobs were compiling and testing while this ran: "
@@ -438,7 +440,7 @@ def main():
             version = subprocess.run([a.tansu, "--version"], capture_output=True, text=True).stdout.strip()
         meta = bench_report.machine()
         meta.update(seconds=a.seconds, rounds=a.rounds, shared=a.shared, commit=a.commit or commit(),
-                    tansu=version.split()[-1] if version else None, load_start=loadavg())
+                    tansu=version.split()[-1] if version else None, load_start=loadavg(), nice=os.nice(0))
         t0 = time.monotonic()
         peers = Peers(a)
         try:

@@ -197,10 +197,11 @@ def test_peers_report_ratios_to_tansu_and_sink():
     ]
     meta = dict(when="2026-01-01 00:00 UTC", end="2026-01-01 00:09 UTC", commit="abc1234", tansu="0.6.0",
                 cores="2", cpu="Test CPU", memory_gib=4.0, kernel="6.0", seconds=8, rounds=1, minutes=9.0,
-                load_start=[1.0, 2.0, 3.0], load_end=[4.0, 5.0, 6.0], shared=True)
+                load_start=[1.0, 2.0, 3.0], load_end=[4.0, 5.0, 6.0], shared=True, nice=19)
     md = bp.render(rows, meta)
     assert md.startswith(bench_report.PEERS_BEGIN) and md.endswith(bench_report.PEERS_END)
     assert "Measured on a shared machine" in md and "1.00 / 2.00 / 3.00 at the start" in md
+    assert "ran at nice 19" in md and "Tansu 0.6.0, on 2 cores" in md
     tables = {}
     current = None
     for line in md.splitlines():

@@ -146,6 +146,11 @@ def render(rows, meta):
           "two rows can be off by whatever the machine did between them. The quiet-machine rerun "
           "(`make bench-peers` with nothing else running) replaces this section.")
         w("")
+    left_out = [p for p in PEERS if p not in meta.get("peers", PEERS)]
+    if left_out:
+        w(f"**Not in this run:** {'; '.join(left_out)}" + (f" ({meta['left_out_why']})" if meta.get("left_out_why")
+                                                           else "") + ".")
+        w("")
     w("Every peer runs on this machine next to the load generator (`kafscale-bench`, librdkafka, as in "
       "the suite above: `linger.ms=5`, `batch.size=1000000`, 1 KiB values with random keys, 6 partitions, "
       "a new topic and a fresh broker process per run). For each load the peers run back to back. "
@@ -421,6 +426,7 @@ def main():
     ap.add_argument("--json", help="also write every run's row as JSON lines here")
     ap.add_argument("--reuse", help="render from these JSON lines (--json of an earlier run) without measuring")
     ap.add_argument("--shared", action="store_true", help="note that the machine was busy with other work")
+    ap.add_argument("--left-out-why", help="a sentence for the page saying why some peers were not run")
     ap.add_argument("--commit", help="the commit the broker was built from (default: git rev-parse HEAD)")
     a = ap.parse_args()
     wanted = {p.strip() for p in a.peers.split(",") if p.strip()}
@@ -440,7 +446,8 @@ def main():
             version = subprocess.run([a.tansu, "--version"], capture_output=True, text=True).stdout.strip()
         meta = bench_report.machine()
         meta.update(seconds=a.seconds, rounds=a.rounds, shared=a.shared, commit=a.commit or commit(),
-                    tansu=version.split()[-1] if version else None, load_start=loadavg(), nice=os.nice(0))
+                    tansu=version.split()[-1] if version else None, load_start=loadavg(), nice=os.nice(0),
+                    peers=list(a.peers), left_out_why=a.left_out_why)
         t0 = time.monotonic()
         peers = Peers(a)
         try:

@@ -146,6 +146,9 @@ def render(rows, meta):
           "two rows can be off by whatever the machine did between them. The quiet-machine rerun "
           "(`make bench-peers` with nothing else running) replaces this section.")
         w("")
+    if meta.get("aborted"):
+        w(f"**The run stopped early** ({meta['aborted']}): the loads after that are missing.")
+        w("")
     left_out = [p for p in PEERS if p not in meta.get("peers", PEERS)]
     if left_out:
         w(f"**Not in this run:** {'; '.join(left_out)}" + (f" ({meta['left_out_why']})" if meta.get("left_out_why")
@@ -278,7 +281,15 @@ class Peers:
     def start(self, peer):
         if peer in (KAFSCALE_LOCAL, KAFSCALE_S3):
             b = self.suite.broker(2, "s3" if peer == KAFSCALE_S3 else "local")
-            return Proc(b.bootstrap, b.proc.pid, lambda: self.suite.stop(b))
+
+            def stop_broker():
+                # On shutdown the broker seals and uploads what it buffered, which on a
+                # busy machine can take a while; harness.Broker kills it after the timeout.
+                try:
+                    b.stop(timeout=120)
+                finally:
+                    shutil.rmtree(b.data_dir.parent, ignore_errors=True)
+            return Proc(b.bootstrap, b.proc.pid, stop_broker)
         port = self.free_port()
         logf = open(self.work / f"{IDS[peer]}.log", "a")
         if peer == SINK:
@@ -367,7 +378,10 @@ class Peers:
                         self.record(rnd, peer, later, {"error": short(e)})
                     return
         finally:
-            proc.stop()
+            try:
+                proc.stop()
+            except Exception as e:  # noqa: BLE001 - the runs are recorded; the process is gone
+                log(f"{peer}: did not stop cleanly: {short(e)}")
 
     def round(self, rnd):
         peers = [p for p in PEERS if p in self.a.peers]
@@ -453,6 +467,9 @@ def main():
         try:
             for rnd in range(a.rounds):
                 peers.round(rnd)
+        except Exception as e:  # noqa: BLE001 - what was measured still goes into the page
+            log(f"the run stopped early: {e!r}")
+            meta["aborted"] = short(e)
         finally:
             peers.close()
         rows = peers.rows

@@ -202,7 +202,8 @@ def test_peers_report_ratios_to_tansu_and_sink():
     assert md.startswith(bench_report.PEERS_BEGIN) and md.endswith(bench_report.PEERS_END)
     assert "Measured on a shared machine" in md and "1.00 / 2.00 / 3.00 at the start" in md
     assert "ran at nice 19" in md and "Tansu 0.6.0, on 2 cores" in md and "Not in this run" not in md
-    left = bp.render(rows, dict(meta, peers=[bp.KAFSCALE_LOCAL, bp.SINK], left_out_why="no time"))
+    left = bp.render(rows, dict(meta, peers=[bp.KAFSCALE_LOCAL, bp.SINK], left_out_why="no time", aborted="boom"))
+    assert "**The run stopped early** (boom)" in left and "stopped early" not in md
     assert f"**Not in this run:** {bp.KAFSCALE_S3}; {bp.TANSU_MEMORY}; {bp.TANSU_S3} (no time)." in left
     tables = {}
     current = None

@@ -429,7 +429,7 @@ def commit():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bench", required=True, help="kafscale-bench binary")
+    ap.add_argument("--bench", help="kafscale-bench binary (needed unless --reuse)")
     ap.add_argument("--tansu", default=str(ROOT / ".tools" / "bin" / "tansu"),
                     help="tansu binary (installed there with cargo install when missing)")
     ap.add_argument("--seconds", type=float, default=15, help="length of each produce run")
@@ -452,6 +452,8 @@ def main():
         meta = next(r for r in lines if r.get("kind") == "meta")
         rows = [r for r in lines if r.get("kind") != "meta"]
     else:
+        if not a.bench:
+            ap.error("--bench is needed to measure")
         if not (ROOT / ".tools" / "bin" / "s3s-fs").exists():
             sys.exit("no .tools/bin/s3s-fs: run `make tools` first")
         version = ""

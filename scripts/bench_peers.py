@@ -305,7 +305,9 @@ class Peers:
                            AWS_ALLOW_HTTP="true")
             url = f"tcp://127.0.0.1:{port}"
             p = subprocess.Popen([self.a.tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                                  "--storage-engine", storage], env=env, stdout=logf, stderr=subprocess.STDOUT)
+                                  "--storage-engine", storage], env=env, stdout=logf, stderr=subprocess.STDOUT,
+                                 # Tansu reads a .env file from its working directory.
+                                 cwd=self.work)
 
         def stop():
             if p.poll() is None:

@@ -339,6 +339,14 @@ dimension by changing one thing at a time from a base case (1 KiB, 6 partitions,
 - object-store request counts around the S3 runs; idle memory with 1, 1,000 and 10,000
   partitions, and 1,000 idle connections.
 
+`make bench-peers` (`scripts/bench_peers.py`) runs the base loads (1 KiB, 6 partitions:
+saturation with `acks=all` and `acks=1`, 10% and 50% of each peer's own saturation, the
+consume of what was written) against this broker on local storage and on s3s-fs, Tansu on
+its memory engine and on s3s-fs, and the sink, back to back for each load, and rewrites
+only its section "Peers, same run" with ratios to Tansu and to the sink (`BENCH_SECONDS`,
+`BENCH_ROUNDS` for the median of several runs, `BENCH_SHARED=1` on a busy machine). `make
+bench` keeps that section and the cluster one when it rewrites the page.
+
 ## How to read these numbers
 
 - **Targets** (issue 2): at least 478 MB/s produce with `acks=all` on local storage
@@ -374,7 +382,10 @@ runs the client side of the suite against a broker that is already running: it s
 broker, creates a new topic per run through CreateTopics (so brokers that do not auto-create
 topics work), skips the shard, S3, cost and memory rows, and writes
 `docs/benchmarks-$BENCH_NAME.md` (`BENCH_NAME` defaults to `external`) instead of this page.
-For example, Tansu 0.6.0 (a Rust Kafka-compatible broker):
+`make bench-peers` does this for Tansu 0.6.0 (a Rust Kafka-compatible broker) without
+any hand work, side by side with this broker and the sink in one run: see "Peers, same
+run" above (`scripts/bench_peers.py`; it installs Tansu into `.tools/bin` when missing,
+starts it on the `memory://` engine and on s3s-fs, and writes only its own section). By hand:
 
 ```bash
 cargo install tansu@0.6.0 --locked --features dynostore --root .tools   # ~11 min
@@ -393,18 +404,27 @@ same way, e.g. `kafscale-bench produce --bootstrap host:9092 --topic t --partiti
 
 CLUSTER_BEGIN = "<!-- cluster-bench:begin"
 CLUSTER_END = "<!-- cluster-bench:end -->"
+PEERS_BEGIN = "<!-- bench-peers:begin (scripts/bench_peers.py rewrites this section) -->"
+PEERS_END = "<!-- bench-peers:end -->"
+# Sections other scripts write into the page, in page order.
+MARKED = (("<!-- bench-peers:begin", PEERS_END), (CLUSTER_BEGIN, CLUSTER_END))
 
 
-def keep_cluster_section(page, old_page):
-    """The rendered page with the section scripts/cluster_bench.py wrote into the old
-    page (between its markers) put back before "## The suite", so that rewriting the
-    suite's results does not drop the cluster measurements."""
-    start, end = old_page.find(CLUSTER_BEGIN), old_page.find(CLUSTER_END)
-    if start < 0 or end < start or CLUSTER_BEGIN in page:
+def keep_marked_sections(page, old_page):
+    """The rendered page with the sections scripts/bench_peers.py and
+    scripts/cluster_bench.py wrote into the old page (between their markers) put
+    back before "## The suite", so that rewriting the suite's results does not drop
+    the peer and cluster measurements."""
+    blocks = ""
+    for begin, end in MARKED:
+        start, stop = old_page.find(begin), old_page.find(end)
+        if start < 0 or stop < start or begin in page:
+            continue
+        blocks += old_page[start:stop + len(end)] + "\n\n"
+    if not blocks:
         return page
-    block = old_page[start:end + len(CLUSTER_END)] + "\n\n"
     at = page.find("## The suite")
-    return page + "\n" + block if at < 0 else page[:at] + block + page[at:]
+    return page + "\n" + blocks if at < 0 else page[:at] + blocks + page[at:]
 
 
 def main(argv):

@@ -378,7 +378,7 @@ class Suite:
         meta.update(seconds=self.a.seconds, suite_seconds=round(elapsed), commands=self.commands,
                     svg=svg.name, external=self.a.name if self.a.bootstrap else None,
                     shared=self.a.shared, bootstrap=self.a.bootstrap)
-        out.write_text(bench_report.keep_cluster_section(
+        out.write_text(bench_report.keep_marked_sections(
             bench_report.render(self.results, meta), out.read_text() if out.exists() else ""))
         # The raw results with the run's details first: `scripts/bench_report.py FILE`
         # renders the page again from them.

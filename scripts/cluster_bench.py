@@ -88,7 +88,7 @@ NOTES = """### Reading the cluster numbers
   grow as the throughput falls; a broker whose flush ticks run late (one saturated shard doing all the
   work) seals fewer, larger segments. s3s-fs's CPU follows the PUT count. Runs on a busy machine vary a
   lot (compare the runs column): read the CPU s/GB columns rather than single MB/s figures.
-- `make bench` keeps this section when it rewrites the page (`bench_report.keep_cluster_section`);
+- `make bench` keeps this section when it rewrites the page (`bench_report.keep_marked_sections`);
   `make bench-cluster` refreshes it (between the `cluster-bench` markers, before "The suite").
 """
 

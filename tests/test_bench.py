@@ -172,3 +172,96 @@ def test_segment_and_cost_arithmetic():
     c = bench_report.monthly_cost(1, 0, 0)
     assert c["put"] == 2_592_000 and abs(c["usd"] - 12.96) < 1e-9
     assert abs(bench_report.monthly_cost(0, 1000, 0)["usd"] - 1036.8) < 1e-6
+
+
+def _peer_run(peer, load, mb, p99, cpu, gb=1.0, rnd=0, **extra):
+    return dict(dict(peer=peer, load=load, round=rnd, mb_per_sec=mb, messages=int(gb * 1e9 / 1024),
+                     bytes=int(gb * 1e9), errors=0, cpu_s=cpu, s3_cpu_s=None, load_before=[2.0, 1.5, 1.0],
+                     load_after=[3.25, 1.75, 1.0], latency=_lat(p99)), **extra)
+
+
+def test_peers_report_ratios_to_tansu_and_sink():
+    import bench_peers as bp
+    sat, cons, rate10 = bp.SAT_ALL, bp.CONSUME, bp.rate_load(10)
+    rows = [
+        _peer_run(bp.KAFSCALE_LOCAL, sat, 300.0, 400.0, 3.0, gb=2.0),  # 1.5 CPU s per GB
+        _peer_run(bp.KAFSCALE_S3, sat, 100.0, 800.0, 1.0, s3_cpu_s=4.0),
+        _peer_run(bp.TANSU_MEMORY, sat, 400.0, 200.0, 6.0, gb=2.0),  # 3 CPU s per GB
+        dict(peer=bp.TANSU_S3, load=sat, round=0, error="tansu, s3s-fs did not start: boom"),
+        _peer_run(bp.SINK, sat, 600.0, 100.0, 0.5),
+        _peer_run(bp.KAFSCALE_LOCAL, cons, 500.0, 0, 1.0, expected=1000, latency=None),
+        _peer_run(bp.TANSU_MEMORY, cons, 250.0, 0, 2.0, expected=1000, latency=None),
+        _peer_run(bp.KAFSCALE_LOCAL, rate10, 30.0, 50.0, 1.0, rate=29297.0),
+        _peer_run(bp.TANSU_MEMORY, rate10, 40.0, 25.0, 1.0, rate=39062.0),
+        _peer_run(bp.SINK, rate10, 60.0, 10.0, 0.1, rate=58594.0),
+    ]
+    meta = dict(when="2026-01-01 00:00 UTC", end="2026-01-01 00:09 UTC", commit="abc1234", tansu="0.6.0",
+                cores="2", cpu="Test CPU", memory_gib=4.0, kernel="6.0", seconds=8, rounds=1, minutes=9.0,
+                load_start=[1.0, 2.0, 3.0], load_end=[4.0, 5.0, 6.0], shared=True, nice=19)
+    md = bp.render(rows, meta)
+    assert md.startswith(bench_report.PEERS_BEGIN) and md.endswith(bench_report.PEERS_END)
+    assert "Measured on a shared machine" in md and "1.00 / 2.00 / 3.00 at the start" in md
+    assert "ran at nice 19" in md and "Tansu 0.6.0, on 2 cores" in md and "Not in this run" not in md
+    left = bp.render(rows, dict(meta, peers=[bp.KAFSCALE_LOCAL, bp.SINK], left_out_why="no time", aborted="boom"))
+    assert "**The run stopped early** (boom)" in left and "stopped early" not in md
+    assert f"**Not in this run:** {bp.KAFSCALE_S3}; {bp.TANSU_MEMORY}; {bp.TANSU_S3} (no time)." in left
+    tables = {}
+    current = None
+    for line in md.splitlines():
+        if line.startswith("### "):
+            current = tables.setdefault(line[4:], {})
+        elif current is not None and line.startswith("| ") and not line.startswith("| peer"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            current[cells[0]] = cells[1:]
+    # MB/s, p50, p99, errors, CPU s/GB, s3s-fs CPU s/GB, load, ÷ Tansu (MB/s, p99, CPU), ÷ sink (MB/s, p99)
+    t = tables["Produce, acks=all, saturation"]
+    assert t[bp.KAFSCALE_LOCAL] == ["300.0", "200.00", "400.00", "0", "1.50", "", "2.0 → 3.2",
+                                    "0.75", "2.00", "0.50", "0.50", "4.00"]
+    assert t[bp.TANSU_MEMORY][7:] == ["", "", "", "0.67", "2.00"]  # no Tansu ratio for Tansu itself
+    assert t[bp.KAFSCALE_S3][4:6] == ["1.00", "4.00"]
+    assert t[bp.KAFSCALE_S3][7:10] == ["", "", ""]  # its pair failed
+    assert t[bp.TANSU_S3][0] == "failed: tansu, s3s-fs did not start: boom"
+    assert len(t[bp.TANSU_S3]) == len(t[bp.KAFSCALE_S3])
+    assert t[bp.SINK][10:] == ["", ""]
+    # Consume: messages read / written, MB/s, CPU s per GB, ÷ Tansu.
+    c = tables["Consume what the acks=all run wrote"]
+    assert c[bp.KAFSCALE_LOCAL][0] == f"{int(1e9 / 1024):,} / 1,000"
+    assert c[bp.KAFSCALE_LOCAL][-2:] == ["2.00", "0.50"]
+    # Fixed rate: the rate column comes first.
+    r = tables[f"Produce, acks=all, 10% of the peer's own saturation"]
+    assert r[bp.KAFSCALE_LOCAL][:2] == ["29,297", "30.0"] and r[bp.KAFSCALE_LOCAL][-5:-3] == ["0.75", "2.00"]
+    assert r[bp.KAFSCALE_LOCAL][-2:] == ["0.50", "5.00"]
+    assert "Produce, acks=1, saturation" not in tables  # no rows, no table
+
+
+def test_peers_median_over_rounds():
+    import bench_peers as bp
+    runs = [_peer_run(bp.SINK, bp.SAT_ALL, mb, mb, 1.0, rnd=i) for i, mb in enumerate((500.0, 300.0, 400.0))]
+    best = bp.pick(runs + [dict(peer=bp.SINK, load=bp.SAT_ALL, round=3, error="x"),
+                           dict(peer=bp.TANSU_S3, load=bp.SAT_ALL, round=0, error="only failures")])
+    assert best[(bp.SINK, bp.SAT_ALL)]["mb_per_sec"] == 400.0
+    assert best[(bp.SINK, bp.SAT_ALL)]["runs"] == [500.0, 300.0, 400.0]
+    assert best[(bp.TANSU_S3, bp.SAT_ALL)]["error"] == "only failures"
+    # An even count takes the lower middle.
+    assert bp.pick(runs[:2])[(bp.SINK, bp.SAT_ALL)]["mb_per_sec"] == 300.0
+
+
+def test_peers_section_replaces_only_itself_and_survives_make_bench():
+    import bench_peers as bp
+    cluster = f"{bench_report.CLUSTER_BEGIN} x -->\n## Cluster\nfailover\n{bench_report.CLUSTER_END}"
+    page = f"# Benchmarks\n\n## Produce\n| a |\n\n{cluster}\n\n## The suite\nhow\n"
+    one = f"{bench_report.PEERS_BEGIN}\n## Peers, same run\nfirst\n{bench_report.PEERS_END}"
+    two = one.replace("first", "second")
+    # Inserted before the cluster section, then replaced in place; the rest is untouched.
+    p1 = bp.write_section(page, one)
+    assert p1 == page.replace(cluster, one + "\n\n" + cluster)
+    p2 = bp.write_section(p1, two)
+    assert p2 == p1.replace("first", "second") and bp.write_section(p2, two) == p2
+    # Without a cluster section: before "## The suite"; without that either: at the end.
+    assert bp.write_section("# B\n\n## The suite\n", one) == f"# B\n\n{one}\n\n## The suite\n"
+    assert bp.write_section("# B\n", one) == f"# B\n\n{one}\n"
+    # `make bench` re-renders the page: both marked sections come back, in order, before the suite.
+    fresh = "# Benchmarks\n\n## Produce\n| b |\n\n## The suite\nhow\n"
+    kept = bench_report.keep_marked_sections(fresh, p2)
+    assert kept == fresh.replace("## The suite", two + "\n\n" + cluster + "\n\n## The suite")
+    assert bench_report.keep_marked_sections(fresh, fresh) == fresh

@@ -91,7 +91,8 @@ func produce(r *request) (interface{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer p.Close()
+	// Closed exactly once on every path: a second Close makes Sarama 1.22's
+	// shutdown send on a closed channel and panic.
 	msgs := make([]*sarama.ProducerMessage, len(r.Messages))
 	for i, m := range r.Messages {
 		pm := &sarama.ProducerMessage{Topic: r.Topic, Value: sarama.StringEncoder(m.Value), Partition: m.Partition}
@@ -104,6 +105,7 @@ func produce(r *request) (interface{}, error) {
 		msgs[i] = pm
 	}
 	if err := p.SendMessages(msgs); err != nil {
+		p.Close()
 		return nil, err
 	}
 	delivered := [][2]int64{}

@@ -1,7 +1,8 @@
 """Security end to end (docs/security.md): listeners, TLS, mutual TLS, SASL PLAIN
 and SCRAM, SCRAM credentials through the Admin API, in the metadata store.
 
-Real clients only: confluent-kafka (librdkafka 2.16) over SASL_SSL with
+Real clients only: confluent-kafka (librdkafka 2.16) and kcat (librdkafka 2.0,
+which speaks SaslHandshake v0 and the pre-2.6.1 SCRAM nonce) over SASL_SSL with
 SCRAM-SHA-512, SCRAM-SHA-256 and PLAIN, kcat and kafka-python over SSL,
 mutual TLS with a principal mapping rule; hand-built SaslHandshake and
 SaslAuthenticate frames where the exact error code or session lifetime is the
@@ -9,8 +10,9 @@ point. Certificates (a CA, the broker's, clients') are made in the test with
 the `cryptography` package. Credentials survive a restart (embedded store) and
 reach a second broker through etcd. Waits are bounded polls; nothing asserts on
 timings."""
-import datetime
-import ipaddress
+import base64
+import hashlib
+import hmac
 import socket
 import ssl
 import struct
@@ -21,13 +23,10 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
                                    UserScramCredentialDeletion, UserScramCredentialUpsertion)
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from clients import wait_until
 from harness import free_port
+from pki import Pki
 from rawkafka import Conn
 
 pytestmark = pytest.mark.timeout(300)
@@ -37,73 +36,6 @@ USERS = {"admin": "admin-secret", "alice": "alice-secret"}
 SASL_AUTHENTICATION_FAILED = 58
 ILLEGAL_SASL_STATE = 34
 UNSUPPORTED_SASL_MECHANISM = 33
-
-
-# ---- certificates ----
-
-def _key():
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _name(**attrs):
-    oids = {"CN": NameOID.COMMON_NAME, "OU": NameOID.ORGANIZATIONAL_UNIT_NAME, "O": NameOID.ORGANIZATION_NAME,
-            "C": NameOID.COUNTRY_NAME}
-    # Given most significant first, as a certificate encodes them.
-    return x509.Name([x509.NameAttribute(oids[k], v) for k, v in attrs.items()])
-
-
-def _cert(subject, key, issuer, issuer_key, ca=False, san=None, client=False):
-    now = datetime.datetime.now(datetime.timezone.utc)
-    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
-         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-         .not_valid_after(now + datetime.timedelta(days=2))
-         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if ca:
-        b = b.add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                          content_commitment=False, key_encipherment=False,
-                                          data_encipherment=False, key_agreement=False, encipher_only=False,
-                                          decipher_only=False), critical=True)
-    else:
-        usage = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
-        b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    if san:
-        b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    return b.sign(issuer_key, hashes.SHA256())
-
-
-def _write(path, cert=None, key=None):
-    data = b""
-    if cert is not None:
-        data += cert.public_bytes(serialization.Encoding.PEM)
-    if key is not None:
-        data += key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption())
-    path.write_bytes(data)
-    return str(path)
-
-
-class Pki:
-    """A CA, a broker certificate for 127.0.0.1/localhost, and client certificates."""
-
-    def __init__(self, d):
-        d.mkdir(exist_ok=True)
-        self.d = d
-        self.ca_key = _key()
-        self.ca_name = _name(CN="kafscale-test-ca")
-        self.ca_cert = _cert(self.ca_name, self.ca_key, self.ca_name, self.ca_key, ca=True)
-        self.ca = _write(d / "ca.pem", cert=self.ca_cert)
-        self.server_cert, self.server_key = self.server("broker")
-
-    def server(self, name):
-        key = _key()
-        cert = _cert(_name(CN="localhost"), key, self.ca_name, self.ca_key,
-                     san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-        return _write(self.d / f"{name}.pem", cert=cert), _write(self.d / f"{name}.key", key=key)
-
-    def client(self, name, **subject):
-        key = _key()
-        cert = _cert(_name(**subject), key, self.ca_name, self.ca_key, client=True)
-        return _write(self.d / f"{name}.pem", cert=cert), _write(self.d / f"{name}.key", key=key)
 
 
 @pytest.fixture
@@ -207,8 +139,8 @@ class Raw(Conn):
         assert err == 0
         return {struct.unpack_from(">h", r, 6 + 6 * i)[0] for i in range(n)}
 
-    def handshake(self, mechanism):
-        r = self.call(17, 1, _str(mechanism))
+    def handshake(self, mechanism, version=1):
+        r = self.call(17, version, _str(mechanism))
         err, n = struct.unpack_from(">hi", r)
         pos, mechs = 6, []
         for _ in range(n):
@@ -231,6 +163,12 @@ class Raw(Conn):
         lifetime, = struct.unpack_from(">q", r, pos + 4 + blen)
         return err, msg, auth, lifetime
 
+    def raw_token(self, token):
+        """After SaslHandshake v0: a size-prefixed token, answered by one."""
+        self.s.sendall(struct.pack(">i", len(token)) + token)
+        size, = struct.unpack(">i", self._read(4))
+        return self._read(size)
+
     def metadata_brokers(self):
         """Metadata v1, no topics: {node_id: (host, port)}."""
         r = self.call(3, 1, struct.pack(">i", 0))
@@ -245,6 +183,28 @@ class Raw(Conn):
             out[node] = (host, port)
         return out
 
+
+
+def scram_client(mechanism, user, password, client_nonce="fyko+d2lbbFgONRv9qkxdawL"):
+    """RFC 5802's client side: (client-first, a function from server-first to
+    (client-final, the server-final the server must send))."""
+    name = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}[mechanism]
+    bare = f"n={user},r={client_nonce}"
+
+    def final(server_first):
+        attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+        assert attrs["r"].startswith(client_nonce) and len(attrs["r"]) > len(client_nonce)
+        salted = hashlib.pbkdf2_hmac(name, password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
+        client_key = hmac.new(salted, b"Client Key", name).digest()
+        without_proof = f"c=biws,r={attrs['r']}"
+        auth = f"{bare},{server_first},{without_proof}".encode()
+        sig = hmac.new(hashlib.new(name, client_key).digest(), auth, name).digest()
+        proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, sig))).decode()
+        server_key = hmac.new(salted, b"Server Key", name).digest()
+        expect = "v=" + base64.b64encode(hmac.new(server_key, auth, name).digest()).decode()
+        return f"{without_proof},p={proof}".encode(), expect.encode()
+
+    return f"n,,{bare}".encode(), final
 
 
 # ---- tests ----
@@ -263,10 +223,70 @@ def test_confluent_kafka_over_sasl_ssl(make_broker, pki, tmp_path, mechanism):
     assert [(x.host, x.port) for x in md.brokers.values()] == [("127.0.0.1", b.ports["SASL_SSL"])]
 
 
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])
+def test_kcat_over_sasl_ssl(make_broker, pki, tmp_path, mechanism):
+    # kcat 1.7 (librdkafka 2.0.2) starts SASL only when SaslHandshake v0 is listed,
+    # then sends raw tokens; its SCRAM client-final repeats the client nonce
+    # (librdkafka#4895), which Kafka 3.8.1-3.9 accept and so does the broker.
+    b = secured_broker(make_broker, pki, tmp_path)
+    topic = f"kcat-{mechanism.lower()}"
+
+    def kcat(*args, password=USERS["alice"], **kw):
+        sec = ["-b", f"127.0.0.1:{b.ports['SASL_SSL']}", "-X", "security.protocol=SASL_SSL",
+               "-X", f"ssl.ca.location={pki.ca}", "-X", f"sasl.mechanisms={mechanism}",
+               "-X", "sasl.username=alice", "-X", f"sasl.password={password}"]
+        return subprocess.run(["kcat", *sec, *args], capture_output=True, text=True, timeout=60, **kw)
+
+    lines = [f"{mechanism}-{i}" for i in range(10)]
+    r = kcat("-P", "-t", topic, "-X", "acks=all", input="\n".join(lines) + "\n")
+    assert r.returncode == 0, r.stderr
+    r = kcat("-C", "-e", "-o", "beginning", "-q", "-t", topic)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == lines
+    # A wrong password: refused, nothing listed, nothing stored.
+    r = kcat("-L", "-t", topic, "-m", "10", password="wrong")
+    assert r.returncode != 0 and "Authentication failed" in r.stderr, r.stderr
+    assert wait_for("refusal logged", lambda: "SASL authentication failed" in b.log())
+    r = kcat("-P", "-t", "kcat-never", "-X", "message.timeout.ms=5000", password="wrong", input="x\n")
+    assert r.returncode != 0
+    assert not (b.objects / "default" / "kcat-never").exists()
+
+
+def test_sasl_handshake_v0_raw_tokens(make_broker, pki, tmp_path):
+    b = secured_broker(make_broker, pki, tmp_path)
+    # PLAIN: one raw token, answered by an empty frame; then Kafka requests.
+    raw = Raw(b.ports["SASL_PLAINTEXT"])
+    assert raw.handshake("PLAIN", version=0) == (0, ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+    assert raw.raw_token(b"\0alice\0alice-secret") == b""
+    assert raw.metadata_brokers() == {0: ("127.0.0.1", b.ports["SASL_PLAINTEXT"])}
+    # Re-authentication needs v1 (KIP-368).
+    assert raw.handshake("PLAIN", version=0)[0] == ILLEGAL_SASL_STATE
+    raw.close()
+    # SCRAM over TLS: two raw round trips, the server's signature checked.
+    for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"]:
+        raw = Raw(b.ports["SASL_SSL"], tls_ca=pki.ca)
+        assert raw.handshake(mechanism, version=0)[0] == 0
+        first, final = scram_client(mechanism, "admin", USERS["admin"])
+        client_final, expect = final(raw.raw_token(first).decode())
+        assert raw.raw_token(client_final) == expect
+        assert raw.metadata_brokers() == {0: ("127.0.0.1", b.ports["SASL_SSL"])}
+        raw.close()
+    # A wrong password: no error can be sent in raw framing, the connection is closed.
+    raw = Raw(b.ports["SASL_PLAINTEXT"])
+    assert raw.handshake("SCRAM-SHA-512", version=0)[0] == 0
+    first, final = scram_client("SCRAM-SHA-512", "alice", "not-her-password")
+    client_final, _ = final(raw.raw_token(first).decode())
+    with pytest.raises(ConnectionError):
+        raw.raw_token(client_final)
+    raw.close()
+    raw = Raw(b.ports["SASL_PLAINTEXT"])
+    assert raw.handshake("PLAIN", version=0)[0] == 0
+    with pytest.raises(ConnectionError):
+        raw.raw_token(b"\0alice\0wrong")
+    raw.close()
+
+
 def test_kcat_over_ssl(make_broker, pki, tmp_path):
-    # kcat 1.7 (librdkafka 2.0.2) starts SASL only when SaslHandshake v0 is in
-    # ApiVersions, and v0 (raw SASL frames) is not offered (docs/security.md), so
-    # kcat is tested over TLS; librdkafka 2.16 (confluent-kafka) covers SASL_SSL.
     b = secured_broker(make_broker, pki, tmp_path)
     common = ["-b", f"127.0.0.1:{b.ports['SSL']}", "-X", "security.protocol=SSL",
               "-X", f"ssl.ca.location={pki.ca}", "-t", "kcat-ssl"]

@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::admission::{Admission, Refused};
 use crate::clock::Clock;
-use crate::handlers::{handle_frame, Outcome};
+use crate::handlers::{handle_frame, sasl, Outcome};
 use crate::obs::metrics::CloseReason;
 use crate::partition::Order;
 use crate::runtime::{spawn, Task, TcpStream};
@@ -418,6 +418,27 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + 'static>(
                 Ok(Some(frame)) => {
                     let size = frame.len();
                     frame_started = None;
+                    // After SaslHandshake v0 the frames are raw SASL tokens, and
+                    // whether the next frame is one depends on how this one ends:
+                    // SaslHandshake and raw tokens are answered before the next
+                    // frame is read (a client waits for those answers anyway).
+                    let raw = session.raw_tokens();
+                    if raw || api_key(&frame) == SASL_HANDSHAKE {
+                        budget.take(size).await;
+                        let outcome = if raw {
+                            sasl::raw_token(&shard, &session, &frame, &peer).await
+                        } else {
+                            handle_frame(&shard, frame, &peer, None, &session).await
+                        };
+                        if tx
+                            .send((size, spawn(async move { outcome })))
+                            .await
+                            .is_err()
+                        {
+                            break 'conn;
+                        }
+                        continue;
+                    }
                     if !session.admits(api_key(&frame), clock.now()) {
                         // As Kafka: a request before SASL authentication (or after
                         // the session expired) closes the connection.
@@ -526,6 +547,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + 'static>(
     let _ = writer.await;
     debug!(peer, "connection closed");
 }
+
+const SASL_HANDSHAKE: i16 = 17;
 
 /// A frame's API key (its first two bytes; -1 when it is shorter).
 fn api_key(frame: &[u8]) -> i16 {

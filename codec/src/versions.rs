@@ -43,9 +43,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTopicPartitions, 0, 0),
-    // SASL (docs/security.md): SaslHandshake v0 would switch the connection to
-    // raw SASL frames, which no current client needs, so v1 only.
-    (ApiKey::SaslHandshake, 1, 1),
+    // SASL (docs/security.md): after SaslHandshake v0 the tokens travel as raw
+    // size-prefixed frames (connection.rs); kcat 1.7 (librdkafka 2.0) starts SASL
+    // only when v0 is listed.
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),

@@ -128,7 +128,7 @@ pub async fn handle_frame(
                     api_versions::for_listener(session.listener.protocol.sasl()),
                 ),
                 RequestKind::SaslHandshake(r) => {
-                    ResponseKind::SaslHandshake(sasl::handshake(shard, session, r))
+                    ResponseKind::SaslHandshake(sasl::handshake(shard, session, r, version))
                 }
                 RequestKind::SaslAuthenticate(r) => ResponseKind::SaslAuthenticate(
                     sasl::authenticate(shard, session, r, peer).await,

@@ -1,5 +1,6 @@
-//! SaslHandshake (v1) and SaslAuthenticate (v0-v2): the connection's
-//! `security::sasl::Session` does the work; this maps it to Kafka's messages.
+//! SaslHandshake (v0-v1) and SaslAuthenticate (v0-v2): the connection's
+//! `security::sasl::Session` does the work; this maps it to Kafka's messages,
+//! or, after SaslHandshake v0, to raw size-prefixed tokens (`raw_token`).
 //! A PLAIN password is checked on the I/O runtime's blocking pool (PBKDF2 takes
 //! milliseconds of CPU that a shard should spend on requests).
 
@@ -12,10 +13,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tracing::{debug, info};
 
+use super::Outcome;
 use crate::errors::{
     ILLEGAL_SASL_STATE, NONE, SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM,
 };
-use crate::security::sasl::{SaslError, Session};
+use crate::security::sasl::{SaslError, Session, Step};
 use crate::shard::Shard;
 
 fn code(e: &SaslError) -> i16 {
@@ -30,10 +32,11 @@ pub fn handshake(
     shard: &Shard,
     session: &Session,
     req: SaslHandshakeRequest,
+    version: i16,
 ) -> SaslHandshakeResponse {
     let settings = &shard.settings.security.sasl;
     let mut resp = SaslHandshakeResponse::default();
-    resp.error_code = match session.handshake(settings, &req.mechanism) {
+    resp.error_code = match session.handshake(settings, &req.mechanism, version) {
         Ok(()) => NONE,
         Err(e) => code(&e),
     };
@@ -47,15 +50,17 @@ pub fn handshake(
     resp
 }
 
-pub async fn authenticate(
+/// One client token, whichever way it came: the server's reply, or why the
+/// exchange failed (logged here).
+async fn exchange(
     shard: &Rc<Shard>,
     session: &Session,
-    req: SaslAuthenticateRequest,
+    token: &[u8],
     peer: &str,
-) -> SaslAuthenticateResponse {
+) -> Result<Step, SaslError> {
     let settings = &shard.settings.security.sasl;
     let now = || shard.clock().now();
-    let step = match session.authenticate(settings, &req.auth_bytes, now()) {
+    let step = match session.authenticate(settings, token, now()) {
         Ok(Ok(step)) => Ok(step),
         Ok(Err(check)) => {
             let check = std::sync::Arc::new(check);
@@ -73,22 +78,56 @@ pub async fn authenticate(
         }
         Err(e) => Err(e),
     };
+    match &step {
+        Ok(_) if session.is_authenticated() => {
+            debug!(peer, listener = %session.listener.name, principal = %session.principal(), "SASL step succeeded");
+        }
+        Err(SaslError::Failed(reason)) => {
+            info!(peer, listener = %session.listener.name, %reason, "SASL authentication failed");
+        }
+        _ => {}
+    }
+    step
+}
+
+pub async fn authenticate(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: SaslAuthenticateRequest,
+    peer: &str,
+) -> SaslAuthenticateResponse {
     let mut resp = SaslAuthenticateResponse::default();
-    match step {
+    match exchange(shard, session, &req.auth_bytes, peer).await {
         Ok(step) => {
-            if session.is_authenticated() {
-                debug!(peer, listener = %session.listener.name, principal = %session.principal(), "SASL step succeeded");
-            }
             resp.auth_bytes = Bytes::from(step.reply);
             resp.session_lifetime_ms = step.session_lifetime_ms;
         }
         Err(e) => {
-            if let SaslError::Failed(reason) = &e {
-                info!(peer, listener = %session.listener.name, %reason, "SASL authentication failed");
-            }
             resp.error_code = code(&e);
             resp.error_message = Some(StrBytes::from_string(e.to_string()));
         }
     }
     resp
+}
+
+/// A raw token after SaslHandshake v0: the reply goes back as a size-prefixed
+/// frame with no Kafka header (an empty one when PLAIN succeeds, as Kafka sends).
+/// A failure has no way to be told in this framing: Kafka closes the
+/// connection, and so does this.
+pub async fn raw_token(shard: &Rc<Shard>, session: &Session, token: &[u8], peer: &str) -> Outcome {
+    match exchange(shard, session, token, peer).await {
+        Ok(step) => {
+            let Ok(len) = i32::try_from(step.reply.len()) else {
+                return Outcome::Close;
+            };
+            let mut frame = Vec::with_capacity(4 + step.reply.len());
+            frame.extend_from_slice(&len.to_be_bytes());
+            frame.extend_from_slice(&step.reply);
+            Outcome::Respond(Bytes::from(frame))
+        }
+        Err(e) => {
+            info!(peer, listener = %session.listener.name, error = %e, "closing connection: SASL exchange (SaslHandshake v0) failed");
+            Outcome::Close
+        }
+    }
 }

@@ -3,6 +3,10 @@
 //! authenticated or refused. On a SASL listener nothing but ApiVersions,
 //! SaslHandshake and SaslAuthenticate is handled before that.
 //!
+//! SaslHandshake v0 (Kafka before 1.0, and librdkafka clients up to 2.0 that
+//! see it listed): the tokens then travel without Kafka headers, each a
+//! size-prefixed frame answered by one, until the exchange ends (`raw_tokens`).
+//!
 //! Session lifetime (KIP-368): with `KAFSCALE_SASL_SESSION_LIFETIME_MS` set,
 //! SaslAuthenticate v1+ tells the client how long its session lasts; a client
 //! re-authenticates on the same connection before then (same principal), and a
@@ -88,6 +92,8 @@ pub struct Session {
     exchange: RefCell<Exchange>,
     authenticated: Cell<bool>,
     expires: Cell<Option<Instant>>,
+    /// SaslHandshake v0 chose the mechanism: the next frames are raw tokens.
+    raw: Cell<bool>,
 }
 
 /// The answer to one SaslAuthenticate.
@@ -141,6 +147,7 @@ impl Session {
             exchange: RefCell::new(Exchange::Idle),
             authenticated: Cell::new(false),
             expires: Cell::new(None),
+            raw: Cell::new(false),
         }
     }
 
@@ -162,7 +169,13 @@ impl Session {
         self.authenticated.get() && self.expires.get().is_none_or(|e| now < e)
     }
 
-    pub fn handshake(&self, settings: &SaslSettings, mechanism: &str) -> Result<(), SaslError> {
+    /// SaslHandshake of `version`: v0 switches the connection to raw tokens.
+    pub fn handshake(
+        &self,
+        settings: &SaslSettings,
+        mechanism: &str,
+        version: i16,
+    ) -> Result<(), SaslError> {
         if !self.sasl() {
             return Err(SaslError::IllegalState(
                 "SASL is not enabled on this listener",
@@ -172,15 +185,29 @@ impl Session {
         if !matches!(*ex, Exchange::Idle) {
             return Err(SaslError::IllegalState("unexpected SaslHandshake"));
         }
+        // KIP-368: re-authentication exists only with SaslAuthenticate.
+        if version == 0 && self.authenticated.get() {
+            return Err(SaslError::IllegalState(
+                "re-authentication needs SaslHandshake v1",
+            ));
+        }
         let m = SaslMechanism::parse(mechanism)
             .filter(|m| settings.mechanisms.contains(m))
             .ok_or_else(|| SaslError::Unsupported(mechanism.to_string()))?;
         *ex = Exchange::Chosen(m);
+        self.raw.set(version == 0);
         Ok(())
+    }
+
+    /// Whether the next frame is a raw SASL token (after SaslHandshake v0, until
+    /// the exchange ends).
+    pub fn raw_tokens(&self) -> bool {
+        self.raw.get()
     }
 
     fn fail(&self, reason: String) -> SaslError {
         *self.exchange.borrow_mut() = Exchange::Failed;
+        self.raw.set(false);
         SaslError::Failed(reason)
     }
 
@@ -295,6 +322,7 @@ impl Session {
         }
         *self.principal.borrow_mut() = principal;
         self.authenticated.set(true);
+        self.raw.set(false);
         *self.exchange.borrow_mut() = Exchange::Idle;
         self.expires.set(settings.session_lifetime.map(|d| now + d));
         Ok(settings
@@ -353,10 +381,10 @@ mod tests {
             SaslError::IllegalState("SaslAuthenticate before SaslHandshake")
         );
         assert!(matches!(
-            sess.handshake(&s, "GSSAPI"),
+            sess.handshake(&s, "GSSAPI", 1),
             Err(SaslError::Unsupported(_))
         ));
-        sess.handshake(&s, "PLAIN").unwrap();
+        sess.handshake(&s, "PLAIN", 1).unwrap();
         let check = sess
             .authenticate(&s, b"\0alice\0pw", now)
             .unwrap()
@@ -368,7 +396,7 @@ mod tests {
         assert!(sess.admits(3, now));
         assert!(!sess.admits(3, now + Duration::from_secs(61)));
         // Re-authentication as someone else is refused.
-        sess.handshake(&s, "PLAIN").unwrap();
+        sess.handshake(&s, "PLAIN", 1).unwrap();
         let check = sess
             .authenticate(&s, b"\0bob\0pw", now)
             .unwrap()
@@ -378,11 +406,43 @@ mod tests {
     }
 
     #[test]
+    fn handshake_v0_switches_to_raw_tokens_until_the_exchange_ends() {
+        let s = settings();
+        let now = Instant::now();
+        let sess = session(SecurityProtocol::SaslSsl);
+        sess.handshake(&s, "PLAIN", 0).unwrap();
+        assert!(sess.raw_tokens());
+        let check = sess
+            .authenticate(&s, b"\0alice\0pw", now)
+            .unwrap()
+            .unwrap_err();
+        assert!(sess.raw_tokens(), "still raw while the password is checked");
+        sess.finish_plain(&s, &check, check.verify(), now).unwrap();
+        assert!(!sess.raw_tokens() && sess.admits(3, now));
+        // Re-authentication only with v1.
+        assert_eq!(
+            sess.handshake(&s, "PLAIN", 0),
+            Err(SaslError::IllegalState(
+                "re-authentication needs SaslHandshake v1"
+            ))
+        );
+        sess.handshake(&s, "PLAIN", 1).unwrap();
+        assert!(!sess.raw_tokens());
+
+        // A failed exchange leaves raw mode (the connection is closed anyway).
+        let sess = session(SecurityProtocol::SaslSsl);
+        sess.handshake(&s, "SCRAM-SHA-256", 0).unwrap();
+        assert!(sess.raw_tokens());
+        assert!(sess.authenticate(&s, b"n,,n=mallory,r=abc", now).is_err());
+        assert!(!sess.raw_tokens() && !sess.admits(3, now));
+    }
+
+    #[test]
     fn wrong_password_and_unknown_user_fail() {
         let s = settings();
         for token in [&b"\0alice\0nope"[..], b"\0mallory\0pw"] {
             let sess = session(SecurityProtocol::SaslSsl);
-            sess.handshake(&s, "PLAIN").unwrap();
+            sess.handshake(&s, "PLAIN", 1).unwrap();
             let check = sess
                 .authenticate(&s, token, Instant::now())
                 .unwrap()
@@ -395,7 +455,7 @@ mod tests {
             assert!(!sess.admits(0, Instant::now()));
         }
         let sess = session(SecurityProtocol::SaslSsl);
-        sess.handshake(&s, "SCRAM-SHA-512").unwrap();
+        sess.handshake(&s, "SCRAM-SHA-512", 1).unwrap();
         assert!(matches!(
             sess.authenticate(&s, b"n,,n=mallory,r=abc", Instant::now()),
             Err(SaslError::Failed(_))
@@ -403,7 +463,7 @@ mod tests {
         let plain = session(SecurityProtocol::Plaintext);
         assert!(plain.admits(0, Instant::now()));
         assert!(matches!(
-            plain.handshake(&s, "PLAIN"),
+            plain.handshake(&s, "PLAIN", 1),
             Err(SaslError::IllegalState(_))
         ));
     }

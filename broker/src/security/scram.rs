@@ -275,6 +275,18 @@ impl ServerFirst {
     }
 
     /// Checks the client's proof; the server's final message on success.
+    /// RFC 5802: the client-final nonce is the server-first one. librdkafka
+    /// before 2.6.1 sends its own nonce once more in front of it (librdkafka#4895;
+    /// kcat and most distributions' packages still ship such versions); Kafka
+    /// 3.8.1 to 3.9 accept that, and so does this broker, in exactly that form:
+    /// the server's random part is still checked.
+    fn nonce_matches(&self, nonce: &str) -> bool {
+        nonce == self.nonce
+            || nonce
+                .strip_prefix(self.client.nonce.as_str())
+                .is_some_and(|rest| rest == self.nonce)
+    }
+
     pub fn finish(&self, msg: &[u8]) -> Result<String, ScramError> {
         let msg = std::str::from_utf8(msg).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (without_proof, proof) = msg
@@ -296,7 +308,7 @@ impl ServerFirst {
         if header != self.client.gs2_header.as_bytes() {
             return Err(ScramError::ChannelBinding);
         }
-        if nonce != Some(self.nonce.as_str()) {
+        if !nonce.is_some_and(|n| self.nonce_matches(n)) {
             return Err(ScramError::Nonce);
         }
         let proof = B64
@@ -379,6 +391,38 @@ mod tests {
                 let server_key = m.mac(&salted, b"Server Key");
                 let expect = m.mac(&server_key, auth.as_bytes());
                 assert_eq!(v, format!("v={}", B64.encode(expect)));
+            }
+        }
+    }
+
+    /// librdkafka before 2.6.1 puts its own nonce in front of the combined one
+    /// (librdkafka#4895): accepted in exactly that form, nothing looser.
+    #[test]
+    fn librdkafka_doubled_client_nonce() {
+        let m = Mechanism::Sha256;
+        let cred = Credential::new(m, "pw", 4096);
+        let salted = m.salted_password(b"pw", &cred.salt, 4096);
+        let client_key = m.mac(&salted, b"Client Key");
+        let stored = m.hash(&client_key);
+        for (nonce, ok) in [
+            ("abcabcxyz", true),
+            ("abcxyz", true),
+            ("zzzabcxyz", false),
+            ("abcabcxyq", false),
+            ("abcabcabcxyz", false),
+            ("xyz", false),
+        ] {
+            let first = parse_client_first(b"n,,n=u,r=abc").unwrap();
+            let server = ServerFirst::new(m, first, cred.clone(), "xyz");
+            let without_proof = format!("c=biws,r={nonce}");
+            let auth = format!("n=u,r=abc,{},{without_proof}", server.message());
+            let sig = m.mac(&stored, auth.as_bytes());
+            let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+            let got = server.finish(format!("{without_proof},p={}", B64.encode(proof)).as_bytes());
+            if ok {
+                assert!(got.is_ok(), "{nonce}");
+            } else {
+                assert_eq!(got, Err(ScramError::Nonce), "{nonce}");
             }
         }
     }

@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR
 BROKER := $(CARGO_TARGET_DIR)/release/kafscale-broker
 PY := .venv/bin/python
 
-.PHONY: help build build-deps run demo test test-unit test-e2e test-helm crds tools lint fmt bench bench-peers bench-cluster fuzz clean-data image
+.PHONY: help build build-deps run demo test test-unit test-e2e test-helm crds tools lint fmt bench bench-peers bench-tls bench-cluster fuzz clean-data image
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,11 @@ bench-peers: build ## This broker (local, s3s-fs), Tansu (memory, s3s-fs) and th
 	KAFSCALE_BROKER_BIN=$(BROKER) $(PY) scripts/bench_peers.py --bench $(CARGO_TARGET_DIR)/release/kafscale-bench \
 	  --seconds $${BENCH_SECONDS:-15} --rounds $${BENCH_ROUNDS:-1} $$([ "$${BENCH_SHARED:-0}" = 1 ] && echo --shared) \
 	  --json docs/benchmarks-peers-results.jsonl --out docs/benchmarks.md
+
+bench-tls: build ## Produce and consume over TLS against plaintext on one broker, alternating runs (~8 min): MB/s and broker CPU per GB; rewrites its section of docs/benchmarks.md (make tools first)
+	KAFSCALE_BROKER_BIN=$(BROKER) $(PY) scripts/tls_bench.py --bench $(CARGO_TARGET_DIR)/release/kafscale-bench \
+	  --seconds $${BENCH_SECONDS:-15} --rounds $${BENCH_ROUNDS:-3} $$([ "$${BENCH_SHARED:-0}" = 1 ] && echo --shared) \
+	  --json docs/benchmarks-tls-results.jsonl --out docs/benchmarks.md
 
 bench-cluster: build ## Cluster failover times (kill -9, SIGTERM) and 3-vs-1-broker throughput (~10 min); rewrites its section of docs/benchmarks.md (make tools first)
 	KAFSCALE_BROKER_BIN=$(BROKER) $(PY) scripts/cluster_bench.py --out docs/benchmarks.md

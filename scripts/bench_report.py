@@ -406,13 +406,15 @@ CLUSTER_BEGIN = "<!-- cluster-bench:begin"
 CLUSTER_END = "<!-- cluster-bench:end -->"
 PEERS_BEGIN = "<!-- bench-peers:begin (scripts/bench_peers.py rewrites this section) -->"
 PEERS_END = "<!-- bench-peers:end -->"
+TLS_BEGIN = "<!-- bench-tls:begin (scripts/tls_bench.py rewrites this section) -->"
+TLS_END = "<!-- bench-tls:end -->"
 # Sections other scripts write into the page, in page order.
-MARKED = (("<!-- bench-peers:begin", PEERS_END), (CLUSTER_BEGIN, CLUSTER_END))
+MARKED = (("<!-- bench-peers:begin", PEERS_END), ("<!-- bench-tls:begin", TLS_END), (CLUSTER_BEGIN, CLUSTER_END))
 
 
 def keep_marked_sections(page, old_page):
-    """The rendered page with the sections scripts/bench_peers.py and
-    scripts/cluster_bench.py wrote into the old page (between their markers) put
+    """The rendered page with the sections scripts/bench_peers.py, scripts/tls_bench.py
+    and scripts/cluster_bench.py wrote into the old page (between their markers) put
     back before "## The suite", so that rewriting the suite's results does not drop
     the peer and cluster measurements."""
     blocks = ""

@@ -265,3 +265,52 @@ def test_peers_section_replaces_only_itself_and_survives_make_bench():
     kept = bench_report.keep_marked_sections(fresh, p2)
     assert kept == fresh.replace("## The suite", two + "\n\n" + cluster + "\n\n## The suite")
     assert bench_report.keep_marked_sections(fresh, fresh) == fresh
+
+
+def test_produce_and_consume_over_tls_with_librdkafka_settings(make_broker, tmp_path):
+    # kafscale-bench's -X settings reach every client: here librdkafka (with
+    # OpenSSL) talks to the broker's SSL listener only.
+    from pki import Pki
+    pki = Pki(tmp_path / "pki")
+    b = make_broker(start=False)
+    ssl_port = free_port()
+    b.env.update({"KAFSCALE_LISTENERS": f"PLAINTEXT://127.0.0.1:{b.port},SSL://127.0.0.1:{ssl_port}",
+                  "KAFSCALE_TLS_CERT_FILE": pki.server_cert, "KAFSCALE_TLS_KEY_FILE": pki.server_key})
+    b.start()
+    tls = ["--bootstrap", f"127.0.0.1:{ssl_port}", "-X", "security.protocol=SSL", "-X", f"ssl.ca.location={pki.ca}"]
+    p = bench("produce", *tls, "--topic", "t1", "--partitions", 2, "--messages", 200, "--message-size", 500)
+    assert (p["messages"], p["errors"], p["bytes"]) == (200, 0, 100_000)
+    c = bench("consume", *tls, "--topic", "t1", "--from", "earliest", "--messages", 200, "--duration", 60)
+    assert (c["messages"], c["bytes"]) == (200, 100_000)
+    # Without the TLS settings the SSL listener cannot be spoken to: nothing is produced.
+    r = subprocess.run([bench_bin(), "produce", "--bootstrap", f"127.0.0.1:{ssl_port}", "--topic", "t2",
+                        "--messages", "1", "--json", "-X", "message.timeout.ms=3000", "-X", "socket.timeout.ms=3000"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 or json.loads(r.stdout.strip().splitlines()[-1])["messages"] == 0
+
+
+def test_tls_section_ratios_and_left_out_runs():
+    import tls_bench as tb
+
+    def row(load, size, listener, rnd, mb, cpu, nbytes, **kw):
+        return {"load": load, "size": size, "listener": listener, "round": rnd, "mb_per_sec": mb,
+                "cpu_s": cpu, "bytes": nbytes, "errors": 0, **kw}
+    gb = 1_000_000_000
+    rows = [row("produce", 1024, "PLAINTEXT", 1, 200.0, 2.0, gb), row("produce", 1024, "SSL", 1, 100.0, 3.0, gb),
+            row("produce", 1024, "PLAINTEXT", 2, 220.0, 2.2, gb), row("produce", 1024, "SSL", 2, 120.0, 3.3, gb),
+            row("produce", 1024, "SSL", 3, 5.0, 9.0, gb, errors=8192),
+            row("consume", 1024, "PLAINTEXT", 1, 600.0, 0.4, 2 * gb), row("consume", 1024, "SSL", 1, 300.0, 1.2, 2 * gb)]
+    meta = {"machine": "m", "date": "d", "commit": "c", "rounds": 3, "seconds": 15, "sizes": [1024],
+            "shared": True, "load_before": "1.00", "load_after": "2.00"}
+    md = tb.render(rows, meta)
+    assert md.startswith(bench_report.TLS_BEGIN) and md.endswith(bench_report.TLS_END)
+    # Medians (210 vs 110 MB/s; 2.1 vs 3.15 s/GB); the run with errors is left out and named.
+    assert "| produce | 1 KiB | 210.0 | 110.0 | 0.52× | 2.10 | 3.15 | 1.50× | 2/2, 2/3 |" in md
+    assert "| consume | 1 KiB | 600.0 | 300.0 | 0.50× | 0.20 | 0.60 | 3.00× | 1/1, 1/1 |" in md
+    assert "produce 1 KiB SSL run 3: 8192 delivery errors" in md
+    assert "Shared machine" in md
+    # Its own section, kept by `make bench` beside the others.
+    page = tb.write_section("# B\n\n## The suite\n", md)
+    assert page == f"# B\n\n{md}\n\n## The suite\n" and tb.write_section(page, md) == page
+    fresh = "# Benchmarks\n\n## The suite\nhow\n"
+    assert bench_report.keep_marked_sections(fresh, page) == fresh.replace("## The suite", md + "\n\n## The suite")

@@ -45,6 +45,33 @@ pub struct Common {
     /// Print the result as one JSON object instead of a sentence.
     #[arg(long)]
     pub json: bool,
+    /// A librdkafka setting for every client of the run, as kcat's `-X`
+    /// (e.g. `-X security.protocol=SSL -X ssl.ca.location=ca.pem`); repeatable,
+    /// and it wins over the bench's own settings.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_setting)]
+    pub settings: Vec<(String, String)>,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+impl Common {
+    /// A librdkafka configuration for this run: the bootstrap address, `base`'s
+    /// settings, then `-X`'s.
+    pub fn client_config(
+        &self,
+        mut base: rdkafka::config::ClientConfig,
+    ) -> rdkafka::config::ClientConfig {
+        base.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.settings {
+            base.set(k, v);
+        }
+        base
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -241,6 +268,32 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("kafscale-bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn librdkafka_settings_win_over_the_bench_s_own() {
+        let c = parse(&[
+            "produce",
+            "-X",
+            "security.protocol=SSL",
+            "-X",
+            "acks=1",
+            "-X",
+            "sasl.password=a=b",
+        ])
+        .unwrap();
+        let Cmd::Produce(a) = c.cmd else {
+            panic!("not produce")
+        };
+        let mut base = rdkafka::config::ClientConfig::new();
+        base.set("acks", "all");
+        let cfg = a.common.client_config(base);
+        assert_eq!(cfg.get("security.protocol"), Some("SSL"));
+        assert_eq!(cfg.get("acks"), Some("1"));
+        assert_eq!(cfg.get("sasl.password"), Some("a=b"));
+        assert_eq!(cfg.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+        assert!(parse(&["produce", "-X", "novalue"]).is_err());
+        assert!(parse(&["produce", "-X", "=v"]).is_err());
     }
 
     #[test]

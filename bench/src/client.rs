@@ -11,14 +11,14 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::cli::Common;
 use crate::error::{BenchError, Result};
 
 /// Creates `topic` with `partitions` partitions; an existing topic is kept as it is
 /// (brokers that do not auto-create topics, such as Tansu, need this).
-pub fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
+pub fn ensure_topic(common: &Common, topic: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        common.client_config(ClientConfig::new()).create()?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for r in block_on(admin.create_topics([&new], &opts))? {
@@ -57,14 +57,13 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 
 /// Settings of every consumer: large fetches, so the client is not what limits a
 /// read benchmark.
-pub fn consumer_config(bootstrap: &str) -> ClientConfig {
+pub fn consumer_config(common: &Common) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("enable.auto.commit", "false")
+    c.set("enable.auto.commit", "false")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760")
         .set("fetch.wait.max.ms", "100");
-    c
+    common.client_config(c)
 }
 
 /// Prints `[  3.0s] <what> <n> (+<delta>/s)` on stderr once a second until stopped.

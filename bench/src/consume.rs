@@ -26,7 +26,7 @@ pub fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32> {
 }
 
 pub fn run(a: &ConsumeArgs) -> Result<ConsumeReport> {
-    let mut cfg = consumer_config(&a.common.bootstrap);
+    let mut cfg = consumer_config(&a.common);
     let reset = match a.from {
         StartFrom::Earliest => "earliest",
         StartFrom::Latest => "latest",

@@ -31,8 +31,8 @@ pub fn stamp_of(payload: &[u8], run_id: u64) -> Option<u64> {
 pub fn run(a: &E2eArgs) -> Result<E2eReport> {
     a.load.validate(STAMP_LEN).map_err(BenchError::Invalid)?;
     let topic = &a.common.topic;
-    ensure_topic(&a.common.bootstrap, topic, a.load.partitions)?;
-    let mut cfg = consumer_config(&a.common.bootstrap);
+    ensure_topic(&a.common, topic, a.load.partitions)?;
+    let mut cfg = consumer_config(&a.common);
     cfg.set("group.id", "kafscale-bench-e2e")
         // Fetch as soon as anything is there: this measures latency, not batching.
         .set("fetch.wait.max.ms", "10")

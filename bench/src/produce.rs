@@ -74,10 +74,9 @@ impl XorShift {
     }
 }
 
-fn producer_config(bootstrap: &str, load: &Load) -> ClientConfig {
+fn producer_config(common: &Common, load: &Load) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("acks", load.acks.as_str())
+    c.set("acks", load.acks.as_str())
         .set("linger.ms", load.linger_ms.to_string())
         .set("batch.size", load.batch_size.to_string())
         .set("compression.type", load.compression.as_str())
@@ -85,7 +84,7 @@ fn producer_config(bootstrap: &str, load: &Load) -> ClientConfig {
         .set("queue.buffering.max.kbytes", "131072")
         .set("queue.buffering.max.messages", "1000000")
         .set("message.timeout.ms", "60000");
-    c
+    common.client_config(c)
 }
 
 /// Runs the producers of `load`; with `stamp`, every message starts with the run
@@ -94,7 +93,7 @@ fn producer_config(bootstrap: &str, load: &Load) -> ClientConfig {
 pub fn run(common: &Common, load: &Load, stamp: Option<u64>) -> Result<ProduceReport> {
     load.validate(if stamp.is_some() { STAMP_LEN } else { 0 })
         .map_err(BenchError::Invalid)?;
-    ensure_topic(&common.bootstrap, &common.topic, load.partitions)?;
+    ensure_topic(common, &common.topic, load.partitions)?;
     let start = Instant::now();
     let acked = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -108,8 +107,7 @@ pub fn run(common: &Common, load: &Load, stamp: Option<u64>) -> Result<ProduceRe
             acked: acked.clone(),
             errors: errors.clone(),
         };
-        let producer: BaseProducer<Ctx> =
-            producer_config(&common.bootstrap, load).create_with_context(ctx)?;
+        let producer: BaseProducer<Ctx> = producer_config(common, load).create_with_context(ctx)?;
         let limit = load.messages.map(|m| share(m, load.producers, id));
         let topic = common.topic.clone();
         let (size, keys) = (load.message_size, load.keys);

@@ -775,6 +775,13 @@ async fn write_loop<S: AsyncWrite + Unpin>(
             }
             out.clear();
         }
+        // A TLS stream accepts a write once rustls holds it, and sends the
+        // records on only as far as the socket takes them without waiting:
+        // what is left waits for the next write, which may never come (the
+        // client is waiting for this answer). A plaintext socket holds nothing.
+        if vectored.is_none() && wr.flush().await.is_err() {
+            break;
+        }
         last_active.set(clock.now());
     }
     let _ = wr.flush().await;

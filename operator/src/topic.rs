@@ -23,7 +23,7 @@ use crate::crd::{
     TOPIC_FINALIZER,
 };
 use crate::drift;
-use crate::etcd::{Deletion, DesiredTopic, EtcdCredentials, Metadata};
+use crate::etcd::{Deletion, DesiredTopic, EtcdCredentials, EtcdTls, Metadata};
 
 /// How often a resource whose topic name is still being deleted looks again.
 const DELETION_POLL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -126,7 +126,31 @@ async fn store(t: &KafscaleTopic, ctx: &Context, ns: &str) -> Result<Store, Erro
             }
         }
     };
-    match Metadata::connect(&etcd.endpoints, creds.as_ref(), ctx.timeout).await {
+    let tls = match &etcd.tls {
+        None => None,
+        Some(spec) => {
+            let sec = match ctx.secret(ns, &spec.secret_ref.name).await {
+                Err(e @ Error::SecretForbidden { .. }) => {
+                    let msg = e.to_string();
+                    return Ok(Store::Unreachable(vec![
+                        Found::failed(c::ETCD_AVAILABLE, c::SECRET_FORBIDDEN, msg.clone()),
+                        Found::failed(c::READY, c::SECRET_FORBIDDEN, msg),
+                    ]));
+                }
+                other => other?,
+            };
+            match EtcdTls::from_secret(spec, ns, sec.as_ref()) {
+                Ok(t) => Some(t),
+                Err(msg) => {
+                    return Ok(Store::Unreachable(vec![
+                        Found::failed(c::ETCD_AVAILABLE, c::SECRET_MISSING, msg.clone()),
+                        Found::failed(c::READY, c::ETCD_UNAVAILABLE, msg),
+                    ]));
+                }
+            }
+        }
+    };
+    match Metadata::connect(&etcd.endpoints, creds.as_ref(), tls.as_ref(), ctx.timeout).await {
         Ok(m) => Ok(Store::Found(Box::new(m))),
         Err(e) => Ok(Store::Unreachable(etcd_failed(e.to_string()))),
     }

@@ -264,7 +264,7 @@ async fn concurrent_writers_keep_each_others_topics() {
     };
     let mut writers = Vec::new();
     for i in 0..8 {
-        let m = Metadata::connect(&endpoints, None, Duration::from_secs(10))
+        let m = Metadata::connect(&endpoints, None, None, Duration::from_secs(10))
             .await
             .expect("connect");
         writers.push(tokio::spawn(async move { m.apply_topic(&want(i)).await }));
@@ -273,7 +273,7 @@ async fn concurrent_writers_keep_each_others_topics() {
         let applied = w.await.expect("join").expect("apply");
         assert!(applied.written);
     }
-    let m = Metadata::connect(&endpoints, None, Duration::from_secs(10))
+    let m = Metadata::connect(&endpoints, None, None, Duration::from_secs(10))
         .await
         .expect("connect");
     let (snap, rev) = m.snapshot().await.expect("snapshot");

@@ -4,6 +4,7 @@ kubernetes-validate --strict, the objects the operator applies for the sample
 cluster validated the same way, and the sample custom resources validated against
 the generated CRD schemas with jsonschema."""
 
+import json
 import os
 import re
 import subprocess
@@ -117,6 +118,8 @@ BASE_RULES = {
     ("", "services"): {"get", "list", "watch", "create", "patch"},
     ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch", "create", "patch"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch"},
+    # delete: a cluster that turns its NetworkPolicy off gets it removed.
+    ("networking.k8s.io", "networkpolicies"): {"get", "list", "watch", "create", "patch", "delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 
@@ -127,7 +130,10 @@ def test_rbac_is_least_privilege(tmp_path):
     rules = cluster_rules(cr)
     # No Secret at all unless listed: the operator reads only what clusters name.
     assert rules == BASE_RULES
-    assert not any("*" in v or "delete" in v for v in rules.values())
+    assert not any("*" in v for v in rules.values())
+    # Garbage collection deletes what a cluster owns; the one delete is the
+    # NetworkPolicy a cluster no longer asks for.
+    assert [k for k, v in rules.items() if "delete" in v] == [("networking.k8s.io", "networkpolicies")]
     (dep,) = by_kind(objs, "Deployment")
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["KAFSCALE_OPERATOR_WATCH_SECRETS"] == "false"
@@ -325,6 +331,11 @@ networkPolicy:
     brokers = pols[("team-b", "kafscale-brokers")]["spec"]
     kafka, http = brokers["ingress"]
     assert kafka["ports"] == [{"port": 9092, "protocol": "TCP"}]
+    # Clusters with listeners: their ports.
+    _, objs = render(tmp_path, "networkPolicy: {enabled: true, kafkaPorts: [9092, 9096]}")
+    (brokers,) = [p for p in by_kind(objs, "NetworkPolicy") if p["metadata"]["name"] == "kafscale-brokers"]
+    assert brokers["spec"]["ingress"][0]["ports"] == [{"port": 9092, "protocol": "TCP"},
+                                                      {"port": 9096, "protocol": "TCP"}]
     assert kafka["from"] == [{"namespaceSelector": {"matchLabels": {"kafka-clients": "true"}}}]
     # The unauthenticated console and /metrics: the monitoring namespace only.
     assert http["ports"] == [{"port": 9093, "protocol": "TCP"}]
@@ -366,6 +377,10 @@ def test_disruption_budget_and_seccomp_installer(tmp_path):
     ("broker: {seccompProfile: {localhostProfile: /abs/profile.json}}", "localhostProfile"),
     ("metrics: {brokers: {podMonitor: {interval: often}}}", "interval"),
     ("unknownTopLevel: 1", "unknownTopLevel"),
+    ("networkPolicy: {kafkaPorts: []}", "kafkaPorts"),
+    ("clusters: [{spec: {}}]", "name"),
+    ("clusters: [{name: Prod, spec: {}}]", "name"),
+    ("clusters: [{name: prod, spec: {}, certificate: {enabled: true}}]", "issuerRef"),
 ])
 def test_values_schema_rejects_bad_values(tmp_path, values, complaint):
     f = tmp_path / "bad.yaml"
@@ -421,6 +436,138 @@ def test_chart_pods_pod_security(tmp_path):
     assert podsecurity.restricted(pod_of(ds)) == [
         "volume seccomp: hostPath", "volume seccomp: ['hostPath']",
         "install: runAsNonRoot not true", "install: runAsUser 0"]
+
+
+SECURE_EXAMPLE = CHART / "examples" / "kafscalecluster-secure.yaml"
+
+
+def secure_example():
+    (k,) = [d for d in docs(SECURE_EXAMPLE.read_text()) if d["kind"] == "KafscaleCluster"]
+    return k
+
+
+def render_cluster(tmp_path, k):
+    """The objects the operator applies for KafscaleCluster `k`."""
+    f = tmp_path / "cluster.yaml"
+    f.write_text(yaml.safe_dump(k))
+    out = run(operator_bin(), "render", str(f))
+    path = tmp_path / "objects.yaml"
+    path.write_text(out)
+    return path, docs(out)
+
+
+def test_secure_example_renders_valid_broker_objects(tmp_path):
+    path, objs = render_cluster(tmp_path, secure_example())
+    validate(path)
+    assert [o["kind"] for o in objs] == ["StatefulSet", "Service", "Service", "Service",
+                                         "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"]
+    sts, headless, client = objs[0], objs[1], objs[2]
+    pod = pod_of(sts)
+    # Secrets do not weaken the pods: still restricted.
+    assert podsecurity.restricted(pod) == []
+    c = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["KAFSCALE_LISTENERS"] == "SASL_SSL://0.0.0.0:9096,INTERNAL://0.0.0.0:9092"
+    assert env["KAFSCALE_LISTENER_SECURITY_PROTOCOL_MAP"] == "SASL_SSL:SASL_SSL,INTERNAL:SASL_PLAINTEXT"
+    # Each broker advertises its own name, per listener.
+    assert env["KAFSCALE_ADVERTISED_LISTENERS"] == (
+        "SASL_SSL://$(POD_NAME).prod-broker-headless.kafscale.svc:9096,"
+        "INTERNAL://$(POD_NAME).prod-broker-headless.kafscale.svc:9092")
+    assert env["KAFSCALE_TLS_CERT_FILE"] == "/etc/kafscale/tls/tls.crt"
+    assert env["KAFSCALE_SASL_USERS_FILE"] == "/etc/kafscale/sasl/users"
+    assert env["KAFSCALE_AUTHORIZER"] == "acl" and env["KAFSCALE_SUPER_USERS"] == "User:admin"
+    assert env["KAFSCALE_ETCD_CA_FILE"] == "/etc/kafscale/etcd-tls/ca.crt"
+    assert env["KAFSCALE_INSECURE_OPS_ENDPOINTS"] == "true"
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    for name in ("tls", "sasl-users", "etcd-tls"):
+        # A directory, never subPath: a renewed Secret reaches the broker.
+        assert mounts[name]["readOnly"] is True and "subPath" not in mounts[name]
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["tls"]["secret"]["secretName"] == "prod-kafka-tls"
+    assert [p["name"] for p in c["ports"]] == ["sasl-ssl", "internal", "http"]
+    for svc in (headless, client):
+        assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("sasl-ssl", 9096), ("internal", 9092)]
+    np = objs[6]
+    kafka, metrics = np["spec"]["ingress"]
+    assert kafka["ports"] == [{"port": 9096, "protocol": "TCP"}, {"port": 9092, "protocol": "TCP"}]
+    assert kafka["from"][1] == {"ipBlock": {"cidr": "10.20.0.0/16"}}
+    assert metrics["ports"] == [{"port": 9093, "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize("change,complaint", [
+    (lambda s: s["security"].pop("tls"), "needs security.tls.secretRef"),
+    (lambda s: s["security"]["listeners"][1].update(protocol="KERBEROS"), "unknown protocol"),
+    (lambda s: s["security"]["listeners"][1].update(port=9096), "used by another listener"),
+    (lambda s: s["security"]["sasl"].pop("usersSecretRef"), "usersSecretRef is not set"),
+    (lambda s: s["etcd"].update(endpoints=["http://etcd:2379"]), "not https://"),
+])
+def test_operator_refuses_invalid_security_specs(tmp_path, change, complaint):
+    k = secure_example()
+    change(k["spec"])
+    # The CRD schema lets these through; the operator's check does not.
+    jsonschema.validate({key: v for key, v in k.items() if key != "metadata"}, crd_schemas()["KafscaleCluster"])
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(k))
+    err = run_fails(operator_bin(), "render", str(f))
+    assert complaint in err, err
+
+
+CLUSTERS = """
+rbac:
+  secrets:
+    - {namespace: kafscale, names: [kafscale-s3-creds, kafscale-etcd-creds, kafscale-etcd-client-tls]}
+clusters:
+  - name: prod
+    spec: SPEC
+    certificate:
+      enabled: true
+      issuerRef: {name: kafscale-ca, kind: ClusterIssuer}
+      extraDnsNames: [kafka.example.com]
+  - name: dev
+    namespace: team-b
+    labels: {team: b}
+    spec:
+      s3: {bucket: dev-bucket}
+      etcd: {endpoints: ["http://etcd.team-b.svc:2379"]}
+"""
+
+
+def test_clusters_from_values_render_with_their_certificates(tmp_path):
+    spec = secure_example()["spec"]
+    path, objs = render(tmp_path, CLUSTERS.replace("SPEC", json.dumps(spec)))
+    builtin = [o for o in objs if o["apiVersion"].split("/")[0] not in ("kafscale.io", "cert-manager.io")]
+    p = tmp_path / "builtin.yaml"
+    p.write_text(yaml.safe_dump_all(builtin))
+    validate(p)
+    clusters = {(k["metadata"]["namespace"], k["metadata"]["name"]): k for k in by_kind(objs, "KafscaleCluster")}
+    assert set(clusters) == {("kafscale", "prod"), ("team-b", "dev")}
+    assert clusters[("kafscale", "prod")]["spec"] == spec
+    assert clusters[("team-b", "dev")]["metadata"]["labels"]["team"] == "b"
+    schema = crd_schemas()["KafscaleCluster"]
+    for k in clusters.values():
+        jsonschema.validate({key: v for key, v in k.items() if key != "metadata"}, schema)
+    # What the chart renders is what the operator accepts.
+    _, prod_objs = render_cluster(tmp_path, clusters[("kafscale", "prod")])
+    assert prod_objs[-1]["kind"] == "NetworkPolicy"
+    # One Certificate, for the cluster that asks, writing the Secret its listeners read.
+    (cert,) = by_kind(objs, "Certificate")
+    assert cert["apiVersion"] == "cert-manager.io/v1"
+    assert cert["metadata"] == {**cert["metadata"], "name": "prod-kafka-tls", "namespace": "kafscale"}
+    assert cert["spec"]["secretName"] == spec["security"]["tls"]["secretRef"]["name"]
+    assert cert["spec"]["issuerRef"] == {"name": "kafscale-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    # Every name a client is sent to: each broker's advertised host and the bootstrap.
+    assert cert["spec"]["dnsNames"] == [
+        "*.prod-broker-headless.kafscale.svc", "*.prod-broker-headless.kafscale.svc.cluster.local",
+        "prod-broker.kafscale.svc", "prod-broker.kafscale.svc.cluster.local", "kafka.example.com"]
+    assert cert["spec"]["usages"] == ["digital signature", "key encipherment", "server auth"]
+    assert cert["spec"]["privateKey"]["rotationPolicy"] == "Always"
+
+
+def test_a_certificate_needs_the_clusters_tls_secret(tmp_path):
+    f = tmp_path / "v.yaml"
+    f.write_text("clusters: [{name: x, spec: {s3: {bucket: b}}, certificate: {enabled: true, issuerRef: {name: ca}}}]")
+    err = run_fails(HELM, "template", "kafscale", str(CHART), "-f", str(f))
+    assert "needs spec.security.tls.secretRef.name" in err, err
 
 
 if __name__ == "__main__":

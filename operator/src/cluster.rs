@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -15,12 +16,13 @@ use tracing::{info, warn};
 use crate::conditions::{merge, transitions, Found};
 use crate::context::{secret_value, secrets_checksum, Context, Error, FIELD_MANAGER};
 use crate::crd::{condition as c, phase, KafscaleCluster, KafscaleClusterStatus};
-use crate::etcd::{EtcdCredentials, Metadata};
+use crate::etcd::{EtcdCredentials, EtcdTls, Metadata};
 use crate::resources;
 use crate::s3::{self, S3Credentials};
+use crate::security;
 
 /// Spec errors the schema cannot express.
-fn check_spec(k: &KafscaleCluster) -> Result<(), String> {
+pub fn check_spec(k: &KafscaleCluster) -> Result<(), String> {
     let s = &k.spec;
     let cpus = s.brokers.resources.cpus;
     if let Some(n) = s.config.shards {
@@ -38,7 +40,7 @@ fn check_spec(k: &KafscaleCluster) -> Result<(), String> {
     if s.etcd.endpoints.is_empty() {
         return Err("etcd.endpoints is empty".into());
     }
-    Ok(())
+    security::check(k)
 }
 
 pub async fn reconcile(k: Arc<KafscaleCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -61,11 +63,16 @@ pub async fn reconcile(k: Arc<KafscaleCluster>, ctx: Arc<Context>) -> Result<Act
         Some(r) => ctx.secret(&ns, &r.name).await,
         None => Ok(None),
     };
-    let secrets = match (read(s3_ref).await, read(etcd_ref).await) {
-        (Ok(s3), Ok(etcd)) => Ok((s3, etcd)),
-        (Err(e), _) | (_, Err(e)) => Err(e),
+    let etcd_tls_ref = k.spec.etcd.tls.as_ref().map(|t| &t.secret_ref);
+    let secrets = match (
+        read(s3_ref).await,
+        read(etcd_ref).await,
+        read(etcd_tls_ref).await,
+    ) {
+        (Ok(s3), Ok(etcd), Ok(tls)) => Ok((s3, etcd, tls)),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
     };
-    let (s3_secret, etcd_secret) = match secrets {
+    let (s3_secret, etcd_secret, etcd_tls_secret) = match secrets {
         Ok(pair) => pair,
         Err(e @ Error::SecretForbidden { .. }) => {
             // Not retried faster than any failure: RBAC changes with a helm upgrade.
@@ -121,10 +128,21 @@ pub async fn reconcile(k: Arc<KafscaleCluster>, ctx: Arc<Context>) -> Result<Act
         }
         (None, _) => Ok(None),
     };
-    let etcd_found = match etcd_creds {
+    let etcd_tls = match &k.spec.etcd.tls {
+        Some(t) => EtcdTls::from_secret(t, &ns, etcd_tls_secret.as_ref()).map(Some),
+        None => Ok(None),
+    };
+    let etcd_found = match etcd_creds.and_then(|creds| Ok((creds, etcd_tls?))) {
         Err(msg) => Found::failed(c::ETCD_AVAILABLE, c::SECRET_MISSING, msg),
-        Ok(creds) => {
-            match Metadata::connect(&k.spec.etcd.endpoints, creds.as_ref(), ctx.timeout).await {
+        Ok((creds, tls)) => {
+            match Metadata::connect(
+                &k.spec.etcd.endpoints,
+                creds.as_ref(),
+                tls.as_ref(),
+                ctx.timeout,
+            )
+            .await
+            {
                 Ok(m) => match m.snapshot().await {
                     Ok(_) => Found::ok(c::ETCD_AVAILABLE, c::ETCD_CONNECTED, "metadata readable"),
                     Err(e) => Found::failed(c::ETCD_AVAILABLE, c::ETCD_UNAVAILABLE, e.to_string()),
@@ -147,7 +165,15 @@ pub async fn reconcile(k: Arc<KafscaleCluster>, ctx: Arc<Context>) -> Result<Act
         return Ok(ctx.backoff(&key));
     }
 
-    let checksum = secrets_checksum(&[("s3", s3_secret.as_ref()), ("etcd", etcd_secret.as_ref())]);
+    // The etcd TLS files are read once at start, so a renewal must roll the
+    // brokers; the listeners' certificate is reloaded by the brokers and the
+    // users file only bootstraps, so neither is part of the digest. A cluster
+    // without etcd TLS keeps the digest (and so the pods) it had before.
+    let mut digest_of = vec![("s3", s3_secret.as_ref()), ("etcd", etcd_secret.as_ref())];
+    if k.spec.etcd.tls.is_some() {
+        digest_of.push(("etcd-tls", etcd_tls_secret.as_ref()));
+    }
+    let checksum = secrets_checksum(&digest_of);
     // The HPA owns the replica count between its bounds; the operator only moves
     // it into them (a new cluster starts at the minimum).
     let (min, max) = resources::hpa_bounds(&k);
@@ -184,6 +210,16 @@ pub async fn reconcile(k: Arc<KafscaleCluster>, ctx: Arc<Context>) -> Result<Act
     ctx.apply(&ns, &sts_name, &resources::hpa(&k)).await?;
     ctx.apply(&ns, &resources::pdb_name(&name), &resources::pdb(&k))
         .await?;
+    let np_name = security::network_policy_name(&name);
+    match security::network_policy(&k) {
+        Some(np) => {
+            ctx.apply(&ns, &np_name, &np).await?;
+        }
+        None => {
+            ctx.delete_if_present::<NetworkPolicy>(&ns, &np_name)
+                .await?
+        }
+    }
 
     let ready = sts
         .status

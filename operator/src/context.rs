@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
@@ -157,6 +157,26 @@ impl Context {
                 &Patch::Apply(obj),
             )
             .await?)
+    }
+}
+
+impl Context {
+    /// Deletes an object we may have made earlier and no longer want (e.g. a
+    /// NetworkPolicy a cluster turned off). Absent is success; so is a refusal
+    /// (403): RBAC that forbids the delete forbade making it too.
+    pub async fn delete_if_present<K>(&self, ns: &str, name: &str) -> Result<(), Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api = Api::<K>::namespaced(self.client.clone(), ns);
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 403 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Toleration, TopologySpreadConstraint};
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt};
@@ -102,6 +103,10 @@ pub struct KafscaleClusterSpec {
     pub etcd: EtcdSpec,
     #[serde(default)]
     pub config: BrokerConfig,
+    /// Listeners, TLS, SASL, ACLs and the brokers' NetworkPolicy
+    /// (docs/security.md). Unset: one PLAINTEXT listener on 9092, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecuritySpec>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -292,6 +297,171 @@ pub struct EtcdSpec {
     /// etcd has authentication enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
+    /// TLS towards etcd (`https://` endpoints), for the brokers and the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EtcdTlsSpec>,
+}
+
+/// TLS towards etcd from a Secret with cert-manager's key names: `ca.crt` (the
+/// CA that signed etcd's certificate) and, with `clientCertificate`, `tls.crt`
+/// and `tls.key` (for etcd's `--client-cert-auth`). The brokers read the files
+/// at start, so the Secret is part of the checksum that rolls them; the operator
+/// must be allowed to read it (the chart's `rbac.secrets`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdTlsSpec {
+    pub secret_ref: SecretRef,
+    /// Present `tls.crt`/`tls.key` to etcd (default true).
+    #[serde(default = "yes")]
+    pub client_certificate: bool,
+    /// Name etcd's certificate is checked against (default: each endpoint's host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The security block of a `KafscaleCluster`: what the brokers' `KAFSCALE_LISTENERS`,
+/// TLS, SASL and authorizer settings become, and an optional NetworkPolicy. The
+/// operator checks what the schema cannot (protocols, names, ports, which
+/// listener needs which Secret) and reports `Ready=False/InvalidSpec` without
+/// applying anything.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecuritySpec {
+    /// Kafka listeners; every broker pod binds each on `0.0.0.0:<port>` and
+    /// advertises its own address for it. Empty: one PLAINTEXT listener on 9092.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerSpec>,
+    /// Certificate of the TLS listeners (SSL, SASL_SSL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTlsSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<SaslSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationSpec>,
+    /// A NetworkPolicy for this cluster's broker pods, made by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerSpec {
+    /// Listener name, as in Kafka (`INTERNAL`, `EXTERNAL`, `SASL_SSL`): letters,
+    /// digits and `_`. It also names the container and Service port (lowercase,
+    /// `_` as `-`, at most 15 characters).
+    #[schemars(regex(pattern = "^[A-Za-z][A-Za-z0-9_]{0,14}$"))]
+    pub name: String,
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`; default: the name, when
+    /// the name is one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Host clients are told for this listener. Default: the pod's own name under
+    /// the headless Service (`<pod>.<cluster>-broker-headless.<ns>.svc`). Each
+    /// broker must advertise its own address: include `$(POD_NAME)`, expanded per
+    /// pod (e.g. `$(POD_NAME).kafka.example.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertised_host: Option<String>,
+    /// Port clients are told (default: `port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub advertised_port: Option<i32>,
+}
+
+/// The listeners' certificate from a Secret with cert-manager's keys (`tls.crt`,
+/// `tls.key`, `ca.crt`), mounted read-only as a directory: a renewed certificate
+/// reaches the broker, which reloads it for new connections, without a restart.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerTlsSpec {
+    pub secret_ref: SecretRef,
+    /// `Required`: TLS clients must present a certificate signed by the CA in
+    /// `ca.crt` (mutual TLS); on SSL listeners its subject is the principal.
+    /// `None` (default): no client certificate asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^(None|Required)$"))]
+    pub client_auth: Option<String>,
+    /// Secret whose `ca.crt` verifies client certificates (default: `secretRef`'s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_secret_ref: Option<SecretRef>,
+    /// Kafka's `ssl.principal.mapping.rules` (`RULE:pattern/replacement/[LU]`, `DEFAULT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_mapping_rules: Option<String>,
+}
+
+impl ListenerTlsSpec {
+    pub fn mutual(&self) -> bool {
+        self.client_auth.as_deref() == Some("Required")
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SaslSpec {
+    /// Offered on SASL listeners: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`
+    /// (default: all three).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mechanisms: Vec<String>,
+    /// The users file (`name:password` lines): users without a SCRAM credential
+    /// get one when a broker starts; existing ones are kept (change passwords with
+    /// the Admin API). Required when every listener is a SASL one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_secret_ref: Option<SecretKeyRef>,
+    /// PBKDF2 iterations of credentials made from the users file (4096–16384).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 4096, max = 16384))]
+    pub scram_iterations: Option<i32>,
+    /// Longest SASL session (KIP-368); clients re-authenticate before it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub session_lifetime_ms: Option<i64>,
+}
+
+/// A key of a Secret in the custom resource's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Default `users`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^[-._a-zA-Z0-9]+$"))]
+    pub key: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationSpec {
+    /// `none` (default: everything allowed) or `acl` (Kafka's ACLs, in the metadata store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorizer: Option<String>,
+    /// Principals allowed everything with `acl`, e.g. `User:admin`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub super_users: Vec<String>,
+    /// With `acl`: allow requests on resources no ACL covers (default false, as Kafka).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_everyone_if_no_acl_found: bool,
+}
+
+/// Ingress rules for the broker pods. Kafka listener ports from `kafkaFrom`;
+/// the HTTP port (metrics, health, the console: no authentication) from
+/// `metricsFrom` only. The kubelet's probes come from the node, which the common
+/// CNIs do not filter.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    pub enabled: bool,
+    /// Who may reach the listener ports (namespaceSelector, podSelector, ipBlock).
+    /// Empty: everyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kafka_from: Vec<NetworkPolicyPeer>,
+    /// Who may reach port 9093. Empty: nobody (but the kubelet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics_from: Vec<NetworkPolicyPeer>,
 }
 
 /// A Secret in the custom resource's namespace (pods can only reference Secrets

@@ -8,12 +8,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, ConnectOptions, TxnOp};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions, TxnOp};
 use kafscale_proto::metadata as pb;
 use kafscale_proto::snapshot::{self, Change, SnapshotError, Snapshots};
 use kafscale_proto::{keys, Message};
 use uuid::Uuid;
 
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::crd::EtcdTlsSpec;
 use crate::drift::{self, Differs};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,57 @@ impl std::fmt::Debug for EtcdCredentials {
         f.debug_struct("EtcdCredentials")
             .field("username", &self.username)
             .finish_non_exhaustive()
+    }
+}
+
+/// TLS towards etcd (`spec.etcd.tls`): PEM contents from the cluster's Secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca: Vec<u8>,
+    /// Client certificate and key, for etcd's `--client-cert-auth`.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub server_name: Option<String>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key never reaches a log line.
+        f.debug_struct("EtcdTls")
+            .field("ca", &self.ca.len())
+            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl EtcdTls {
+    /// From the Secret `spec` names (`secret`: None when it does not exist);
+    /// Err says what is missing.
+    pub fn from_secret(
+        spec: &EtcdTlsSpec,
+        ns: &str,
+        secret: Option<&Secret>,
+    ) -> Result<EtcdTls, String> {
+        let name = &spec.secret_ref.name;
+        let s = secret.ok_or_else(|| format!("Secret {ns}/{name} not found"))?;
+        let key = |k: &str| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|v| v.0.clone())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("Secret {ns}/{name} has no key {k}"))
+        };
+        let identity = if spec.client_certificate {
+            Some((key("tls.crt")?, key("tls.key")?))
+        } else {
+            None
+        };
+        Ok(EtcdTls {
+            ca: key("ca.crt")?,
+            identity,
+            server_name: spec.server_name.clone(),
+        })
     }
 }
 
@@ -98,15 +152,27 @@ fn now_ms() -> i64 {
 }
 
 impl Metadata {
-    /// Connects (and authenticates) within `timeout`, which also bounds every call.
+    /// Connects (over TLS when given, and authenticates) within `timeout`, which
+    /// also bounds every call.
     pub async fn connect(
         endpoints: &[String],
         creds: Option<&EtcdCredentials>,
+        tls: Option<&EtcdTls>,
         timeout: Duration,
     ) -> Result<Self, EtcdError> {
         let mut opts = ConnectOptions::new().with_connect_timeout(timeout);
         if let Some(c) = creds {
             opts = opts.with_user(c.username.clone(), c.password.clone());
+        }
+        if let Some(t) = tls {
+            let mut o = TlsOptions::new().ca_certificate(Certificate::from_pem(&t.ca));
+            if let Some((cert, key)) = &t.identity {
+                o = o.identity(Identity::from_pem(cert, key));
+            }
+            if let Some(d) = &t.server_name {
+                o = o.domain_name(d.clone());
+            }
+            opts = opts.with_tls(o);
         }
         let client = tokio::time::timeout(timeout, Client::connect(endpoints, Some(opts)))
             .await

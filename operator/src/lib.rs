@@ -13,4 +13,5 @@ pub mod resources;
 pub mod run;
 pub mod s3;
 pub mod seccomp;
+pub mod security;
 pub mod topic;

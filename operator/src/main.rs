@@ -35,7 +35,8 @@ enum Cmd {
         dir: Option<PathBuf>,
     },
     /// Print the objects the operator would apply for a KafscaleCluster manifest
-    /// (Secret checksum left empty, replicas at the minimum).
+    /// (Secret checksum left empty, replicas at the minimum; the NetworkPolicy
+    /// when the cluster asks for one). An invalid spec is an error.
     Render {
         /// A KafscaleCluster YAML file.
         file: PathBuf,
@@ -234,9 +235,11 @@ fn render(
 ) -> Result<(), Box<dyn std::error::Error>> {
     use kafscale_operator::resources as r;
     let k: crd::KafscaleCluster = serde_yaml::from_str(&std::fs::read_to_string(file)?)?;
+    // What the reconcile would refuse (Ready=False/InvalidSpec) is refused here too.
+    kafscale_operator::cluster::check_spec(&k).map_err(|e| format!("invalid spec: {e}"))?;
     let image = k.spec.brokers.image.clone().unwrap_or(broker_image.into());
     let (min, _) = r::hpa_bounds(&k);
-    let docs = [
+    let mut docs = vec![
         serde_yaml::to_string(&with_type(&r::statefulset(
             &k,
             &image,
@@ -250,6 +253,9 @@ fn render(
         serde_yaml::to_string(&with_type(&r::hpa(&k))?)?,
         serde_yaml::to_string(&with_type(&r::pdb(&k))?)?,
     ];
+    if let Some(np) = kafscale_operator::security::network_policy(&k) {
+        docs.push(serde_yaml::to_string(&with_type(&np)?)?);
+    }
     for d in docs {
         print!("---\n{d}");
     }

@@ -26,6 +26,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::KafscaleCluster;
+use crate::security;
 
 pub const KAFKA_PORT: i32 = 9092;
 pub const HTTP_PORT: i32 = 9093;
@@ -104,7 +105,7 @@ pub fn owner_ref(c: &KafscaleCluster) -> Option<OwnerReference> {
     c.controller_owner_ref(&())
 }
 
-fn meta(c: &KafscaleCluster, name: String) -> ObjectMeta {
+pub(crate) fn meta(c: &KafscaleCluster, name: String) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: c.metadata.namespace.clone(),
@@ -233,6 +234,7 @@ pub fn broker_env(c: &KafscaleCluster) -> Vec<EnvVar> {
             e.push(env(k, v));
         }
     }
+    e.extend(security::broker_env(c));
     e
 }
 
@@ -355,21 +357,36 @@ pub fn statefulset(
     // a node whose runtime gives containers RLIMIT_MEMLOCK >= 512 KiB per shard
     // (systemd's default 8 MiB covers 16) does not need it.
     let add = b.ipc_lock.then(|| vec!["IPC_LOCK".to_string()]);
+    let mut ports: Vec<ContainerPort> = security::kafka_ports(c)
+        .into_iter()
+        .map(|p| ContainerPort {
+            name: Some(p.name),
+            container_port: p.port,
+            ..Default::default()
+        })
+        .collect();
+    ports.push(ContainerPort {
+        name: Some("http".into()),
+        container_port: HTTP_PORT,
+        ..Default::default()
+    });
+    let (secret_volumes, secret_mounts) = security::volumes(c);
+    let mut mounts = vec![VolumeMount {
+        name: "data".into(),
+        mount_path: DATA_DIR.into(),
+        ..Default::default()
+    }];
+    mounts.extend(secret_mounts);
+    let mut volumes = vec![Volume {
+        name: "data".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    volumes.extend(secret_volumes);
     let container = Container {
         name: "broker".into(),
         image: Some(image.into()),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("kafka".into()),
-                container_port: KAFKA_PORT,
-                ..Default::default()
-            },
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: HTTP_PORT,
-                ..Default::default()
-            },
-        ]),
+        ports: Some(ports),
         env: Some(broker_env(c)),
         // Requests == limits with whole CPUs: Guaranteed QoS, pinned cores.
         resources: Some(ResourceRequirements {
@@ -394,11 +411,7 @@ pub fn statefulset(
             seccomp_profile: Some(seccomp),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: DATA_DIR.into(),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(mounts),
         ..Default::default()
     };
     let mut template_meta = ObjectMeta {
@@ -460,12 +473,8 @@ pub fn statefulset(
                         ..Default::default()
                     }),
                     // Segments live in S3 and metadata in etcd: the data directory
-                    // only holds scratch state.
-                    volumes: Some(vec![Volume {
-                        name: "data".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Default::default()
-                    }]),
+                    // only holds scratch state; the rest are Secrets (security).
+                    volumes: Some(volumes),
                     ..Default::default()
                 }),
             },
@@ -475,14 +484,22 @@ pub fn statefulset(
     }
 }
 
-fn port(name: &str, port: i32) -> Vec<ServicePort> {
-    vec![ServicePort {
+fn port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
         name: Some(name.into()),
         port,
         target_port: Some(IntOrString::String(name.into())),
         protocol: Some("TCP".into()),
         ..Default::default()
-    }]
+    }
+}
+
+/// One Service port per Kafka listener.
+fn kafka_service_ports(c: &KafscaleCluster) -> Vec<ServicePort> {
+    security::kafka_ports(c)
+        .iter()
+        .map(|p| port(&p.name, p.port))
+        .collect()
 }
 
 /// Per-pod DNS names for the advertised addresses. Not-ready pods are published
@@ -498,14 +515,14 @@ pub fn headless_service(c: &KafscaleCluster) -> Service {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
             selector: Some(selector_labels(&name)),
-            ports: Some(port("kafka", KAFKA_PORT)),
+            ports: Some(kafka_service_ports(c)),
             ..Default::default()
         }),
         status: None,
     }
 }
 
-/// The bootstrap Service clients connect to: the Kafka port only. A client
+/// The bootstrap Service clients connect to: the Kafka ports only (one per listener). A client
 /// Service of type LoadBalancer must not publish `/metrics` and the console,
 /// which have no authentication.
 pub fn client_service(c: &KafscaleCluster) -> Service {
@@ -520,7 +537,7 @@ pub fn client_service(c: &KafscaleCluster) -> Service {
         spec: Some(ServiceSpec {
             type_: Some(s.r#type.clone().unwrap_or_else(|| "ClusterIP".into())),
             selector: Some(selector_labels(&name)),
-            ports: Some(port("kafka", KAFKA_PORT)),
+            ports: Some(kafka_service_ports(c)),
             ..Default::default()
         }),
         status: None,
@@ -544,7 +561,7 @@ pub fn metrics_service(c: &KafscaleCluster) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(selector_labels(&name)),
-            ports: Some(port("http", HTTP_PORT)),
+            ports: Some(vec![port("http", HTTP_PORT)]),
             ..Default::default()
         }),
         status: None,

@@ -8,6 +8,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -79,6 +80,7 @@ pub async fn controllers(ctx: Arc<Context>, watch_secrets: bool) {
                     && [
                         k.spec.s3.credentials_secret_ref.as_ref(),
                         k.spec.etcd.credentials_secret_ref.as_ref(),
+                        k.spec.etcd.tls.as_ref().map(|t| &t.secret_ref),
                     ]
                     .into_iter()
                     .flatten()
@@ -94,7 +96,11 @@ pub async fn controllers(ctx: Arc<Context>, watch_secrets: bool) {
             Api::<PodDisruptionBudget>::all(client.clone()),
             owned.clone(),
         )
-        .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), owned);
+        .owns(
+            Api::<HorizontalPodAutoscaler>::all(client.clone()),
+            owned.clone(),
+        )
+        .owns(Api::<NetworkPolicy>::all(client.clone()), owned);
     if watch_secrets {
         clusters = clusters.watches(
             Api::<Secret>::all(client.clone()),

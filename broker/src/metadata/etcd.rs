@@ -1621,29 +1621,7 @@ mod tests {
                 subscription: vec![0, 1, 255],
                 assignment: vec![9, 8],
             }],
-            consumer: Some(crate::metadata::ConsumerGroupMeta {
-                group_epoch: 5,
-                assignment_epoch: 5,
-                assignor: "uniform".into(),
-                subscribed: [("t".to_string(), 3)].into_iter().collect(),
-                members: vec![crate::metadata::StoredConsumerMember {
-                    member_id: "c-1".into(),
-                    instance_id: Some("i2".into()),
-                    member_epoch: 5,
-                    previous_member_epoch: 4,
-                    state: 1,
-                    topic_names: vec!["t".into()],
-                    regex: Some("t.*".into()),
-                    assigned: [("t".to_string(), [0, 2].into_iter().collect())]
-                        .into_iter()
-                        .collect(),
-                    revoking: [("t".to_string(), [1].into_iter().collect())]
-                        .into_iter()
-                        .collect(),
-                    left: true,
-                    ..Default::default()
-                }],
-            }),
+            consumer: Some(crate::metadata::sample_consumer_meta()),
         };
         let b = group_to_pb("g", &meta).encode_to_vec();
         let back = pb::GroupMetadata::decode(&b[..]).unwrap();

@@ -257,6 +257,35 @@ pub struct StoredConsumerMember {
     pub regex_matches: Vec<String>,
 }
 
+/// A consumer-protocol group with one member in every field, for the stores'
+/// round-trip tests.
+#[cfg(test)]
+pub(crate) fn sample_consumer_meta() -> ConsumerGroupMeta {
+    ConsumerGroupMeta {
+        group_epoch: 5,
+        assignment_epoch: 5,
+        assignor: "uniform".into(),
+        subscribed: [("t".to_string(), 3)].into_iter().collect(),
+        members: vec![StoredConsumerMember {
+            member_id: "c-1".into(),
+            instance_id: Some("i2".into()),
+            member_epoch: 5,
+            previous_member_epoch: 4,
+            state: 1,
+            topic_names: vec!["t".into()],
+            regex: Some("t.*".into()),
+            assigned: [("t".to_string(), [0, 2].into_iter().collect())]
+                .into_iter()
+                .collect(),
+            revoking: [("t".to_string(), [1].into_iter().collect())]
+                .into_iter()
+                .collect(),
+            left: true,
+            ..Default::default()
+        }],
+    }
+}
+
 /// Everything stored about one group.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoredGroup {

@@ -415,3 +415,38 @@ def test_coordinator_failover_in_a_cluster(cluster):
     finally:
         a.stop()
         bb.stop()
+
+
+def test_static_member_restart_keeps_its_partitions(make_broker):
+    # A long session, so that the restarted process is back well within it.
+    b = make_broker(env={**ENV, "KAFSCALE_GROUP_CONSUMER_SESSION_TIMEOUT_MS": "30000"})
+    create_topic(b.bootstrap, "st", 6)
+    static = {"group.instance.id": "worker-1"}
+    a = Member(b.bootstrap, "g-st", ["st"], extra=static)
+    other = Member(b.bootstrap, "g-st", ["st"])
+    a.start()
+    other.start()
+    again = Member(b.bootstrap, "g-st", ["st"], extra=static)
+    try:
+        wait_for(lambda: split([a, other]), timeout=60, what="a split")
+        d = describe(b.bootstrap, "g-st")
+        assert sorted(m.group_instance_id or "" for m in d.members) == ["", "worker-1"]
+        mine = a.parts()
+        sent = produce_round(b.bootstrap, "st", "one", per_partition=5)
+        wait_for(lambda: len(a.seen()) + len(other.seen()) >= len(sent), what="round one")
+        # close() of a static member leaves with epoch -2: its partitions wait for it.
+        a.stop()
+        again.start()
+        wait_for(lambda: again.parts() == mine, timeout=60, what="the new process getting the same partitions")
+        assert all(not (got & {("st", p) for p in mine}) for got in other.assigns), \
+            "the other member never got the static member's partitions"
+        two = produce_round(b.bootstrap, "st", "two", per_partition=5)
+        wait_for(lambda: {r for m in (again, other) for r in m.seen()} >= two, what="round two read")
+        assert sorted(r for r in again.seen()) == sorted(r for r in two if r[1] in mine), \
+            "the new process resumes at the old one's commits"
+    finally:
+        for m in (a, other, again):
+            m.stopping.set()
+        other.stop()
+        if again.is_alive():
+            again.stop()

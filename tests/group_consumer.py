@@ -1,6 +1,7 @@
 """A confluent-kafka group consumer as its own process, so a test can SIGKILL it.
 
-Usage: group_consumer.py BOOTSTRAP GROUP TOPIC [KEY=VALUE ...]
+Usage: group_consumer.py BOOTSTRAP GROUP TOPIC [KEY=VALUE ...] (KEY= removes a
+default setting, e.g. the classic session settings under group.protocol=consumer)
 Prints one JSON object per line: {"assigned": [...]} after every assignment
 change and {"msg": [partition, offset, value]} per message; commits after each
 message it printed.
@@ -18,7 +19,10 @@ def main():
             "fetch.wait.max.ms": 100}
     for kv in sys.argv[4:]:
         k, v = kv.split("=", 1)
-        conf[k] = v
+        if v:
+            conf[k] = v
+        else:
+            conf.pop(k, None)
     c = Consumer(conf)
     owned = set()
 

@@ -178,6 +178,15 @@ def test_acls_are_enforced_with_kafka_codes(make_broker, tmp_path):
     assert consume(alice, "payments", "g-other", 2) == KafkaError.GROUP_AUTHORIZATION_FAILED
     assert consume(alice, "orders-eu", "g-alice", 1) == KafkaError.TOPIC_AUTHORIZATION_FAILED, \
         "WRITE does not grant READ"
+    # The consumer group protocol (KIP-848): READ on the group for ConsumerGroupHeartbeat.
+    create_acls(admin, [acl("g-alice-cp", "User:alice", AclOperation.READ, rt=ResourceType.GROUP)])
+    cp = {**alice, "group.protocol": "consumer"}
+    assert consume(cp, "payments", "g-alice-cp", 2) == [b"0", b"1"]
+    assert consume(cp, "payments", "g-other-cp", 2) == KafkaError.GROUP_AUTHORIZATION_FAILED
+    cp_acl = AclBindingFilter(ResourceType.GROUP, "g-alice-cp", ResourcePatternType.LITERAL, None, None,
+                              AclOperation.ANY, AclPermissionType.ANY)
+    for f in admin.delete_acls([cp_acl]).values():
+        assert len(f.result(timeout=10)) == 1
     # Administration: each refusal with its code.
     a_admin = AdminClient(alice)
     assert error_code(lambda: a_admin.delete_topics(["orders-eu"])["orders-eu"].result(timeout=10)) == \

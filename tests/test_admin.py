@@ -410,7 +410,9 @@ def test_api_versions_advertise_the_admin_apis(broker):
         raw.close()
     for k, r in ADMIN_APIS.items():
         assert ranges[k] == r, k
-    # Deferred APIs are absent: AlterPartitionReassignments, ConsumerGroupHeartbeat.
+    # Deferred APIs are absent: AlterPartitionReassignments. The consumer group
+    # protocol (KIP-848) is listed (test_consumer_protocol.py).
     # The ACL APIs are listed even without an authorizer, as Kafka lists them
     # (they answer SECURITY_DISABLED then: test_acls.py).
-    assert not {45, 68} & set(ranges)
+    assert 45 not in ranges
+    assert (ranges[68], ranges[69], ranges[8], ranges[9]) == ((0, 1), (0, 1), (0, 9), (0, 9))

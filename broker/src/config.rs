@@ -203,6 +203,23 @@ pub struct Config {
         default_value_t = 1_800_000
     )]
     pub group_max_session_timeout_ms: i32,
+    /// Consumer-protocol groups (KIP-848): a member that sends no heartbeat for
+    /// this long is fenced and its partitions reassigned (Kafka's
+    /// group.consumer.session.timeout.ms).
+    #[arg(
+        long,
+        env = "KAFSCALE_GROUP_CONSUMER_SESSION_TIMEOUT_MS",
+        default_value_t = 45_000
+    )]
+    pub group_consumer_session_timeout_ms: u64,
+    /// Consumer-protocol groups: the heartbeat interval handed to members
+    /// (Kafka's group.consumer.heartbeat.interval.ms).
+    #[arg(
+        long,
+        env = "KAFSCALE_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 5_000
+    )]
+    pub group_consumer_heartbeat_interval_ms: u64,
     /// Longest metadata string accepted with a committed offset (Kafka's offset.metadata.max.bytes).
     #[arg(
         long,
@@ -457,6 +474,12 @@ impl Config {
         {
             return Err(ConfigError::SessionTimeouts);
         }
+        if self.group_consumer_heartbeat_interval_ms == 0
+            || self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms
+            || self.group_consumer_session_timeout_ms > i32::MAX as u64
+        {
+            return Err(ConfigError::ConsumerGroupTimeouts);
+        }
         if self.max_connections == 0 || self.max_connections_per_ip == 0 {
             return Err(ConfigError::ConnectionsZero);
         }
@@ -547,6 +570,14 @@ impl Config {
             ),
             min_session_timeout_ms: self.group_min_session_timeout_ms,
             max_session_timeout_ms: self.group_max_session_timeout_ms,
+            consumer: crate::groups::consumer::ConsumerConfig {
+                session_timeout: std::time::Duration::from_millis(
+                    self.group_consumer_session_timeout_ms,
+                ),
+                heartbeat_interval: std::time::Duration::from_millis(
+                    self.group_consumer_heartbeat_interval_ms,
+                ),
+            },
         }
     }
 
@@ -606,6 +637,8 @@ pub enum ConfigError {
     ConcurrencyZero,
     #[error("KAFSCALE_GROUP_MIN_SESSION_TIMEOUT_MS must be positive and at most KAFSCALE_GROUP_MAX_SESSION_TIMEOUT_MS")]
     SessionTimeouts,
+    #[error("KAFSCALE_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS must be positive and below KAFSCALE_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
+    ConsumerGroupTimeouts,
     #[error("KAFSCALE_MAX_CONNECTIONS and KAFSCALE_MAX_CONNECTIONS_PER_IP must be positive")]
     ConnectionsZero,
     #[error("KAFSCALE_MAX_NON_PRODUCE_REQUEST_BYTES must be at least 1024 and at most KAFSCALE_MAX_REQUEST_BYTES")]

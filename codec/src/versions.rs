@@ -7,9 +7,9 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 /// `(api, min, max)` for every implemented API. Minimums are Apache Kafka 3.9's
 /// (the versions KIP-896 removed in Kafka 4.0 are decodable through the vendored
 /// crate's patch: third_party/kafka-protocol/KAFSCALE.md), except Produce v0-2 and
-/// Fetch v0-3, whose message formats v0/v1 the broker does not convert. The group
-/// APIs stop at the last classic-protocol versions (KIP-848's are not
-/// implemented). APIs not in this table are absent from ApiVersions, which every
+/// Fetch v0-3, whose message formats v0/v1 the broker does not convert. The
+/// group APIs include the consumer protocol of KIP-848 (ConsumerGroupHeartbeat,
+/// ConsumerGroupDescribe, OffsetCommit/OffsetFetch v9). APIs not in this table are absent from ApiVersions, which every
 /// client reads as unsupported.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
@@ -25,12 +25,16 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 0, 8),
-    (ApiKey::OffsetFetch, 0, 8),
+    (ApiKey::OffsetCommit, 0, 9),
+    (ApiKey::OffsetFetch, 0, 9),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    // The consumer group protocol (KIP-848); OffsetCommit/OffsetFetch v9 carry
+    // its member epochs.
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::OffsetForLeaderEpoch, 0, 4),
     (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::AlterConfigs, 0, 2),
@@ -115,7 +119,9 @@ mod tests {
         assert!(is_supported(ApiKey::Fetch, 13));
         assert!(!is_supported(ApiKey::Fetch, 3));
         assert!(is_supported(ApiKey::JoinGroup, 0));
-        assert!(!is_supported(ApiKey::OffsetCommit, 9));
+        assert!(is_supported(ApiKey::OffsetCommit, 9));
+        assert!(!is_supported(ApiKey::OffsetCommit, 10));
+        assert!(is_supported(ApiKey::ConsumerGroupHeartbeat, 1));
         assert!(is_supported(ApiKey::DescribeGroups, 0));
         assert!(!is_supported(ApiKey::DescribeGroups, 6));
         assert!(is_supported(ApiKey::DescribeConfigs, 0));

@@ -48,6 +48,8 @@ pub struct GroupConfig {
     pub initial_rebalance_delay: Duration,
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
+    /// Groups of the consumer protocol (KIP-848).
+    pub consumer: super::consumer::ConsumerConfig,
 }
 
 /// A JoinGroup request, decoded and version-normalised.
@@ -272,6 +274,7 @@ impl Group {
                     assignment: m.assignment.to_vec(),
                 })
                 .collect(),
+            consumer: None,
         }
     }
 
@@ -956,6 +959,7 @@ mod tests {
             initial_rebalance_delay: Duration::from_millis(delay_ms),
             min_session_timeout_ms: 6000,
             max_session_timeout_ms: 300_000,
+            consumer: Default::default(),
         }
     }
 

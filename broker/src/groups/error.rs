@@ -40,6 +40,21 @@ pub enum GroupError {
     NonEmptyGroup,
     #[error("the group's metadata could not be changed in the store")]
     Storage,
+    /// Consumer protocol: the member's epoch is ahead of, or too far behind,
+    /// the coordinator's; it must drop its partitions and rejoin with epoch 0.
+    #[error("the member epoch is fenced by the group coordinator")]
+    FencedMemberEpoch,
+    /// Consumer protocol: an offset request carried an older member epoch.
+    #[error("the member epoch is stale")]
+    StaleMemberEpoch,
+    #[error("the instance id is still used by another member of the group")]
+    UnreleasedInstanceId,
+    #[error("the assignor {0:?} is not supported (uniform, range)")]
+    UnsupportedAssignor(String),
+    #[error("the regular expression is not valid: {0}")]
+    InvalidRegularExpression(String),
+    #[error("{0}")]
+    InvalidRequest(String),
 }
 
 impl GroupError {
@@ -61,6 +76,12 @@ impl GroupError {
             GroupError::GroupIdNotFound => K::GroupIdNotFound,
             GroupError::NonEmptyGroup => K::NonEmptyGroup,
             GroupError::Storage => K::KafkaStorageError,
+            GroupError::FencedMemberEpoch => K::FencedMemberEpoch,
+            GroupError::StaleMemberEpoch => K::StaleMemberEpoch,
+            GroupError::UnreleasedInstanceId => K::UnreleasedInstanceId,
+            GroupError::UnsupportedAssignor(_) => K::UnsupportedAssignor,
+            GroupError::InvalidRegularExpression(_) => K::InvalidRegularExpression,
+            GroupError::InvalidRequest(_) => K::InvalidRequest,
         };
         k.code()
     }

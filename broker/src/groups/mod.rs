@@ -16,6 +16,8 @@
 //! (latest state wins, one write at a time per group); committed offsets are
 //! answered only once the store has them durably.
 
+pub mod assignor;
+pub mod consumer;
 pub mod coordinator;
 pub mod error;
 
@@ -35,6 +37,7 @@ use crate::metadata::{
     GROUP_SLOTS,
 };
 use crate::runtime::{sleep, spawn_detached, Backoff};
+use consumer::{ConsumerConfig, ConsumerGroup};
 use coordinator::{Group, GroupConfig};
 use error::GroupError;
 
@@ -42,6 +45,9 @@ use error::GroupError;
 pub struct GroupSlot {
     pub id: String,
     pub group: RefCell<Group>,
+    /// Set while the group is a consumer-protocol (KIP-848) group; the classic
+    /// `group` is then empty. A group is one or the other, as in Kafka.
+    pub consumer: RefCell<Option<ConsumerGroup>>,
     pub offsets: RefCell<HashMap<(String, i32), OffsetMeta>>,
     /// Serialises the group's store writes (offset commits and metadata), so that a
     /// commit is never overtaken by an older write of the same group.
@@ -53,12 +59,19 @@ pub struct GroupSlot {
 
 impl GroupSlot {
     /// A group as the store had it: metadata (members, generation) and offsets.
-    fn from_stored(sg: StoredGroup, now: Instant) -> Self {
-        let group = match sg.meta {
-            Some(meta) => Group::from_stored(&sg.group_id, meta, now),
-            None => Group::new(&sg.group_id),
+    fn from_stored(sg: StoredGroup, now: Instant, cfg: &ConsumerConfig) -> Self {
+        let (group, consumer) = match sg.meta {
+            Some(mut meta) => match meta.consumer.take() {
+                Some(c) => (
+                    Group::new(&sg.group_id),
+                    Some(ConsumerGroup::from_meta(&sg.group_id, c, now, cfg)),
+                ),
+                None => (Group::from_stored(&sg.group_id, meta, now), None),
+            },
+            None => (Group::new(&sg.group_id), None),
         };
         let slot = GroupSlot::new(group);
+        *slot.consumer.borrow_mut() = consumer;
         *slot.offsets.borrow_mut() = sg
             .offsets
             .into_iter()
@@ -71,6 +84,7 @@ impl GroupSlot {
         GroupSlot {
             id: group.id.clone(),
             group: RefCell::new(group),
+            consumer: RefCell::new(None),
             offsets: RefCell::new(HashMap::new()),
             write_lock: futures::lock::Mutex::new(()),
             timer_at: Cell::new(None),
@@ -119,7 +133,7 @@ impl Groups {
             claims: RefCell::new(HashMap::new()),
         };
         for sg in stored {
-            let slot = GroupSlot::from_stored(sg, now);
+            let slot = GroupSlot::from_stored(sg, now, &groups.config.consumer);
             groups
                 .slots
                 .borrow_mut()
@@ -182,7 +196,7 @@ impl Groups {
     fn install_stored(groups: &Rc<Groups>, stored: Vec<StoredGroup>) {
         let now = groups.clock.now();
         for sg in stored {
-            let slot = Rc::new(GroupSlot::from_stored(sg, now));
+            let slot = Rc::new(GroupSlot::from_stored(sg, now, &groups.config.consumer));
             let old = groups
                 .slots
                 .borrow_mut()
@@ -362,7 +376,12 @@ pub fn release_all(groups: &Groups) {
 /// After any change to a group: persist it if its stored form changed, and make
 /// sure a timer is armed for its next deadline.
 pub fn settle(groups: &Rc<Groups>, slot: &Rc<GroupSlot>) {
-    if slot.group.borrow_mut().take_dirty() {
+    let consumer_dirty = slot
+        .consumer
+        .borrow_mut()
+        .as_mut()
+        .is_some_and(|c| c.take_dirty());
+    if slot.group.borrow_mut().take_dirty() | consumer_dirty {
         slot.meta_dirty.set(true);
         if !slot.writer_running.get() {
             slot.writer_running.set(true);
@@ -372,7 +391,7 @@ pub fn settle(groups: &Rc<Groups>, slot: &Rc<GroupSlot>) {
             spawn_detached(write_meta(groups.clone(), slot.clone()));
         }
     }
-    let Some(deadline) = slot.group.borrow().next_deadline() else {
+    let Some(deadline) = slot.next_deadline() else {
         return;
     };
     if slot.timer_at.get().is_some_and(|t| t <= deadline) {
@@ -387,7 +406,11 @@ pub fn settle(groups: &Rc<Groups>, slot: &Rc<GroupSlot>) {
             return;
         }
         slot.timer_at.set(None);
-        slot.group.borrow_mut().expire(groups.clock.now());
+        let now = groups.clock.now();
+        slot.group.borrow_mut().expire(now);
+        if let Some(c) = slot.consumer.borrow_mut().as_mut() {
+            c.expire(now);
+        }
         settle(&groups, &slot);
     });
 }
@@ -400,9 +423,19 @@ async fn write_meta(groups: Rc<Groups>, slot: Rc<GroupSlot>) {
         let _w = slot.write_lock.lock().await;
         let (meta, forget) = {
             let g = slot.group.borrow();
+            let c = slot.consumer.borrow();
+            let meta = match c.as_ref() {
+                Some(c) => crate::metadata::GroupMeta {
+                    protocol_type: "consumer".into(),
+                    generation: c.epoch,
+                    consumer: Some(c.to_meta()),
+                    ..Default::default()
+                },
+                None => g.to_meta(),
+            };
             (
-                g.to_meta(),
-                g.is_empty() && slot.offsets.borrow().is_empty(),
+                meta,
+                !slot.has_members() && slot.offsets.borrow().is_empty(),
             )
         };
         let Ok(claim) = groups.claim_for(&slot.id) else {
@@ -478,7 +511,33 @@ impl GroupSlot {
     /// joining) or committed offsets. A slot left behind by, say, an OffsetFetch
     /// of an unknown group does not count, as in Kafka (such a group is Dead).
     pub fn exists(&self) -> bool {
-        !self.group.borrow().is_empty() || !self.offsets.borrow().is_empty()
+        self.has_members() || !self.offsets.borrow().is_empty()
+    }
+
+    /// Whether the group has members of either protocol (or classic members joining).
+    pub fn has_members(&self) -> bool {
+        !self.group.borrow().is_empty()
+            || self
+                .consumer
+                .borrow()
+                .as_ref()
+                .is_some_and(|c| !c.is_empty())
+    }
+
+    /// Whether this is a consumer-protocol (KIP-848) group.
+    pub fn is_consumer(&self) -> bool {
+        self.consumer.borrow().is_some()
+    }
+
+    /// The earliest deadline of either protocol's state machine.
+    fn next_deadline(&self) -> Option<Instant> {
+        let classic = self.group.borrow().next_deadline();
+        let consumer = self
+            .consumer
+            .borrow()
+            .as_ref()
+            .and_then(|c| c.next_deadline());
+        classic.into_iter().chain(consumer).min()
     }
 }
 

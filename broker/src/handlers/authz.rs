@@ -83,6 +83,8 @@ pub enum Pending {
         explicit_groups: HashSet<StrBytes>,
     },
     CreateTopics(Vec<(StrBytes, i16)>),
+    /// ConsumerGroupDescribe: groups the principal may not describe.
+    ConsumerGroupDescribe(Vec<GroupId>),
     DescribeGroups {
         operations: bool,
     },
@@ -383,6 +385,29 @@ pub fn gate(shard: &Shard, check: &Check, body: RequestKind, version: i16) -> Ga
             let mut resp = HeartbeatResponse::default();
             resp.error_code = GROUP_AUTHORIZATION_FAILED;
             return Err(Box::new(ResponseKind::Heartbeat(resp)));
+        }
+        RequestKind::ConsumerGroupHeartbeat(ref r) if !check.group(Op::Read, &r.group_id) => {
+            let mut resp = ConsumerGroupHeartbeatResponse::default();
+            resp.error_code = GROUP_AUTHORIZATION_FAILED;
+            return Err(Box::new(ResponseKind::ConsumerGroupHeartbeat(resp)));
+        }
+        RequestKind::ConsumerGroupDescribe(ref r)
+            if r.group_ids.iter().any(|g| !check.group(Op::Describe, g)) =>
+        {
+            // Each group the principal may not describe answers
+            // GROUP_AUTHORIZATION_FAILED; the others are described as usual.
+            let (mut allowed, mut refused) = (r.clone(), Vec::new());
+            allowed.group_ids.retain(|g| {
+                let ok = check.group(Op::Describe, g);
+                if !ok {
+                    refused.push(g.clone());
+                }
+                ok
+            });
+            (
+                RequestKind::ConsumerGroupDescribe(allowed),
+                Pending::ConsumerGroupDescribe(refused),
+            )
         }
         RequestKind::LeaveGroup(ref r) if !check.group(Op::Read, &r.group_id) => {
             let mut resp = LeaveGroupResponse::default();
@@ -830,6 +855,14 @@ pub fn finish(check: &Check, resp: &mut ResponseKind, pending: Pending) {
         (Pending::Partitions(refused), resp) => add_partitions(resp, refused),
         (Pending::Names(refused), resp) => add_names(resp, refused),
         (Pending::Configs(refused), resp) => add_configs(resp, refused),
+        (Pending::ConsumerGroupDescribe(refused), ResponseKind::ConsumerGroupDescribe(r)) => {
+            for g in refused {
+                let mut d = consumer_group_describe_response::DescribedGroup::default();
+                d.group_id = g;
+                d.error_code = GROUP_AUTHORIZATION_FAILED;
+                r.groups.push(d);
+            }
+        }
         (Pending::CreateTopics(refused), ResponseKind::CreateTopics(r)) => {
             // Created topics: their configs only with DESCRIBE_CONFIGS.
             for t in r.topics.iter_mut() {

@@ -206,6 +206,19 @@ pub async fn handle_frame(
                 RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(
                     groups::join::handle(shard, r, version, client(), format!("/{peer}")).await,
                 ),
+                RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
+                    groups::consumer_heartbeat::handle(
+                        shard,
+                        r,
+                        version,
+                        client(),
+                        format!("/{peer}"),
+                    )
+                    .await,
+                ),
+                RequestKind::ConsumerGroupDescribe(r) => ResponseKind::ConsumerGroupDescribe(
+                    groups::consumer_describe::handle(shard, r, version).await,
+                ),
                 RequestKind::SyncGroup(r) => {
                     ResponseKind::SyncGroup(groups::sync::handle(shard, r, version).await)
                 }

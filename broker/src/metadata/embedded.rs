@@ -711,6 +711,7 @@ mod tests {
                 subscription: vec![0, 1, 2],
                 assignment: vec![3, 4, 255],
             }],
+            consumer: Some(crate::metadata::sample_consumer_meta()),
         };
         s.put_group("g2", meta.clone(), C).await.unwrap();
         s.commit_offsets("gone", vec![("t".into(), 0, om(1, ""))], C)

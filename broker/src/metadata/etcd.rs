@@ -33,9 +33,9 @@ use uuid::Uuid;
 use super::keys;
 use super::mirror::{self, Mirrored};
 use super::{
-    Claim, ClusterState, Committed, CompactedRange, GroupMeta, Live, LiveStream, Manifest,
-    MetaError, MetadataStore, OffsetMeta, OwnerSeen, SnapshotStream, StoredGroup, StoredMember,
-    TopicAssignment, TopicMeta,
+    Claim, ClusterState, Committed, CompactedRange, ConsumerGroupMeta, GroupMeta, Live, LiveStream,
+    Manifest, MetaError, MetadataStore, OffsetMeta, OwnerSeen, SnapshotStream,
+    StoredConsumerMember, StoredGroup, StoredMember, TopicAssignment, TopicMeta, TopicPartitionSet,
 };
 use crate::runtime::Backoff;
 
@@ -222,6 +222,88 @@ pub(crate) fn group_to_pb(group: &str, g: &GroupMeta) -> pb::GroupMetadata {
                 assignment: m.assignment.clone(),
             })
             .collect(),
+        consumer: g.consumer.as_ref().map(consumer_to_pb),
+    }
+}
+
+fn tps_to_pb(a: &TopicPartitionSet) -> Vec<pb::TopicPartitionList> {
+    a.iter()
+        .map(|(t, ps)| pb::TopicPartitionList {
+            topic: t.clone(),
+            partitions: ps.iter().copied().collect(),
+        })
+        .collect()
+}
+
+fn tps_from_pb(a: Vec<pb::TopicPartitionList>) -> TopicPartitionSet {
+    let mut out = TopicPartitionSet::new();
+    for t in a {
+        out.entry(t.topic).or_default().extend(t.partitions);
+    }
+    out
+}
+
+fn consumer_to_pb(c: &ConsumerGroupMeta) -> pb::ConsumerGroupState {
+    pb::ConsumerGroupState {
+        group_epoch: c.group_epoch,
+        assignment_epoch: c.assignment_epoch,
+        assignor: c.assignor.clone(),
+        subscribed: c.subscribed.iter().map(|(t, n)| (t.clone(), *n)).collect(),
+        members: c
+            .members
+            .iter()
+            .map(|m| pb::ConsumerGroupMember {
+                member_id: m.member_id.clone(),
+                instance_id: m.instance_id.clone(),
+                rack_id: m.rack_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                member_epoch: m.member_epoch,
+                previous_member_epoch: m.previous_member_epoch,
+                state: u32::from(m.state),
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                topic_names: m.topic_names.clone(),
+                regex: m.regex.clone(),
+                assignor: m.assignor.clone(),
+                assigned: tps_to_pb(&m.assigned),
+                revoking: tps_to_pb(&m.revoking),
+                target: tps_to_pb(&m.target),
+                left: m.left,
+                regex_matches: m.regex_matches.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn consumer_from_pb(c: pb::ConsumerGroupState) -> ConsumerGroupMeta {
+    ConsumerGroupMeta {
+        group_epoch: c.group_epoch,
+        assignment_epoch: c.assignment_epoch,
+        assignor: c.assignor,
+        subscribed: c.subscribed.into_iter().collect(),
+        members: c
+            .members
+            .into_iter()
+            .map(|m| StoredConsumerMember {
+                member_id: m.member_id,
+                instance_id: m.instance_id,
+                rack_id: m.rack_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                member_epoch: m.member_epoch,
+                previous_member_epoch: m.previous_member_epoch,
+                state: u8::try_from(m.state).unwrap_or(0),
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                topic_names: m.topic_names,
+                regex: m.regex,
+                assignor: m.assignor,
+                assigned: tps_from_pb(m.assigned),
+                revoking: tps_from_pb(m.revoking),
+                target: tps_from_pb(m.target),
+                left: m.left,
+                regex_matches: m.regex_matches,
+            })
+            .collect(),
     }
 }
 
@@ -245,6 +327,7 @@ pub(crate) fn group_from_pb(g: pb::GroupMetadata) -> GroupMeta {
                 assignment: m.assignment,
             })
             .collect(),
+        consumer: g.consumer.map(consumer_from_pb),
     }
 }
 
@@ -1538,6 +1621,7 @@ mod tests {
                 subscription: vec![0, 1, 255],
                 assignment: vec![9, 8],
             }],
+            consumer: Some(crate::metadata::sample_consumer_meta()),
         };
         let b = group_to_pb("g", &meta).encode_to_vec();
         let back = pb::GroupMetadata::decode(&b[..]).unwrap();

@@ -192,6 +192,98 @@ pub struct GroupMeta {
     pub leader: Option<String>,
     #[serde(default)]
     pub members: Vec<StoredMember>,
+    /// Set for a group of the consumer protocol (KIP-848); the classic fields
+    /// above are then unused (`protocol_type` is `consumer`, `generation` the
+    /// group epoch, for tools that read only those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<ConsumerGroupMeta>,
+}
+
+/// A consumer-protocol group as stored: epochs, the subscribed topics' partition
+/// counts, and every member with its subscription, reconciliation state, current
+/// and target assignment (partitions by topic name).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConsumerGroupMeta {
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    #[serde(default)]
+    pub assignor: String,
+    #[serde(default)]
+    pub subscribed: BTreeMap<String, i32>,
+    #[serde(default)]
+    pub members: Vec<StoredConsumerMember>,
+}
+
+/// Partitions by topic name.
+pub type TopicPartitionSet = BTreeMap<String, std::collections::BTreeSet<i32>>;
+
+/// One member of a consumer-protocol group as stored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StoredConsumerMember {
+    pub member_id: String,
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    #[serde(default)]
+    pub rack_id: Option<String>,
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default)]
+    pub client_host: String,
+    pub member_epoch: i32,
+    #[serde(default)]
+    pub previous_member_epoch: i32,
+    /// 0 stable, 1 revoking partitions, 2 waiting for partitions others hold.
+    #[serde(default)]
+    pub state: u8,
+    #[serde(default)]
+    pub rebalance_timeout_ms: i32,
+    #[serde(default)]
+    pub topic_names: Vec<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub assignor: Option<String>,
+    #[serde(default)]
+    pub assigned: TopicPartitionSet,
+    #[serde(default)]
+    pub revoking: TopicPartitionSet,
+    #[serde(default)]
+    pub target: TopicPartitionSet,
+    /// A static member that left with epoch -2, its partitions held for it.
+    #[serde(default)]
+    pub left: bool,
+    /// The topics its regex matched when last resolved.
+    #[serde(default)]
+    pub regex_matches: Vec<String>,
+}
+
+/// A consumer-protocol group with one member in every field, for the stores'
+/// round-trip tests.
+#[cfg(test)]
+pub(crate) fn sample_consumer_meta() -> ConsumerGroupMeta {
+    ConsumerGroupMeta {
+        group_epoch: 5,
+        assignment_epoch: 5,
+        assignor: "uniform".into(),
+        subscribed: [("t".to_string(), 3)].into_iter().collect(),
+        members: vec![StoredConsumerMember {
+            member_id: "c-1".into(),
+            instance_id: Some("i2".into()),
+            member_epoch: 5,
+            previous_member_epoch: 4,
+            state: 1,
+            topic_names: vec!["t".into()],
+            regex: Some("t.*".into()),
+            assigned: [("t".to_string(), [0, 2].into_iter().collect())]
+                .into_iter()
+                .collect(),
+            revoking: [("t".to_string(), [1].into_iter().collect())]
+                .into_iter()
+                .collect(),
+            left: true,
+            ..Default::default()
+        }],
+    }
 }
 
 /// Everything stored about one group.

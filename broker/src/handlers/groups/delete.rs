@@ -22,7 +22,7 @@ async fn delete_one(shard: &Rc<Shard>, group: String) -> Result<(), GroupError> 
         // Behind the group's write lock, so no commit or metadata write of the
         // group lands in the store after the delete.
         let _w = slot.write_lock.lock().await;
-        if !slot.group.borrow().is_empty() {
+        if slot.has_members() {
             return Err(GroupError::NonEmptyGroup);
         }
         let claim = sh.groups.claim_for(&group)?;

@@ -1,5 +1,8 @@
 //! DescribeGroups v0-v5: state, protocol, and every member with its client id,
-//! host, subscription and assignment. A group that does not exist is described
+//! host, subscription and assignment. A consumer-protocol group (KIP-848) is
+//! shown as classic tools expect a consumer group: protocol type `consumer`, the
+//! assignor as protocol, and each member's subscription and current assignment
+//! in the classic ConsumerProtocol encoding (version 0). A group that does not exist is described
 //! as `Dead` with no members and no error, as Kafka does before v6: an empty
 //! answer, not an error.
 
@@ -42,6 +45,25 @@ async fn view(shard: &Rc<Shard>, group: String) -> Result<View, GroupError> {
         let Some(slot) = sh.groups.get(&group).filter(|s| s.exists()) else {
             return dead;
         };
+        if let Some(c) = slot.consumer.borrow().as_ref() {
+            return View {
+                state: c.state_name(),
+                protocol_type: "consumer".into(),
+                protocol: c.assignor.clone(),
+                members: c
+                    .members
+                    .values()
+                    .map(|m| MemberView {
+                        id: m.id.clone(),
+                        instance_id: m.instance_id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        metadata: subscription_v0(&m.subscription()),
+                        assignment: assignment_v0(&m.assigned),
+                    })
+                    .collect(),
+            };
+        }
         let g = slot.group.borrow();
         let protocol = g.protocol.clone().unwrap_or_default();
         let mut members: Vec<MemberView> = g
@@ -108,4 +130,63 @@ pub async fn handle(
         resp.groups.push(g);
     }
     resp
+}
+
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    let len = i16::try_from(s.len()).unwrap_or(i16::MAX);
+    b.extend_from_slice(&len.to_be_bytes());
+    b.extend_from_slice(&s.as_bytes()[..len as usize]);
+}
+
+/// ConsumerProtocolSubscription v0: version, topics, null user data.
+fn subscription_v0(topics: &std::collections::BTreeSet<String>) -> Bytes {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(topics.len() as i32).to_be_bytes());
+    for t in topics {
+        put_str(&mut b, t);
+    }
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    Bytes::from(b)
+}
+
+/// ConsumerProtocolAssignment v0: version, partitions by topic, null user data.
+fn assignment_v0(a: &crate::groups::assignor::Assignment) -> Bytes {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(a.len() as i32).to_be_bytes());
+    for (t, ps) in a {
+        put_str(&mut b, t);
+        b.extend_from_slice(&(ps.len() as i32).to_be_bytes());
+        for p in ps {
+            b.extend_from_slice(&p.to_be_bytes());
+        }
+    }
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    Bytes::from(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_protocol_encodings_are_kafkas_v0() {
+        let a = crate::groups::assignor::Assignment::from([(
+            "t".to_string(),
+            std::collections::BTreeSet::from([0, 2]),
+        )]);
+        assert_eq!(
+            &assignment_v0(&a)[..],
+            &[
+                0, 0, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, 255, 255, 255,
+                255
+            ]
+        );
+        let s = std::collections::BTreeSet::from(["ab".to_string()]);
+        assert_eq!(
+            &subscription_v0(&s)[..],
+            &[0, 0, 0, 0, 0, 1, 0, 2, b'a', b'b', 255, 255, 255, 255]
+        );
+    }
 }

@@ -45,6 +45,16 @@ pub async fn handle(
         Err(e) => Err(e),
         Ok(()) => on_owner(shard, &group.clone(), move |sh| async move {
             let slot = sh.groups.get_or_create(&group);
+            {
+                let mut c = slot.consumer.borrow_mut();
+                if c.as_ref().is_some_and(|c| !c.is_empty()) {
+                    // A consumer-protocol group with members takes no classic
+                    // members (Kafka without an online downgrade).
+                    return Err(GroupError::InconsistentGroupProtocol);
+                }
+                // An empty consumer-protocol group becomes a classic one.
+                *c = None;
+            }
             let reply = slot
                 .group
                 .borrow_mut()

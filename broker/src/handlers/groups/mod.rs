@@ -1,7 +1,10 @@
-//! The consumer-group APIs (classic protocol), one file per API. A request is
+//! The consumer-group APIs, one file per API: the classic protocol and the
+//! consumer protocol of KIP-848 (`consumer_heartbeat`, `consumer_describe`). A request is
 //! decoded on the connection's shard and forwarded to the shard that owns the
 //! group (`placement::group_shard`), where `crate::groups` keeps its state.
 
+pub mod consumer_describe;
+pub mod consumer_heartbeat;
 pub mod delete;
 pub mod describe;
 pub mod find_coordinator;

@@ -1,5 +1,7 @@
-//! OffsetCommit v0-v8: validated against the group on its shard (member, generation,
-//! fencing), written to the metadata store, and answered only once durable. v0
+//! OffsetCommit v0-v9: validated against the group on its shard (member, generation,
+//! fencing; for a consumer-protocol group the member and its epoch, v9's
+//! `generation_id_or_member_epoch`, else STALE_MEMBER_EPOCH), written to the
+//! metadata store, and answered only once durable. v0
 //! carries no generation or member, so it is a commit from outside the group;
 //! v1's per-partition commit timestamp, like v2-v4's retention time, is ignored
 //! (offsets are kept until their topic is deleted).
@@ -67,6 +69,7 @@ pub async fn handle(
             instance.as_deref(),
             generation,
             items,
+            version,
         )
         .await
     })
@@ -103,6 +106,7 @@ async fn commit(
     instance: Option<&str>,
     generation: i32,
     items: Vec<Item>,
+    version: i16,
 ) -> Vec<Result<(), GroupError>> {
     let n = items.len();
     let slot = match shard.groups.get(group) {
@@ -111,16 +115,21 @@ async fn commit(
         None if generation < 0 && member_id.is_empty() && instance.is_none() => {
             shard.groups.get_or_create(group)
         }
-        // A member of a generation this coordinator does not know.
+        // A member of a group this coordinator does not know: from v9 (which
+        // both protocols use) Kafka says so; before, ILLEGAL_GENERATION.
+        None if version >= 9 => return vec![Err(GroupError::GroupIdNotFound); n],
         None => return vec![Err(GroupError::IllegalGeneration); n],
     };
     let _w = slot.write_lock.lock().await;
-    let checked = slot.group.borrow_mut().validate_commit(
-        member_id,
-        instance,
-        generation,
-        shard.groups.now(),
-    );
+    let checked = match slot.consumer.borrow().as_ref() {
+        Some(c) => c.validate_offsets(member_id, generation),
+        None => slot.group.borrow_mut().validate_commit(
+            member_id,
+            instance,
+            generation,
+            shard.groups.now(),
+        ),
+    };
     settle(&shard.groups, &slot);
     if let Err(e) = checked {
         return vec![Err(e); n];

@@ -89,7 +89,10 @@ pub async fn handle(
         let _w = slot.write_lock.lock().await;
         let subscribed = {
             let g = slot.group.borrow();
-            if g.is_empty() {
+            let c = slot.consumer.borrow();
+            if let Some(c) = c.as_ref() {
+                Some(c.subscribed_topics().into_iter().collect())
+            } else if g.is_empty() {
                 Some(HashSet::new())
             } else if g.protocol_type.as_deref() != Some("consumer") {
                 return Err(GroupError::NonEmptyGroup);

@@ -1,4 +1,5 @@
-//! OffsetFetch v0-v8 (v8: several groups in one request; v0 is v1's format, which
+//! OffsetFetch v0-v9 (v8: several groups in one request; v9: a member of a
+//! consumer-protocol group sends its member id and epoch, checked like a commit's; v0 is v1's format, which
 //! Kafka 3.x answered from ZooKeeper and this broker from the same store). A partition without a
 //! commit answers offset -1; a null topic list means every committed partition.
 //!
@@ -38,7 +39,15 @@ pub async fn handle(
                     .map(|t| (t.name.0.to_string(), t.partition_indexes))
                     .collect()
             });
-            async move { (g.group_id, fetch(shard, name, topics).await) }
+            let member = (version >= 9)
+                .then(|| {
+                    (
+                        g.member_id.map(|m| m.to_string()).unwrap_or_default(),
+                        g.member_epoch,
+                    )
+                })
+                .filter(|(m, e)| !m.is_empty() || *e >= 0);
+            async move { (g.group_id, fetch(shard, name, topics, member).await) }
         });
         for (group_id, result) in futures::future::join_all(lookups).await {
             let mut g = OffsetFetchResponseGroup::default();
@@ -77,7 +86,7 @@ pub async fn handle(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    match fetch(shard, req.group_id.0.to_string(), topics).await {
+    match fetch(shard, req.group_id.0.to_string(), topics, None).await {
         Ok(topics) => {
             resp.topics = topics
                 .into_iter()
@@ -107,27 +116,32 @@ pub async fn handle(
     resp
 }
 
-/// Looks the offsets up on the group's shard.
+/// Looks the offsets up on the group's shard. `member`: the member id and
+/// epoch a v9 request carried, checked against a consumer-protocol group.
 async fn fetch(
     shard: &Rc<Shard>,
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    member: Option<(String, i32)>,
 ) -> Result<TopicOffsets, GroupError> {
     on_owner(shard, &group.clone(), move |sh| async move {
         let Some(slot) = sh.groups.get(&group) else {
-            return topics
+            return Ok(topics
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(t, ps)| (t, ps.into_iter().map(|p| (p, None)).collect()))
-                .collect();
+                .collect());
         };
+        if let (Some((id, epoch)), Some(c)) = (&member, slot.consumer.borrow().as_ref()) {
+            c.validate_offsets(id, *epoch)?;
+        }
         let offsets = slot.offsets.borrow();
         let get = |t: &str, p: i32| {
             offsets
                 .get(&(t.to_string(), p))
                 .map(|o| (o.offset, o.metadata.clone().unwrap_or_default()))
         };
-        match topics {
+        Ok(match topics {
             Some(ts) => ts
                 .into_iter()
                 .map(|(t, ps)| {
@@ -150,7 +164,8 @@ async fn fetch(
                     })
                     .collect()
             }
-        }
+        })
     })
     .await
+    .and_then(|r| r)
 }

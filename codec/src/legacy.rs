@@ -332,7 +332,10 @@ mod tests {
         e
     }
 
-    fn stored(batch: &[u8]) -> Vec<(i64, i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+    /// (offset, timestamp, key, value) of a stored record.
+    type Row = (i64, i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+    fn stored(batch: &[u8]) -> Vec<Row> {
         let h = BatchHeader::parse(batch).unwrap();
         verify_crc(batch, &h).unwrap();
         let section = batch.get(HEADER_LEN..).unwrap();

@@ -1,6 +1,7 @@
 """Hand-built Kafka requests, for tests that need exact control of the bytes."""
 import socket
 import struct
+import zlib
 
 _CRC32C = []
 for _i in range(256):
@@ -37,6 +38,53 @@ def record_batch(values, producer_id=-1, epoch=-1, base_sequence=-1, timestamp=1
     crc = crc32c(after_crc)
     head = struct.pack(">qiibI", 0, 4 + 1 + 4 + len(after_crc), 0, 2, crc)
     return head + after_crc
+
+
+def _bytes(b):
+    return struct.pack(">i", -1) if b is None else struct.pack(">i", len(b)) + b
+
+
+def legacy_message(magic, value, key=None, timestamp=-1, attributes=0):
+    """One message of magic 0 or 1 (the formats before Kafka 0.11), from its CRC on:
+    crc32 (IEEE) of the rest, magic, attributes, timestamp (magic 1), key, value."""
+    body = struct.pack(">bb", magic, attributes)
+    if magic == 1:
+        body += struct.pack(">q", timestamp)
+    body += _bytes(key) + _bytes(value)
+    return struct.pack(">I", zlib.crc32(body)) + body
+
+
+def message_set(messages, first_offset=0):
+    """A message set: each message behind its offset and size."""
+    return b"".join(struct.pack(">qi", first_offset + i, len(m)) + m for i, m in enumerate(messages))
+
+
+def parse_message_set(data):
+    """[(offset, magic, attributes, timestamp or None, key, value)] of a message set of
+    magic 0/1, each CRC checked; a message cut at the end is left out, as clients do."""
+    out, pos = [], 0
+    while pos + 12 <= len(data):
+        offset, size = struct.unpack_from(">qi", data, pos)
+        if pos + 12 + size > len(data):
+            break
+        m = data[pos + 12:pos + 12 + size]
+        crc, = struct.unpack_from(">I", m, 0)
+        assert crc == zlib.crc32(m[4:]), f"bad CRC at offset {offset}"
+        magic, attrs = m[4], m[5]
+        at, ts = 6, None
+        if magic == 1:
+            ts, = struct.unpack_from(">q", m, at)
+            at += 8
+        fields = []
+        for _ in range(2):
+            n, = struct.unpack_from(">i", m, at)
+            at += 4
+            fields.append(None if n < 0 else m[at:at + n])
+            at += max(n, 0)
+        assert at == len(m), "bytes after the value"
+        out.append((offset, magic, attrs, ts, fields[0], fields[1]))
+        pos += 12 + size
+    return out
 
 
 def produce_v3(topic, partition, records, acks=-1, correlation=1, timeout_ms=30000):

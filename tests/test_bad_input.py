@@ -66,8 +66,8 @@ def test_api_versions_above_max_gets_v0_answer_with_our_ranges(broker):
         k, lo, hi = struct.unpack(">hhh", resp[14 + 6 * i:20 + 6 * i])
         ranges[k] = (lo, hi)
     assert ranges[18] == (0, 3)
-    assert ranges[0] == (3, 9)
-    assert ranges[1] == (4, 13)
+    assert ranges[0] == (0, 9)  # Produce: v0-2 with message sets of magic 0/1
+    assert ranges[1] == (0, 13)  # Fetch: v0-3 get magic 0/1 message sets
     assert ranges[11] == (0, 9)  # JoinGroup
     assert ranges[15] == (0, 5)  # DescribeGroups
     assert ranges[21] == (0, 2)  # DeleteRecords

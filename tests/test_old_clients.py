@@ -5,6 +5,7 @@ OffsetCommit v1) produces, joins a group, commits and resumes from its commit.
 The old-version requests are encoded by kafka-python's own classes for those
 versions (kafka.protocol.old), not by the broker's codec. Assertions are on data:
 offsets, values, error codes, config flags."""
+import os
 import subprocess
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from kafka.protocol.old import commit as kcommit
 from kafka.protocol.old import list_offsets as klist
 from kafka.protocol.old import offset_for_leader_epoch as kofe
 
-from clients import create_topic, go_build, produce
+from clients import consume_all, create_topic, go_build, produce
 from test_groups import GROUP_ENV, Raw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,8 +31,9 @@ def sarama_bin(tmp_path_factory):
     return go_build(ROOT / "tests" / "go" / "sarama", tmp_path_factory.mktemp("sarama") / "sarama")
 
 
-def sarama(binary, *args):
-    r = subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True, timeout=120)
+def sarama(binary, *args, env=None):
+    r = subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, **(env or {})))
     assert r.returncode == 0, r.stderr
     return r.stdout.split("\n")[:-1]
 
@@ -55,6 +57,25 @@ def test_sarama_produces_joins_commits_and_resumes(make_broker, sarama_bin):
     # A new member of the group resumes at the commit (OffsetFetch v1): only the new messages.
     assert sarama(sarama_bin, "consume", b.bootstrap, "sar", "sg", 3) == [f"m-{i}" for i in range(3)]
     assert committed(b, "sg", "sar", 1) == {0: 9}
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4"])
+def test_sarama_0_10_2_message_format_v1(make_broker, sarama_bin, codec):
+    """Sarama at protocol 0.10.2 (the oldest its consumer groups speak): Produce v2 and
+    Fetch v3 with message sets of magic 1, compressed in wrappers; OffsetCommit v2."""
+    b = make_broker(env=GROUP_ENV)
+    topic = f"s10-{codec}"
+    create_topic(b.bootstrap, topic, 1)
+    env = {"SARAMA_VERSION": "0.10.2.0", "SARAMA_CODEC": codec}
+    assert sarama(sarama_bin, "produce", b.bootstrap, topic, 5, env=env) == [f"0 {i}" for i in range(5)]
+    # A modern client reads what it wrote, at the same offsets.
+    got = [(p, o, v) for p, o, _k, v, _h in consume_all(b.bootstrap, topic, 1, 5)]
+    assert sorted(got) == [(0, i, f"m-{i}".encode()) for i in range(5)]
+    assert sarama(sarama_bin, "consume", b.bootstrap, topic, "s10", 5, env=env) == [f"m-{i}" for i in range(5)]
+    assert committed(b, "s10", topic, 1) == {0: 5}
+    sarama(sarama_bin, "produce", b.bootstrap, topic, 2, env=env)
+    assert sarama(sarama_bin, "consume", b.bootstrap, topic, "s10", 2, env=env) == ["m-0", "m-1"]
+    assert committed(b, "s10", topic, 1) == {0: 7}
 
 
 def test_offset_commit_v0_v1_and_offset_fetch_v0(make_broker):

@@ -19,6 +19,7 @@ pub const INVALID_CONFIG: i16 = K::InvalidConfig.code();
 pub const INVALID_REQUEST: i16 = K::InvalidRequest.code();
 pub const KAFKA_STORAGE_ERROR: i16 = K::KafkaStorageError.code();
 pub const INVALID_RECORD: i16 = K::InvalidRecord.code();
+pub const CORRUPT_MESSAGE: i16 = K::CorruptMessage.code();
 pub const MESSAGE_TOO_LARGE: i16 = K::MessageTooLarge.code();
 pub const POLICY_VIOLATION: i16 = K::PolicyViolation.code();
 pub const UNKNOWN_TOPIC_ID: i16 = K::UnknownTopicId.code();
@@ -36,6 +37,25 @@ pub fn batch_error(e: &kafscale_codec::batch::BatchError) -> KafkaError {
         B::UnsupportedMagic(_) => K::UnsupportedForMessageFormat,
         B::InconsistentCount { .. } => K::InvalidRecord,
         B::CrcMismatch { .. } | B::Truncated { .. } | B::BadLength(_) => K::CorruptMessage,
+    }
+}
+
+/// The error for a message set of magic 0/1 that does not convert (produced),
+/// or stored batches that do not convert for an old fetcher.
+pub fn legacy_error(e: &kafscale_codec::legacy::LegacyError) -> i16 {
+    use kafscale_codec::compression::CompressionError as C;
+    use kafscale_codec::legacy::LegacyError as L;
+    match e {
+        L::Empty => INVALID_RECORD,
+        L::Compression(C::Unsupported(_)) => K::UnsupportedCompressionType.code(),
+        L::Compression(C::TooLarge(_)) => MESSAGE_TOO_LARGE,
+        L::Truncated
+        | L::CrcMismatch { .. }
+        | L::BadMagic(_)
+        | L::Nested
+        | L::NullWrapper
+        | L::BadBatch
+        | L::Compression(C::Corrupt(_)) => CORRUPT_MESSAGE,
     }
 }
 

@@ -163,7 +163,7 @@ mod tests {
             Some(Bytes::from(vec![9u8; 300])),
             Some(big.clone()),
         ];
-        for version in [4, 11, 12, 13, 16] {
+        for version in [0, 3, 4, 11, 12, 13, 16] {
             let whole = encode_response(
                 ApiKey::Fetch,
                 version,

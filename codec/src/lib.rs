@@ -16,9 +16,11 @@
 )]
 
 pub mod batch;
+pub mod compression;
 pub mod fetch_chunks;
 pub mod frame;
 pub mod fuzzing;
+pub mod legacy;
 pub mod records;
 pub mod request;
 pub mod versions;

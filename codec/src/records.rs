@@ -48,7 +48,7 @@ pub(crate) fn read_varlong(b: &[u8], pos: &mut usize) -> Option<i64> {
     None
 }
 
-fn write_varlong(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn write_varlong(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8) | 0x80);
@@ -69,8 +69,13 @@ pub fn records<'a>(batch: &'a [u8], h: &BatchHeader) -> Option<Vec<Record<'a>>> 
     if !readable(h) {
         return None;
     }
-    let body = batch.get(..h.total_len())?;
-    let mut pos = HEADER_LEN;
+    parse_records(batch.get(HEADER_LEN..h.total_len())?, h)
+}
+
+/// The records of a batch's record section: the bytes after its header, or
+/// what they decompress to. `None` if the section does not hold `h`'s records.
+pub fn parse_records<'a>(body: &'a [u8], h: &BatchHeader) -> Option<Vec<Record<'a>>> {
+    let mut pos = 0;
     let count = usize::try_from(h.record_count).ok()?;
     let mut out = Vec::with_capacity(count.min(body.len()));
     for _ in 0..count {
@@ -120,6 +125,32 @@ pub fn records<'a>(batch: &'a [u8], h: &BatchHeader) -> Option<Vec<Record<'a>>> 
     Some(out)
 }
 
+/// Appends one record without headers, its length prefix included.
+pub(crate) fn encode_record(
+    out: &mut Vec<u8>,
+    ts_delta: i64,
+    offset_delta: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) {
+    let mut r = Vec::with_capacity(16 + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len));
+    r.push(0);
+    write_varlong(&mut r, ts_delta);
+    write_varlong(&mut r, offset_delta);
+    for field in [key, value] {
+        match field {
+            Some(b) => {
+                write_varlong(&mut r, b.len() as i64);
+                r.extend_from_slice(b);
+            }
+            None => write_varlong(&mut r, -1),
+        }
+    }
+    write_varlong(&mut r, 0);
+    write_varlong(out, r.len() as i64);
+    out.extend_from_slice(&r);
+}
+
 /// A batch with `header`'s offsets, producer fields and sequence (so consumers
 /// and producer state see the same offsets as before) holding only `kept`
 /// records of it. With `horizon` the batch is marked with that delete horizon
@@ -153,7 +184,13 @@ pub fn rebuild(h: &BatchHeader, kept: &[Record<'_>], horizon: Option<i64>) -> Ve
 
 /// A v2 batch of `h`'s offsets, producer fields and max timestamp around
 /// `records` (already encoded), with its CRC.
-fn assemble(h: &BatchHeader, attributes: i16, base_ts: i64, count: i32, records: &[u8]) -> Vec<u8> {
+pub(crate) fn assemble(
+    h: &BatchHeader,
+    attributes: i16,
+    base_ts: i64,
+    count: i32,
+    records: &[u8],
+) -> Vec<u8> {
     let mut covered = Vec::with_capacity(HEADER_LEN - CRC_FROM + records.len());
     covered.extend_from_slice(&attributes.to_be_bytes());
     covered.extend_from_slice(&h.last_offset_delta.to_be_bytes());
@@ -187,21 +224,7 @@ pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 pub fn build_keyed_batch(base_offset: i64, timestamp: i64, records: &[KeyValue<'_>]) -> Vec<u8> {
     let mut body = Vec::new();
     for (i, (k, v)) in records.iter().enumerate() {
-        let mut r = vec![0u8];
-        write_varlong(&mut r, 0);
-        write_varlong(&mut r, i as i64);
-        for field in [k, v] {
-            match field {
-                Some(b) => {
-                    write_varlong(&mut r, b.len() as i64);
-                    r.extend_from_slice(b);
-                }
-                None => write_varlong(&mut r, -1),
-            }
-        }
-        write_varlong(&mut r, 0);
-        write_varlong(&mut body, r.len() as i64);
-        body.extend_from_slice(&r);
+        encode_record(&mut body, 0, i as i64, *k, *v);
     }
     let n = records.len() as i32;
     let h = BatchHeader {

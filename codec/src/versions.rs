@@ -4,23 +4,25 @@
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
-/// `(api, min, max)` for every implemented API. Minimums are Apache Kafka 3.9's
-/// (the versions KIP-896 removed in Kafka 4.0 are decodable through the vendored
-/// crate's patch: third_party/kafka-protocol/KAFSCALE.md), except Produce v0-2 and
-/// Fetch v0-3, whose message formats v0/v1 the broker does not convert. The
-/// group APIs include the consumer protocol of KIP-848 (ConsumerGroupHeartbeat,
-/// ConsumerGroupDescribe, OffsetCommit/OffsetFetch v9). APIs not in this table are absent from ApiVersions, which every
-/// client reads as unsupported.
+/// `(api, min, max)` for every implemented API. Minimums are Apache Kafka 3.9's:
+/// the versions KIP-896 removed in Kafka 4.0 are decodable through the vendored
+/// crate's patch (third_party/kafka-protocol/KAFSCALE.md), and the message
+/// formats of Produce v0-2 and Fetch v0-3 (magic 0/1) are converted by
+/// `legacy.rs`. Maximums are Kafka 3.9's too, except Produce and Fetch (which
+/// stop at v9/v13). The group APIs include the consumer protocol of KIP-848
+/// (ConsumerGroupHeartbeat, ConsumerGroupDescribe, OffsetCommit/OffsetFetch v9).
+/// APIs not in this table are absent from ApiVersions, which every client reads
+/// as unsupported.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
-    (ApiKey::Fetch, 4, 13),
-    (ApiKey::ListOffsets, 0, 7),
+    (ApiKey::Produce, 0, 9),
+    (ApiKey::Fetch, 0, 13),
+    (ApiKey::ListOffsets, 0, 8),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 0, 7),
     (ApiKey::DeleteTopics, 0, 6),
-    (ApiKey::InitProducerId, 0, 4),
-    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::FindCoordinator, 0, 5),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
@@ -41,7 +43,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
-    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeLogDirs, 0, 4),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::DescribeCluster, 0, 2),
@@ -117,7 +119,8 @@ mod tests {
         // error_code, compact array, throttle time, then the tag count: zero.
         assert_eq!(*buf.last().unwrap(), 0);
         assert!(is_supported(ApiKey::Fetch, 13));
-        assert!(!is_supported(ApiKey::Fetch, 3));
+        assert!(is_supported(ApiKey::Fetch, 0));
+        assert!(is_supported(ApiKey::Produce, 0));
         assert!(is_supported(ApiKey::JoinGroup, 0));
         assert!(is_supported(ApiKey::OffsetCommit, 9));
         assert!(!is_supported(ApiKey::OffsetCommit, 10));
@@ -126,6 +129,6 @@ mod tests {
         assert!(!is_supported(ApiKey::DescribeGroups, 6));
         assert!(is_supported(ApiKey::DescribeConfigs, 0));
         assert!(is_supported(ApiKey::DeleteRecords, 0));
-        assert!(!is_supported(ApiKey::DescribeLogDirs, 0));
+        assert!(is_supported(ApiKey::DescribeLogDirs, 0));
     }
 }

@@ -54,6 +54,9 @@ fn every_removed_minimum_is_supported_again() {
         ApiKey::DeleteTopics,
         ApiKey::OffsetForLeaderEpoch,
         ApiKey::DescribeConfigs,
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::DescribeLogDirs,
     ] {
         assert!(is_supported(api, 0), "{api:?} v0");
     }
@@ -309,4 +312,128 @@ fn offset_for_leader_epoch_v0_has_no_epochs_in_request_or_response() {
     want.put_i32(2);
     want.put_i64(17);
     assert_eq!(got, want.to_vec());
+}
+
+#[test]
+fn produce_v0_to_v2_decode_and_answer_in_their_layout() {
+    for version in 0..=2 {
+        // acks, timeout, [topic, [partition, records]]: no transactional id before v3.
+        let req = decode_request(frame(ApiKey::Produce, version, |b| {
+            b.put_i16(-1);
+            b.put_i32(1500);
+            b.put_i32(1);
+            string(b, "t");
+            b.put_i32(1);
+            b.put_i32(3);
+            b.put_i32(4);
+            b.put_slice(b"abcd");
+        }))
+        .unwrap();
+        let RequestKind::Produce(r) = req.body else {
+            panic!("not a produce")
+        };
+        assert_eq!((r.acks, r.timeout_ms, r.transactional_id), (-1, 1500, None));
+        let p = &r.topic_data[0].partition_data[0];
+        assert_eq!((p.index, p.records.as_deref()), (3, Some(&b"abcd"[..])));
+
+        let mut resp = kafka_protocol::messages::ProduceResponse::default();
+        let mut t = kafka_protocol::messages::produce_response::TopicProduceResponse::default();
+        t.name = TopicName(StrBytes::from_static_str("t"));
+        let mut pr =
+            kafka_protocol::messages::produce_response::PartitionProduceResponse::default();
+        pr.index = 3;
+        pr.base_offset = 7;
+        pr.log_append_time_ms = -1;
+        pr.log_start_offset = 0;
+        t.partition_responses.push(pr);
+        resp.responses.push(t);
+        resp.throttle_time_ms = 0;
+        let got = response_body(ApiKey::Produce, version, &ResponseKind::Produce(resp));
+        let mut want = BytesMut::new();
+        want.put_i32(1);
+        string(&mut want, "t");
+        want.put_i32(1);
+        want.put_i32(3);
+        want.put_i16(0);
+        want.put_i64(7);
+        if version >= 2 {
+            want.put_i64(-1); // log_append_time_ms
+        }
+        if version >= 1 {
+            want.put_i32(0); // throttle_time_ms
+        }
+        assert_eq!(got, want.to_vec(), "v{version}");
+    }
+}
+
+#[test]
+fn fetch_v0_to_v3_decode_and_answer_in_their_layout() {
+    for version in 0..=3 {
+        // replica, max wait, min bytes, [v3: max bytes], [topic, [partition, offset, max bytes]].
+        let req = decode_request(frame(ApiKey::Fetch, version, |b| {
+            b.put_i32(-1);
+            b.put_i32(500);
+            b.put_i32(1);
+            if version == 3 {
+                b.put_i32(1000);
+            }
+            b.put_i32(1);
+            string(b, "t");
+            b.put_i32(1);
+            b.put_i32(2);
+            b.put_i64(42);
+            b.put_i32(4096);
+        }))
+        .unwrap();
+        let RequestKind::Fetch(r) = req.body else {
+            panic!("not a fetch")
+        };
+        let max = if version == 3 { 1000 } else { i32::MAX };
+        assert_eq!(
+            (r.max_wait_ms, r.min_bytes, r.max_bytes, r.isolation_level),
+            (500, 1, max, 0)
+        );
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(
+            (p.partition, p.fetch_offset, p.partition_max_bytes),
+            (2, 42, 4096)
+        );
+
+        let mut resp = kafka_protocol::messages::FetchResponse::default();
+        let mut t = kafka_protocol::messages::fetch_response::FetchableTopicResponse::default();
+        t.topic = TopicName(StrBytes::from_static_str("t"));
+        let mut pd = kafka_protocol::messages::fetch_response::PartitionData::default();
+        pd.partition_index = 2;
+        pd.high_watermark = 50;
+        pd.last_stable_offset = 50;
+        pd.records = Some(Bytes::from_static(b"set"));
+        t.partitions.push(pd);
+        resp.responses.push(t);
+        let got = response_body(ApiKey::Fetch, version, &ResponseKind::Fetch(resp));
+        let mut want = BytesMut::new();
+        if version >= 1 {
+            want.put_i32(0); // throttle_time_ms
+        }
+        want.put_i32(1);
+        string(&mut want, "t");
+        want.put_i32(1);
+        want.put_i32(2);
+        want.put_i16(0);
+        want.put_i64(50);
+        want.put_i32(3);
+        want.put_slice(b"set");
+        assert_eq!(got, want.to_vec(), "v{version}");
+    }
+}
+
+#[test]
+fn describe_log_dirs_v0_is_v1() {
+    let req = decode_request(frame(ApiKey::DescribeLogDirs, 0, |b| {
+        b.put_i32(-1); // null: every topic
+    }))
+    .unwrap();
+    let RequestKind::DescribeLogDirs(r) = req.body else {
+        panic!("not DescribeLogDirs")
+    };
+    assert!(r.topics.is_none());
 }

@@ -17,7 +17,11 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName}
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use crate::errors::{NONE, NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION};
+use kafscale_codec::legacy;
+
+use crate::errors::{
+    legacy_error, NONE, NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION,
+};
 use crate::partition;
 use crate::placement::partition_shard;
 use crate::router::fan_out;
@@ -31,6 +35,8 @@ struct Part {
     max_bytes: usize,
     /// The leader epoch the client believes current (-1: not sent).
     epoch: i32,
+    /// Fetch v0-3: the message format (magic 0 or 1) the client reads.
+    legacy_magic: Option<u8>,
 }
 
 #[derive(Clone)]
@@ -55,8 +61,19 @@ impl PartResult {
     }
 }
 
+/// Fetch v4 is the first version that reads v2 batches; v2-3 read magic 1
+/// message sets, v0-1 magic 0.
+fn legacy_magic(version: i16) -> Option<u8> {
+    match version {
+        ..=1 => Some(0),
+        2..=3 => Some(1),
+        _ => None,
+    }
+}
+
 pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16) -> FetchResponse {
     let cluster = shard.cluster();
+    let legacy_magic = legacy_magic(version);
     // (topic name, topic id, partition indexes, resolved?) per requested topic.
     let mut shape: Vec<(Option<Arc<str>>, Uuid, Vec<i32>)> = Vec::with_capacity(req.topics.len());
     let mut parts: Vec<Part> = Vec::new();
@@ -82,6 +99,7 @@ pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16) -> Fetch
                     offset: p.fetch_offset,
                     epoch: p.current_leader_epoch,
                     max_bytes: p.partition_max_bytes.max(0) as usize,
+                    legacy_magic,
                 });
             }
         }
@@ -213,12 +231,29 @@ async fn read_local(sh: Rc<Shard>, parts: Vec<Part>, deadline: Option<Instant>) 
         let r = match p {
             Err(e) => PartResult::err(e.code()),
             Ok(p) => match partition::read(&sh.logs, &p, part.offset, part.max_bytes).await {
-                Ok(o) => PartResult {
-                    error: NONE,
-                    high_watermark: o.offsets.high_watermark,
-                    log_start: o.offsets.log_start,
-                    records: o.records,
-                },
+                Ok(o) => {
+                    let mut r = PartResult {
+                        error: NONE,
+                        high_watermark: o.offsets.high_watermark,
+                        log_start: o.offsets.log_start,
+                        records: o.records,
+                    };
+                    if let (Some(magic), Some(stored)) = (part.legacy_magic, &r.records) {
+                        let limit = sh.settings.max_request_bytes;
+                        match legacy::from_v2(stored, magic, part.offset, limit) {
+                            Ok(set) => r.records = Some(Bytes::from(set)),
+                            Err(e) => {
+                                // The client hears it (zstd: UNSUPPORTED_COMPRESSION_TYPE)
+                                // and asks again at every poll: not a warning each time.
+                                tracing::debug!(topic = %part.topic, partition = part.partition, error = %e,
+                                    "stored batches not convertible for an old fetcher");
+                                r.error = legacy_error(&e);
+                                r.records = None;
+                            }
+                        }
+                    }
+                    r
+                }
                 Err(code) => {
                     let o = p.offsets();
                     PartResult {

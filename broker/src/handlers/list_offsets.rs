@@ -1,7 +1,9 @@
 //! ListOffsets: earliest (-2) is the log start, latest (-1) the high watermark
 //! (also the last stable offset: there are no transactions), a timestamp >= 0 the
 //! first offset whose record timestamp is at or after it (offset -1 when there
-//! is none), and -3 (v7) the offset of the record with the largest timestamp.
+//! is none), -3 (v7) the offset of the record with the largest timestamp, and
+//! -4 (v8, KIP-405's earliest local offset) the log start: every segment is
+//! as "local" as any other here, as in Kafka without tiered storage.
 //! Other negative timestamps answer INVALID_REQUEST. v0 (Kafka 3.x clients)
 //! answers the same single offset as a one-element list, or an empty list when
 //! there is none or the client asked for `max_num_offsets` 0.
@@ -23,6 +25,7 @@ use crate::shard::Shard;
 pub const EARLIEST: i64 = -2;
 pub const LATEST: i64 = -1;
 pub const MAX_TIMESTAMP: i64 = -3;
+pub const EARLIEST_LOCAL: i64 = -4;
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -68,6 +71,7 @@ pub async fn handle(
                         let o = p.offsets();
                         let lookup = match ts {
                             EARLIEST => Err((NONE, o.log_start, -1)),
+                            EARLIEST_LOCAL if version >= 8 => Err((NONE, o.log_start, -1)),
                             LATEST => Err((NONE, o.high_watermark, -1)),
                             MAX_TIMESTAMP if version >= 7 => Ok(TimeLookup::MaxTimestamp),
                             t if t >= 0 => Ok(TimeLookup::AtOrAfter(t)),

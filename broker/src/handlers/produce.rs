@@ -18,8 +18,10 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use kafscale_segstore::HealthState;
 
+use kafscale_codec::legacy;
+
 use crate::errors::{
-    code_of, KafkaError, INVALID_RECORD, INVALID_REQUIRED_ACKS, KAFKA_STORAGE_ERROR,
+    code_of, legacy_error, KafkaError, INVALID_RECORD, INVALID_REQUIRED_ACKS, KAFKA_STORAGE_ERROR,
     MESSAGE_TOO_LARGE, NONE, NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, UNKNOWN_TOPIC_OR_PARTITION,
 };
 use crate::metadata::valid_topic_name;
@@ -32,6 +34,9 @@ struct Part {
     topic: Arc<str>,
     partition: i32,
     records: Option<Bytes>,
+    /// Why the records were refused before reaching their owner (a message
+    /// set of magic 0/1 that does not convert).
+    refused: Option<i16>,
 }
 
 #[derive(Clone, Copy)]
@@ -59,7 +64,7 @@ impl PartResult {
 pub async fn handle(
     shard: &Rc<Shard>,
     req: ProduceRequest,
-    _version: i16,
+    version: i16,
     turn: Option<Ticket>,
 ) -> ProduceResponse {
     if let Some(t) = &turn {
@@ -90,10 +95,16 @@ pub async fn handle(
             t.partition_data.iter().map(|p| p.index).collect::<Vec<_>>(),
         ));
         for p in t.partition_data {
+            let (records, refused) = if version < FIRST_V2_ONLY {
+                upconvert(p.records, shard.settings.max_request_bytes)
+            } else {
+                (p.records, None)
+            };
             parts.push(Part {
                 topic: topic.clone(),
                 partition: p.index,
-                records: p.records,
+                records,
+                refused,
             });
         }
     }
@@ -234,6 +245,9 @@ async fn append_part(
     if sh.is_shutting_down() {
         return (PartResult::err(NOT_LEADER_OR_FOLLOWER), None);
     }
+    if let Some(code) = part.refused {
+        return (PartResult::err(code), None);
+    }
     let Some(records) = part.records else {
         return (PartResult::err(INVALID_RECORD), None);
     };
@@ -292,6 +306,26 @@ async fn append_part(
     r
 }
 
+/// Produce v3 is the first version that may carry only v2 batches; older ones
+/// carry message sets of magic 0/1 (or v2 batches, which pass as they are).
+const FIRST_V2_ONLY: i16 = 3;
+
+/// A message set of magic 0/1 as the one v2 batch the log stores
+/// (`kafscale_codec::legacy`), or why it cannot be. `limit` bounds what its
+/// compressed messages may expand to.
+fn upconvert(records: Option<Bytes>, limit: usize) -> (Option<Bytes>, Option<i16>) {
+    match records {
+        Some(r) if legacy::is_legacy(&r) => match legacy::to_v2(&r, limit) {
+            Ok(batch) => (Some(Bytes::from(batch)), None),
+            Err(e) => {
+                tracing::debug!(error = %e, "message set refused");
+                (None, Some(legacy_error(&e)))
+            }
+        },
+        other => (other, None),
+    }
+}
+
 /// Whether a batch in `records` is larger than `max` bytes (Kafka's
 /// message.max.bytes: the limit is on a batch, not on the request). Only records
 /// larger than the limit are walked; malformed ones are left to the append,
@@ -318,5 +352,50 @@ mod tests {
         assert!(!has_batch_larger_than(&both, 6000));
         assert!(has_batch_larger_than(&both, 1000));
         assert!(!has_batch_larger_than(&small, small.len()));
+    }
+
+    #[test]
+    fn old_message_sets_are_converted_and_bad_ones_refused() {
+        // A v2 batch passes as it is (Produce v0-2 may carry one).
+        let v2 = Bytes::from(build_batch(0, 1, &[b"x"]));
+        assert_eq!(upconvert(Some(v2.clone()), 1 << 20), (Some(v2), None));
+        // One magic 1 message: offset, size, crc, magic, attributes, timestamp, key, value.
+        let mut m = vec![1u8, 0];
+        m.extend_from_slice(&7i64.to_be_bytes());
+        m.extend_from_slice(&(-1i32).to_be_bytes());
+        m.extend_from_slice(&1i32.to_be_bytes());
+        m.push(b'v');
+        let mut crc = crc32_ieee(&m).to_be_bytes().to_vec();
+        crc.extend_from_slice(&m);
+        let mut set = 0i64.to_be_bytes().to_vec();
+        set.extend_from_slice(&(crc.len() as i32).to_be_bytes());
+        set.extend_from_slice(&crc);
+        let (batch, refused) = upconvert(Some(Bytes::from(set.clone())), 1 << 20);
+        assert_eq!(refused, None);
+        let batch = batch.unwrap();
+        let h = kafscale_codec::batch::BatchHeader::parse(&batch).unwrap();
+        assert_eq!((h.record_count, h.max_timestamp), (1, 7));
+        let last = set.len() - 1;
+        set[last] ^= 1;
+        assert_eq!(
+            upconvert(Some(Bytes::from(set)), 1 << 20),
+            (None, Some(crate::errors::CORRUPT_MESSAGE))
+        );
+    }
+
+    /// CRC-32 (IEEE), computed bit by bit: independent of the codec's.
+    fn crc32_ieee(b: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &x in b {
+            c ^= x as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
     }
 }

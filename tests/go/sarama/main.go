@@ -4,6 +4,10 @@
 //	sarama consume BOOTSTRAP TOPIC GROUP N consumer group; reads N messages, marks them, closes (commits)
 //	                                       and prints "value" per message
 //
+// SARAMA_VERSION (a Kafka version such as 0.10.2.0, default 2.2.0) sets the protocol
+// Sarama speaks: below 0.11 it produces and fetches message sets of magic 0/1.
+// SARAMA_CODEC (gzip, snappy, lz4) compresses what it produces.
+//
 // Built with Debian's packages: GO111MODULE=off GOPATH=/usr/share/gocode go build.
 package main
 
@@ -20,6 +24,21 @@ import (
 func config() *sarama.Config {
 	c := sarama.NewConfig()
 	c.Version = sarama.V2_2_0_0
+	if v := os.Getenv("SARAMA_VERSION"); v != "" {
+		parsed, err := sarama.ParseKafkaVersion(v)
+		if err != nil {
+			die(err)
+		}
+		c.Version = parsed
+	}
+	switch os.Getenv("SARAMA_CODEC") {
+	case "gzip":
+		c.Producer.Compression = sarama.CompressionGZIP
+	case "snappy":
+		c.Producer.Compression = sarama.CompressionSnappy
+	case "lz4":
+		c.Producer.Compression = sarama.CompressionLZ4
+	}
 	c.ClientID = "sarama-old"
 	c.Producer.Return.Successes = true
 	c.Producer.RequiredAcks = sarama.WaitForAll

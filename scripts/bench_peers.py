@@ -483,13 +483,7 @@ def main():
             with open(a.json, "w") as f:
                 for r in [dict(meta, kind="meta"), *rows]:
                     f.write(json.dumps(r) + "\n")
-    section = render(rows, meta)
-    if a.out:
-        out = Path(a.out)
-        out.write_text(write_section(out.read_text() if out.exists() else "# Benchmarks\n", section))
-        log(f"wrote the section into {out}")
-    else:
-        print(section)
+    bench_report.publish(render(rows, meta), a.out, write_section, log)
 
 
 if __name__ == "__main__":

@@ -412,6 +412,18 @@ TLS_END = "<!-- bench-tls:end -->"
 MARKED = (("<!-- bench-peers:begin", PEERS_END), ("<!-- bench-tls:begin", TLS_END), (CLUSTER_BEGIN, CLUSTER_END))
 
 
+def publish(section, out, write_section, log):
+    """Writes `section` into the markdown page `out` with `write_section(page,
+    section)` (each script places its own section), or prints it without `out`."""
+    if not out:
+        print(section)
+        return
+    from pathlib import Path
+    path = Path(out)
+    path.write_text(write_section(path.read_text() if path.exists() else "# Benchmarks\n", section))
+    log(f"wrote the section into {path}")
+
+
 def keep_marked_sections(page, old_page):
     """The rendered page with the sections scripts/bench_peers.py, scripts/tls_bench.py
     and scripts/cluster_bench.py wrote into the old page (between their markers) put

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import bench_report  # noqa: E402
 from bench_report import TLS_BEGIN as BEGIN, TLS_END as END  # noqa: E402
 PARTITIONS = 6
 SIZES = (1024, 16384)
@@ -115,7 +116,6 @@ def loadavg():
 
 
 def machine():
-    import bench_report
     m = bench_report.machine()
     return f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}"
 
@@ -233,13 +233,7 @@ def main():
             f.write(json.dumps({"kind": "meta", **meta}) + "\n")
             for r in rows:
                 f.write(json.dumps(r) + "\n")
-    section = render(rows, meta)
-    if a.out:
-        out = Path(a.out)
-        out.write_text(write_section(out.read_text() if out.exists() else "# Benchmarks\n", section))
-        log(f"wrote the section into {out}")
-    else:
-        print(section)
+    bench_report.publish(render(rows, meta), a.out, write_section, log)
 
 
 if __name__ == "__main__":

@@ -325,3 +325,15 @@ def test_tls_section_ratios_and_left_out_runs():
     assert page == f"# B\n\n{md}\n\n## The suite\n" and tb.write_section(page, md) == page
     fresh = "# Benchmarks\n\n## The suite\nhow\n"
     assert bench_report.keep_marked_sections(fresh, page) == fresh.replace("## The suite", md + "\n\n## The suite")
+
+
+def test_publish_writes_a_section_into_the_page_or_prints_it(tmp_path, capsys):
+    import tls_bench as tb
+    page = tmp_path / "b.md"
+    section = f"{bench_report.TLS_BEGIN}\nx\n{bench_report.TLS_END}"
+    logged = []
+    bench_report.publish(section, str(page), tb.write_section, logged.append)
+    bench_report.publish(section, str(page), tb.write_section, logged.append)
+    assert page.read_text() == f"# Benchmarks\n\n{section}\n" and len(logged) == 2
+    bench_report.publish(section, None, tb.write_section, logged.append)
+    assert capsys.readouterr().out == section + "\n"

@@ -504,11 +504,14 @@ impl ConsumerGroup {
             _ => None,
         };
         let mut bump = false;
-        let id = if p.member_epoch == 0 {
-            self.join(&p, now, cfg)?
+        // A static member's new process takes over without a rebalance; any
+        // other join changes the membership and so the group epoch.
+        let (id, joined) = if p.member_epoch == 0 {
+            let (id, takeover) = self.join(&p, now, cfg)?;
+            (id, !takeover)
         } else {
             self.check_epoch(&p)?;
-            p.member_id.clone()
+            (p.member_id.clone(), false)
         };
         let m_before = self
             .members
@@ -556,7 +559,7 @@ impl ConsumerGroup {
                 bump = true;
             }
         }
-        if p.member_epoch == 0 {
+        if joined {
             bump = true;
         }
         if self.refresh_subscribed(topics, &id) {
@@ -586,13 +589,14 @@ impl ConsumerGroup {
 
     /// A member joining (epoch 0): a new member, a member that was fenced and
     /// rejoins with its id (it starts over, without partitions), or a static
-    /// member's new process taking over its instance id.
+    /// member's new process taking over its instance id (the `bool`: true
+    /// for such a takeover).
     fn join(
         &mut self,
         p: &HeartbeatParams,
         now: Instant,
         cfg: &ConsumerConfig,
-    ) -> Result<String, GroupError> {
+    ) -> Result<(String, bool), GroupError> {
         if p.topic_names.is_none() && p.regex.is_none() {
             return Err(GroupError::InvalidRequest(
                 "SubscribedTopicNames or SubscribedTopicRegex must be set in the first request"
@@ -621,7 +625,7 @@ impl ConsumerGroup {
                     }
                     self.statics.insert(iid.clone(), id.clone());
                     self.dirty = true;
-                    return Ok(id);
+                    return Ok((id, true));
                 }
             }
         }
@@ -636,7 +640,7 @@ impl ConsumerGroup {
         }
         self.members.insert(id.clone(), m);
         self.dirty = true;
-        Ok(id)
+        Ok((id, false))
     }
 
     /// Kafka's epoch rules: a member may be one epoch behind only if the
@@ -986,8 +990,9 @@ mod tests {
         let left = g.heartbeat(hb("a", -1, None), now, &cfg(), &t).unwrap();
         assert_eq!(left.member_epoch, -1);
         assert!(!g.members.contains_key("a"));
+        // Epochs: a joins (1), b joins (2), a leaves (3).
         let b = g.heartbeat(hb("b", 2, None), now, &cfg(), &t).unwrap();
-        assert_eq!(b.member_epoch, 4);
+        assert_eq!(b.member_epoch, 3);
         assert_eq!(count(b.assignment.as_ref().unwrap()), 4);
     }
 
@@ -1033,17 +1038,45 @@ mod tests {
             g.heartbeat(hb("a", 5, None), now, &cfg(), &t),
             Err(GroupError::FencedMemberEpoch)
         );
-        // The first answer was lost: one epoch behind with nothing extra is fine.
-        g.members.get_mut("a").unwrap().previous_epoch = 0;
+        let all = asg(&[("t", &[0, 1])]);
+        g.heartbeat(join("b", &["t"]), now, &cfg(), &t).unwrap();
+        let keep = g
+            .heartbeat(hb("a", 1, None), now, &cfg(), &t)
+            .unwrap()
+            .assignment
+            .unwrap();
+        assert_eq!(count(&keep), 1);
+        let moved = g
+            .heartbeat(hb("a", 1, Some(keep.clone())), now, &cfg(), &t)
+            .unwrap();
+        assert_eq!(moved.member_epoch, 2);
+        // The answer was lost: one epoch behind, owning nothing it should not, is fine.
+        let again = g
+            .heartbeat(hb("a", 1, Some(keep)), now, &cfg(), &t)
+            .unwrap();
+        assert_eq!(again.member_epoch, 2);
+        // One behind but still owning what it gave up: fenced.
         assert_eq!(
-            g.heartbeat(hb("a", 0, None), now, &cfg(), &t)
-                .unwrap()
-                .member_epoch,
-            1
+            g.heartbeat(hb("a", 1, Some(all)), now, &cfg(), &t),
+            Err(GroupError::FencedMemberEpoch)
         );
-        // A rejoin with epoch 0 and the same id starts over.
-        let again = g.heartbeat(join("a", &["t"]), now, &cfg(), &t).unwrap();
-        assert_eq!(count(again.assignment.as_ref().unwrap()), 2);
+        // Two behind: fenced.
+        g.heartbeat(join("c", &["t"]), now, &cfg(), &t).unwrap();
+        g.heartbeat(hb("a", 2, None), now, &cfg(), &t).unwrap();
+        let owned = g.members["a"].assigned.clone();
+        g.heartbeat(hb("a", 2, Some(owned)), now, &cfg(), &t)
+            .unwrap();
+        assert_eq!(g.members["a"].epoch, 3);
+        assert_eq!(
+            g.heartbeat(hb("a", 1, None), now, &cfg(), &t),
+            Err(GroupError::FencedMemberEpoch)
+        );
+        // A rejoin with epoch 0 and the same id starts over, with no partitions
+        // carried from before, at a new group epoch.
+        let epoch = g.epoch;
+        let rejoined = g.heartbeat(join("a", &["t"]), now, &cfg(), &t).unwrap();
+        assert_eq!(rejoined.member_epoch, epoch + 1);
+        no_double_owner(&g);
     }
 
     #[test]

@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR
 BROKER := $(CARGO_TARGET_DIR)/release/kafscale-broker
 PY := .venv/bin/python
 
-.PHONY: help build build-deps run demo test test-unit test-e2e test-helm crds tools lint fmt bench bench-peers bench-tls bench-cluster fuzz clean-data image
+.PHONY: help build build-deps run demo test test-unit test-e2e test-helm crds tools lint fmt bench bench-peers bench-local-io profile-produce bench-tls bench-cluster fuzz clean-data image
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,14 @@ bench-peers: build ## This broker (local, s3s-fs), Tansu (memory, s3s-fs) and th
 	KAFSCALE_BROKER_BIN=$(BROKER) $(PY) scripts/bench_peers.py --bench $(CARGO_TARGET_DIR)/release/kafscale-bench \
 	  --seconds $${BENCH_SECONDS:-15} --rounds $${BENCH_ROUNDS:-1} $$([ "$${BENCH_SHARED:-0}" = 1 ] && echo --shared) \
 	  --json docs/benchmarks-peers-results.jsonl --out docs/benchmarks.md
+
+bench-local-io: build ## Local directory store written by the I/O threads against the shards' io_uring (KAFSCALE_LOCAL_IO), alternating runs (~5 min); rewrites its section of docs/benchmarks.md (make tools first)
+	KAFSCALE_BROKER_BIN=$(BROKER) $(PY) scripts/local_io_bench.py --bench $(CARGO_TARGET_DIR)/release/kafscale-bench \
+	  --seconds $${BENCH_SECONDS:-15} --rounds $${BENCH_ROUNDS:-3} $$([ "$${BENCH_SHARED:-0}" = 1 ] && echo --shared) \
+	  --json docs/benchmarks-local-io-results.jsonl --out docs/benchmarks.md
+
+profile-produce: build ## Sample the broker's CPU under an acks=all produce load with perf (flat profile and who allocates); prints it
+	KAFSCALE_BROKER_BIN=$(BROKER) $(PY) scripts/profile_produce.py --bench $(CARGO_TARGET_DIR)/release/kafscale-bench
 
 bench-tls: build ## Produce and consume over TLS against plaintext on one broker, alternating runs (~8 min): MB/s and broker CPU per GB; rewrites its section of docs/benchmarks.md (make tools first)
 	KAFSCALE_BROKER_BIN=$(BROKER) $(PY) scripts/tls_bench.py --bench $(CARGO_TARGET_DIR)/release/kafscale-bench \

@@ -408,8 +408,23 @@ PEERS_BEGIN = "<!-- bench-peers:begin (scripts/bench_peers.py rewrites this sect
 PEERS_END = "<!-- bench-peers:end -->"
 TLS_BEGIN = "<!-- bench-tls:begin (scripts/tls_bench.py rewrites this section) -->"
 TLS_END = "<!-- bench-tls:end -->"
+LOCAL_IO_BEGIN = "<!-- bench-local-io:begin (scripts/local_io_bench.py rewrites this section) -->"
+LOCAL_IO_END = "<!-- bench-local-io:end -->"
 # Sections other scripts write into the page, in page order.
-MARKED = (("<!-- bench-peers:begin", PEERS_END), ("<!-- bench-tls:begin", TLS_END), (CLUSTER_BEGIN, CLUSTER_END))
+MARKED = (("<!-- bench-peers:begin", PEERS_END), ("<!-- bench-local-io:begin", LOCAL_IO_END),
+          ("<!-- bench-tls:begin", TLS_END), (CLUSTER_BEGIN, CLUSTER_END))
+
+
+def place_section(text, section, begin, end):
+    """`text` with the section between `begin` and `end` replaced by `section`, or
+    `section` inserted before "## The suite", or at the end."""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        return head + section + rest.split(end, 1)[1]
+    at = text.find("## The suite")
+    if at >= 0:
+        return text[:at] + section + "\n\n" + text[at:]
+    return text.rstrip("\n") + "\n\n" + section + "\n"
 
 
 def publish(section, out, write_section, log):

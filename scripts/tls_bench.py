@@ -101,14 +101,8 @@ def render(rows, meta):
 
 
 def write_section(text, section):
-    """`text` with the section replaced, or inserted before "## The suite", or at the end."""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        return head + section + rest.split(END, 1)[1]
-    at = text.find("## The suite")
-    if at >= 0:
-        return text[:at] + section + "\n\n" + text[at:]
-    return text.rstrip("\n") + "\n\n" + section + "\n"
+    """`text` with this script's section replaced, or inserted before "## The suite"."""
+    return bench_report.place_section(text, section, BEGIN, END)
 
 
 def loadavg():

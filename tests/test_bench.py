@@ -337,3 +337,29 @@ def test_publish_writes_a_section_into_the_page_or_prints_it(tmp_path, capsys):
     assert page.read_text() == f"# Benchmarks\n\n{section}\n" and len(logged) == 2
     bench_report.publish(section, None, tb.write_section, logged.append)
     assert capsys.readouterr().out == section + "\n"
+
+
+def test_local_io_section_medians_and_ratios():
+    import local_io_bench as lb
+
+    def row(load, mode, rnd, mb, p99, cpu, **kw):
+        return {"load": load, "mode": mode, "round": rnd, "mb_per_sec": mb, "cpu_s": cpu, "bytes": 1_000_000_000,
+                "errors": 0, "latency": {"p50_ms": p99 / 2, "p99_ms": p99}, **kw}
+    rows = [row("saturation", "thread", 1, 300.0, 40.0, 2.0), row("saturation", "uring", 1, 330.0, 30.0, 1.8),
+            row("saturation", "thread", 2, 320.0, 60.0, 2.2), row("saturation", "uring", 2, 350.0, 50.0, 2.0),
+            row("50% rate", "thread", 1, 150.0, 8.0, 3.0), row("50% rate", "uring", 1, 150.0, 4.0, 2.4),
+            row("50% rate", "uring", 2, 1.0, 900.0, 9.0, errors=12)]
+    meta = {"machine": "m", "date": "d", "commit": "c", "rounds": 2, "seconds": 15, "shared": False,
+            "load_before": "0.10", "load_after": "0.20", "fs": "ext4"}
+    md = lb.render(rows, meta)
+    assert md.startswith(bench_report.LOCAL_IO_BEGIN) and md.endswith(bench_report.LOCAL_IO_END)
+    assert "| saturation | thread | 310.0 | 25.00 | 50.00 | 2.10 | 2/2 |" in md
+    assert "| saturation | uring | 340.0 | 20.00 | 40.00 | 1.90 | 2/2 |" in md
+    # The run with errors is left out of the medians and named.
+    assert "| 50% rate | uring | 150.0 | 2.00 | 4.00 | 2.40 | 1/2 |" in md
+    assert "| 50% rate | 1.00× | 0.50× | 0.50× | 0.80× |" in md
+    assert "50% rate uring round 2: 12 delivery errors" in md
+    page = lb.write_section("# B\n\n## The suite\n", md)
+    assert page == f"# B\n\n{md}\n\n## The suite\n" and lb.write_section(page, md) == page
+    fresh = "# Benchmarks\n\n## The suite\nhow\n"
+    assert bench_report.keep_marked_sections(fresh, page) == fresh.replace("## The suite", md + "\n\n## The suite")

@@ -217,6 +217,35 @@ fn store_config(cfg: &Config) -> StoreConfig {
     }
 }
 
+/// The shards' own writer of the local directory store, when
+/// KAFSCALE_LOCAL_IO=uring asks for it and the store is a local directory.
+/// Fault injection wraps the object store, so it keeps the thread path.
+fn local_uring(
+    cfg: &Config,
+    local_dir_store: bool,
+    stats: &Arc<StoreStats>,
+) -> Option<crate::partition::LocalUringConfig> {
+    if cfg.local_io != crate::config::LocalIo::Uring || !local_dir_store {
+        return None;
+    }
+    if cfg.faults_file.is_some() {
+        tracing::warn!("KAFSCALE_LOCAL_IO=uring is ignored with fault injection: segments go through the I/O threads");
+        return None;
+    }
+    let dir = cfg.data_dir.join("objects");
+    match std::fs::canonicalize(&dir) {
+        Ok(root) => Some(crate::partition::LocalUringConfig {
+            root,
+            namespace: cfg.s3.s3_namespace.clone(),
+            stats: stats.clone(),
+        }),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "KAFSCALE_LOCAL_IO=uring: cannot resolve the store's directory; using the I/O threads");
+            None
+        }
+    }
+}
+
 /// Shards bind with SO_REUSEPORT, which would let a second broker on the same
 /// address bind too and take half the connections. A plain bind first fails if
 /// anything already listens there. A broker killed a moment ago can still hold
@@ -358,6 +387,8 @@ impl Broker {
             .map_err(StartError::IoRuntime)?;
         let io = io::Io::new(rt.handle().clone());
 
+        let local_dir_store =
+            opts.object_store.is_none() && !cfg.use_memory_s3 && cfg.s3.s3_bucket.is_none();
         let mut object_store = match opts.object_store {
             Some(s) => s,
             None => build_object_store(&store_config(&cfg)).map_err(StartError::ObjectStore)?,
@@ -373,6 +404,7 @@ impl Broker {
         let store_stats = Arc::new(StoreStats::new(cfg.s3_health.config()));
         let object_store = Arc::new(InstrumentedStore::new(object_store, store_stats.clone()));
         let store = SegmentStore::new(object_store, &cfg.s3.s3_namespace);
+        let local_uring = local_uring(&cfg, local_dir_store, &store_stats);
         // The endpoint starts before metadata loads so that /healthz answers during
         // start-up and /readyz says what it is waiting for.
         let endpoint = http::Endpoint::new(store_stats.clone(), store.clone());
@@ -476,6 +508,7 @@ impl Broker {
             snapshot_delay: opts.snapshot_delay,
             clock: opts.clock.unwrap_or_default(),
             flushed: Default::default(),
+            local_uring,
         });
         let mesh = runtime::mesh::<shard::Shard>(shards);
         // The HTTP and gRPC endpoints hand their jobs to the metadata shard's inbox.

@@ -64,6 +64,12 @@ pub struct Config {
     /// KAFSCALE_FLUSH_INTERVAL_MS.
     #[arg(long, env = "KAFSCALE_FLUSH_MIN_INTERVAL_MS")]
     pub flush_min_interval_ms: Option<u64>,
+    /// How the local directory store writes segments: `thread` (the I/O
+    /// runtime's threads, through object_store) or `uring` (each shard's own
+    /// io_uring; docs/configuration.md, "Local directory I/O"). Both fsync
+    /// every segment before acks=all is answered. Ignored on S3 and in memory.
+    #[arg(long, env = "KAFSCALE_LOCAL_IO", value_enum, default_value_t = LocalIo::Thread)]
+    pub local_io: LocalIo,
     /// Bytes of segments read from the object store kept in memory (all shards together).
     #[arg(long, env = "KAFSCALE_CACHE_BYTES", default_value_t = 256 << 20)]
     pub cache_bytes: usize,
@@ -434,6 +440,13 @@ fn parse_flag(s: &str) -> Result<bool, String> {
         "0" | "false" | "no" | "off" | "" => Ok(false),
         other => Err(format!("expected true or false, got {other:?}")),
     }
+}
+
+/// KAFSCALE_LOCAL_IO: who writes the local directory store's segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LocalIo {
+    Thread,
+    Uring,
 }
 
 impl Config {

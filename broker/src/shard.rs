@@ -36,6 +36,8 @@ pub struct Shared {
     pub flushed: Arc<std::sync::atomic::AtomicUsize>,
     /// Connection and request-byte limits, broker-wide.
     pub admission: Arc<crate::admission::Admission>,
+    /// Set when the shards write the local directory store themselves.
+    pub local_uring: Option<crate::partition::LocalUringConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,7 @@ impl Shard {
             store: shared.store.clone(),
             meta: shared.meta.clone(),
             clock: shared.clock.clone(),
+            local_uring: shared.local_uring.clone(),
         };
         let logs = Logs::new(
             id,

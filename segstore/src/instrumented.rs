@@ -132,6 +132,13 @@ impl StoreStats {
             .collect()
     }
 
+    /// Counts a PUT made outside `InstrumentedStore` (the broker's own
+    /// io_uring writer of the local directory store), once it ended.
+    pub fn record_put(&self, took: Duration, failed: bool) {
+        self.ops[PUT].requests.fetch_add(1, Ordering::Relaxed);
+        self.end(PUT, took, failed, failed);
+    }
+
     /// Counts a request as it starts.
     fn start(&self, op: usize) -> Pending<'_> {
         self.ops[op].requests.fetch_add(1, Ordering::Relaxed);

@@ -46,6 +46,14 @@ pub enum StoreError {
          different object at that key; it was not overwritten"
     )]
     Conflict { key: String },
+    /// A file operation of the broker's own local-directory writer (the
+    /// io_uring path, which does not go through `object_store`).
+    #[error("local store file {path}: {source}")]
+    LocalFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl StoreError {

@@ -70,6 +70,9 @@ pub struct LogHandles {
     pub meta: Arc<dyn MetadataStore>,
     /// The time the flush tick, retention, load waits and buffer waits follow.
     pub clock: Clock,
+    /// Set when the local directory store's segments are written on the
+    /// shards' own io_uring (KAFSCALE_LOCAL_IO=uring).
+    pub local_uring: Option<super::local_uring::LocalUringConfig>,
 }
 
 pub struct Logs {
@@ -80,6 +83,8 @@ pub struct Logs {
     pub(super) store: SegmentStore,
     pub(super) meta: Arc<dyn MetadataStore>,
     pub(super) clock: Clock,
+    /// This shard's writer of the local directory store (KAFSCALE_LOCAL_IO=uring).
+    pub(super) local_uring: Option<super::local_uring::LocalUring>,
     pub(super) metrics: Rc<ShardMetrics>,
     cluster: RefCell<Arc<Cluster>>,
     pub(super) partitions: RefCell<PartitionMap>,
@@ -138,6 +143,11 @@ impl Logs {
             store: handles.store,
             meta: handles.meta,
             clock: handles.clock,
+            local_uring: handles.local_uring.as_ref().and_then(|c| {
+                super::local_uring::LocalUring::new(c)
+                    .inspect_err(|e| tracing::warn!(error = %e, "the io_uring writer of the local store is unavailable; using the I/O threads"))
+                    .ok()
+            }),
             metrics,
             cluster: RefCell::new(cluster),
             partitions: RefCell::new(HashMap::new()),

@@ -9,6 +9,7 @@
 mod append;
 mod compaction;
 mod group_commit;
+mod local_uring;
 mod log_start;
 mod logs;
 mod order;
@@ -30,6 +31,7 @@ use uuid::Uuid;
 pub use append::{append, flush_ticker, seal, LEADER_EPOCH};
 pub use compaction::cleaner_ticker;
 pub use group_commit::group_commit;
+pub use local_uring::LocalUringConfig;
 pub use log_start::delete_records;
 pub use logs::{LogHandles, LogSettings, Logs};
 pub use order::{Order, OrderBook, Ticket};

@@ -107,14 +107,21 @@ async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
                 break false;
             }
             attempt += 1;
-            let store = logs.store.clone();
-            let topic = p.topic.clone();
-            let index = p.index;
-            let seg = sealed.clone();
-            let res = logs
-                .io
-                .call(async move { store.put_segment(&topic, index, &seg).await })
-                .await;
+            let res = match &logs.local_uring {
+                Some(w) => w
+                    .put_segment(&p.topic, p.index, &sealed)
+                    .await
+                    .map_err(CallError::Failed),
+                None => {
+                    let store = logs.store.clone();
+                    let topic = p.topic.clone();
+                    let index = p.index;
+                    let seg = sealed.clone();
+                    logs.io
+                        .call(async move { store.put_segment(&topic, index, &seg).await })
+                        .await
+                }
+            };
             match res {
                 Ok(()) => break true,
                 Err(CallError::Failed(e @ StoreError::Conflict { .. })) => {

@@ -427,6 +427,18 @@ def place_section(text, section, begin, end):
     return text.rstrip("\n") + "\n\n" + section + "\n"
 
 
+def append_results(path, meta, rows):
+    """Appends a run's details and then each of its rows to the JSON-lines file
+    `path` (nothing without one)."""
+    if not path:
+        return
+    import json
+    with open(path, "a") as f:
+        f.write(json.dumps({"kind": "meta", **meta}) + "\n")
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
 def publish(section, out, write_section, log):
     """Writes `section` into the markdown page `out` with `write_section(page,
     section)` (each script places its own section), or prints it without `out`."""

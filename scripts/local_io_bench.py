@@ -186,11 +186,7 @@ def main():
     finally:
         b.close()
     meta["load_after"] = f"{tls_bench.loadavg():.2f}"
-    if a.json:
-        with open(a.json, "a") as f:
-            f.write(json.dumps({"kind": "meta", **meta}) + "\n")
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+    bench_report.append_results(a.json, meta, rows)
     bench_report.publish(render(rows, meta), a.out, write_section, log)
 
 

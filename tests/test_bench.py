@@ -363,3 +363,12 @@ def test_local_io_section_medians_and_ratios():
     assert page == f"# B\n\n{md}\n\n## The suite\n" and lb.write_section(page, md) == page
     fresh = "# Benchmarks\n\n## The suite\nhow\n"
     assert bench_report.keep_marked_sections(fresh, page) == fresh.replace("## The suite", md + "\n\n## The suite")
+
+
+def test_append_results_writes_meta_then_rows(tmp_path):
+    path = tmp_path / "r.jsonl"
+    bench_report.append_results(None, {"a": 1}, [{"x": 1}])
+    bench_report.append_results(str(path), {"a": 1}, [{"x": 1}, {"x": 2}])
+    bench_report.append_results(str(path), {"a": 2}, [])
+    assert [json.loads(ln) for ln in path.read_text().splitlines()] == [
+        {"kind": "meta", "a": 1}, {"x": 1}, {"x": 2}, {"kind": "meta", "a": 2}]

@@ -93,14 +93,14 @@ impl LocalUring {
             self.write_synced(&data, &sealed.segment.data),
             self.write_synced(&index, &sealed.index),
         );
-        let kfs_staged = self.counted(kfs)?;
-        let idx_staged = self.counted(idx);
-        let idx_staged = match idx_staged {
-            Ok(s) => s,
-            Err(e) => {
-                remove_quietly(&kfs_staged);
+        let (kfs_staged, idx_staged) = match (self.counted(kfs), self.counted(idx)) {
+            (Ok(k), Ok(i)) => (k, i),
+            // Whichever was written is of no use without the other.
+            (Ok(staged), Err(e)) | (Err(e), Ok(staged)) => {
+                remove_quietly(&staged);
                 return Err(e);
             }
+            (Err(e), Err(_)) => return Err(e),
         };
         let linked = link_create_only(&kfs_staged, &data, &sealed.segment.data).await;
         remove_quietly(&kfs_staged);

@@ -421,14 +421,6 @@ def tail(path, n=3):
     return " / ".join(lines[-n:])[-300:]
 
 
-def commit():
-    c = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                       text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    return c + (" + uncommitted changes" if dirty else "")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bench", help="kafscale-bench binary (needed unless --reuse)")
@@ -463,7 +455,7 @@ def main():
             ensure_tansu(a.tansu)
             version = subprocess.run([a.tansu, "--version"], capture_output=True, text=True).stdout.strip()
         meta = bench_report.machine()
-        meta.update(seconds=a.seconds, rounds=a.rounds, shared=a.shared, commit=a.commit or commit(),
+        meta.update(seconds=a.seconds, rounds=a.rounds, shared=a.shared, commit=a.commit or bench_report.commit(),
                     tansu=version.split()[-1] if version else None, load_start=loadavg(), nice=os.nice(0),
                     peers=list(a.peers), left_out_why=a.left_out_why)
         t0 = time.monotonic()

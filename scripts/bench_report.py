@@ -4,6 +4,7 @@
 tests/test_bench.py checks the tables, ratios and cost arithmetic on known input.
 """
 import datetime
+import pathlib
 import platform
 import subprocess
 
@@ -27,6 +28,25 @@ def _sh(cmd):
         return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
     except OSError:
         return "?"
+
+
+def commit():
+    """The checkout's commit, and whether tracked files differ from it."""
+    root = str(pathlib.Path(__file__).resolve().parent.parent)
+    try:
+        c = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                           text=True).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+    return c + (" + uncommitted changes" if dirty else "")
+
+
+def machine_line():
+    """`machine()` in one line, for a page's introduction."""
+    m = machine()
+    return f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}"
 
 
 def machine():

@@ -20,6 +20,7 @@ of the medians.
 """
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -162,10 +163,9 @@ def main():
     ap.add_argument("--json", help="append every run's row to this JSON-lines file")
     ap.add_argument("--out", help="write the section into this markdown file (default: print it)")
     a = ap.parse_args()
-    import tls_bench
-    meta = {"machine": tls_bench.machine(), "date": time.strftime("%Y-%m-%d"), "commit": tls_bench.commit(),
-            "rounds": a.rounds, "seconds": a.seconds, "shared": a.shared,
-            "load_before": f"{tls_bench.loadavg():.2f}", "fs": filesystem(tempfile.gettempdir())}
+    meta = {"machine": bench_report.machine_line(), "date": time.strftime("%Y-%m-%d"),
+            "commit": bench_report.commit(), "rounds": a.rounds, "seconds": a.seconds, "shared": a.shared,
+            "load_before": f"{os.getloadavg()[0]:.2f}", "fs": filesystem(tempfile.gettempdir())}
     rows = []
     b = Bench(a)
     try:
@@ -185,7 +185,7 @@ def main():
                     break
     finally:
         b.close()
-    meta["load_after"] = f"{tls_bench.loadavg():.2f}"
+    meta["load_after"] = f"{os.getloadavg()[0]:.2f}"
     bench_report.append_results(a.json, meta, rows)
     bench_report.publish(render(rows, meta), a.out, write_section, log)
 

@@ -109,19 +109,6 @@ def loadavg():
     return os.getloadavg()[0]
 
 
-def machine():
-    m = bench_report.machine()
-    return f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}"
-
-
-def commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 class Bench:
     def __init__(self, a):
         from bench_suite import cpu_seconds
@@ -205,7 +192,8 @@ def main():
     ap.add_argument("--out", help="write the section into this markdown file (default: print it)")
     a = ap.parse_args()
     sizes = [int(x) for x in a.sizes.split(",")]
-    meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "commit": commit(), "rounds": a.rounds,
+    meta = {"machine": bench_report.machine_line(), "date": time.strftime("%Y-%m-%d"),
+            "commit": bench_report.commit(), "rounds": a.rounds,
             "seconds": a.seconds, "sizes": sizes, "shared": a.shared, "load_before": f"{loadavg():.2f}"}
     rows = []
     b = Bench(a)

@@ -269,14 +269,29 @@ fn check_port_free(addr: std::net::SocketAddr) -> Result<(), BindError> {
 }
 
 /// With port 0, shards binding one by one (SO_REUSEPORT) would each get a port
-/// of their own: pick one free port first.
-fn concrete_addr(addr: SocketAddr) -> Result<SocketAddr, BindError> {
+/// of their own: pick one free port first. The port stays held by a socket that
+/// is bound but not listening (so no connection lands on it; SO_REUSEPORT and
+/// SO_REUSEADDR as the shards set them, so their binds succeed) until every
+/// shard listens. A port picked and let go at once could be taken by another
+/// process before the shards bind it, which tests running side by side hit as
+/// AddrInUse.
+fn reserve_port(addr: SocketAddr) -> Result<Option<(SocketAddr, socket2::Socket)>, BindError> {
+    use socket2::{Domain, Protocol, Socket, Type};
     if addr.port() != 0 {
-        return Ok(addr);
+        return Ok(None);
     }
-    std::net::TcpListener::bind(addr)
-        .and_then(|l| l.local_addr())
-        .map_err(|e| BindError::bind(Listener::Kafka, addr, e))
+    let err = |e| BindError::bind(Listener::Kafka, addr, e);
+    let sk =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    sk.set_reuse_address(true).map_err(err)?;
+    sk.set_reuse_port(true).map_err(err)?;
+    sk.bind(&addr.into()).map_err(err)?;
+    let bound = sk
+        .local_addr()
+        .map_err(err)?
+        .as_socket()
+        .ok_or_else(|| err(std::io::Error::other("not an IP address")))?;
+    Ok(Some((bound, sk)))
 }
 
 impl Broker {
@@ -359,9 +374,16 @@ impl Broker {
         let mut listeners =
             cfg.security
                 .listeners(cfg.broker_addr, cfg.broker_host.as_deref(), cfg.broker_port)?;
+        // Dropped once every shard listens (below).
+        let mut reserved = Vec::new();
         for l in &mut listeners {
-            l.bind = concrete_addr(l.bind)?;
-            check_port_free(l.bind)?;
+            match reserve_port(l.bind)? {
+                Some((bound, socket)) => {
+                    l.bind = bound;
+                    reserved.push(socket);
+                }
+                None => check_port_free(l.bind)?,
+            }
         }
         cfg.security.check_exposure(
             &listeners,
@@ -575,6 +597,7 @@ impl Broker {
                 Err(_) => break,
             }
         }
+        drop(reserved);
         control.set_shards(foreign_tx.clone());
         endpoint.set_shards(foreign_tx, inboxes);
         let described: Vec<String> = listeners

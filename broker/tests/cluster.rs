@@ -97,6 +97,35 @@ fn settled(live: &[(i32, &TestBroker)], topic: &str, partitions: usize) -> Vec<i
     )
 }
 
+/// Polls Metadata at every broker of `live` until each lists exactly their
+/// ids. A topic created before the controller has seen every broker is first
+/// assigned to fewer of them and then moved, a second claim at a higher epoch;
+/// tests that count epochs create their topics after this.
+fn registered(live: &[(i32, &TestBroker)]) {
+    let mut ids: Vec<i32> = live.iter().map(|(id, _)| *id).collect();
+    ids.sort_unstable();
+    let mut clients: Vec<Client> = live.iter().map(|(_, b)| b.client()).collect();
+    poll(
+        &format!("brokers {ids:?} to see each other"),
+        SETTLE,
+        || {
+            for (i, c) in clients.iter_mut().enumerate() {
+                let mut seen: Vec<i32> = c
+                    .metadata(&[])
+                    .brokers
+                    .iter()
+                    .map(|b| b.node_id.0)
+                    .collect();
+                seen.sort_unstable();
+                if seen != ids {
+                    return Err(format!("at {}: brokers {seen:?}", live[i].0));
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
 /// One `acks=-1` batch of one record `value` to `topic`/`p`: (error, base offset).
 fn produce_one(c: &mut Client, topic: &str, p: i32, value: &[u8]) -> (i16, i64, Vec<u8>) {
     let batch = build_batch(0, 1_000, &[value]);
@@ -279,6 +308,7 @@ fn metadata_leaders_and_not_leader_across_three_brokers() {
     let b2 = start_broker(&etcd, &store, 2);
     let b3 = start_broker(&etcd, &store, 3);
     let brokers = [(1, &b1), (2, &b2), (3, &b3)];
+    registered(&brokers);
     assert_eq!(b2.client().create_topic("six", 6), 0);
     let lead = settled(&brokers, "six", 6);
     for id in 1..=3 {
@@ -356,6 +386,7 @@ fn a_publish_after_losing_the_owner_key_is_not_acknowledged() {
     let b1 = start_broker(&etcd, &store, 1);
     let b2 = start_broker(&etcd, &store, 2);
     let brokers = [(1, &b1), (2, &b2)];
+    registered(&brokers);
     assert_eq!(b1.client().create_topic("fenced", 2), 0);
     let lead = settled(&brokers, "fenced", 2);
     let p = 0;
@@ -410,6 +441,7 @@ fn a_moved_partition_has_one_writer_at_a_time_and_a_higher_epoch() {
     let b1 = start_broker(&etcd, &store, 1);
     let b2 = start_broker(&etcd, &store, 2);
     let brokers = [(1, &b1), (2, &b2)];
+    registered(&brokers);
     assert_eq!(b1.client().create_topic("moved", 2), 0);
     let lead = settled(&brokers, "moved", 2);
     let at = |id: i32| brokers.iter().find(|(i, _)| *i == id).unwrap().1;
@@ -592,6 +624,7 @@ fn a_recreated_topic_starts_empty() {
     let b1 = start_broker(&etcd, &store, 1);
     let b2 = start_broker(&etcd, &store, 2);
     let brokers = [(1, &b1), (2, &b2)];
+    registered(&brokers);
     assert_eq!(b1.client().create_topic("again", 2), 0);
     let lead = settled(&brokers, "again", 2);
     let at = |id: i32| brokers.iter().find(|(i, _)| *i == id).unwrap().1.client();

@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -634,16 +634,32 @@ pub fn etcd_binary() -> PathBuf {
 }
 
 impl Etcd {
-    /// Starts etcd and waits (bounded) until it answers.
+    /// Starts etcd and waits (bounded) until it answers. Its ports are picked
+    /// free and let go before etcd binds them, so a process beside this one can
+    /// take one in between: etcd then exits at once and is started again on
+    /// other ports.
     pub fn start() -> Etcd {
         init_logging();
         let bin = etcd_binary();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Etcd::start_once(&bin) {
+                Ok(etcd) => return etcd,
+                Err(log) if attempt < 5 && log.contains("address already in use") => continue,
+                Err(log) => panic!("etcd exited: {log}"),
+            }
+        }
+    }
+
+    /// One start on fresh ports: the running etcd, or its log if it exited.
+    fn start_once(bin: &Path) -> Result<Etcd, String> {
         let dir = fresh_dir();
         let (port, peer_port) = (free_port(), free_port());
         let endpoint = format!("http://127.0.0.1:{port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log file");
-        let child = std::process::Command::new(&bin)
+        let child = std::process::Command::new(bin)
             .args(["--name", "kafscale-test", "--data-dir"])
             .arg(dir.join("data"))
             .args(["--listen-client-urls", &endpoint])
@@ -673,17 +689,17 @@ impl Etcd {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = etcd.child.try_wait() {
-                panic!(
-                    "etcd exited with {status}: {}",
+                return Err(format!(
+                    "{status}: {}",
                     std::fs::read_to_string(etcd.dir.join("etcd.log")).unwrap_or_default()
-                );
+                ));
             }
             let mut c = etcd.client.clone();
             let answered = etcd.rt.block_on(async {
                 tokio::time::timeout(Duration::from_secs(1), c.get("/", None)).await
             });
             match answered {
-                Ok(Ok(_)) => return etcd,
+                Ok(Ok(_)) => return Ok(etcd),
                 other => assert!(
                     Instant::now() < deadline,
                     "etcd at {endpoint} not answering after 20 s: {other:?}"

@@ -41,18 +41,39 @@ fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
-fn wait_port(port: u16, child: &mut Child, what: &str) {
+/// Waits until `child` listens on `port`. `Err` if it exited first: its port
+/// was picked free and let go, so another process can have taken it in between,
+/// and the caller starts it again on another port.
+fn wait_port(port: u16, child: &mut Child, what: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited with {status}");
+            return Err(format!("{what} exited with {status}"));
         }
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("{what} did not listen on 127.0.0.1:{port} within 20 s");
+}
+
+/// Starts a server on free ports with `spawn` (given the ports), retrying a
+/// few times if it exits at once (a port taken in between).
+fn start_on_free_ports<const N: usize>(
+    what: &str,
+    mut spawn: impl FnMut([u16; N]) -> Child,
+) -> ([u16; N], Child) {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let ports = [(); N].map(|_| free_port());
+        let mut child = spawn(ports);
+        match wait_port(ports[0], &mut child, what) {
+            Ok(()) => return (ports, child),
+            Err(e) => last = e,
+        }
+    }
+    panic!("{last} five times");
 }
 
 /// s3s-fs on a free port with a bucket, files in a temporary directory.
@@ -76,16 +97,16 @@ impl S3Server {
         );
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join(Self::BUCKET)).expect("bucket dir");
-        let port = free_port();
-        let mut child = Command::new(&exe)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", Self::ACCESS, "--secret-key", Self::SECRET])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start s3s-fs");
-        wait_port(port, &mut child, "s3s-fs");
+        let ([port], child) = start_on_free_ports("s3s-fs", |[port]| {
+            Command::new(&exe)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", Self::ACCESS, "--secret-key", Self::SECRET])
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start s3s-fs")
+        });
         S3Server { port, dir, child }
     }
 
@@ -149,28 +170,30 @@ impl Etcd {
 
     fn start_with(scheme: &'static str, extra: &[String]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (port, peer) = (free_port(), free_port());
-        let client = format!("{scheme}://127.0.0.1:{port}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let mut child = Command::new(etcd_bin())
-            .args(["--name", "op-test", "--log-level", "warn"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("op-test={peer_url}")])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd");
-        wait_port(port, &mut child, "etcd");
+        let ([port, _], child) = start_on_free_ports("etcd", |[port, peer]| {
+            let client = format!("{scheme}://127.0.0.1:{port}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            // A fresh data directory per attempt: a failed start can leave one behind.
+            let data = dir.path().join(format!("data-{port}"));
+            Command::new(etcd_bin())
+                .args(["--name", "op-test", "--log-level", "warn"])
+                .arg("--data-dir")
+                .arg(data)
+                .args([
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                ])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("op-test={peer_url}")])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start etcd")
+        });
         Etcd {
             port,
             scheme,

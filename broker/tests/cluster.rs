@@ -97,11 +97,13 @@ fn settled(live: &[(i32, &TestBroker)], topic: &str, partitions: usize) -> Vec<i
     )
 }
 
-/// Polls Metadata at every broker of `live` until each lists exactly their
-/// ids. A topic created before the controller has seen every broker is first
-/// assigned to fewer of them and then moved, a second claim at a higher epoch;
-/// tests that count epochs create their topics after this.
-fn registered(live: &[(i32, &TestBroker)]) {
+/// Waits until every broker of `live` lists exactly their ids in Metadata and
+/// the controller has seen them all (its assignment of the coordinators' slots
+/// spans every id; it watches the registrations on a stream of its own, which
+/// can lag the brokers'). A topic created before that is first assigned to fewer
+/// brokers and then moved, a second claim at a higher epoch; tests that count
+/// epochs create their topics after this.
+fn registered(etcd: &Etcd, live: &[(i32, &TestBroker)]) {
     let mut ids: Vec<i32> = live.iter().map(|(id, _)| *id).collect();
     ids.sort_unstable();
     let mut clients: Vec<Client> = live.iter().map(|(_, b)| b.client()).collect();
@@ -120,6 +122,16 @@ fn registered(live: &[(i32, &TestBroker)]) {
                 if seen != ids {
                     return Err(format!("at {}: brokers {seen:?}", live[i].0));
                 }
+            }
+            let slots = etcd
+                .get(&kafscale_proto::keys::assignment("__consumer_offsets"))
+                .ok_or("no assignment of the coordinators' slots yet")?;
+            let slots = pb::Assignment::decode(slots.value.as_slice()).expect("an Assignment");
+            let mut owners = slots.owners.clone();
+            owners.sort_unstable();
+            owners.dedup();
+            if owners != ids {
+                return Err(format!("the controller assigns the slots to {owners:?}"));
             }
             Ok(())
         },
@@ -308,7 +320,7 @@ fn metadata_leaders_and_not_leader_across_three_brokers() {
     let b2 = start_broker(&etcd, &store, 2);
     let b3 = start_broker(&etcd, &store, 3);
     let brokers = [(1, &b1), (2, &b2), (3, &b3)];
-    registered(&brokers);
+    registered(&etcd, &brokers);
     assert_eq!(b2.client().create_topic("six", 6), 0);
     let lead = settled(&brokers, "six", 6);
     for id in 1..=3 {
@@ -386,7 +398,7 @@ fn a_publish_after_losing_the_owner_key_is_not_acknowledged() {
     let b1 = start_broker(&etcd, &store, 1);
     let b2 = start_broker(&etcd, &store, 2);
     let brokers = [(1, &b1), (2, &b2)];
-    registered(&brokers);
+    registered(&etcd, &brokers);
     assert_eq!(b1.client().create_topic("fenced", 2), 0);
     let lead = settled(&brokers, "fenced", 2);
     let p = 0;
@@ -441,7 +453,7 @@ fn a_moved_partition_has_one_writer_at_a_time_and_a_higher_epoch() {
     let b1 = start_broker(&etcd, &store, 1);
     let b2 = start_broker(&etcd, &store, 2);
     let brokers = [(1, &b1), (2, &b2)];
-    registered(&brokers);
+    registered(&etcd, &brokers);
     assert_eq!(b1.client().create_topic("moved", 2), 0);
     let lead = settled(&brokers, "moved", 2);
     let at = |id: i32| brokers.iter().find(|(i, _)| *i == id).unwrap().1;
@@ -542,6 +554,7 @@ fn partitions_hand_over_on_shutdown_and_rebalance_on_a_join() {
     let b1 = start_broker(&etcd, &store, 1);
     let mut b2 = start_broker(&etcd, &store, 2);
     const P: i32 = 6;
+    registered(&etcd, &[(1, &b1), (2, &b2)]);
     assert_eq!(b1.client().create_topic("handoff", P), 0);
     let lead = settled(&[(1, &b1), (2, &b2)], "handoff", P as usize);
     let mut acked: Vec<BTreeMap<i64, Vec<u8>>> = vec![BTreeMap::new(); P as usize];
@@ -624,7 +637,7 @@ fn a_recreated_topic_starts_empty() {
     let b1 = start_broker(&etcd, &store, 1);
     let b2 = start_broker(&etcd, &store, 2);
     let brokers = [(1, &b1), (2, &b2)];
-    registered(&brokers);
+    registered(&etcd, &brokers);
     assert_eq!(b1.client().create_topic("again", 2), 0);
     let lead = settled(&brokers, "again", 2);
     let at = |id: i32| brokers.iter().find(|(i, _)| *i == id).unwrap().1.client();
@@ -696,6 +709,7 @@ fn a_deletion_deletes_objects_only_after_the_last_claim_is_gone() {
     let b1 = start_broker(&etcd, &store, 1);
     let b2 = start_broker(&etcd, &store, 2);
     let brokers = [(1, &b1), (2, &b2)];
+    registered(&etcd, &brokers);
     assert_eq!(b1.client().create_topic("held", 2), 0);
     let lead = settled(&brokers, "held", 2);
     let at = |id: i32| brokers.iter().find(|(i, _)| *i == id).unwrap().1.client();
@@ -785,6 +799,7 @@ fn a_deletion_left_half_way_is_finished_by_the_controller() {
     let b1 = start_broker(&etcd, &store, 1);
     let b2 = start_broker(&etcd, &store, 2);
     let brokers = [(1, &b1), (2, &b2)];
+    registered(&etcd, &brokers);
     assert_eq!(b1.client().create_topic("orphan", 2), 0);
     let lead = settled(&brokers, "orphan", 2);
     for p in 0..2 {
@@ -836,6 +851,7 @@ fn a_stray_upload_after_deletion_is_not_served_by_the_recreated_topic() {
     let b1 = start_broker(&etcd, &store, 1);
     let b2 = start_broker(&etcd, &store, 2);
     let brokers = [(1, &b1), (2, &b2)];
+    registered(&etcd, &brokers);
     assert_eq!(b1.client().create_topic("stray", 1), 0);
     let lead = settled(&brokers, "stray", 1);
     let at = |id: i32| brokers.iter().find(|(i, _)| *i == id).unwrap().1.client();
@@ -923,6 +939,7 @@ fn claims_racing_through_flipping_assignments_never_acknowledge_an_offset_twice(
     let b1 = start_broker(&etcd, &store, 1);
     let b2 = start_broker(&etcd, &store, 2);
     let brokers = [(1, &b1), (2, &b2)];
+    registered(&etcd, &brokers);
     assert_eq!(b1.client().create_topic("flip", 2), 0);
     let lead = settled(&brokers, "flip", 2);
     let key = kafscale_proto::keys::assignment("flip");

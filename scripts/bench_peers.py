@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 import bench_report  # noqa: E402
+import scratch  # noqa: E402
 from bench_report import PEERS_BEGIN, PEERS_END, _f  # noqa: E402
 
 TANSU_VERSION = "0.6.0"
@@ -274,9 +275,9 @@ class Peers:
         for p in self.s3.root.iterdir():
             if p.is_dir():
                 for q in p.iterdir():
-                    shutil.rmtree(q, ignore_errors=True) if q.is_dir() else q.unlink()
+                    scratch.set_aside(q, self.work / "discarded")
             else:
-                p.unlink()
+                scratch.set_aside(p, self.work / "discarded")
 
     def start(self, peer):
         if peer in (KAFSCALE_LOCAL, KAFSCALE_S3):
@@ -288,7 +289,7 @@ class Peers:
                 try:
                     b.stop(timeout=120)
                 finally:
-                    shutil.rmtree(b.data_dir.parent, ignore_errors=True)
+                    scratch.empty(b.data_dir.parent)
             return Proc(b.bootstrap, b.proc.pid, stop_broker)
         port = self.free_port()
         logf = open(self.work / f"{IDS[peer]}.log", "a")

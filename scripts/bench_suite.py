@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 from harness import Broker, S3Server, free_port, wait_port  # noqa: E402
 import bench_report  # noqa: E402
+import scratch  # noqa: E402
 
 KIB = 1024
 
@@ -132,11 +133,12 @@ class Suite:
     def stop(self, b, keep=False):
         b.stop()
         if not keep:
-            shutil.rmtree(b.data_dir.parent, ignore_errors=True)
+            # Unlinked with the work directory at the end (scratch.py says why).
+            scratch.empty(b.data_dir.parent)
 
     def clear_s3(self):
         for p in self.s3.objects().iterdir():
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+            scratch.set_aside(p, self.work / "discarded")
 
     def record(self, row):
         self.results.append(row)

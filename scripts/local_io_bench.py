@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_report  # noqa: E402
+import scratch  # noqa: E402
 from bench_report import LOCAL_IO_BEGIN as BEGIN, LOCAL_IO_END as END  # noqa: E402
 
 MODES = ("thread", "uring")
@@ -151,7 +152,7 @@ class Bench:
             return {"error": " ".join(str(e).split())[:160], "mb_per_sec": None, "bytes": 0, "cpu_s": 0}
         finally:
             b.stop(timeout=120)
-            shutil.rmtree(d, ignore_errors=True)
+            scratch.empty(d)
 
 
 def main():

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 from harness import Broker, S3Server  # noqa: E402
 from bench_suite import cpu_seconds, parse_metrics, store_requests  # noqa: E402
+import scratch  # noqa: E402
 
 
 def load1():
@@ -84,10 +85,12 @@ class Run:
             return row
         finally:
             b.stop()
-            shutil.rmtree(d, ignore_errors=True)
+            # Unlinked with the work directory at the end (scratch.py says why):
+            # an A/B whose B runs right after A's deletion measures the deletion.
+            scratch.empty(d)
             if self.s3 is not None:
                 for p in self.s3.objects().iterdir():
-                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+                    scratch.set_aside(p, self.work / "discarded")
 
 
 def med(rows, k):

@@ -47,7 +47,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
 from harness import Cluster, EtcdServer, S3Server, broker_bin  # noqa: E402
+import scratch  # noqa: E402
 from rawkafka import Conn, parse_produce_v3, produce_v3, record_batch  # noqa: E402
 
 BEGIN = "<!-- cluster-bench:begin (scripts/cluster_bench.py rewrites this section) -->"
@@ -326,11 +328,13 @@ def clean(tmp):
     """Removes a finished run's data (the bucket's objects, the brokers' data
     directories, etcd's data: a throughput run leaves gigabytes) and, unless --keep,
     the rest of its directory (logs)."""
+    # Emptied now and unlinked with the work directory at the end (scratch.py says
+    # why: the next run would pay for the deletion).
     if not KEEP_LOGS:
-        shutil.rmtree(tmp, ignore_errors=True)
+        scratch.empty(tmp)
         return
     for d in [tmp / "s3", tmp / "etcd", *tmp.glob("broker-*/data")]:
-        shutil.rmtree(d, ignore_errors=True)
+        scratch.empty(d)
 
 
 def check_disk(path, need_gib=6):

@@ -48,11 +48,11 @@ crds: ## Regenerate helm/kafscale/crds from the operator's Rust types
 
 # Clippy's own lints are in the code: codec/ and segstore/src/format/ deny unwrap,
 # expect and indexing (they parse what clients and the object store send).
-lint: build-deps ## rustfmt, clippy (warnings are errors), the vendored kafka-protocol against its patch
+lint: build-deps ## rustfmt, clippy (warnings are errors), the vendored crates against their patches
 	@cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	./scripts/vendor-kafka-protocol.sh check
+	./scripts/vendor.sh all check
 
 fmt:
 	cargo fmt --all

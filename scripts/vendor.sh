@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Recreates third_party/kafka-protocol from the pristine crates.io release and
-# Kafscale's patch (third_party/kafka-protocol.patch); see
-# third_party/kafka-protocol/KAFSCALE.md.
+# Recreates a vendored crate under third_party/ from its pristine crates.io
+# release and Kafscale's patch (third_party/<crate>.patch); see
+# third_party/<crate>/KAFSCALE.md for why each one is patched.
 #
-#   scripts/vendor-kafka-protocol.sh           rebuild the tree: pristine crate + patch
-#   scripts/vendor-kafka-protocol.sh check     fail unless the tree is exactly that
-#   scripts/vendor-kafka-protocol.sh diff      rewrite the patch from an edited tree
+#   scripts/vendor.sh CRATE           rebuild the tree: pristine crate + patch
+#   scripts/vendor.sh CRATE check     fail unless the tree is exactly that
+#   scripts/vendor.sh CRATE diff      rewrite the patch from an edited tree
+#   scripts/vendor.sh all check       check every vendored crate (make lint)
 #
 # The pristine crate comes through cargo (`cargo fetch` of a throw-away project
 # outside the workspace, so that [patch.crates-io] does not apply) and is checked
@@ -14,19 +15,41 @@
 # review the patch, then `check`.
 set -euo pipefail
 
-CRATE=kafka-protocol
-VERSION=0.18.0
-# The crates.io checksum of kafka-protocol-0.18.0.crate (as in a Cargo.lock).
-SHA256=099d5c2f1b40cd830cbf18ca4d2a0805f2875b811ca18f0372b2433e68fe2dda
-# Packaging files of the .crate that the vendored copy does not keep: cargo's
-# metadata, upstream's lock file, and its rust-toolchain.toml (which would make
-# rustup switch toolchains inside third_party/).
-DROP=(.cargo_vcs_info.json Cargo.toml.orig Cargo.lock rust-toolchain.toml)
+CRATES=(kafka-protocol glommio)
+CRATE="${1:-}"
+MODE="${2:-apply}"
+
+if [ "$CRATE" = all ]; then
+  for c in "${CRATES[@]}"; do
+    "$0" "$c" "$MODE"
+  done
+  exit 0
+fi
+
+# Per crate: the version, the crates.io checksum of its .crate (as in a
+# Cargo.lock), and the files of the .crate that the vendored copy does not keep.
+# Always dropped: cargo's metadata and upstream's lock file; kafka-protocol's
+# rust-toolchain.toml would make rustup switch toolchains inside third_party/.
+case "$CRATE" in
+  kafka-protocol)
+    VERSION=0.18.0
+    SHA256=099d5c2f1b40cd830cbf18ca4d2a0805f2875b811ca18f0372b2433e68fe2dda
+    DROP=(.cargo_vcs_info.json Cargo.toml.orig Cargo.lock rust-toolchain.toml)
+    ;;
+  glommio)
+    VERSION=0.9.0
+    SHA256=e1f8bc1fce949d18098dc0a4e861314e40351a0144ebf61e59bdb5254a2273b2
+    DROP=(.cargo_vcs_info.json Cargo.toml.orig Cargo.lock)
+    ;;
+  *)
+    echo "usage: $0 {${CRATES[*]// /|}|all} [apply|check|diff]" >&2
+    exit 2
+    ;;
+esac
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 TREE="$ROOT/third_party/$CRATE"
 PATCH="$ROOT/third_party/$CRATE.patch"
-MODE="${1:-apply}"
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
@@ -55,18 +78,18 @@ EOF
     [ -f "$f" ] && file="$f" && break
   done
   if [ -z "$file" ]; then
-    echo "vendor-kafka-protocol: $CRATE-$VERSION.crate not found under $home/registry/cache" >&2
+    echo "vendor $CRATE: $CRATE-$VERSION.crate not found under $home/registry/cache" >&2
     exit 1
   fi
   if ! echo "$SHA256  $file" | sha256sum --check --status; then
-    echo "vendor-kafka-protocol: $file does not have the crates.io checksum $SHA256" >&2
+    echo "vendor $CRATE: $file does not have the crates.io checksum $SHA256" >&2
     exit 1
   fi
   mkdir -p "$WORK/unpack"
   tar -xzf "$file" -C "$WORK/unpack"
   mv "$WORK/unpack/$CRATE-$VERSION" "$WORK/a"
   for f in "${DROP[@]}"; do
-    rm -f "$WORK/a/$f"
+    rm -rf "${WORK:?}/a/$f"
   done
 }
 
@@ -74,7 +97,7 @@ EOF
 patched() {
   cp -a "$WORK/a" "$WORK/b"
   if ! (cd "$WORK/b" && git apply --check -p1 "$PATCH"); then
-    echo "vendor-kafka-protocol: $PATCH does not apply cleanly to $CRATE $VERSION" >&2
+    echo "vendor $CRATE: $PATCH does not apply cleanly to $CRATE $VERSION" >&2
     exit 1
   fi
   (cd "$WORK/b" && git apply -p1 "$PATCH")
@@ -92,7 +115,7 @@ case "$MODE" in
     pristine
     patched
     if ! diff -r "$WORK/b" "$TREE"; then
-      echo "vendor-kafka-protocol: third_party/$CRATE is not $CRATE $VERSION + $(basename "$PATCH") (run \`$0 diff\` after editing the tree)" >&2
+      echo "vendor $CRATE: third_party/$CRATE is not $CRATE $VERSION + $(basename "$PATCH") (run \`$0 $CRATE diff\` after editing the tree)" >&2
       exit 1
     fi
     echo "third_party/$CRATE is $CRATE $VERSION + $(basename "$PATCH")"
@@ -103,7 +126,7 @@ case "$MODE" in
     # Header: what the patch is; git apply skips everything before the first diff.
     {
       echo "Kafscale's changes to $CRATE $VERSION (crates.io), applied by"
-      echo "scripts/vendor-kafka-protocol.sh; why: third_party/$CRATE/KAFSCALE.md."
+      echo "scripts/vendor.sh $CRATE; why: third_party/$CRATE/KAFSCALE.md."
       echo
       # Run from $WORK, the two trees' own names (a/, b/) are the usual prefixes.
       (cd "$WORK" && git diff --no-index --no-prefix --no-color --no-renames a b || [ $? -eq 1 ])
@@ -112,7 +135,7 @@ case "$MODE" in
     echo "wrote third_party/$CRATE.patch"
     ;;
   *)
-    echo "usage: $0 [apply|check|diff]" >&2
+    echo "usage: $0 CRATE [apply|check|diff]" >&2
     exit 2
     ;;
 esac

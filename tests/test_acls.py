@@ -23,7 +23,8 @@ from kafka.errors import ClusterAuthorizationFailedError, SecurityDisabledError
 
 from clients import wait_until
 from harness import free_port
-from rawkafka import Conn
+import rawkafka
+from rawkafka import Conn, Raw
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -339,31 +340,60 @@ def test_without_an_authorizer_acl_apis_answer_security_disabled(broker):
     kp.close()
 
 
+def admin_at(b):
+    """A connection to broker b alone, as the super user: an admin client sends the
+    ACL APIs to whichever broker it likes, and this test is about what each holds."""
+    return Raw(b.sasl_port).login_plain("admin", USERS["admin"])
+
+
+def acls_at(b):
+    """The bindings broker b holds."""
+    c = admin_at(b)
+    err, acls = c.describe_acls()
+    c.close()
+    assert err == 0
+    return acls
+
+
 def test_acls_reach_a_second_broker_through_etcd(cluster, tmp_path):
     c = cluster(n=0)
     brokers = [with_sasl(c.add(start=False), tmp_path, ACL_ENV).start() for _ in range(2)]
     b1, b2 = brokers
     admin1 = AdminClient(conf(b1.sasl_port, "admin"))
     create_topics(admin1, ["shared-t"])
-    create_acls(admin1, [acl("shared-", "User:alice", AclOperation.ALL, ResourcePatternType.PREFIXED)])
+    # Created at broker 1, each request sent to it alone.
+    alice_all = (rawkafka.TOPIC, "shared-", rawkafka.PREFIXED, "User:alice", "*", rawkafka.ALL, rawkafka.ALLOW)
     # More bindings in one request than etcd takes in one transaction.
-    create_acls(admin1, [acl(f"bulk-{i}", "User:bob", AclOperation.READ) for i in range(150)])
+    bulk = [(rawkafka.TOPIC, f"bulk-{i}", rawkafka.LITERAL, "User:bob", "*", rawkafka.READ, rawkafka.ALLOW)
+            for i in range(150)]
+    at1 = admin_at(b1)
+    assert at1.create_acls([alice_all]) == [0]
+    assert at1.create_acls(bulk) == [0] * 150
+    at1.close()
+    # Broker 1 answered once it applied them; broker 2 learns them from etcd's watch.
+    assert sorted(acls_at(b1)) == sorted([alice_all] + bulk)
+    assert wait_for("the ACLs at broker 2", lambda: len(acls_at(b2)) == 151)
+    assert sorted(acls_at(b2)) == sorted([alice_all] + bulk)
     admin2 = AdminClient(conf(b2.sasl_port, "admin"))
-    assert wait_for("the ACLs at broker 2", lambda: len(admin2.describe_acls(ANY_ACL).result(timeout=10)) == 151)
     shared = AclBindingFilter(ResourceType.TOPIC, "shared-", ResourcePatternType.ANY, None, None,
                               AclOperation.ANY, AclPermissionType.ANY)
     assert [a.principal for a in admin2.describe_acls(shared).result(timeout=10)] == ["User:alice"]
+    # A new client's first Metadata goes to its bootstrap broker, 2.
     alice2 = conf(b2.sasl_port, "alice")
     assert delivery_codes(alice2, "shared-t", 2) == [0, 0]
     assert set(AdminClient(alice2).list_topics(timeout=10).topics) == {"shared-t"}
     # Both brokers restarted: the ACLs come back from etcd.
     for b in brokers:
         assert c.restart(b.broker_id)[0] == 0
+    assert len(acls_at(b1)) == len(acls_at(b2)) == 151
     assert delivery_codes(alice2, "shared-t", 2) == [0, 0]
     assert delivery_codes(conf(b2.sasl_port, "bob"), "shared-t", 1) == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
     # Deleted at broker 2: refused at broker 1 too.
-    for f in admin2.delete_acls([ANY_ACL]).values():
-        assert len(f.result(timeout=10)) == 151
+    at2 = admin_at(b2)
+    assert at2.delete_acls() == (0, 151)
+    at2.close()
+    assert acls_at(b2) == []
+    assert wait_for("the deletion at broker 1", lambda: acls_at(b1) == [])
     alice1 = conf(b1.sasl_port, "alice")
-    assert wait_for("the deletion at broker 1", lambda: not AdminClient(alice1).list_topics(timeout=10).topics)
+    assert not AdminClient(alice1).list_topics(timeout=10).topics
     assert delivery_codes(alice1, "shared-t", 1) == [KafkaError.TOPIC_AUTHORIZATION_FAILED]

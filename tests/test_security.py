@@ -13,8 +13,6 @@ timings."""
 import base64
 import hashlib
 import hmac
-import socket
-import ssl
 import struct
 import subprocess
 import time
@@ -27,7 +25,7 @@ from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechan
 from clients import wait_until
 from harness import free_port
 from pki import Pki
-from rawkafka import Conn
+from rawkafka import Raw
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -100,89 +98,6 @@ def consume(conf, topic, n):
 
 def wait_for(what, fn):
     return wait_until(what, fn, timeout=WAIT)
-
-
-# ---- hand-built SASL frames (exact codes) ----
-
-def _str(s):
-    b = s.encode()
-    return struct.pack(">h", len(b)) + b
-
-
-def _frame(api, version, corr, body):
-    msg = struct.pack(">hhi", api, version, corr) + _str("sec-test") + body
-    return struct.pack(">i", len(msg)) + msg
-
-
-class Raw(Conn):
-    """A connection for hand-built requests, over TLS when given a CA."""
-
-    def __init__(self, port, tls_ca=None):
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        if tls_ca:
-            ctx = ssl.create_default_context(cafile=tls_ca)
-            s = ctx.wrap_socket(s, server_hostname="127.0.0.1")
-        self.s = s
-        self.corr = 0
-
-    def call(self, api, version, body=b""):
-        self.corr += 1
-        self.s.sendall(_frame(api, version, self.corr, body))
-        size, = struct.unpack(">i", self._read(4))
-        data = self._read(size)
-        assert struct.unpack_from(">i", data)[0] == self.corr
-        return data[4:]
-
-    def api_keys(self):
-        r = self.call(18, 0)
-        err, n = struct.unpack_from(">hi", r)
-        assert err == 0
-        return {struct.unpack_from(">h", r, 6 + 6 * i)[0] for i in range(n)}
-
-    def handshake(self, mechanism, version=1):
-        r = self.call(17, version, _str(mechanism))
-        err, n = struct.unpack_from(">hi", r)
-        pos, mechs = 6, []
-        for _ in range(n):
-            ln, = struct.unpack_from(">h", r, pos)
-            mechs.append(r[pos + 2:pos + 2 + ln].decode())
-            pos += 2 + ln
-        return err, mechs
-
-    def authenticate(self, token):
-        """SaslAuthenticate v1: (error_code, message, auth_bytes, session_lifetime_ms)."""
-        r = self.call(36, 1, struct.pack(">i", len(token)) + token)
-        err, mlen = struct.unpack_from(">hh", r)
-        pos = 4
-        msg = None
-        if mlen >= 0:
-            msg = r[pos:pos + mlen].decode()
-            pos += mlen
-        blen, = struct.unpack_from(">i", r, pos)
-        auth = r[pos + 4:pos + 4 + blen]
-        lifetime, = struct.unpack_from(">q", r, pos + 4 + blen)
-        return err, msg, auth, lifetime
-
-    def raw_token(self, token):
-        """After SaslHandshake v0: a size-prefixed token, answered by one."""
-        self.s.sendall(struct.pack(">i", len(token)) + token)
-        size, = struct.unpack(">i", self._read(4))
-        return self._read(size)
-
-    def metadata_brokers(self):
-        """Metadata v1, no topics: {node_id: (host, port)}."""
-        r = self.call(3, 1, struct.pack(">i", 0))
-        n, = struct.unpack_from(">i", r)
-        pos, out = 4, {}
-        for _ in range(n):
-            node, hl = struct.unpack_from(">ih", r, pos)
-            host = r[pos + 6:pos + 6 + hl].decode()
-            port, = struct.unpack_from(">i", r, pos + 6 + hl)
-            rl, = struct.unpack_from(">h", r, pos + 10 + hl)
-            pos += 12 + hl + max(rl, 0)
-            out[node] = (host, port)
-        return out
-
 
 
 def scram_client(mechanism, user, password, client_nonce="fyko+d2lbbFgONRv9qkxdawL"):

@@ -20,7 +20,7 @@ import time
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 from kafka.protocol.metadata import (FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest,
                                      MetadataResponse)
 
@@ -686,6 +686,38 @@ def test_topic_admin_on_any_broker(cluster):
     got = check_exactly_once(c, "admin", 3, [again])
     assert sum(len(r) for r in got.values()) == 90, "the re-created topic holds only its own records"
     assert {p: min(o for (pp, o, _, _) in again.d.delivered if pp == p) for p in range(3)} == {0: 0, 1: 0, 2: 0}
+
+
+def test_clients_are_told_of_a_live_controller_while_the_elected_one_is_gone(cluster):
+    """Between a controller's exit and the next election the controller key can name a
+    broker that is no longer live. librdkafka sends admin requests to the controller
+    and, told of one it has no address for, waits for it until its next full metadata
+    refresh (minutes), so Metadata must name a listed broker; every broker serves what
+    clients send to the controller."""
+    c = cluster(2)
+    wait_view(c, {}, what="2 brokers")
+    # The key names broker 99 and, written without a lease, stays: no broker runs an
+    # election while the key exists. (ControllerClaim{broker_id: 99}.)
+    c.etcd.put("/kafscale/controller", b"\x08\x63")
+    views = {}
+
+    def each_names_itself():
+        for b in c.live():
+            views[b.broker_id] = metadata(b)
+        return all(v["controller"] == i and sorted(v["brokers"]) == [1, 2] for i, v in views.items())
+    wait_until(each_names_itself, "each broker naming itself the controller",
+               last=lambda: f"{{broker: (controller, brokers)}} "
+                            f"{ {i: (v['controller'], sorted(v['brokers'])) for i, v in views.items()} }")
+    # Requests librdkafka sends to the controller go through, at either broker.
+    for b in c.live():
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        name = f"after-controller-{b.broker_id}"
+        admin.create_topics([NewTopic(name, 2)])[name].result(timeout=30)
+    # The election resumes once the key is gone; the new controller assigns the topics.
+    c.etcd.ctl("del", "/kafscale/controller")
+    wait_view(c, {"after-controller-1": 2, "after-controller-2": 2}, balanced=False,
+              what="the topics created while the elected controller was gone, with leaders")
+    assert all(metadata(b)["controller"] in (1, 2) for b in c.live())
 
 
 def test_a_live_broker_id_is_refused(cluster, tmp_path):

@@ -724,13 +724,25 @@ impl Cluster {
         all
     }
 
-    /// The controller clients are told about (-1: none elected yet).
+    /// The controller clients are told about: always a broker listed beside it
+    /// (-1 only while no broker is live). A client told of a controller it was
+    /// not given an address for waits for that broker until its next full
+    /// metadata refresh (librdkafka's admin requests: minutes), and between a
+    /// controller's exit and the next election the elected key can name a
+    /// broker that is gone. Every broker serves what clients send to "the
+    /// controller" (topics, ACLs, configs go through the metadata store), so
+    /// then this broker stands in, as a KRaft broker names a random live one.
     pub fn controller_id(&self) -> i32 {
-        if self.live.clustered {
-            self.live.controller.unwrap_or(-1)
-        } else {
-            self.broker_id
+        if !self.live.clustered {
+            return self.broker_id;
         }
+        let live = |id: &i32| self.live.brokers.contains_key(id);
+        self.live
+            .controller
+            .filter(live)
+            .or(Some(self.broker_id).filter(live))
+            .or_else(|| self.live.brokers.keys().next().copied())
+            .unwrap_or(-1)
     }
 
     /// The broker that should own partition `p` of `t` now: this one when it is
@@ -874,6 +886,29 @@ mod tests {
         assert_eq!(b64::encode(b"Man"), "TWFu");
         assert_eq!(b64::encode(b"Ma"), "TWE=");
         assert!(b64::decode("T!").is_none());
+    }
+
+    #[test]
+    fn the_controller_named_to_clients_is_a_live_broker() {
+        let c = || Cluster::new(&ClusterState::default(), 1, "h".into(), 9092);
+        let with = |ids: &[i32], controller: Option<i32>| {
+            let live = Live {
+                clustered: true,
+                brokers: ids.iter().map(|id| (*id, ("h".into(), 9092))).collect(),
+                controller,
+                ..Live::default()
+            };
+            c().with_live(Arc::new(live)).controller_id()
+        };
+        assert_eq!(with(&[1, 2, 3], Some(2)), 2);
+        // The elected broker is gone (its key outlived its registration).
+        assert_eq!(with(&[1, 3], Some(2)), 1);
+        assert_eq!(with(&[1, 3], None), 1);
+        // This broker not (yet) listed itself: another live one.
+        assert_eq!(with(&[3, 4], Some(2)), 3);
+        assert_eq!(with(&[], Some(2)), -1);
+        // Alone on the embedded store: itself.
+        assert_eq!(c().controller_id(), 1);
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl SyncHandle {
 }
 
 /// `O_DIRECT` writes of whole objects: staged under a name `LocalFileSystem`
-/// never lists (it contains `#`), synced, then linked to their final name (which
+/// never lists (`#` and digits), synced, then linked to their final name (which
 /// fails if the name exists: the create-only rule).
 mod direct {
     use std::cell::RefCell;
@@ -238,11 +238,9 @@ mod direct {
             std::fs::create_dir_all(dir)?;
         }
         let n = STAGED.fetch_add(1, Ordering::Relaxed);
-        let staged = PathBuf::from(format!(
-            "{}#direct-{}-{n}",
-            path.display(),
-            std::process::id()
-        ));
+        // All digits after the `#`: `LocalFileSystem` lists such names as staging
+        // files, not objects, so what a crash leaves here is never read as data.
+        let staged = PathBuf::from(format!("{}#{}{n:012}", path.display(), std::process::id()));
         let written = (|| -> std::io::Result<()> {
             let mut f = open_direct(&staged)?;
             with_aligned(padded, |buf| {
@@ -446,6 +444,9 @@ mod tests {
             assert_eq!(names, vec![format!("segment-{len}.kfs")]);
         }
         use futures::StreamExt;
+        // What a crash between write and link leaves is not listed as an object.
+        let leftover = format!("ns/t/0/segment-0.kfs#{}000000000007", std::process::id());
+        std::fs::write(root.join(leftover), b"x").unwrap();
         let listed = s.list(Some(&Path::from("ns"))).collect::<Vec<_>>().await;
         assert_eq!(listed.len(), 8);
     }

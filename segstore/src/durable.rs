@@ -18,7 +18,6 @@ use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -39,7 +38,7 @@ pub struct SyncedLocalStore {
     synced_dirs: Mutex<HashSet<PathBuf>>,
     /// Create-only PUTs are written with `O_DIRECT` (the filesystem under
     /// `root` takes it).
-    direct: AtomicBool,
+    direct: bool,
 }
 
 impl SyncedLocalStore {
@@ -49,41 +48,24 @@ impl SyncedLocalStore {
             inner: Arc::new(inner),
             root,
             synced_dirs: Mutex::new(HashSet::new()),
-            direct: AtomicBool::new(direct),
+            direct,
         }
     }
 
     /// Whether create-only PUTs bypass the page cache.
     pub fn writes_direct(&self) -> bool {
-        self.direct.load(Ordering::Relaxed)
-    }
-
-    /// fsyncs the directories that name the object at `location` (its data is
-    /// synced already), on a blocking thread.
-    async fn sync_dirs(&self, location: &Path) -> object_store::Result<()> {
-        self.sync_inner(location, false).await
+        self.direct
     }
 
     /// fsyncs the object at `location` and the directories that name it, on a
     /// blocking thread (the I/O runtime's workers must not block).
     async fn sync(&self, location: &Path) -> object_store::Result<()> {
-        self.sync_inner(location, true).await
-    }
-
-    async fn sync_inner(&self, location: &Path, file: bool) -> object_store::Result<()> {
         let path = self.inner.path_to_filesystem(location)?;
-        let this = SyncHandle {
-            root: self.root.clone(),
-            dirs: self.synced_dirs_snapshot(),
-            file,
-        };
+        let this = self.sync_handle(true);
         let synced = tokio::task::spawn_blocking(move || this.run(&path)).await;
         match synced {
             Ok(Ok(dirs)) => {
-                self.synced_dirs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(dirs);
+                self.remember_synced(dirs);
                 Ok(())
             }
             Ok(Err(e)) => Err(object_store::Error::Generic {
@@ -97,11 +79,23 @@ impl SyncedLocalStore {
         }
     }
 
-    fn synced_dirs_snapshot(&self) -> HashSet<PathBuf> {
+    fn sync_handle(&self, file: bool) -> SyncHandle {
+        SyncHandle {
+            root: self.root.clone(),
+            dirs: self
+                .synced_dirs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            file,
+        }
+    }
+
+    fn remember_synced(&self, dirs: Vec<PathBuf>) {
         self.synced_dirs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .extend(dirs);
     }
 }
 
@@ -185,18 +179,15 @@ mod direct {
         OpenOptions::new()
             .write(true)
             .create_new(true)
-            .custom_flags(libc_o_direct())
+            .custom_flags(O_DIRECT)
             .open(path)
     }
 
-    /// `O_DIRECT` of Linux (its value differs by architecture).
-    fn libc_o_direct() -> i32 {
-        if cfg!(any(target_arch = "aarch64", target_arch = "arm")) {
-            0o200000
-        } else {
-            0o40000
-        }
-    }
+    #[cfg(target_os = "linux")]
+    const O_DIRECT: i32 = libc::O_DIRECT;
+    // Never opened with it elsewhere: `supported` says no first.
+    #[cfg(not(target_os = "linux"))]
+    const O_DIRECT: i32 = 0;
 
     /// Whether files under `root` can be opened with `O_DIRECT` and written
     /// that way (tmpfs refuses at open, others at the first write).
@@ -280,14 +271,19 @@ impl ObjectStore for SyncedLocalStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        if matches!(opts.mode, PutMode::Create) && self.direct.load(Ordering::Relaxed) {
+        if matches!(opts.mode, PutMode::Create) && self.direct {
             let path = self.inner.path_to_filesystem(location)?;
             let chunks: Vec<Bytes> = payload.into_iter().collect();
-            let written =
-                tokio::task::spawn_blocking(move || direct::write_create(&path, &chunks)).await;
+            // One blocking-thread hop for the write and the directory fsyncs.
+            let dirs = self.sync_handle(false);
+            let written = tokio::task::spawn_blocking(move || {
+                direct::write_create(&path, &chunks)?;
+                dirs.run(&path).map_err(direct::Error::Io)
+            })
+            .await;
             match written {
-                Ok(Ok(())) => {
-                    self.sync_dirs(location).await?;
+                Ok(Ok(synced)) => {
+                    self.remember_synced(synced);
                     return Ok(PutResult {
                         e_tag: None,
                         version: None,
@@ -384,7 +380,7 @@ mod tests {
             std::fs::read(root.join("ns/t/0/segment-1.kfs")).unwrap(),
             b"data"
         );
-        let dirs = s.synced_dirs_snapshot();
+        let dirs = s.sync_handle(false).dirs;
         for d in ["ns/t/0", "ns/t", "ns"] {
             assert!(dirs.contains(&root.join(d)), "{d} synced");
         }
@@ -467,8 +463,8 @@ mod tests {
         // some FUSE mounts).
         let tmp = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(tmp.path()).unwrap();
-        let s = store_at(&root);
-        s.direct.store(false, Ordering::Relaxed);
+        let mut s = store_at(&root);
+        s.direct = false;
         puts_read_back_exactly(&s, &root).await;
     }
 }

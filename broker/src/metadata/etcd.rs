@@ -1209,20 +1209,25 @@ impl MetadataStore for EtcdHandle {
                     "this broker's lease is being renewed".into(),
                 ));
             };
-            let read = Txn::new().and_then([
-                TxnOp::get(owner_key.as_str(), None),
-                TxnOp::get(state_key.as_str(), None),
-                TxnOp::get(assignment_key.as_str(), None),
-            ]);
-            let resp = self.0.timed("read partition owner", c.txn(read)).await?;
-            let mut gets = resp.op_responses().into_iter().filter_map(|op| match op {
-                etcd_client::TxnOpResponse::Get(g) => Some(g.kvs().first().cloned()),
-                _ => None,
-            });
+            // Three plain reads, not one read-only transaction: etcd 3.5.0-3.5.4
+            // panics (etcd-io/etcd#14110) when a read-only transaction's context is
+            // cancelled, which is what a broker killed mid-read does. The claim below
+            // compares all three keys, so reading them one by one loses nothing.
+            let (mut c2, mut c3) = (c.clone(), c.clone());
+            let (owner, state, assignment) = tokio::try_join!(
+                self.0
+                    .timed("read partition owner", c.get(owner_key.as_str(), None)),
+                self.0
+                    .timed("read partition state", c2.get(state_key.as_str(), None)),
+                self.0.timed(
+                    "read topic assignment",
+                    c3.get(assignment_key.as_str(), None)
+                ),
+            )?;
             let (owner, state, assignment) = (
-                gets.next().flatten(),
-                gets.next().flatten(),
-                gets.next().flatten(),
+                owner.kvs().first().cloned(),
+                state.kvs().first().cloned(),
+                assignment.kvs().first().cloned(),
             );
             // No claim without the topic's assignment: DeleteTopics removes it in
             // the transaction that marks the topic, so that the owners it then

@@ -142,6 +142,7 @@ mod direct {
     use std::cell::RefCell;
     use std::fs::{File, OpenOptions};
     use std::io::Write;
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -176,11 +177,38 @@ mod direct {
     static STAGED: AtomicU64 = AtomicU64::new(0);
 
     fn open_direct(path: &Path) -> std::io::Result<File> {
+        open_new(path, O_DIRECT)
+    }
+
+    fn open_new(path: &Path, flags: i32) -> std::io::Result<File> {
         OpenOptions::new()
             .write(true)
             .create_new(true)
-            .custom_flags(O_DIRECT)
+            .custom_flags(flags)
             .open(path)
+    }
+
+    /// Turns `O_DIRECT` off on `f`: what follows is written through the page
+    /// cache (Linux lets `F_SETFL` change it on an open file).
+    fn buffered(f: &File) -> std::io::Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let flags = fcntl(f.as_raw_fd(), FcntlArg::F_GETFL)?;
+        let flags = OFlag::from_bits_truncate(flags) & !OFlag::from_bits_truncate(O_DIRECT);
+        fcntl(f.as_raw_fd(), FcntlArg::F_SETFL(flags))?;
+        Ok(())
+    }
+
+    /// Copies the first `buf.len()` bytes of `chunks` into `buf`.
+    fn copy_prefix(chunks: &[Bytes], buf: &mut [u8]) {
+        let mut at = 0;
+        for c in chunks {
+            let n = c.len().min(buf.len() - at);
+            buf[at..at + n].copy_from_slice(&c[..n]);
+            at += n;
+            if at == buf.len() {
+                break;
+            }
+        }
     }
 
     #[cfg(target_os = "linux")]
@@ -222,9 +250,15 @@ mod direct {
 
     /// Writes `chunks` as the file `path`, which must not exist yet, and syncs
     /// its data; the caller syncs the directories.
+    ///
+    /// The whole blocks go with `O_DIRECT`; the tail (under one block) with a
+    /// buffered write. Padding the tail and cutting the file back instead makes
+    /// ext4 read the last block back from the disk, synchronously, to zero what
+    /// lies past the new end: a read on the acknowledgement's path, and 7% of the
+    /// broker's CPU at a tenth of saturation.
     pub fn write_create(path: &Path, chunks: &[Bytes]) -> Result<(), Error> {
         let len: usize = chunks.iter().map(|c| c.len()).sum();
-        let padded = len.div_ceil(ALIGN) * ALIGN;
+        let whole = len / ALIGN * ALIGN;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -233,18 +267,26 @@ mod direct {
         // files, not objects, so what a crash leaves here is never read as data.
         let staged = PathBuf::from(format!("{}#{}{n:012}", path.display(), std::process::id()));
         let written = (|| -> std::io::Result<()> {
-            let mut f = open_direct(&staged)?;
-            with_aligned(padded, |buf| {
-                let mut at = 0;
-                for c in chunks {
-                    buf[at..at + c.len()].copy_from_slice(c);
-                    at += c.len();
+            let mut f = if whole > 0 {
+                open_direct(&staged)?
+            } else {
+                open_new(&staged, 0)?
+            };
+            if whole > 0 {
+                with_aligned(whole, |buf| {
+                    copy_prefix(chunks, buf);
+                    f.write_all(buf)
+                })?;
+                buffered(&f)?;
+            }
+            let mut at = 0;
+            for c in chunks {
+                let end = at + c.len();
+                if end > whole {
+                    f.write_all(&c[whole.saturating_sub(at)..])?;
                 }
-                buf[at..].fill(0);
-                f.write_all(buf)
-            })?;
-            // The tail was padded to the block size: cut it back to the length.
-            f.set_len(len as u64)?;
+                at = end;
+            }
             f.sync_data()
         })();
         let linked = written.and_then(|()| std::fs::hard_link(&staged, path));
@@ -414,7 +456,9 @@ mod tests {
             .enumerate()
         {
             let data: Vec<u8> = (0..len).map(|j| (j * 31 + i) as u8).collect();
-            let half = len / 2;
+            // Two halves, and three chunks cut on either side of the first block
+            // boundary (what goes direct and what goes buffered meet there).
+            let (half, a, b) = (len / 2, len.min(4095), len.min(4097));
             let payload = PutPayload::from_iter([
                 Bytes::copy_from_slice(&data[..half]),
                 Bytes::copy_from_slice(&data[half..]),
@@ -422,6 +466,15 @@ mod tests {
             let p = Path::from(format!("ns/t/{i}/segment-{len}.kfs"));
             s.put_opts(&p, payload, create()).await.unwrap();
             let file = root.join(format!("ns/t/{i}/segment-{len}.kfs"));
+            let cut = PutPayload::from_iter([
+                Bytes::copy_from_slice(&data[..a]),
+                Bytes::copy_from_slice(&data[a..b]),
+                Bytes::copy_from_slice(&data[b..]),
+            ]);
+            let p3 = Path::from(format!("ns/t3/{i}/segment-{len}.kfs"));
+            s.put_opts(&p3, cut, create()).await.unwrap();
+            let file3 = root.join(format!("ns/t3/{i}/segment-{len}.kfs"));
+            assert_eq!(std::fs::read(&file3).unwrap(), data, "size {len}, 3 chunks");
             assert_eq!(std::fs::metadata(&file).unwrap().len(), len as u64);
             assert_eq!(std::fs::read(&file).unwrap(), data, "size {len}");
             let again = s
@@ -443,7 +496,7 @@ mod tests {
         // What a crash between write and link leaves is not listed as an object.
         let leftover = format!("ns/t/0/segment-0.kfs#{}000000000007", std::process::id());
         std::fs::write(root.join(leftover), b"x").unwrap();
-        let listed = s.list(Some(&Path::from("ns"))).collect::<Vec<_>>().await;
+        let listed = s.list(Some(&Path::from("ns/t"))).collect::<Vec<_>>().await;
         assert_eq!(listed.len(), 8);
     }
 

@@ -246,6 +246,36 @@ fn local_uring(
     }
 }
 
+/// The commit logs' directory when KAFSCALE_LOCAL_COMMIT=log applies: the
+/// local directory store written by the I/O threads, with embedded metadata
+/// (a broker tracking partition state in etcd commits each segment's next
+/// offset there, per object; docs/configuration.md, "Local commit log").
+fn commit_log_dir(
+    cfg: &Config,
+    local_dir_store: bool,
+    uring: bool,
+    tracks_partition_state: bool,
+) -> Option<std::path::PathBuf> {
+    if cfg.local_commit != crate::config::LocalCommit::Log {
+        return None;
+    }
+    let why = if !local_dir_store {
+        "the store is not the local directory"
+    } else if uring {
+        "KAFSCALE_LOCAL_IO=uring"
+    } else if tracks_partition_state {
+        "metadata is in etcd"
+    } else {
+        info!("acks=all commits go through each shard's commit log");
+        return Some(crate::partition::commit_log_dir(&cfg.data_dir));
+    };
+    tracing::warn!(
+        reason = why,
+        "KAFSCALE_LOCAL_COMMIT=log is ignored: each commit writes its own files"
+    );
+    None
+}
+
 /// Shards bind with SO_REUSEPORT, which would let a second broker on the same
 /// address bind too and take half the connections. A plain bind first fails if
 /// anything already listens there. A broker killed a moment ago can still hold
@@ -483,6 +513,28 @@ impl Broker {
             .block_on(async move { m.load().await })
             .map_err(StartError::LoadMetadata)?;
         warn_over_limits(&state, &cfg.settings().limits);
+        let commit_log = commit_log_dir(
+            &cfg,
+            local_dir_store,
+            local_uring.is_some(),
+            meta.tracks_partition_state(),
+        );
+        if let Some(dir) = &commit_log {
+            // Before any shard serves: what a crash left only in the logs goes
+            // to the store's files, where partitions load from.
+            let ids: std::collections::HashMap<String, [u8; 16]> = state
+                .topics
+                .iter()
+                .filter(|t| !t.deleting)
+                .map(|t| (t.name.clone(), *t.id.as_bytes()))
+                .collect();
+            let (dir, store) = (dir.clone(), store.clone());
+            rt.block_on(async move {
+                crate::partition::replay_commit_log(&dir, &store, |name| ids.get(name).copied())
+                    .await
+            })
+            .map_err(StartError::CommitLog)?;
+        }
         load_security(&rt, &meta, &security, &users, cfg.security.scram_iterations)?;
         // In a cluster nothing is owned until the live view arrives.
         let live = metadata::Live {
@@ -531,6 +583,7 @@ impl Broker {
             clock: opts.clock.unwrap_or_default(),
             flushed: Default::default(),
             local_uring,
+            commit_log,
         });
         let mesh = runtime::mesh::<shard::Shard>(shards);
         // The HTTP and gRPC endpoints hand their jobs to the metadata shard's inbox.

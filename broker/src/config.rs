@@ -70,6 +70,14 @@ pub struct Config {
     /// every segment before acks=all is answered. Ignored on S3 and in memory.
     #[arg(long, env = "KAFSCALE_LOCAL_IO", value_enum, default_value_t = LocalIo::Thread)]
     pub local_io: LocalIo,
+    /// How an acks=all commit on the local directory store is made durable:
+    /// `files` (each partition's segment written and fsynced as its own files)
+    /// or `log` (one append and fdatasync of the shard's commit log per group
+    /// commit; segments are written out to files later, several at once;
+    /// docs/configuration.md, "Local commit log"). `log` needs the embedded
+    /// metadata and KAFSCALE_LOCAL_IO=thread; ignored on S3 and in memory.
+    #[arg(long, env = "KAFSCALE_LOCAL_COMMIT", value_enum, default_value_t = LocalCommit::Files)]
+    pub local_commit: LocalCommit,
     /// Bytes of segments read from the object store kept in memory (all shards together).
     #[arg(long, env = "KAFSCALE_CACHE_BYTES", default_value_t = 256 << 20)]
     pub cache_bytes: usize,
@@ -440,6 +448,13 @@ fn parse_flag(s: &str) -> Result<bool, String> {
         "0" | "false" | "no" | "off" | "" => Ok(false),
         other => Err(format!("expected true or false, got {other:?}")),
     }
+}
+
+/// KAFSCALE_LOCAL_COMMIT: what makes a local acks=all commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LocalCommit {
+    Files,
+    Log,
 }
 
 /// KAFSCALE_LOCAL_IO: who writes the local directory store's segments.

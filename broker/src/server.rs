@@ -57,6 +57,7 @@ pub async fn shard_main(boot: ShardBoot) {
     rx.serve(shard.clone());
     spawn_detached(partition::flush_ticker(shard.logs.clone()));
     spawn_detached(partition::group_commit(shard.logs.clone()));
+    spawn_detached(partition::log_task(shard.logs.clone()));
     spawn_detached(partition::retention_ticker(shard.logs.clone()));
     spawn_detached(partition::cleaner_ticker(shard.logs.clone()));
     Groups::start(&shard.groups);

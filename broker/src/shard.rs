@@ -38,6 +38,8 @@ pub struct Shared {
     pub admission: Arc<crate::admission::Admission>,
     /// Set when the shards write the local directory store themselves.
     pub local_uring: Option<crate::partition::LocalUringConfig>,
+    /// The commit logs' directory when KAFSCALE_LOCAL_COMMIT=log applies.
+    pub commit_log: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +91,7 @@ impl Shard {
             meta: shared.meta.clone(),
             clock: shared.clock.clone(),
             local_uring: shared.local_uring.clone(),
+            commit_log: shared.commit_log.clone(),
         };
         let logs = Logs::new(
             id,

@@ -42,6 +42,8 @@ pub enum StartError {
     LoadMetadata(#[source] MetaError),
     #[error("loading consumer groups: {0}")]
     LoadGroups(#[source] MetaError),
+    #[error("replaying the commit log: {0}")]
+    CommitLog(#[source] crate::partition::ReplayError),
     /// The shard mesh came out empty (not expected: there is at least one shard).
     #[error("no shards")]
     NoShards,

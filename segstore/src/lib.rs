@@ -4,6 +4,7 @@
 //! through the same object-store trait. No Kafka networking.
 
 pub mod cache;
+pub mod commitlog;
 pub mod compact;
 pub mod durable;
 pub mod faults;
@@ -19,8 +20,8 @@ pub use cache::SegmentCache;
 pub use faults::{Fault, FaultControl, Faults, FaultyStore, ReadFault};
 pub use format::index::{encode_index, parse_index, DEFAULT_INDEX_INTERVAL};
 pub use format::segment::{
-    parse_footer, parse_header, BatchPos, FormatError, SealedSegment, Segment, SegmentBuilder,
-    SegmentFooter, SegmentHeader, SEGMENT_FOOTER_LEN, SEGMENT_HEADER_LEN,
+    coalesce, parse_footer, parse_header, BatchPos, FormatError, SealedSegment, Segment,
+    SegmentBuilder, SegmentFooter, SegmentHeader, SEGMENT_FOOTER_LEN, SEGMENT_HEADER_LEN,
 };
 pub use health::{HealthConfig, HealthSnapshot, HealthState, S3Health};
 pub use instrumented::{InstrumentedStore, OpStats, StoreStats, STORE_LATENCY_BUCKETS, STORE_OPS};

@@ -273,6 +273,7 @@ pub async fn flush_ticker(logs: Rc<Logs>) {
             seal(&logs, &p);
         }
         logs.dirty.borrow_mut().extend(kept);
+        super::commit_log::tick(&logs);
     }
 }
 

@@ -95,12 +95,19 @@ fn pass(logs: &Rc<Logs>) -> Option<Instant> {
                 st.eager_queued = false;
                 continue;
             }
-            if st.uploading || !st.pending.is_empty() {
+            if let Some(log) = &logs.clog {
+                // One log append at a time per shard: what waits meanwhile goes
+                // into the next (its end wakes this task again).
+                if log.busy() || st.pending.len() > st.log_taken {
+                    keep.push(p.clone());
+                    continue;
+                }
+            } else if st.uploading || !st.pending.is_empty() {
                 // Its upload's end wakes this task again.
                 keep.push(p.clone());
                 continue;
             }
-            if logs.uploads_running() >= logs.settings.upload_concurrency {
+            if logs.clog.is_none() && logs.uploads_running() >= logs.settings.upload_concurrency {
                 // An upload's end wakes this task again.
                 keep.push(p.clone());
                 continue;

@@ -73,6 +73,9 @@ pub struct LogHandles {
     /// Set when the local directory store's segments are written on the
     /// shards' own io_uring (KAFSCALE_LOCAL_IO=uring).
     pub local_uring: Option<super::local_uring::LocalUringConfig>,
+    /// Set when acks=all commits go through the shards' commit logs
+    /// (KAFSCALE_LOCAL_COMMIT=log): the directory of the logs.
+    pub commit_log: Option<std::path::PathBuf>,
 }
 
 pub struct Logs {
@@ -85,6 +88,8 @@ pub struct Logs {
     pub(super) clock: Clock,
     /// This shard's writer of the local directory store (KAFSCALE_LOCAL_IO=uring).
     pub(super) local_uring: Option<super::local_uring::LocalUring>,
+    /// This shard's commit log (KAFSCALE_LOCAL_COMMIT=log).
+    pub(super) clog: Option<super::commit_log::ShardLog>,
     pub(super) metrics: Rc<ShardMetrics>,
     cluster: RefCell<Arc<Cluster>>,
     pub(super) partitions: RefCell<PartitionMap>,
@@ -146,6 +151,11 @@ impl Logs {
             local_uring: handles.local_uring.as_ref().and_then(|c| {
                 super::local_uring::LocalUring::new(c)
                     .inspect_err(|e| tracing::warn!(error = %e, "the io_uring writer of the local store is unavailable; using the I/O threads"))
+                    .ok()
+            }),
+            clog: handles.commit_log.as_ref().and_then(|dir| {
+                super::commit_log::ShardLog::open(dir, shard)
+                    .inspect_err(|e| tracing::error!(dir = %dir.display(), error = %e, "the shard's commit log cannot be opened; this shard writes files per commit"))
                     .ok()
             }),
             metrics,
@@ -276,8 +286,9 @@ impl Logs {
         }
         *self.cluster.borrow_mut() = next;
         for p in &gone {
-            let released = p.mark_deleted();
+            let (released, logged) = p.mark_deleted();
             self.release_buffered(released);
+            super::commit_log::written_out(self, logged);
             let topic = p.topic.clone();
             let index = p.index;
             self.cache
@@ -336,8 +347,9 @@ impl Logs {
     /// Stops serving `p` here: waiters get `why`, its buffers are released and
     /// it leaves the map and the read cache.
     pub(super) fn drop_partition(&self, p: &Rc<Partition>, why: KafkaError) {
-        let released = p.mark_dropped(why);
+        let (released, logged) = p.mark_dropped(why);
         self.release_buffered(released);
+        super::commit_log::written_out(self, logged);
         self.forget(p);
         let topic = p.topic.clone();
         let index = p.index;

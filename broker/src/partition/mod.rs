@@ -7,6 +7,7 @@
 //! watermark, and `acks=-1` producers are answered when it passes their batch.
 
 mod append;
+mod commit_log;
 mod compaction;
 mod group_commit;
 mod local_uring;
@@ -29,6 +30,7 @@ use kafscale_segstore::{SealedSegment, SegmentBuilder};
 use uuid::Uuid;
 
 pub use append::{append, flush_ticker, seal, LEADER_EPOCH};
+pub use commit_log::{dir as commit_log_dir, log_task, replay as replay_commit_log, ReplayError};
 pub use compaction::cleaner_ticker;
 pub use group_commit::group_commit;
 pub use local_uring::LocalUringConfig;
@@ -124,6 +126,17 @@ pub(crate) struct State {
     /// get room for a full segment and quiet ones do not reserve megabytes.
     pub last_sealed_bytes: usize,
     pub pending: VecDeque<SealedSegment>,
+    /// The shard's commit log (`commit_log.rs`): how many of `pending`, from
+    /// the front, are durable in it, and in which log file each is.
+    pub logged: usize,
+    pub log_seqs: VecDeque<u64>,
+    /// How many of `pending`, from the front, an append has taken (logged or
+    /// being logged).
+    pub log_taken: usize,
+    /// Whether the partition is on the commit log's queue.
+    pub log_queued: bool,
+    /// The logged segments are to be written out to the store's files now.
+    pub write_out: bool,
     pub uploading: bool,
     pub idle_waiters: Vec<oneshot::Sender<()>>,
     pub durable: Vec<SegRef>,
@@ -230,6 +243,11 @@ impl Partition {
                 last_seal: None,
                 last_sealed_bytes: 0,
                 pending: VecDeque::new(),
+                logged: 0,
+                log_seqs: VecDeque::new(),
+                log_taken: 0,
+                log_queued: false,
+                write_out: false,
                 uploading: false,
                 idle_waiters: Vec::new(),
                 durable: Vec::new(),
@@ -370,20 +388,24 @@ impl Partition {
 
     /// The topic is gone: refuse further work, fail waiters, and hand back the
     /// unflushed bytes so the shard can release them.
-    pub(crate) fn mark_deleted(&self) -> usize {
+    pub(crate) fn mark_deleted(&self) -> (usize, Vec<u64>) {
         self.mark_dropped(KafkaError::UnknownTopicOrPartition)
     }
 
     /// This shard stops serving the partition (topic gone, or ownership lost):
     /// refuse further work, fail waiters with `why`, and hand back the unflushed
     /// bytes so the shard can release them.
-    pub(crate) fn mark_dropped(&self, why: KafkaError) -> usize {
+    /// Returns the bytes it held and the commit-log files of its logged segments.
+    pub(crate) fn mark_dropped(&self, why: KafkaError) -> (usize, Vec<u64>) {
         let released = self.unflushed_bytes();
         let mut st = self.st.borrow_mut();
         st.deleted = true;
         st.gone = why;
         st.active = None;
         st.pending.clear();
+        st.logged = 0;
+        st.log_taken = 0;
+        let seqs = std::mem::take(&mut st.log_seqs).into();
         for (_, w) in st.ack_waiters.drain(..) {
             let _ = w.send(Err(why));
         }
@@ -395,7 +417,7 @@ impl Partition {
                 let _ = w.send(Err(why));
             }
         }
-        released
+        (released, seqs)
     }
 
     /// Its idempotent producers, as `Producers::describe` lists them.

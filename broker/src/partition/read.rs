@@ -56,6 +56,25 @@ pub async fn read(
                 offsets,
             });
         }
+        // Logged and not yet written out (KAFSCALE_LOCAL_COMMIT=log): served
+        // from memory, where they are until they are in the store's files.
+        let logged = st.pending.iter().take(st.logged);
+        if let Some(s) = logged
+            .filter(|s| s.segment.last_offset >= offset)
+            .find(|s| {
+                s.segment.base_offset <= offset || st.durable.last().is_none_or(|d| d.last < offset)
+            })
+        {
+            if let Some(records) = s
+                .segment
+                .slice_from(offset.max(s.segment.base_offset), max_bytes.max(1))
+            {
+                return Ok(ReadOutcome {
+                    records: Some(records),
+                    offsets,
+                });
+            }
+        }
         let i = st.durable.partition_point(|s| s.base <= offset);
         // The segment that should hold `offset`, then the one after it (where a
         // consumer in a gap continues).

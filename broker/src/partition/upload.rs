@@ -77,6 +77,10 @@ async fn commit_next_offset(logs: &Rc<Logs>, p: &Rc<Partition>, next_offset: i64
 
 /// Starts the partition's upload loop unless it is already running.
 pub fn kick(logs: &Rc<Logs>, p: &Rc<Partition>) {
+    if logs.clog.is_some() {
+        super::commit_log::kick(logs, p);
+        return;
+    }
     {
         let mut st = p.st.borrow_mut();
         if st.uploading || st.pending.is_empty() || st.deleted {
@@ -88,17 +92,19 @@ pub fn kick(logs: &Rc<Logs>, p: &Rc<Partition>) {
     spawn_detached(upload_loop(logs.clone(), p.clone()));
 }
 
-async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
+pub(super) async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
     loop {
-        let next = {
+        let next = if logs.clog.is_some() {
+            super::commit_log::next_object(&logs, &p)
+        } else {
             let st = p.st.borrow();
             if st.deleted {
                 None
             } else {
-                st.pending.front().cloned()
+                st.pending.front().cloned().map(|s| (s, 1))
             }
         };
-        let Some(sealed) = next else { break };
+        let Some((sealed, covers)) = next else { break };
         let slot = logs.upload_slot().await;
         let mut backoff = BACKOFF;
         let mut attempt = 0u32;
@@ -154,10 +160,17 @@ async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
         }
         debug!(topic = %p.topic, partition = p.index, base_offset = sealed.segment.base_offset, last_offset = sealed.segment.last_offset, bytes = sealed.segment.size(), "segment durable");
         let seg = sealed.segment;
+        if logs.clog.is_some() {
+            // Durable (and acknowledged) since the log append: it only moves
+            // from the log to the store's files.
+            super::commit_log::took_out(&logs, &p, covers);
+        }
         let (acked, woken) = {
             let mut st = p.st.borrow_mut();
-            st.pending.pop_front();
-            st.high_watermark = seg.last_offset + 1;
+            if logs.clog.is_none() {
+                st.pending.pop_front();
+            }
+            st.high_watermark = st.high_watermark.max(seg.last_offset + 1);
             st.durable.push(SegRef {
                 base: seg.base_offset,
                 last: seg.last_offset,

@@ -363,6 +363,42 @@ impl SegmentBuilder {
     }
 }
 
+/// One segment holding the batches of `parts`, consecutive segments of one
+/// partition in offset order (the commit log writes several small logged
+/// segments out as one object). The bodies are copied once; the body CRC is
+/// combined from the parts' footers, not recomputed. None if `parts` is empty.
+pub fn coalesce(parts: &[&Segment], index_interval: i32) -> Option<SealedSegment> {
+    let first = parts.first()?;
+    let last = parts.last()?;
+    let body: usize = parts
+        .iter()
+        .map(|p| {
+            p.data
+                .len()
+                .saturating_sub(SEGMENT_HEADER_LEN + SEGMENT_FOOTER_LEN)
+        })
+        .sum();
+    let mut b = SegmentBuilder::new(first.base_offset, first.created_ms, body);
+    let mut batches = Vec::with_capacity(parts.iter().map(|p| p.batches.len()).sum());
+    for p in parts {
+        let part = p
+            .data
+            .get(SEGMENT_HEADER_LEN..p.data.len().checked_sub(SEGMENT_FOOTER_LEN)?)?;
+        let shift = b.buf.len() as u32 - SEGMENT_HEADER_LEN as u32;
+        let crc = parse_footer(&p.data).ok()?.crc;
+        b.crc = crc32c::crc32c_combine(b.crc, crc, part.len());
+        b.buf.extend_from_slice(part);
+        batches.extend(p.batches.iter().map(|x| BatchPos {
+            pos: x.pos + shift,
+            ..*x
+        }));
+        b.message_count = b.message_count.saturating_add(p.message_count);
+    }
+    b.batches = batches;
+    b.next_offset = last.last_offset + 1;
+    Some(b.finish(index_interval))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,6 +411,47 @@ mod tests {
             b.append(raw, &h, 0);
         }
         b.finish(2)
+    }
+
+    #[test]
+    fn coalesced_segments_are_the_segment_of_all_their_batches() {
+        let raw = [
+            build_batch(0, 1, &[b"a", b"b"]),
+            build_batch(0, 2, &[b"c"]),
+            build_batch(0, 3, &[b"d", b"e", b"f"]),
+            build_batch(0, 4, &[&vec![9u8; COMBINE_FROM], b"g"]),
+        ];
+        let build = |base: i64, batches: &[Vec<u8>]| {
+            let mut b = SegmentBuilder::new(base, 42, 16);
+            for r in batches {
+                b.append(r, &BatchHeader::parse(r).unwrap(), 0);
+            }
+            b.finish(2)
+        };
+        let whole = build(100, &raw);
+        let parts = [
+            build(100, &raw[..2]),
+            build(103, &raw[2..3]),
+            build(106, &raw[3..]),
+        ];
+        let refs: Vec<&Segment> = parts.iter().map(|p| &p.segment).collect();
+        let c = coalesce(&refs, 2).unwrap();
+        assert_eq!(c.segment.data, whole.segment.data);
+        assert_eq!(c.index, whole.index);
+        assert_eq!(c.segment.batches, whole.segment.batches);
+        assert_eq!(
+            (
+                c.segment.base_offset,
+                c.segment.last_offset,
+                c.segment.message_count
+            ),
+            (100, 107, 8)
+        );
+        Segment::parse(c.segment.data.clone()).unwrap();
+        // One part is itself.
+        let one = coalesce(&refs[1..2], 2).unwrap();
+        assert_eq!(one.segment.data, parts[1].segment.data);
+        assert!(coalesce(&[], 2).is_none());
     }
 
     #[test]

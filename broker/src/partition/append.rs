@@ -237,7 +237,9 @@ pub(super) fn seal_locked(st: &mut super::State, now: Instant) -> bool {
 /// Seals the active buffer now (flush timer, TriggerFlush, shutdown).
 pub fn seal(logs: &Rc<Logs>, p: &Rc<Partition>) {
     let had = seal_locked(&mut p.st.borrow_mut(), logs.clock.now());
-    if had {
+    // With the commit log, logged segments may be waiting to be written out
+    // (shutdown, TriggerFlush) even when the buffer held nothing new.
+    if had || logs.clog.is_some() {
         super::upload::kick(logs, p);
     }
 }

@@ -426,7 +426,9 @@ pub async fn replay(
     })
     .await
     .map_err(|e| ReplayError::Io(std::io::Error::other(e)))??;
-    info!(segments = written, "commit log replayed into the store");
+    if written > 0 {
+        info!(segments = written, "commit log replayed into the store");
+    }
     Ok(written)
 }
 

@@ -138,6 +138,15 @@ impl SyncHandle {
 /// `O_DIRECT` writes of whole objects: staged under a name `LocalFileSystem`
 /// never lists (`#` and digits), synced, then linked to their final name (which
 /// fails if the name exists: the create-only rule).
+/// Whether files under `root` take `O_DIRECT` writes (probed with a file
+/// of its own, removed after).
+pub fn direct_supported(root: &std::path::Path) -> bool {
+    direct::supported(root)
+}
+
+/// `O_DIRECT` for `OpenOptionsExt::custom_flags` (0 where there is none).
+pub const O_DIRECT: i32 = direct::O_DIRECT;
+
 mod direct {
     use std::cell::RefCell;
     use std::fs::{File, OpenOptions};
@@ -212,10 +221,10 @@ mod direct {
     }
 
     #[cfg(target_os = "linux")]
-    const O_DIRECT: i32 = libc::O_DIRECT;
+    pub const O_DIRECT: i32 = libc::O_DIRECT;
     // Never opened with it elsewhere: `supported` says no first.
     #[cfg(not(target_os = "linux"))]
-    const O_DIRECT: i32 = 0;
+    pub const O_DIRECT: i32 = 0;
 
     /// Whether files under `root` can be opened with `O_DIRECT` and written
     /// that way (tmpfs refuses at open, others at the first write).

@@ -134,9 +134,9 @@ fn encode(records: &[Logged], buf: &mut Vec<u8>, aligned: bool) -> std::ops::Ran
 }
 
 /// Reads the records of one log's bytes, up to the first that does not hold
-/// (a torn or never-synced tail). Where a record does not start inside a
-/// block, the rest of the block is an append's padding: the next append
-/// starts at the next block.
+/// (a torn or never-synced tail). Where zeroes follow a record up to the end
+/// of its block, they are an append's padding: the next append starts at the
+/// next block.
 pub fn decode(data: &Bytes) -> Vec<Logged> {
     let mut out = Vec::new();
     let mut pos = 0;
@@ -145,10 +145,14 @@ pub fn decode(data: &Bytes) -> Vec<Logged> {
             out.push(r);
             continue;
         }
-        if pos % BLOCK == 0 {
+        let next = pos.div_ceil(BLOCK) * BLOCK;
+        // Padding is zeroes; anything else is a torn append, and what follows
+        // it was never acknowledged.
+        let padding = data.get(pos..next.min(data.len())).unwrap_or_default();
+        if pos % BLOCK == 0 || padding.iter().any(|&b| b != 0) {
             return out;
         }
-        pos = pos.div_ceil(BLOCK) * BLOCK;
+        pos = next;
     }
 }
 

@@ -519,16 +519,18 @@ impl Broker {
             local_uring.is_some(),
             meta.tracks_partition_state(),
         );
-        if let Some(dir) = &commit_log {
+        if local_dir_store {
             // Before any shard serves: what a crash left only in the logs goes
-            // to the store's files, where partitions load from.
+            // to the store's files, where partitions load from. Whatever the
+            // mode now: the broker may have run with the log before.
+            let dir = crate::partition::commit_log_dir(&cfg.data_dir);
             let ids: std::collections::HashMap<String, [u8; 16]> = state
                 .topics
                 .iter()
                 .filter(|t| !t.deleting)
                 .map(|t| (t.name.clone(), *t.id.as_bytes()))
                 .collect();
-            let (dir, store) = (dir.clone(), store.clone());
+            let store = store.clone();
             rt.block_on(async move {
                 crate::partition::replay_commit_log(&dir, &store, |name| ids.get(name).copied())
                     .await

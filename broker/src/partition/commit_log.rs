@@ -256,7 +256,7 @@ pub async fn log_task(logs: Rc<Logs>) {
                 });
             }
             st.log_taken = to;
-            marks.push((p.clone(), to, last));
+            marks.push((p.clone(), last));
         }
         if records.is_empty() {
             let (tx, rx) = oneshot::channel();
@@ -269,14 +269,16 @@ pub async fn log_task(logs: Rc<Logs>) {
         log.busy.set(true);
         let seq = append(&logs, log, Arc::new(records)).await;
         log.busy.set(false);
-        for (p, to, last) in marks {
+        for (p, last) in marks {
             let (acked, woken) = {
                 let mut st = p.st.borrow_mut();
                 if st.deleted {
                     continue;
                 }
-                let n = to.saturating_sub(st.logged);
-                st.logged = to;
+                // Everything taken is logged now: one append at a time, and what
+                // was written out meanwhile left the front of both counts.
+                let n = st.log_taken.saturating_sub(st.logged);
+                st.logged = st.log_taken;
                 st.log_seqs.extend(std::iter::repeat_n(seq, n));
                 *log.live.borrow_mut().entry(seq).or_default() += n;
                 st.high_watermark = st.high_watermark.max(last + 1);

@@ -140,7 +140,7 @@ pub(super) fn tick(logs: &Rc<Logs>) {
 /// The next object to write out: the partition's logged segments, as many as
 /// fit in a segment's size (at least one), as one segment; and how many of
 /// `pending` it covers. None when nothing is due.
-pub(super) fn next_object(logs: &Logs, p: &Partition) -> Option<(SealedSegment, usize)> {
+pub(super) fn next_object(logs: &Logs, p: &Partition) -> Option<(super::upload::Object, usize)> {
     let mut st = p.st.borrow_mut();
     if st.deleted || st.logged == 0 || !(st.write_out || logs.is_shutting_down()) {
         return None;
@@ -159,10 +159,18 @@ pub(super) fn next_object(logs: &Logs, p: &Partition) -> Option<(SealedSegment, 
         st.write_out = false;
     }
     if n == 1 {
-        return st.pending.front().map(|s| (s.clone(), 1));
+        return st
+            .pending
+            .front()
+            .map(|s| (super::upload::Object::One(s.clone()), 1));
     }
-    let parts: Vec<&Segment> = st.pending.iter().take(n).map(|s| &s.segment).collect();
-    kafscale_segstore::coalesce(&parts, DEFAULT_INDEX_INTERVAL).map(|s| (s, n))
+    let parts = st
+        .pending
+        .iter()
+        .take(n)
+        .map(|s| s.segment.clone())
+        .collect();
+    Some((super::upload::Object::Parts(parts), n))
 }
 
 /// `n` logged segments of `p` were written out: they leave `pending`.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use kafscale_segstore::StoreError;
+use kafscale_segstore::{SealedSegment, Segment, StoreError, DEFAULT_INDEX_INTERVAL};
 
 use super::logs::Logs;
 use super::{body_bytes, Partition, SegRef};
@@ -30,6 +30,43 @@ use crate::runtime::{sleep, spawn_detached, Backoff};
 /// time, and no Kafka timeout or timer depends on it (a producer waiting for the
 /// upload has its own deadline on the clock).
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+
+/// What one PUT writes: a sealed segment, or logged segments to write out as
+/// one (coalesced on the I/O runtime, not on the shard: it copies every byte).
+#[derive(Clone)]
+pub(super) enum Object {
+    One(SealedSegment),
+    Parts(Vec<Segment>),
+}
+
+impl Object {
+    pub(super) fn base_offset(&self) -> i64 {
+        match self {
+            Object::One(s) => s.segment.base_offset,
+            Object::Parts(p) => p.first().map_or(-1, |s| s.base_offset),
+        }
+    }
+
+    pub(super) fn seal(self) -> Result<SealedSegment, StoreError> {
+        match self {
+            Object::One(s) => Ok(s),
+            Object::Parts(parts) => {
+                let refs: Vec<&Segment> = parts.iter().collect();
+                kafscale_segstore::coalesce(&refs, DEFAULT_INDEX_INTERVAL).ok_or_else(|| {
+                    StoreError::Corrupt {
+                        key: format!(
+                            "logged segments from {}",
+                            parts.first().map_or(-1, |s| s.base_offset)
+                        ),
+                        source: kafscale_segstore::FormatError::Inconsistent(
+                            "logged segments do not coalesce".into(),
+                        ),
+                    }
+                })
+            }
+        }
+    }
+}
 
 /// Commits `next_offset` of the partition to the metadata store, retrying until
 /// it is stored; false if the topic was deleted meanwhile or this broker lost the
@@ -101,47 +138,55 @@ pub(super) async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
             if st.deleted {
                 None
             } else {
-                st.pending.front().cloned().map(|s| (s, 1))
+                st.pending.front().cloned().map(|s| (Object::One(s), 1))
             }
         };
-        let Some((sealed, covers)) = next else { break };
+        let Some((object, covers)) = next else { break };
+        let base_offset = object.base_offset();
         let slot = logs.upload_slot().await;
         let mut backoff = BACKOFF;
         let mut attempt = 0u32;
         let uploaded = loop {
             if p.st.borrow().deleted {
-                break false;
+                break None;
             }
             attempt += 1;
             let res = match &logs.local_uring {
-                Some(w) => w
-                    .put_segment(&p.topic, p.index, &sealed)
-                    .await
-                    .map_err(CallError::Failed),
+                Some(w) => match object.clone().seal() {
+                    Ok(s) => w
+                        .put_segment(&p.topic, p.index, &s)
+                        .await
+                        .map(|()| s)
+                        .map_err(CallError::Failed),
+                    Err(e) => Err(CallError::Failed(e)),
+                },
                 None => {
                     let store = logs.store.clone();
                     let topic = p.topic.clone();
                     let index = p.index;
-                    let seg = sealed.clone();
+                    let object = object.clone();
                     logs.io
-                        .call(async move { store.put_segment(&topic, index, &seg).await })
+                        .call(async move {
+                            let s = object.seal()?;
+                            store.put_segment(&topic, index, &s).await.map(|()| s)
+                        })
                         .await
                 }
             };
             match res {
-                Ok(()) => break true,
+                Ok(s) => break Some(s),
                 Err(CallError::Failed(e @ StoreError::Conflict { .. })) => {
                     // Another owner's segment holds this base offset (a late
                     // upload of a previous owner): it is part of the log now.
                     // Nothing here is acknowledged; the partition reloads after
                     // it (keeping this broker's claim, which the next load
                     // finds) and the producers retry.
-                    warn!(topic = %p.topic, partition = p.index, base_offset = sealed.segment.base_offset, error = %e, "a segment at this offset exists already; reloading the partition");
+                    warn!(topic = %p.topic, partition = p.index, base_offset, error = %e, "a segment at this offset exists already; reloading the partition");
                     logs.drop_partition(&p, KafkaError::NotLeaderOrFollower);
-                    break false;
+                    break None;
                 }
                 Err(CallError::Failed(e)) => {
-                    warn!(topic = %p.topic, partition = p.index, base_offset = sealed.segment.base_offset, attempt, error = %e, "segment upload failed; retrying")
+                    warn!(topic = %p.topic, partition = p.index, base_offset, attempt, error = %e, "segment upload failed; retrying")
                 }
                 Err(CallError::Gone(e)) => {
                     warn!(topic = %p.topic, partition = p.index, attempt, error = %e, "segment upload task lost; retrying")
@@ -150,9 +195,9 @@ pub(super) async fn upload_loop(logs: Rc<Logs>, p: Rc<Partition>) {
             sleep(backoff.next()).await;
         };
         drop(slot);
-        if !uploaded {
+        let Some(sealed) = uploaded else {
             break;
-        }
+        };
         if logs.meta.tracks_partition_state()
             && !commit_next_offset(&logs, &p, sealed.segment.last_offset + 1).await
         {

@@ -136,3 +136,24 @@ def test_a_deleted_topic_is_not_brought_back_by_the_log(make_broker):
     consumed = consume_all(b.bootstrap, "gone", 1, 5)
     assert [(o, v) for _, o, _, v, _ in consumed] == [(i, f"new-{i}".encode()) for i in range(5)]
     assert len(consume_all(b.bootstrap, "gone", 1, 6, timeout=3)) == 5
+
+
+def test_a_time_lookup_finds_records_only_the_log_holds(make_broker):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    b = make_broker(env=LOG)
+    create_topic(b.bootstrap, "timed", partitions=1)
+    p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 0})
+    base = 1_700_000_000_000
+    for i in range(30):
+        p.produce("timed", value=f"t{i}".encode(), timestamp=base + i * 1000)
+        p.flush(10)
+    assert kfs(b, "timed") == []
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "timed"})
+    try:
+        got = c.offsets_for_times([TopicPartition("timed", 0, base + 12_500)], timeout=10)
+        assert got[0].offset == 13
+        # After the last record: no offset (the log end).
+        got = c.offsets_for_times([TopicPartition("timed", 0, base + 99_000)], timeout=10)
+        assert got[0].offset == -1
+    finally:
+        c.close()

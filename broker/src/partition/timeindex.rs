@@ -12,6 +12,7 @@ use super::logs::Logs;
 use super::read::{note_max_ts, segment};
 use super::{Partition, SegRef};
 use crate::errors::KafkaError;
+use kafscale_segstore::Segment;
 
 /// What a timestamp query asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,23 +85,51 @@ async fn at_or_after(
             Err(code) => return Err(code),
         };
         let log_start = p.st.borrow().log_start;
-        for b in s.batches.iter().filter(|b| b.max_timestamp >= t) {
-            if b.last_offset < log_start {
-                continue;
-            }
-            let raw = &s.data[b.pos as usize..(b.pos + b.len) as usize];
-            match record_timestamps(raw) {
-                Some(records) => {
-                    if let Some(&hit) = records.iter().find(|(o, ts)| *o >= log_start && *ts >= t) {
-                        return Ok(Some(hit));
-                    }
-                }
-                // Compressed: batch precision (documented in docs/protocol.md).
-                None => return Ok(Some((b.base_offset.max(log_start), b.max_timestamp))),
-            }
+        if let Some(hit) = first_at_or_after(&s, t, log_start) {
+            return Ok(Some(hit));
+        }
+    }
+    // Then what is durable in the commit log, not yet in the store's files.
+    let log_start = p.st.borrow().log_start;
+    for s in logged(p, from) {
+        if let Some(hit) = first_at_or_after(&s, t, log_start) {
+            return Ok(Some(hit));
         }
     }
     Ok(None)
+}
+
+/// Segments durable in the shard's commit log and not yet written out
+/// (`commit_log.rs`), from the one holding `from`: they follow the durable list.
+fn logged(p: &Partition, from: i64) -> Vec<Segment> {
+    let st = p.st.borrow();
+    st.pending
+        .iter()
+        .take(st.logged)
+        .filter(|s| s.segment.last_offset >= from)
+        .map(|s| s.segment.clone())
+        .collect()
+}
+
+/// The first record of `s` at or after `log_start` with a timestamp of at
+/// least `t`.
+fn first_at_or_after(s: &Segment, t: i64, log_start: i64) -> Option<(i64, i64)> {
+    for b in s.batches.iter().filter(|b| b.max_timestamp >= t) {
+        if b.last_offset < log_start {
+            continue;
+        }
+        let raw = &s.data[b.pos as usize..(b.pos + b.len) as usize];
+        match record_timestamps(raw) {
+            Some(records) => {
+                if let Some(&hit) = records.iter().find(|(o, ts)| *o >= log_start && *ts >= t) {
+                    return Some(hit);
+                }
+            }
+            // Compressed: batch precision (documented in docs/protocol.md).
+            None => return Some((b.base_offset.max(log_start), b.max_timestamp)),
+        }
+    }
+    None
 }
 
 async fn max_timestamp(
@@ -122,10 +151,29 @@ async fn max_timestamp(
             best = Some((max, seg));
         }
     }
-    let Some((max, seg)) = best else {
-        return Ok(None);
+    // A segment still only in the commit log wins only with a larger time (it
+    // comes after every durable one).
+    let mut newest: Option<(i64, Segment)> = None;
+    for s in logged(p, from) {
+        let max = s
+            .batches
+            .iter()
+            .map(|b| b.max_timestamp)
+            .max()
+            .unwrap_or(-1);
+        let top = newest
+            .as_ref()
+            .map(|(m, _)| *m)
+            .or(best.as_ref().map(|(m, _)| *m));
+        if top.is_none_or(|m| max > m) {
+            newest = Some((max, s));
+        }
+    }
+    let (max, s) = match (newest, best) {
+        (Some((max, s)), _) => (max, s),
+        (None, Some((max, seg))) => (max, segment(logs, seg.key(p)).await?),
+        (None, None) => return Ok(None),
     };
-    let s = segment(logs, seg.key(p)).await?;
     let Some(b) = s.batches.iter().find(|b| b.max_timestamp == max) else {
         return Ok(None);
     };

@@ -147,6 +147,10 @@ pub fn append(
                 // segment.ms: Kafka rolls a segment this old on the next append.
                 seal_locked(&mut st, logs.clock.now());
                 sealed = true;
+                if logs.clog.is_some() {
+                    let next = st.next_offset;
+                    st.log_breaks.push_back(next);
+                }
             }
             if st.active.is_none() {
                 let hint = (st.last_sealed_bytes + st.last_sealed_bytes / 4 + (64 << 10))
@@ -234,9 +238,14 @@ pub(super) fn seal_locked(st: &mut super::State, now: Instant) -> bool {
     true
 }
 
-/// Seals the active buffer now (flush timer, TriggerFlush, shutdown).
+/// Seals the active buffer now (flush timer, TriggerFlush, shutdown). With the
+/// commit log, what it holds is written out to the store's objects too.
 pub fn seal(logs: &Rc<Logs>, p: &Rc<Partition>) {
-    let had = seal_locked(&mut p.st.borrow_mut(), logs.clock.now());
+    let had = {
+        let mut st = p.st.borrow_mut();
+        st.write_out = true;
+        seal_locked(&mut st, logs.clock.now())
+    };
     // With the commit log, logged segments may be waiting to be written out
     // (shutdown, TriggerFlush) even when the buffer held nothing new.
     if had || logs.clog.is_some() {

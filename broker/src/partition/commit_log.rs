@@ -149,7 +149,8 @@ pub(super) fn next_object(logs: &Logs, p: &Partition) -> Option<(super::upload::
     let mut n = 0;
     let mut bytes = 0;
     for s in st.pending.iter().take(st.logged) {
-        if n > 0 && bytes + s.segment.size() > limit {
+        let rolled = st.log_breaks.contains(&s.segment.base_offset);
+        if n > 0 && (bytes + s.segment.size() > limit || rolled) {
             break;
         }
         bytes += s.segment.size();
@@ -157,6 +158,10 @@ pub(super) fn next_object(logs: &Logs, p: &Partition) -> Option<(super::upload::
     }
     if n == st.logged {
         st.write_out = false;
+    }
+    if let Some(first) = st.pending.front().map(|s| s.segment.base_offset) {
+        // Breaks at or before the object's start are behind it now.
+        st.log_breaks.retain(|&b| b > first);
     }
     if n == 1 {
         return st

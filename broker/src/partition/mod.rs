@@ -137,6 +137,9 @@ pub(crate) struct State {
     pub log_queued: bool,
     /// The logged segments are to be written out to the store's files now.
     pub write_out: bool,
+    /// Base offsets where a written-out object must start (a segment.ms roll):
+    /// logged segments are not coalesced across them.
+    pub log_breaks: VecDeque<i64>,
     pub uploading: bool,
     pub idle_waiters: Vec<oneshot::Sender<()>>,
     pub durable: Vec<SegRef>,
@@ -248,6 +251,7 @@ impl Partition {
                 log_taken: 0,
                 log_queued: false,
                 write_out: false,
+                log_breaks: VecDeque::new(),
                 uploading: false,
                 idle_waiters: Vec::new(),
                 durable: Vec::new(),
@@ -333,8 +337,9 @@ impl Partition {
         std::mem::replace(&mut self.st.borrow_mut().draining, on)
     }
 
-    /// Resolves when every offset below `target` is durable; the topic's deletion
-    /// ends the wait with UNKNOWN_TOPIC_OR_PARTITION.
+    /// Resolves when every offset below `target` is durable in the store's
+    /// objects (with the commit log: written out of it too); the topic's
+    /// deletion ends the wait with UNKNOWN_TOPIC_OR_PARTITION.
     pub(crate) async fn durable_to(&self, target: i64) -> Result<(), KafkaError> {
         loop {
             let rx = {
@@ -342,10 +347,15 @@ impl Partition {
                 if st.deleted {
                     return Err(KafkaError::UnknownTopicOrPartition);
                 }
-                if st.high_watermark >= target {
+                let logged_below = st
+                    .pending
+                    .front()
+                    .is_some_and(|s| st.logged > 0 && s.segment.base_offset < target);
+                if st.high_watermark >= target && !logged_below {
                     return Ok(());
                 }
-                // Woken on every high-watermark move (as long-polling fetches are).
+                // Woken on every high-watermark move (as long-polling fetches
+                // are) and every object written.
                 let (tx, rx) = oneshot::channel();
                 st.hw_waiters.push(tx);
                 rx

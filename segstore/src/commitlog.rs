@@ -26,6 +26,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -39,7 +40,9 @@ const BLOCK: usize = 4096;
 /// One segment in a log: what is appended, and what is read back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Logged {
-    pub topic: String,
+    /// Shared with the partition: a record per segment per append must not
+    /// allocate the name again.
+    pub topic: Arc<str>,
     /// The topic's id: a log read back after the topic was deleted (and maybe
     /// created again under its name) must not bring the old data back.
     pub topic_id: [u8; 16],
@@ -170,7 +173,7 @@ fn decode_one(data: &Bytes, pos: &mut usize) -> Option<Logged> {
     }
     let mut r = Reader { b: data, at: start };
     let topic_len = usize::from(r.u16()?);
-    let topic = std::str::from_utf8(r.take(topic_len)?).ok()?.to_string();
+    let topic = Arc::from(std::str::from_utf8(r.take(topic_len)?).ok()?);
     let topic_id: [u8; 16] = r.take(16)?.try_into().ok()?;
     let partition = r.u32()? as i32;
     let base_offset = r.u64()? as i64;
@@ -349,7 +352,7 @@ mod tests {
 
     fn rec(topic: &str, p: i32, base: i64, seg: &[u8]) -> Logged {
         Logged {
-            topic: topic.to_string(),
+            topic: topic.into(),
             topic_id: [p as u8; 16],
             partition: p,
             base_offset: base,

@@ -243,7 +243,9 @@ pub(super) fn seal_locked(st: &mut super::State, now: Instant) -> bool {
 pub fn seal(logs: &Rc<Logs>, p: &Rc<Partition>) {
     let had = {
         let mut st = p.st.borrow_mut();
-        st.write_out = true;
+        if logs.clog.is_some() {
+            st.write_out = true;
+        }
         seal_locked(&mut st, logs.clock.now())
     };
     // With the commit log, logged segments may be waiting to be written out

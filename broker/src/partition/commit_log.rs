@@ -183,7 +183,9 @@ pub(super) fn took_out(logs: &Logs, p: &Partition, n: usize) {
     let seqs: Vec<u64> = {
         let mut st = p.st.borrow_mut();
         for _ in 0..n {
-            st.pending.pop_front();
+            if let Some(s) = st.pending.pop_front() {
+                st.logged_bytes = st.logged_bytes.saturating_sub(s.segment.size());
+            }
         }
         st.logged = st.logged.saturating_sub(n);
         st.log_taken = st.log_taken.saturating_sub(n);
@@ -260,7 +262,7 @@ pub async fn log_task(logs: Rc<Logs>) {
             for s in st.pending.range(from..to) {
                 last = s.segment.last_offset;
                 records.push(Logged {
-                    topic: p.topic.to_string(),
+                    topic: p.topic.clone(),
                     topic_id: *p.topic_id.as_bytes(),
                     partition: p.index,
                     base_offset: s.segment.base_offset,
@@ -291,6 +293,12 @@ pub async fn log_task(logs: Rc<Logs>) {
                 // Everything taken is logged now: one append at a time, and what
                 // was written out meanwhile left the front of both counts.
                 let n = st.log_taken.saturating_sub(st.logged);
+                let added: usize = st
+                    .pending
+                    .range(st.logged..st.log_taken)
+                    .map(|s| s.segment.size())
+                    .sum();
+                st.logged_bytes += added;
                 st.logged = st.log_taken;
                 st.log_seqs.extend(std::iter::repeat_n(seq, n));
                 *log.live.borrow_mut().entry(seq).or_default() += n;
@@ -302,13 +310,7 @@ pub async fn log_task(logs: Rc<Logs>) {
                         acked.push(w);
                     }
                 }
-                let logged_bytes: usize = st
-                    .pending
-                    .iter()
-                    .take(st.logged)
-                    .map(|s| s.segment.size())
-                    .sum();
-                if logged_bytes >= p.settings.get().segment_bytes {
+                if st.logged_bytes >= p.settings.get().segment_bytes {
                     // A segment's worth: no reason to hold it until the tick.
                     st.write_out = true;
                 }
@@ -398,7 +400,7 @@ pub async fn replay(
     if files.is_empty() {
         return Ok(0);
     }
-    let mut by_partition: BTreeMap<(String, i32), Vec<Logged>> = BTreeMap::new();
+    let mut by_partition: BTreeMap<(Arc<str>, i32), Vec<Logged>> = BTreeMap::new();
     for (_, records) in &files {
         for r in records {
             if topic_id(&r.topic) != Some(r.topic_id) {
@@ -420,7 +422,7 @@ pub async fn replay(
                 continue;
             }
             let segment = Segment::parse(s.segment.clone()).map_err(|e| ReplayError::Corrupt {
-                topic: topic.clone(),
+                topic: topic.to_string(),
                 partition,
                 base_offset: s.base_offset,
                 error: e.to_string(),
@@ -480,7 +482,7 @@ mod tests {
 
     fn logged(topic: &str, id: u8, s: &SealedSegment) -> Logged {
         Logged {
-            topic: topic.to_string(),
+            topic: topic.into(),
             topic_id: [id; 16],
             partition: 0,
             base_offset: s.segment.base_offset,

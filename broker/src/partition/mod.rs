@@ -129,6 +129,9 @@ pub(crate) struct State {
     /// The shard's commit log (`commit_log.rs`): how many of `pending`, from
     /// the front, are durable in it, and in which log file each is.
     pub logged: usize,
+    /// The size of those `logged` segments (a segment's worth is written out
+    /// without waiting for the tick).
+    pub logged_bytes: usize,
     pub log_seqs: VecDeque<u64>,
     /// How many of `pending`, from the front, an append has taken (logged or
     /// being logged).
@@ -247,6 +250,7 @@ impl Partition {
                 last_sealed_bytes: 0,
                 pending: VecDeque::new(),
                 logged: 0,
+                logged_bytes: 0,
                 log_seqs: VecDeque::new(),
                 log_taken: 0,
                 log_queued: false,
@@ -414,6 +418,7 @@ impl Partition {
         st.active = None;
         st.pending.clear();
         st.logged = 0;
+        st.logged_bytes = 0;
         st.log_taken = 0;
         let seqs = std::mem::take(&mut st.log_seqs).into();
         for (_, w) in st.ack_waiters.drain(..) {

@@ -282,10 +282,15 @@ mod direct {
                 open_new(&staged, 0)?
             };
             if whole > 0 {
-                with_aligned(whole, |buf| {
-                    copy_prefix(chunks, buf);
-                    f.write_all(buf)
-                })?;
+                match chunks {
+                    // A segment built by `SegmentBuilder` starts on a block
+                    // boundary: its whole blocks go straight from its bytes.
+                    [one] if one.as_ptr().align_offset(ALIGN) == 0 => f.write_all(&one[..whole])?,
+                    _ => with_aligned(whole, |buf| {
+                        copy_prefix(chunks, buf);
+                        f.write_all(buf)
+                    })?,
+                }
                 buffered(&f)?;
             }
             let mut at = 0;
@@ -459,6 +464,17 @@ mod tests {
     /// byte for byte at its exact length; a second create-only PUT of the name is
     /// refused with AlreadyExists and leaves the first. On a filesystem without
     /// O_DIRECT the same holds through the page cache.
+    /// `data` in a buffer whose first byte is on a 4 KiB boundary.
+    fn aligned_copy(data: &[u8]) -> Bytes {
+        use bytes::{Buf, BufMut};
+        let mut b = bytes::BytesMut::with_capacity(data.len() + 4096);
+        let skip = b.as_ptr().align_offset(4096);
+        b.put_bytes(0, skip);
+        b.advance(skip);
+        b.extend_from_slice(data);
+        b.freeze()
+    }
+
     async fn puts_read_back_exactly(s: &SyncedLocalStore, root: &FsPath) {
         for (i, len) in [0usize, 1, 511, 4095, 4096, 4097, 8192, (1 << 20) + 3]
             .into_iter()
@@ -484,6 +500,16 @@ mod tests {
             s.put_opts(&p3, cut, create()).await.unwrap();
             let file3 = root.join(format!("ns/t3/{i}/segment-{len}.kfs"));
             assert_eq!(std::fs::read(&file3).unwrap(), data, "size {len}, 3 chunks");
+            // One chunk starting on a block boundary, as `SegmentBuilder` makes
+            // them: its whole blocks are written from it, not copied.
+            let aligned = aligned_copy(&data);
+            assert_eq!(aligned.as_ptr().align_offset(4096), 0);
+            let pa = Path::from(format!("ns/ta/{i}/segment-{len}.kfs"));
+            s.put_opts(&pa, PutPayload::from_bytes(aligned), create())
+                .await
+                .unwrap();
+            let filea = root.join(format!("ns/ta/{i}/segment-{len}.kfs"));
+            assert_eq!(std::fs::read(&filea).unwrap(), data, "size {len}, aligned");
             assert_eq!(std::fs::metadata(&file).unwrap().len(), len as u64);
             assert_eq!(std::fs::read(&file).unwrap(), data, "size {len}");
             let again = s

@@ -10,5 +10,6 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod crc;
 pub mod index;
 pub mod segment;

@@ -1,7 +1,7 @@
 //! The `.kfs` segment: a 32-byte header, the record batches, a 16-byte footer.
 //! All integers big-endian (see docs/storage.md).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafscale_codec::batch::{patch_header, BatchError, BatchHeader, Batches};
 
 pub const SEGMENT_HEADER_LEN: usize = 32;
@@ -9,6 +9,9 @@ pub const SEGMENT_FOOTER_LEN: usize = 16;
 pub const SEGMENT_MAGIC: u32 = 0x4B41_4653; // "KAFS"
 pub const FOOTER_MAGIC: u32 = 0x454E_4421; // "END!"
 pub const SEGMENT_VERSION: u16 = 1;
+/// A built segment's bytes start at this alignment in memory (see
+/// `SegmentBuilder::new`): the block size `O_DIRECT` writes need.
+pub const SEGMENT_ALIGN: usize = 4096;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {
@@ -224,8 +227,9 @@ pub struct SealedSegment {
 /// Where a record batch's own CRC starts (it covers the rest of the batch).
 const BATCH_CRC_FROM: usize = 21;
 /// Batches at least this large extend the segment CRC by combining it with the
-/// batch's CRC (a fixed ~10 µs) instead of hashing the bytes again.
-const COMBINE_FROM: usize = 256 << 10;
+/// batch's CRC (under 100 ns, `crc::combine`) instead of hashing the bytes
+/// again (about as long for 2 KiB, and linear in the size).
+const COMBINE_FROM: usize = 2 << 10;
 
 /// The in-memory active segment of one partition. Batches are copied in once,
 /// with their offsets patched in the copy; `finish` adds header and footer in
@@ -242,8 +246,20 @@ pub struct SegmentBuilder {
 
 impl SegmentBuilder {
     pub fn new(base_offset: i64, created_ms: i64, capacity_hint: usize) -> Self {
-        let mut buf =
-            BytesMut::with_capacity(SEGMENT_HEADER_LEN + capacity_hint + SEGMENT_FOOTER_LEN);
+        let mut buf = BytesMut::with_capacity(
+            SEGMENT_ALIGN + SEGMENT_HEADER_LEN + capacity_hint + SEGMENT_FOOTER_LEN,
+        );
+        // Start the segment on a block boundary in memory, so that the local
+        // store writes its whole blocks with O_DIRECT straight from these bytes
+        // instead of copying them to an aligned buffer first (8% of a broker's
+        // CPU at saturation). `advance` keeps the buffer's allocation and moves
+        // its start; only growing past the capacity can lose the alignment,
+        // and then the store copies as before.
+        let skip = buf.as_ptr().align_offset(SEGMENT_ALIGN);
+        if skip < SEGMENT_ALIGN {
+            buf.put_bytes(0, skip);
+            buf.advance(skip);
+        }
         buf.put_bytes(0, SEGMENT_HEADER_LEN);
         SegmentBuilder {
             buf,
@@ -274,7 +290,7 @@ impl SegmentBuilder {
                     // The producer's CRC already covers everything after the patched
                     // fields, and the caller verified it: combine instead of a second pass.
                     let head = crc32c::crc32c_append(self.crc, head);
-                    crc32c::crc32c_combine(head, header.crc, copy.len() - BATCH_CRC_FROM)
+                    super::crc::combine(head, header.crc, copy.len() - BATCH_CRC_FROM)
                 }
                 _ => crc32c::crc32c_append(self.crc, copy),
             };
@@ -386,7 +402,7 @@ pub fn coalesce(parts: &[&Segment], index_interval: i32) -> Option<SealedSegment
             .get(SEGMENT_HEADER_LEN..p.data.len().checked_sub(SEGMENT_FOOTER_LEN)?)?;
         let shift = b.buf.len() as u32 - SEGMENT_HEADER_LEN as u32;
         let crc = parse_footer(&p.data).ok()?.crc;
-        b.crc = crc32c::crc32c_combine(b.crc, crc, part.len());
+        b.crc = super::crc::combine(b.crc, crc, part.len());
         b.buf.extend_from_slice(part);
         batches.extend(p.batches.iter().map(|x| BatchPos {
             pos: x.pos + shift,
@@ -496,6 +512,24 @@ mod tests {
         let body = &d[SEGMENT_HEADER_LEN..d.len() - SEGMENT_FOOTER_LEN];
         assert_eq!(parse_footer(d).unwrap().crc, crc32c::crc32c(body));
         Segment::parse(d.clone()).unwrap();
+    }
+
+    #[test]
+    fn built_segments_start_on_a_block_boundary() {
+        // Within the capacity asked for, and for an empty hint that grows.
+        for hint in [64, 1 << 20] {
+            let mut b = SegmentBuilder::new(100, 7, hint);
+            let raw = build_batch(0, 1, &[&[5u8; 1000]]);
+            for _ in 0..20 {
+                b.append(&raw, &BatchHeader::parse(&raw).unwrap(), 0);
+            }
+            let s = b.finish(2);
+            if hint > 20 * raw.len() {
+                assert_eq!(s.segment.data.as_ptr().align_offset(SEGMENT_ALIGN), 0);
+            }
+            let parsed = Segment::parse(s.segment.data.clone()).unwrap();
+            assert_eq!((parsed.base_offset, parsed.last_offset), (100, 119));
+        }
     }
 
     #[test]

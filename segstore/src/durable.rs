@@ -460,10 +460,6 @@ mod tests {
         }
     }
 
-    /// Every size around the block size, in one chunk and in several, reads back
-    /// byte for byte at its exact length; a second create-only PUT of the name is
-    /// refused with AlreadyExists and leaves the first. On a filesystem without
-    /// O_DIRECT the same holds through the page cache.
     /// `data` in a buffer whose first byte is on a 4 KiB boundary.
     fn aligned_copy(data: &[u8]) -> Bytes {
         use bytes::{Buf, BufMut};
@@ -475,6 +471,11 @@ mod tests {
         b.freeze()
     }
 
+    /// Every size around the block size, in one chunk, in several and in one
+    /// block-aligned chunk (written without a copy), reads back byte for byte at
+    /// its exact length; a second create-only PUT of the name is refused with
+    /// AlreadyExists and leaves the first. On a filesystem without
+    /// O_DIRECT the same holds through the page cache.
     async fn puts_read_back_exactly(s: &SyncedLocalStore, root: &FsPath) {
         for (i, len) in [0usize, 1, 511, 4095, 4096, 4097, 8192, (1 << 20) + 3]
             .into_iter()
